@@ -1,0 +1,34 @@
+# Two commands: `make demo` and `make test`. Each sets up everything it needs from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup lint bench clean
+
+$(STAMP): pyproject.toml sdk/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]" -e ./sdk
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/titrate migrate
+	$(VENV)/bin/titrate demo
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) -m pip install --quiet -e ".[bench]"
+	@echo "run the scripts in bench/ (see bench/README.md)"
+
+clean:
+	rm -rf $(VENV) titrate.db titrate.db-*

@@ -1,0 +1,65 @@
+"""The FastAPI application: wires settings, database, snapshot, writer and routers; nothing at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.assignment.endpoints import router as assignment_router
+from api.assignment.exposure_writer import ExposureWriter
+from api.assignment.snapshot import SnapshotHolder
+from api.auth.endpoints import router as keys_router
+from api.auth.keys import KeyCache
+from api.db.engine import Database
+from api.errors import install_error_handlers
+from api.events.endpoints import router as events_router
+from api.experiments.endpoints import router as experiments_router
+from api.logging_setup import configure_logging
+from api.metrics_catalog.endpoints import router as metrics_router
+from api.ops.endpoints import router as ops_router
+from api.ops.observability import LatencyMiddleware
+from api.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; resources are created in the lifespan (startup) and released on shutdown."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, settings.log_json)
+        db = Database(settings.database_url, settings.db_pool_size)
+        app.state.settings = settings
+        app.state.db = db
+        app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+        app.state.snapshots = SnapshotHolder(db, settings.config_refresh_seconds)
+        app.state.exposure_writer = ExposureWriter(db, settings.exposure_flush_seconds,
+                                                   settings.exposure_batch_size)
+        app.state.snapshots.start()
+        app.state.exposure_writer.start()
+        log.info("titrate started", extra={"database": db.dialect})
+        try:
+            yield
+        finally:
+            # Graceful shutdown (SIGTERM): in-flight requests have finished; write every queued exposure.
+            app.state.exposure_writer.stop()
+            app.state.snapshots.stop()
+            db.dispose()
+            log.info("titrate stopped")
+
+    app = FastAPI(
+        title="titrate",
+        version="0.1.0",
+        summary="Experiments and A/B roll-outs for machine-learning model variants",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(LatencyMiddleware)
+    for router in (ops_router, keys_router, metrics_router, experiments_router, assignment_router, events_router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,45 @@
+"""Assignment routes: ``/v1/assign`` (no DB on the hot path), ``/v1/exposures`` and ``/v1/sdk/config``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from api.assignment import service
+from api.assignment.schemas import AssignRequest, AssignResponse, ExposuresIn, ExposuresOut
+from api.auth.dependencies import require_sdk
+from api.auth.keys import Principal
+from api.db.tables import utc_now
+
+router = APIRouter(tags=["assignment"])
+
+
+@router.post("/v1/assign", response_model=AssignResponse)
+async def assign(body: AssignRequest, request: Request, _: Principal = Depends(require_sdk)) -> dict[str, object]:
+    """Assign a unit to variants of running experiments and log its exposures."""
+    state = request.app.state
+    service.check_attributes(body.attributes, state.settings.max_attributes_bytes, ("body", "attributes"))
+    assignments = service.assign_unit(state.snapshots.current, state.exposure_writer, body.unit_id,
+                                      body.attributes, body.experiments, utc_now())
+    return {"assignments": assignments}
+
+
+@router.post("/v1/exposures", response_model=ExposuresOut)
+def log_exposures(body: ExposuresIn, request: Request, _: Principal = Depends(require_sdk)) -> dict[str, int]:
+    """Log exposures of SDKs that assign locally (re-checked against the server's assignment)."""
+    state = request.app.state
+    for i, exposure in enumerate(body.exposures):
+        service.check_attributes(exposure.attributes, state.settings.max_attributes_bytes,
+                                 ("body", "exposures", i, "attributes"))
+    with state.db.transaction() as session:
+        return service.record_sdk_exposures(session, state.snapshots.current, state.exposure_writer,
+                                            body.exposures)
+
+
+@router.get("/v1/sdk/config", responses={304: {"description": "unchanged since the given ETag"}})
+async def sdk_config(request: Request, _: Principal = Depends(require_sdk)) -> Response:
+    """Everything local evaluation needs (ETag; If-None-Match gives 304 when unchanged)."""
+    snapshot = request.app.state.snapshots.current
+    headers = {"ETag": snapshot.etag, "Cache-Control": "no-cache"}
+    if request.headers.get("if-none-match") == snapshot.etag:
+        return Response(status_code=304, headers=headers)
+    return Response(content=snapshot.document, media_type="application/json", headers=headers)

@@ -1,0 +1,62 @@
+"""Schemas of assignment, SDK exposures and the SDK config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from api.schemas_common import Key, UnitId
+
+
+class AssignRequest(BaseModel):
+    """Which variants does this unit get? ``experiments`` absent = every running, shipped or rolled-back
+    experiment it is eligible for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit_id: UnitId
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    experiments: list[Key] | None = Field(None, max_length=1000)
+
+
+class AssignedVariant(BaseModel):
+    """The variant a unit gets and its payload."""
+
+    variant: str
+    payload: dict[str, Any]
+
+
+class AssignResponse(BaseModel):
+    """Assignments by experiment key (experiments the unit is not in are absent)."""
+
+    assignments: dict[str, AssignedVariant]
+
+
+class ExposureIn(BaseModel):
+    """An exposure an SDK logged after assigning locally."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: Key
+    unit_id: UnitId
+    variant: Key
+    timestamp: AwareDatetime
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExposuresIn(BaseModel):
+    """A batch of SDK exposures."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exposures: list[ExposureIn] = Field(min_length=1, max_length=10_000)
+
+
+class ExposuresOut(BaseModel):
+    """How the batch was taken: stored as new, already known, disagreeing with the server, or unknown."""
+
+    accepted: int
+    duplicates: int
+    mismatches: int
+    unknown: int

@@ -1,0 +1,79 @@
+"""Assignment against the snapshot, and the re-check of SDK exposures."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from api.assignment.exposure_writer import ExposureRecord, ExposureWriter
+from api.assignment.schemas import ExposureIn
+from api.assignment.snapshot import ConfigSnapshot
+from api.db.tables import Experiment
+from api.errors import InvalidInput
+from api.ops import observability
+from bandits.bucketing import assign
+
+
+def check_attributes(attributes: dict[str, Any], max_bytes: int, loc: tuple[str | int, ...]) -> None:
+    """Refuse attributes too large to store with every exposure (422 naming the field)."""
+    if len(json.dumps(attributes, default=str)) > max_bytes:
+        raise InvalidInput(loc, f"attributes exceed {max_bytes} bytes of JSON")
+
+
+def assign_unit(
+    snapshot: ConfigSnapshot, writer: ExposureWriter, unit_id: str, attributes: dict[str, Any],
+    experiment_keys: list[str] | None, now: datetime,
+) -> dict[str, dict[str, Any]]:
+    """Assign one unit to every requested (or every running) experiment and queue the exposures."""
+    keys = experiment_keys if experiment_keys is not None else snapshot.served_keys
+    assignments: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        config = snapshot.experiments.get(key)
+        if config is None:
+            continue
+        result = assign(config, unit_id, attributes)
+        if result is None:
+            continue
+        assignments[key] = {"variant": result.variant, "payload": result.payload}
+        if result.exposed:
+            observability.ASSIGNMENTS.labels(key).inc()
+            writer.enqueue(ExposureRecord(
+                experiment_id=snapshot.experiment_ids[key], unit_id=unit_id, variant=result.variant,
+                allocation_version=result.allocation_version, exposed_at=now, attributes=attributes,
+            ))
+    return assignments
+
+
+def record_sdk_exposures(
+    session: Session, snapshot: ConfigSnapshot, writer: ExposureWriter, exposures: list[ExposureIn]
+) -> dict[str, int]:
+    """Re-check each SDK exposure against the server's own assignment; store matches, count mismatches."""
+    accepted = duplicates = unknown = 0
+    mismatches: Counter[str] = Counter()
+    for exposure in exposures:
+        config = snapshot.experiments.get(exposure.experiment)
+        if config is None or config.status != "running":
+            unknown += 1
+            continue
+        result = assign(config, exposure.unit_id, exposure.attributes)
+        if result is None or result.variant != exposure.variant:
+            mismatches[exposure.experiment] += 1
+            continue
+        queued = writer.enqueue(ExposureRecord(
+            experiment_id=snapshot.experiment_ids[exposure.experiment], unit_id=exposure.unit_id,
+            variant=result.variant, allocation_version=result.allocation_version, exposed_at=exposure.timestamp,
+            attributes=exposure.attributes, source="sdk",
+        ))
+        accepted += int(queued)
+        duplicates += int(not queued)
+    for key, count in mismatches.items():
+        session.execute(update(Experiment).where(Experiment.key == key)
+                        .values(exposure_mismatches=Experiment.exposure_mismatches + count))
+        observability.EXPOSURE_MISMATCHES.inc(count)
+    return {"accepted": accepted, "duplicates": duplicates, "mismatches": sum(mismatches.values()),
+            "unknown": unknown}

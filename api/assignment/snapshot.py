@@ -1,0 +1,118 @@
+"""The in-memory config snapshot the assignment hot path reads (never the database).
+
+A snapshot is rebuilt when the config version in the database changes: at once in the worker that made
+the change, and within ``config_refresh_seconds`` in every other worker or replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.db.engine import Database
+from api.db.tables import Experiment, utc_now
+from api.experiments import repository
+from bandits.bucketing import BUCKETS, SPEC_VERSION, ExperimentConfig, experiment_config_from_document
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConfigSnapshot:
+    """Served experiments by key, their ids, and the SDK config document (pre-serialised, with its ETag)."""
+
+    version: int
+    experiments: dict[str, ExperimentConfig]
+    experiment_ids: dict[str, int]
+    served_keys: tuple[str, ...]
+    document: bytes
+    etag: str
+    models: dict[str, dict[str, str | None]] = field(default_factory=dict)
+
+
+def experiment_document(experiment: Experiment, weights: dict[str, float], version: int) -> dict[str, Any]:
+    """One experiment of the SDK config document (spec/bucketing.md §4)."""
+    served = [v for v in experiment.variants if not v.shadow]
+    control = next((v.key for v in served if v.is_control), served[0].key)
+    return {
+        "key": experiment.key, "salt": experiment.salt, "status": experiment.status, "type": experiment.type,
+        "traffic": experiment.traffic, "layer": experiment.layer, "layer_start": experiment.layer_start,
+        "layer_end": experiment.layer_end, "targeting": experiment.targeting, "allocation_version": version,
+        "control": control, "shipped_variant": experiment.shipped_variant,
+        "variants": [{"key": v.key, "weight": float(weights.get(v.key, 0.0)), "payload": v.payload}
+                     for v in served],
+    }
+
+
+def build_snapshot(db: Database) -> ConfigSnapshot:
+    """Read served experiments and their newest allocations and build a snapshot."""
+    with db.read() as session:
+        version = repository.config_version(session)
+        experiments = repository.list_experiments(session, repository.SERVED_STATUSES)
+        allocations = repository.latest_allocations(session, [e.id for e in experiments])
+        docs = []
+        models: dict[str, dict[str, str | None]] = {}
+        for experiment in sorted(experiments, key=lambda e: e.key):
+            allocation = allocations.get(experiment.id)
+            weights = allocation.weights if allocation else {v.key: v.weight for v in experiment.variants}
+            docs.append(experiment_document(experiment, weights, allocation.version if allocation else 1))
+            models[experiment.key] = {v.key: v.model for v in experiment.variants}
+        ids = {e.key: e.id for e in experiments}
+    configs = {doc["key"]: experiment_config_from_document(doc) for doc in docs}
+    served = tuple(doc["key"] for doc in docs)
+    body = {"version": version, "generated_at": utc_now().isoformat().replace("+00:00", "Z"),
+            "buckets": BUCKETS, "spec_version": SPEC_VERSION, "experiments": docs}
+    document = json.dumps(body, separators=(",", ":")).encode()
+    # The ETag names the content, not the time it was generated, so replicas agree on it.
+    content_hash = hashlib.sha256(json.dumps(docs, sort_keys=True).encode()).hexdigest()[:16]
+    return ConfigSnapshot(version=version, experiments=configs, experiment_ids=ids, served_keys=served,
+                          document=document, etag=f'"{version}-{content_hash}"', models=models)
+
+
+class SnapshotHolder:
+    """Holds the current snapshot (swapped atomically) and refreshes it when the version moves."""
+
+    def __init__(self, db: Database, refresh_seconds: float) -> None:
+        self._db = db
+        self._refresh_seconds = refresh_seconds
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.current = build_snapshot(db)
+
+    def reload(self) -> ConfigSnapshot:
+        """Rebuild now (called after this worker commits a change)."""
+        with self._lock:
+            self.current = build_snapshot(self._db)
+            return self.current
+
+    def reload_if_changed(self) -> bool:
+        """Rebuild when the database's config version differs from the snapshot's."""
+        with self._db.read() as session:
+            version = repository.config_version(session)
+        if version != self.current.version:
+            self.reload()
+            return True
+        return False
+
+    def start(self) -> None:
+        """Poll the config version in a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="titrate-config-refresh", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._refresh_seconds):
+            try:
+                self.reload_if_changed()
+            except Exception:  # a database blip must not kill the refresher; the old snapshot keeps serving
+                log.exception("config refresh failed; serving the previous snapshot")
+
+    def stop(self) -> None:
+        """Stop polling."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

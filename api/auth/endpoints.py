@@ -1,0 +1,63 @@
+"""API key administration routes (admin)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from api.audit import record
+from api.auth.dependencies import require_admin
+from api.auth.keys import Principal, create_api_key
+from api.db.tables import ApiKey
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+
+class KeyCreate(BaseModel):
+    """A new key's role and a name saying who or what uses it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["sdk", "analyst", "admin"]
+    name: str = Field("unnamed", min_length=1, max_length=200)
+
+
+class KeyOut(BaseModel):
+    """A key's public facts (the secret is only in the creation response)."""
+
+    id: int
+    name: str
+    role: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    """The new key, with its secret shown this once."""
+
+    key: str
+
+
+@router.post("", status_code=201, response_model=KeyCreated)
+def create_key(body: KeyCreate, request: Request, principal: Principal = Depends(require_admin)) -> KeyCreated:
+    """Create an API key (the secret is returned once and stored only hashed)."""
+    with request.app.state.db.transaction() as session:
+        row, secret = create_api_key(session, body.role, body.name)
+        record(session, principal, "key.create", experiment_id=None,
+               after={"id": row.id, "name": row.name, "role": row.role, "prefix": row.prefix})
+        return KeyCreated(id=row.id, name=row.name, role=row.role, prefix=row.prefix, created_at=row.created_at,
+                          revoked_at=None, key=secret)
+
+
+@router.get("", response_model=list[KeyOut])
+def list_keys(request: Request, _: Principal = Depends(require_admin)) -> list[KeyOut]:
+    """List API keys (never their secrets)."""
+    with request.app.state.db.read() as session:
+        rows = session.scalars(select(ApiKey).order_by(ApiKey.id))
+        return [KeyOut(id=r.id, name=r.name, role=r.role, prefix=r.prefix, created_at=r.created_at,
+                       revoked_at=r.revoked_at) for r in rows]

@@ -1,0 +1,94 @@
+"""API keys: generation, hashing, storage and a short-lived in-memory cache of verified keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.db.tables import ROLES, ApiKey, utc_now
+
+ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
+KEY_PREFIX = "tk_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key's id, name, role and public prefix (never the secret)."""
+
+    key_id: int
+    name: str
+    role: str
+    prefix: str
+
+    def has_role(self, required: str) -> bool:
+        """Roles are ordered ``sdk < analyst < admin``."""
+        return ROLE_RANK[self.role] >= ROLE_RANK[required]
+
+    @property
+    def actor(self) -> str:
+        """How audit rows name the caller."""
+        return f"{self.name} ({self.prefix}…)"
+
+
+def hash_key(secret: str) -> str:
+    """SHA-256 hex digest of a key (keys carry 256 random bits, so a fast hash is enough)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_key(session: Session, role: str, name: str) -> tuple[ApiKey, str]:
+    """Store a new key and return the row and the secret (shown once, never stored)."""
+    if role not in ROLE_RANK:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(name=name, role=role, prefix=secret[:10], key_hash=hash_key(secret), created_at=utc_now())
+    session.add(row)
+    session.flush()
+    return row, secret
+
+
+def find_principal(session: Session, secret: str) -> Principal | None:
+    """The principal of an unrevoked key, or None."""
+    row = session.scalars(
+        select(ApiKey).where(ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None))
+    ).first()
+    if row is None:
+        return None
+    return Principal(key_id=row.id, name=row.name, role=row.role, prefix=row.prefix)
+
+
+class KeyCache:
+    """Verified keys by hash for ``ttl`` seconds, so the assignment hot path does no DB read.
+
+    Revoking a key takes effect within ``ttl`` on every worker.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._entries: dict[str, tuple[Principal | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, secret: str) -> tuple[bool, Principal | None]:
+        """``(hit, principal)``; a cached miss (unknown key) is a hit with None."""
+        entry = self._entries.get(hash_key(secret))
+        if entry is None or entry[1] < time.monotonic():
+            return False, None
+        return True, entry[0]
+
+    def put(self, secret: str, principal: Principal | None) -> None:
+        """Remember the verification result (unknown keys for a shorter time, to limit probing cost)."""
+        ttl = self._ttl if principal is not None else min(self._ttl, 5.0)
+        with self._lock:
+            if len(self._entries) > 100_000:
+                self._entries.clear()
+            self._entries[hash_key(secret)] = (principal, time.monotonic() + ttl)
+
+    def clear(self) -> None:
+        """Forget every cached key."""
+        with self._lock:
+            self._entries.clear()

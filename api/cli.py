@@ -1,0 +1,65 @@
+"""The ``titrate`` command line (typer)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="titrate: experiments and A/B roll-outs for ML model variants", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database (TITRATE_DATABASE_URL) to the newest schema."""
+    from api import migrate as migrations
+    from api.settings import get_settings
+
+    migrations.upgrade(get_settings().database_url)
+    typer.echo(f"database at {migrations.head_revision()}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+    migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="migrate before serving")] = True,
+) -> None:
+    """Run the HTTP service (several worker processes share the database)."""
+    import uvicorn
+
+    if migrate_first:
+        migrate()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # /metrics aggregates across processes only through a shared directory.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="titrate-prom-")
+    uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_config=None,
+                timeout_graceful_shutdown=30)
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="sdk | analyst | admin")],
+    name: Annotated[str, typer.Option(help="who or what uses the key")] = "cli",
+) -> None:
+    """Create an API key and print it (shown once; stored hashed)."""
+    from api.auth.keys import ROLE_RANK, create_api_key
+    from api.db.engine import Database
+    from api.settings import get_settings
+
+    if role not in ROLE_RANK:
+        raise typer.BadParameter(f"role must be one of {', '.join(ROLE_RANK)}", param_hint="--role")
+    db = Database(get_settings().database_url)
+    with db.transaction() as session:
+        _, secret = create_api_key(session, role, name)
+    db.dispose()
+    typer.echo(secret)
+
+
+if __name__ == "__main__":
+    app()

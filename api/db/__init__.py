@@ -1,0 +1,1 @@
+"""Database layer: ORM tables (``tables``), engine and sessions (``engine``)."""

@@ -1,0 +1,233 @@
+"""ORM tables (SQLAlchemy 2 typed mappings). ``migrations/`` always agrees with this module."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from api.db.base import Base, BigIntPK
+from api.db.types import JSONType, UTCDateTime
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+ROLES = ("sdk", "analyst", "admin")
+EXPERIMENT_STATUSES = ("draft", "running", "paused", "shipped", "rolled_back", "stopped")
+
+
+class ApiKey(Base):
+    """An API key, stored as the SHA-256 of the secret (keys are 256-bit random, so no slow hash is needed)."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint("role IN ('sdk', 'analyst', 'admin')", name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Metric(Base):
+    """A metric of the catalog: how per-unit values are computed from events."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (CheckConstraint("kind IN ('proportion', 'mean', 'ratio')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    aggregation: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    numerator: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    denominator: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    direction: Mapped[str] = mapped_column(String(32))
+    winsorize: Mapped[float | None] = mapped_column(Float, nullable=True)
+    window_hours: Mapped[float | None] = mapped_column(Float, nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, onupdate=utc_now)
+
+
+class Experiment(Base):
+    """A registered experiment; its frozen analysis plan lives in ``plan`` once started."""
+
+    __tablename__ = "experiments"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('draft', 'running', 'paused', 'shipped', 'rolled_back', 'stopped')", name="status"
+        ),
+        CheckConstraint("type IN ('ab', 'rollout')", name="type"),
+        CheckConstraint("traffic > 0 AND traffic <= 1", name="traffic"),
+        Index("ix_experiments_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    owner: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    hypothesis: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    allocation: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    design: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    targeting: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    traffic: Mapped[float] = mapped_column(Float, default=1.0)
+    layer: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    layer_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    layer_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    salt: Mapped[str] = mapped_column(String(200))
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    plan_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    shipped_variant: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    exposure_mismatches: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, onupdate=utc_now)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    variants: Mapped[list[Variant]] = relationship(
+        back_populates="experiment", lazy="raise", order_by="Variant.position", cascade="all, delete-orphan"
+    )
+    metric_links: Mapped[list[ExperimentMetric]] = relationship(
+        back_populates="experiment", lazy="raise", order_by="ExperimentMetric.position",
+        cascade="all, delete-orphan",
+    )
+
+
+class Variant(Base):
+    """One arm of an experiment; ``position`` is its bucket order (spec/bucketing.md §3.5)."""
+
+    __tablename__ = "variants"
+    __table_args__ = (UniqueConstraint("experiment_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(100))
+    position: Mapped[int] = mapped_column(Integer)
+    is_control: Mapped[bool] = mapped_column(Boolean, default=False)
+    weight: Mapped[float] = mapped_column(Float)
+    model: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    experiment: Mapped[Experiment] = relationship(back_populates="variants", lazy="raise")
+
+
+class ExperimentMetric(Base):
+    """A catalog metric attached to an experiment in a role (primary, secondary, guardrail)."""
+
+    __tablename__ = "experiment_metrics"
+    __table_args__ = (
+        UniqueConstraint("experiment_id", "metric_id", "role"),
+        CheckConstraint("role IN ('primary', 'secondary', 'guardrail')", name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    metric_id: Mapped[int] = mapped_column(ForeignKey("metrics.id", ondelete="RESTRICT"))
+    role: Mapped[str] = mapped_column(String(16))
+    margin: Mapped[float | None] = mapped_column(Float, nullable=True)
+    position: Mapped[int] = mapped_column(Integer)
+
+    experiment: Mapped[Experiment] = relationship(back_populates="metric_links", lazy="raise")
+    metric: Mapped[Metric] = relationship(lazy="raise")
+
+
+class Allocation(Base):
+    """A versioned allocation of traffic between variants; assignment uses the newest version."""
+
+    __tablename__ = "allocations"
+    __table_args__ = (UniqueConstraint("experiment_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    weights: Mapped[dict[str, float]] = mapped_column(JSONType)
+    reason: Mapped[str] = mapped_column(String(200))
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class Exposure(Base):
+    """A unit's first exposure to an experiment: the variant, allocation version and attributes then."""
+
+    __tablename__ = "exposures"
+    __table_args__ = (
+        UniqueConstraint("experiment_id", "unit_id"),
+        Index("ix_exposures_experiment_variant", "experiment_id", "variant"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    unit_id: Mapped[str] = mapped_column(String(256))
+    variant: Mapped[str] = mapped_column(String(100))
+    allocation_version: Mapped[int] = mapped_column(Integer)
+    exposed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    source: Mapped[str] = mapped_column(String(16), default="server")
+
+
+class Event(Base):
+    """A tracked event; ``event_id`` is the client's idempotency key."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_unit_name_ts", "unit_id", "name", "timestamp"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    unit_id: Mapped[str] = mapped_column(String(256))
+    name: Mapped[str] = mapped_column(String(200))
+    value: Mapped[float] = mapped_column(Float)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class AuditEntry(Base):
+    """Who did what to which experiment, with the state before and after."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_experiment_at", "experiment_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    experiment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), nullable=True
+    )
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class ConfigVersion(Base):
+    """One row: bumped in the same transaction as any change to what assignment serves."""
+
+    __tablename__ = "config_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, onupdate=utc_now)

@@ -1,0 +1,85 @@
+"""Domain errors and their HTTP mapping: every refusal is JSON ``{"detail": ...}`` naming the field or rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import json
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+
+class DomainError(Exception):
+    """Base of errors raised by services; ``status_code`` is the HTTP status endpoints answer with."""
+
+    status_code = 400
+
+    def __init__(self, detail: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(DomainError):
+    """An unknown experiment, metric, model or key (404)."""
+
+    status_code = 404
+
+
+class Conflict(DomainError):
+    """An invalid state transition, a frozen field, a duplicate key or a guardrail refusal (409)."""
+
+    status_code = 409
+
+
+class InvalidInput(DomainError):
+    """Input that is well-formed but breaks a rule across fields or against stored data (422).
+
+    ``field`` is a location like ``("body", "metrics", "primary")`` so the detail has the same shape
+    as FastAPI's own validation errors.
+    """
+
+    status_code = 422
+
+    def __init__(self, field: tuple[str | int, ...], message: str) -> None:
+        super().__init__([{"loc": list(field), "msg": message, "type": "value_error"}])
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map domain errors to their status codes."""
+
+    async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DomainError)
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+    async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse(status_code=422, content={"detail": safe_validation_errors(exc.errors())})
+
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        json.dumps(jsonable_encoder(value), allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def safe_validation_errors(errors: Any) -> list[dict[str, Any]]:
+    """Validation errors as JSON that always serialises: location, message and type of each error, and the
+    offending input only when it is small and JSON-safe (an ``inf`` or a huge blob would otherwise turn a
+    422 into a 500)."""
+    out = []
+    for error in errors:
+        item: dict[str, Any] = {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", "")),
+                                "type": str(error.get("type", "value_error"))}
+        value = error.get("input")
+        if value is not None and _json_safe(value) and len(json.dumps(jsonable_encoder(value))) <= 200:
+            item["input"] = jsonable_encoder(value)
+        out.append(item)
+    return out

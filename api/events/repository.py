@@ -1,0 +1,18 @@
+"""Event storage: idempotent bulk inserts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from api.db.bulk import copy_events_postgres, insert_ignoring_conflicts
+from api.db.tables import Event
+
+
+def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert events skipping known ``event_id``s; returns how many were new (COPY on PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return copy_events_postgres(session, rows)
+    return insert_ignoring_conflicts(session, Event.__table__, rows, ("event_id",))

@@ -1,0 +1,84 @@
+"""Queries of the experiment registry (the only module here that builds SELECTs on its tables)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from api.db.tables import Allocation, ConfigVersion, Experiment, ExperimentMetric, utc_now
+
+LIVE_STATUSES = ("running", "paused")
+SERVED_STATUSES = ("running", "shipped", "rolled_back")
+
+
+def _with_children() -> tuple[object, ...]:
+    return (
+        selectinload(Experiment.variants),
+        selectinload(Experiment.metric_links).selectinload(ExperimentMetric.metric),
+    )
+
+
+def get(session: Session, key: str, *, for_update: bool = False) -> Experiment | None:
+    """The experiment called ``key`` with its variants and metrics, or None."""
+    stmt = (select(Experiment).where(Experiment.key == key).options(*_with_children())
+            .execution_options(populate_existing=True))
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).first()
+
+
+def list_experiments(session: Session, statuses: Sequence[str] | None = None) -> list[Experiment]:
+    """Experiments (optionally of some statuses) with children, newest first."""
+    stmt = select(Experiment).options(*_with_children()).order_by(Experiment.id.desc())
+    if statuses:
+        stmt = stmt.where(Experiment.status.in_(statuses))
+    return list(session.scalars(stmt))
+
+
+def latest_allocations(session: Session, experiment_ids: Sequence[int]) -> dict[int, Allocation]:
+    """The newest allocation of each experiment."""
+    if not experiment_ids:
+        return {}
+    newest = (
+        select(Allocation.experiment_id, func.max(Allocation.version).label("version"))
+        .where(Allocation.experiment_id.in_(experiment_ids))
+        .group_by(Allocation.experiment_id)
+        .subquery()
+    )
+    stmt = select(Allocation).join(
+        newest, (Allocation.experiment_id == newest.c.experiment_id) & (Allocation.version == newest.c.version)
+    )
+    return {a.experiment_id: a for a in session.scalars(stmt)}
+
+
+def allocation_history(session: Session, experiment_id: int) -> list[Allocation]:
+    """Every allocation version of an experiment, oldest first."""
+    return list(session.scalars(
+        select(Allocation).where(Allocation.experiment_id == experiment_id).order_by(Allocation.version)
+    ))
+
+
+def layer_ranges(session: Session, layer: str, exclude_id: int | None = None) -> list[tuple[int, int]]:
+    """Bucket ranges held by live (running or paused) experiments of a layer."""
+    stmt = select(Experiment.layer_start, Experiment.layer_end).where(
+        Experiment.layer == layer, Experiment.status.in_(LIVE_STATUSES),
+        Experiment.layer_start.is_not(None), Experiment.layer_end.is_not(None),
+    )
+    if exclude_id is not None:
+        stmt = stmt.where(Experiment.id != exclude_id)
+    return sorted((int(s), int(e)) for s, e in session.execute(stmt).all())
+
+
+def bump_config_version(session: Session) -> None:
+    """Increment the config version; on PostgreSQL this row lock also serialises config writers."""
+    session.execute(
+        update(ConfigVersion).where(ConfigVersion.id == 1)
+        .values(version=ConfigVersion.version + 1, updated_at=utc_now())
+    )
+
+
+def config_version(session: Session) -> int:
+    """The current config version."""
+    return int(session.scalar(select(ConfigVersion.version).where(ConfigVersion.id == 1)) or 0)

@@ -1,0 +1,311 @@
+"""Request/response schemas of the experiment registry (DESIGN.md REST contract; field names fixed)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from api.schemas_common import Key
+
+ExperimentType = Literal["ab", "rollout"]
+Strategy = Literal["fixed", "ramp", "thompson"]
+Status = Literal["draft", "running", "paused", "shipped", "rolled_back", "stopped"]
+Operator = Literal["eq", "neq", "in", "not_in", "gt", "gte", "lt", "lte"]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+JsonScalar = Annotated[str, StringConstraints(max_length=1000)] | bool | int | float
+
+MAX_VARIANTS = 20
+
+
+class Hypothesis(BaseModel):
+    """"If we [change], then [metric] will [direction] because [rationale]"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    change: ShortText
+    metric: Key
+    direction: Literal["increase", "decrease"]
+    rationale: ShortText
+
+
+def render_hypothesis(hypothesis: dict[str, Any]) -> str:
+    """The hypothesis as the sentence people read."""
+    return (f"If we {hypothesis['change']}, then {hypothesis['metric']} will {hypothesis['direction']} "
+            f"because {hypothesis['rationale']}.")
+
+
+class RampStep(BaseModel):
+    """One step of a ramped roll-out: the share of eligible units on the non-control variant(s)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float = Field(gt=0, le=1, allow_inf_nan=False)
+    min_units: int = Field(0, ge=0)
+    min_hours: float = Field(0, ge=0, allow_inf_nan=False)
+
+
+class AllocationSpec(BaseModel):
+    """How traffic is split: fixed weights, a ramp schedule or a Thompson-sampling bandit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Strategy = "fixed"
+    steps: list[RampStep] | None = Field(None, min_length=1, max_length=20)
+    mode: Literal["auto", "suggest"] = "auto"
+    floor: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False)
+    top_two: bool = False
+    update_every_minutes: float | None = Field(None, gt=0, allow_inf_nan=False)
+    update_every_events: int | None = Field(None, gt=0)
+    prob_best_to_ship: float = Field(0.95, gt=0.5, lt=1)
+
+    @model_validator(mode="after")
+    def _check_strategy(self) -> Self:
+        if self.strategy == "ramp":
+            if not self.steps:
+                raise ValueError("a ramp needs 'steps'")
+            fractions = [s.fraction for s in self.steps]
+            if any(b <= a for a, b in zip(fractions, fractions[1:], strict=False)):
+                raise ValueError("ramp step fractions must increase")
+        elif self.steps is not None:
+            raise ValueError("'steps' only apply to strategy 'ramp'")
+        if self.strategy != "thompson" and (self.floor is not None or self.top_two):
+            raise ValueError("'floor' and 'top_two' only apply to strategy 'thompson'")
+        return self
+
+
+class VariantIn(BaseModel):
+    """A variant: its key, weight, optional model variant and the payload clients receive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: Key
+    control: bool = False
+    weight: float = Field(ge=0, le=1, allow_inf_nan=False)
+    model: Key | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    shadow: bool = False
+    description: str | None = Field(None, max_length=2000)
+
+
+class Guardrail(BaseModel):
+    """A guardrail metric with its relative non-inferiority margin (0.05 = 5 % worse at most)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: Key
+    margin: float = Field(gt=0, le=1, allow_inf_nan=False)
+
+
+class MetricsByRole(BaseModel):
+    """Exactly one primary metric, any secondary metrics, and guardrails."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    primary: Key
+    secondary: list[Key] = Field(default_factory=list, max_length=50)
+    guardrails: list[Guardrail] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> Self:
+        if self.primary in self.secondary:
+            raise ValueError(f"'{self.primary}' is the primary metric and cannot also be secondary")
+        if len(set(self.secondary)) != len(self.secondary):
+            raise ValueError("secondary metrics repeat")
+        guardrail_keys = [g.metric for g in self.guardrails]
+        if len(set(guardrail_keys)) != len(guardrail_keys):
+            raise ValueError("guardrail metrics repeat")
+        return self
+
+
+class Design(BaseModel):
+    """The statistical design: alpha, power and the relative minimum detectable effect."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float = Field(0.05, gt=0, le=0.5, allow_inf_nan=False)
+    power: float = Field(0.8, ge=0.5, lt=1, allow_inf_nan=False)
+    mde: float = Field(0.05, gt=0, le=10, allow_inf_nan=False, description="relative minimum detectable effect")
+    sequential: bool = False
+    cuped: bool = False
+    cuped_lookback_days: float = Field(14, gt=0, le=365, allow_inf_nan=False)
+
+
+class Condition(BaseModel):
+    """A targeting condition on a unit attribute (spec/bucketing.md §3.2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attribute: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    op: Operator
+    values: list[JsonScalar] = Field(min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _check_values(self) -> Self:
+        if self.op in ("gt", "gte", "lt", "lte"):
+            value = self.values[0]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"'{self.op}' compares numbers: values[0] must be a finite number")
+        for value in self.values:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("values must be finite")
+        return self
+
+
+def _check_variants(variants: list[VariantIn]) -> None:
+    keys = [v.key for v in variants]
+    if len(set(keys)) != len(keys):
+        raise ValueError("variant keys must be unique")
+    controls = [v for v in variants if v.control]
+    if len(controls) != 1:
+        raise ValueError(f"exactly one variant must be the control (found {len(controls)})")
+    for v in variants:
+        if v.shadow and (v.control or v.weight != 0 or v.model is None):
+            raise ValueError(f"shadow variant '{v.key}' needs weight 0, a model, and cannot be the control")
+    total = math.fsum(v.weight for v in variants)
+    if abs(total - 1.0) > 1e-9:
+        raise ValueError(f"variant weights must sum to 1 (they sum to {total:.10g})")
+
+
+class ExperimentCreate(BaseModel):
+    """Register a hypothesis-driven experiment (starts as a draft)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: Key
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    owner: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    description: str | None = Field(None, max_length=5000)
+    hypothesis: Hypothesis
+    type: ExperimentType = "ab"
+    allocation: AllocationSpec = Field(default_factory=AllocationSpec)
+    variants: list[VariantIn] = Field(min_length=2, max_length=MAX_VARIANTS)
+    metrics: MetricsByRole
+    design: Design = Field(default_factory=Design)
+    targeting: list[Condition] = Field(default_factory=list, max_length=50)
+    traffic: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    layer: Key | None = None
+    salt: Key | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _check_variants(self.variants)
+        if self.hypothesis.metric != self.metrics.primary:
+            raise ValueError(f"hypothesis.metric '{self.hypothesis.metric}' must be the primary metric "
+                             f"'{self.metrics.primary}'")
+        served = [v for v in self.variants if not v.shadow]
+        if self.allocation.strategy == "thompson" and self.allocation.floor is not None:
+            if self.allocation.floor * len(served) > 1:
+                raise ValueError("allocation.floor × number of variants must not exceed 1")
+        return self
+
+
+class ExperimentUpdate(BaseModel):
+    """Edit an experiment. Drafts can change anything; running experiments only name, owner, description,
+    targeting and traffic (the analysis plan, variants and salt are frozen once started)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    owner: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    description: str | None = Field(None, max_length=5000)
+    hypothesis: Hypothesis | None = None
+    type: ExperimentType | None = None
+    allocation: AllocationSpec | None = None
+    variants: list[VariantIn] | None = Field(None, min_length=2, max_length=MAX_VARIANTS)
+    metrics: MetricsByRole | None = None
+    design: Design | None = None
+    targeting: list[Condition] | None = Field(None, max_length=50)
+    traffic: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    layer: Key | None = None
+    salt: Key | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.variants is not None:
+            _check_variants(self.variants)
+        return self
+
+
+class ShipRequest(BaseModel):
+    """Ship a variant to everyone eligible; ``override_reason`` is required to override a refusal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: Key
+    override_reason: str | None = Field(None, min_length=1, max_length=5000)
+
+
+class RollbackRequest(BaseModel):
+    """Send everyone back to control, with a reason for the audit log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=5000)]
+
+
+class VariantOut(BaseModel):
+    """A variant as stored, with the weight of the allocation in force."""
+
+    key: str
+    control: bool
+    weight: float
+    current_weight: float
+    model: str | None
+    payload: dict[str, Any]
+    shadow: bool
+    description: str | None = None
+
+
+class AllocationOut(BaseModel):
+    """One version of an experiment's allocation."""
+
+    version: int
+    weights: dict[str, float]
+    reason: str
+    seed: int | None
+    details: dict[str, Any]
+    created_at: datetime
+
+
+class ExperimentOut(BaseModel):
+    """An experiment with its status, frozen plan fingerprint and the allocation in force."""
+
+    key: str
+    name: str
+    owner: str
+    description: str | None
+    hypothesis: Hypothesis
+    hypothesis_text: str
+    type: ExperimentType
+    status: Status
+    allocation: AllocationSpec
+    variants: list[VariantOut]
+    metrics: MetricsByRole
+    design: Design
+    targeting: list[Condition]
+    traffic: float
+    layer: str | None
+    layer_range: tuple[int, int] | None
+    salt: str
+    plan_fingerprint: str | None
+    shipped_variant: str | None
+    allocation_version: int | None
+    exposure_mismatches: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class AuditOut(BaseModel):
+    """One audit row."""
+
+    at: datetime
+    actor: str
+    action: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    reason: str | None
