@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
-from api.schemas_common import Key, UnitId
+from api.schemas_common import Key, RequestModel, UnitId
 
 
-class AssignRequest(BaseModel):
+class AssignRequest(RequestModel):
     """Which variants does this unit get? ``experiments`` absent = every running, shipped or rolled-back
     experiment it is eligible for."""
 
-    model_config = ConfigDict(extra="forbid")
 
     unit_id: UnitId
     attributes: dict[str, Any] = Field(default_factory=dict)
@@ -33,10 +32,9 @@ class AssignResponse(BaseModel):
     assignments: dict[str, AssignedVariant]
 
 
-class ExposureIn(BaseModel):
+class ExposureIn(RequestModel):
     """An exposure an SDK logged after assigning locally."""
 
-    model_config = ConfigDict(extra="forbid")
 
     experiment: Key
     unit_id: UnitId
@@ -45,10 +43,9 @@ class ExposureIn(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-class ExposuresIn(BaseModel):
+class ExposuresIn(RequestModel):
     """A batch of SDK exposures."""
 
-    model_config = ConfigDict(extra="forbid")
 
     exposures: list[ExposureIn] = Field(min_length=1, max_length=10_000)
 

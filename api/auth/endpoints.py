@@ -6,21 +6,21 @@ from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.audit import record
 from api.auth.dependencies import require_admin
 from api.auth.keys import Principal, create_api_key
 from api.db.tables import ApiKey
+from api.schemas_common import RequestModel
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(RequestModel):
     """A new key's role and a name saying who or what uses it."""
 
-    model_config = ConfigDict(extra="forbid")
 
     role: Literal["sdk", "analyst", "admin"]
     name: str = Field("unnamed", min_length=1, max_length=200)

@@ -25,9 +25,10 @@ def insert_ignoring_conflicts(
         return 0
     dialect = session.get_bind().dialect.name
     maker = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = maker(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
-    result = session.execute(stmt, list(rows))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    # RETURNING counts the inserted rows on every driver (executemany rowcount is -1 on some).
+    key = next(iter(table.primary_key.columns))
+    stmt = maker(table).on_conflict_do_nothing(index_elements=list(conflict_columns)).returning(key)
+    return len(session.execute(stmt, list(rows)).all())
 
 
 EVENT_COLUMNS = ("event_id", "unit_id", "name", "value", "timestamp", "attributes", "received_at")

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
 
-from api.schemas_common import EventName, UnitId
+from api.schemas_common import EventName, RequestModel, UnitId
 
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
-class EventIn(BaseModel):
+class EventIn(RequestModel):
     """One event; ``event_id`` is the idempotency key (resending never double-counts)."""
 
-    model_config = ConfigDict(extra="forbid")
 
     event_id: EventId
     unit_id: UnitId
@@ -24,10 +23,9 @@ class EventIn(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-class EventsIn(BaseModel):
+class EventsIn(RequestModel):
     """A batch of up to 10,000 events, stored all or nothing."""
 
-    model_config = ConfigDict(extra="forbid")
 
     events: list[EventIn] = Field(min_length=1, max_length=10_000)
 

@@ -23,6 +23,7 @@ from api.experiments.schemas import (
     ShipRequest,
     Status,
 )
+from api.schemas_common import KeyPath
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
@@ -55,7 +56,7 @@ def list_experiments(request: Request, status: list[Status] | None = Query(None)
 
 
 @router.get("/{key}", response_model=ExperimentOut)
-def get_experiment(key: str, request: Request, _: Principal = Depends(require_analyst)) -> ExperimentOut:
+def get_experiment(key: KeyPath, request: Request, _: Principal = Depends(require_analyst)) -> ExperimentOut:
     """Get one experiment."""
     with request.app.state.db.read() as session:
         experiment = service.get_or_404(session, key)
@@ -64,20 +65,20 @@ def get_experiment(key: str, request: Request, _: Principal = Depends(require_an
 
 
 @router.patch("/{key}", response_model=ExperimentOut)
-def update_experiment(key: str, body: ExperimentUpdate, request: Request,
+def update_experiment(key: KeyPath, body: ExperimentUpdate, request: Request,
                       principal: Principal = Depends(require_analyst)) -> ExperimentOut:
     """Edit an experiment (drafts freely; running ones only name, owner, description, targeting, traffic)."""
     return _write(request, lambda s: service.update_experiment(s, key, body, principal))
 
 
 @router.post("/{key}/start", response_model=ExperimentOut)
-def start_experiment(key: str, request: Request, principal: Principal = Depends(require_admin)) -> ExperimentOut:
+def start_experiment(key: KeyPath, request: Request, principal: Principal = Depends(require_admin)) -> ExperimentOut:
     """Start: freeze and fingerprint the analysis plan and begin assigning."""
     return _write(request, lambda s: service.start(s, key, principal))
 
 
 def _simple(action: Literal["pause", "resume", "stop"]) -> Callable[..., ExperimentOut]:
-    def _endpoint(key: str, request: Request, principal: Principal = Depends(require_admin)) -> ExperimentOut:
+    def _endpoint(key: KeyPath, request: Request, principal: Principal = Depends(require_admin)) -> ExperimentOut:
         return _write(request, lambda s: service.simple_transition(s, key, action, principal))
 
     _endpoint.__name__ = f"{action}_experiment"
@@ -93,21 +94,21 @@ for _action in ("pause", "resume", "stop"):
 
 
 @router.post("/{key}/ship", response_model=ExperimentOut)
-def ship_experiment(key: str, body: ShipRequest, request: Request,
+def ship_experiment(key: KeyPath, body: ShipRequest, request: Request,
                     principal: Principal = Depends(require_admin)) -> ExperimentOut:
     """Ship a variant to everyone eligible."""
     return _write(request, lambda s: service.ship(s, key, body.variant, principal, body.override_reason))
 
 
 @router.post("/{key}/rollback", response_model=ExperimentOut)
-def rollback_experiment(key: str, body: RollbackRequest, request: Request,
+def rollback_experiment(key: KeyPath, body: RollbackRequest, request: Request,
                         principal: Principal = Depends(require_admin)) -> ExperimentOut:
     """Roll back: everyone eligible gets control."""
     return _write(request, lambda s: service.simple_transition(s, key, "rollback", principal, body.reason))
 
 
 @router.get("/{key}/audit", response_model=list[AuditOut])
-def experiment_audit(key: str, request: Request, _: Principal = Depends(require_analyst)) -> list[AuditOut]:
+def experiment_audit(key: KeyPath, request: Request, _: Principal = Depends(require_analyst)) -> list[AuditOut]:
     """The experiment's audit log, oldest first."""
     with request.app.state.db.read() as session:
         experiment = service.get_or_404(session, key)
@@ -115,7 +116,7 @@ def experiment_audit(key: str, request: Request, _: Principal = Depends(require_
 
 
 @router.get("/{key}/allocations", response_model=list[AllocationOut])
-def experiment_allocations(key: str, request: Request,
+def experiment_allocations(key: KeyPath, request: Request,
                            _: Principal = Depends(require_analyst)) -> list[AllocationOut]:
     """The experiment's allocation history, oldest first."""
     with request.app.state.db.read() as session:

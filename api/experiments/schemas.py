@@ -6,9 +6,9 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from api.schemas_common import Key
+from api.schemas_common import Key, RequestModel
 
 ExperimentType = Literal["ab", "rollout"]
 Strategy = Literal["fixed", "ramp", "thompson"]
@@ -20,10 +20,9 @@ JsonScalar = Annotated[str, StringConstraints(max_length=1000)] | bool | int | f
 MAX_VARIANTS = 20
 
 
-class Hypothesis(BaseModel):
+class Hypothesis(RequestModel):
     """"If we [change], then [metric] will [direction] because [rationale]"."""
 
-    model_config = ConfigDict(extra="forbid")
 
     change: ShortText
     metric: Key
@@ -37,20 +36,18 @@ def render_hypothesis(hypothesis: dict[str, Any]) -> str:
             f"because {hypothesis['rationale']}.")
 
 
-class RampStep(BaseModel):
+class RampStep(RequestModel):
     """One step of a ramped roll-out: the share of eligible units on the non-control variant(s)."""
 
-    model_config = ConfigDict(extra="forbid")
 
     fraction: float = Field(gt=0, le=1, allow_inf_nan=False)
     min_units: int = Field(0, ge=0)
     min_hours: float = Field(0, ge=0, allow_inf_nan=False)
 
 
-class AllocationSpec(BaseModel):
+class AllocationSpec(RequestModel):
     """How traffic is split: fixed weights, a ramp schedule or a Thompson-sampling bandit."""
 
-    model_config = ConfigDict(extra="forbid")
 
     strategy: Strategy = "fixed"
     steps: list[RampStep] | None = Field(None, min_length=1, max_length=20)
@@ -76,10 +73,9 @@ class AllocationSpec(BaseModel):
         return self
 
 
-class VariantIn(BaseModel):
+class VariantIn(RequestModel):
     """A variant: its key, weight, optional model variant and the payload clients receive."""
 
-    model_config = ConfigDict(extra="forbid")
 
     key: Key
     control: bool = False
@@ -90,19 +86,17 @@ class VariantIn(BaseModel):
     description: str | None = Field(None, max_length=2000)
 
 
-class Guardrail(BaseModel):
+class Guardrail(RequestModel):
     """A guardrail metric with its relative non-inferiority margin (0.05 = 5 % worse at most)."""
 
-    model_config = ConfigDict(extra="forbid")
 
     metric: Key
     margin: float = Field(gt=0, le=1, allow_inf_nan=False)
 
 
-class MetricsByRole(BaseModel):
+class MetricsByRole(RequestModel):
     """Exactly one primary metric, any secondary metrics, and guardrails."""
 
-    model_config = ConfigDict(extra="forbid")
 
     primary: Key
     secondary: list[Key] = Field(default_factory=list, max_length=50)
@@ -120,10 +114,9 @@ class MetricsByRole(BaseModel):
         return self
 
 
-class Design(BaseModel):
+class Design(RequestModel):
     """The statistical design: alpha, power and the relative minimum detectable effect."""
 
-    model_config = ConfigDict(extra="forbid")
 
     alpha: float = Field(0.05, gt=0, le=0.5, allow_inf_nan=False)
     power: float = Field(0.8, ge=0.5, lt=1, allow_inf_nan=False)
@@ -133,10 +126,9 @@ class Design(BaseModel):
     cuped_lookback_days: float = Field(14, gt=0, le=365, allow_inf_nan=False)
 
 
-class Condition(BaseModel):
+class Condition(RequestModel):
     """A targeting condition on a unit attribute (spec/bucketing.md §3.2)."""
 
-    model_config = ConfigDict(extra="forbid")
 
     attribute: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     op: Operator
@@ -169,10 +161,9 @@ def _check_variants(variants: list[VariantIn]) -> None:
         raise ValueError(f"variant weights must sum to 1 (they sum to {total:.10g})")
 
 
-class ExperimentCreate(BaseModel):
+class ExperimentCreate(RequestModel):
     """Register a hypothesis-driven experiment (starts as a draft)."""
 
-    model_config = ConfigDict(extra="forbid")
 
     key: Key
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -202,11 +193,10 @@ class ExperimentCreate(BaseModel):
         return self
 
 
-class ExperimentUpdate(BaseModel):
+class ExperimentUpdate(RequestModel):
     """Edit an experiment. Drafts can change anything; running experiments only name, owner, description,
     targeting and traffic (the analysis plan, variants and salt are frozen once started)."""
 
-    model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     owner: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
@@ -229,19 +219,17 @@ class ExperimentUpdate(BaseModel):
         return self
 
 
-class ShipRequest(BaseModel):
+class ShipRequest(RequestModel):
     """Ship a variant to everyone eligible; ``override_reason`` is required to override a refusal."""
 
-    model_config = ConfigDict(extra="forbid")
 
     variant: Key
     override_reason: str | None = Field(None, min_length=1, max_length=5000)
 
 
-class RollbackRequest(BaseModel):
+class RollbackRequest(RequestModel):
     """Send everyone back to control, with a reason for the audit log."""
 
-    model_config = ConfigDict(extra="forbid")
 
     reason: Annotated[str, StringConstraints(min_length=1, max_length=5000)]
 

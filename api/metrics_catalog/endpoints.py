@@ -8,6 +8,7 @@ from api.auth.dependencies import require_analyst
 from api.auth.keys import Principal
 from api.metrics_catalog import repository, service
 from api.metrics_catalog.schemas import MetricCreate, MetricOut
+from api.schemas_common import KeyPath
 
 router = APIRouter(prefix="/v1/metrics", tags=["metrics"])
 
@@ -29,7 +30,7 @@ def list_metrics(request: Request, _: Principal = Depends(require_analyst)) -> l
 
 
 @router.get("/{key}", response_model=MetricOut)
-def get_metric(key: str, request: Request, _: Principal = Depends(require_analyst)) -> MetricOut:
+def get_metric(key: KeyPath, request: Request, _: Principal = Depends(require_analyst)) -> MetricOut:
     """Get one metric."""
     from api.errors import NotFound
 

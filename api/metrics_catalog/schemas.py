@@ -5,28 +5,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from api.schemas_common import EventName, Key
+from api.schemas_common import EventName, Key, RequestModel
 
 MetricKind = Literal["proportion", "mean", "ratio"]
 Aggregation = Literal["sum", "count", "any"]
 Direction = Literal["higher_is_better", "lower_is_better"]
 
 
-class EventAggregate(BaseModel):
+class EventAggregate(RequestModel):
     """One side of a ratio metric: an event aggregated per unit."""
 
-    model_config = ConfigDict(extra="forbid")
 
     event: EventName
     aggregation: Aggregation = "sum"
 
 
-class MetricCreate(BaseModel):
+class MetricCreate(RequestModel):
     """A metric definition: which event, how it is aggregated per unit, and which way is better."""
 
-    model_config = ConfigDict(extra="forbid")
 
     key: Key
     kind: MetricKind

@@ -50,7 +50,8 @@ def test_one_bad_row_rejects_the_batch_and_names_row_and_field(client: TestClien
         assert response.status_code == 422, (field, bad)
         assert response.json()["detail"][0]["loc"][:4] == ["body", "events", 7, field]
     # JSON numbers too large for a double arrive as inf: refused as well.
-    raw = b'{"events": [{"event_id": "a", "unit_id": "u", "name": "n", "value": 1e999, "timestamp": "2026-11-23T10:00:00Z"}]}'
+    raw = (b'{"events": [{"event_id": "a", "unit_id": "u", "name": "n", "value": 1e999, '
+           b'"timestamp": "2026-11-23T10:00:00Z"}]}')
     response = client.post("/v1/events", content=raw, headers={**sdk, "content-type": "application/json"})
     assert response.status_code == 422
     assert _count(db) == 0
@@ -74,3 +75,16 @@ def test_events_keep_their_fields(client: TestClient, keys: Keys, db: Database) 
         assert (row.event_id, row.unit_id, row.name, row.value, row.attributes) == (
             event_id, "u-123", "purchase", 12.5, {"sku": "a"})
         assert row.timestamp.isoformat() == "2026-11-23T10:00:00+00:00"
+
+
+def test_nul_characters_are_refused_at_the_edge(client: TestClient, keys: Keys, db: Database) -> None:
+    # PostgreSQL cannot store NUL in text or JSONB: it must be a 422 naming the field, not a 500.
+    sdk = keys.headers("sdk")
+    for field, bad in (("unit_id", "u\x00"), ("attributes", {"k": "v\x00"}), ("attributes", {"k\x00": 1})):
+        batch = events(3)
+        batch[1][field] = bad
+        response = client.post("/v1/events", json={"events": batch}, headers=sdk)
+        assert response.status_code == 422, (field, response.text)
+        assert response.json()["detail"][0]["loc"][:4] == ["body", "events", 1, field]
+    assert client.get("/v1/experiments/a%00b", headers=keys.headers("admin")).status_code == 422
+    assert _count(db) == 0

@@ -38,7 +38,7 @@ def test_hash_vectors_reproduce() -> None:
         assert bucket(vector["seed"], vector["unit_id"]) == vector["bucket"], vector
 
 
-@pytest.mark.parametrize("seed,unit", [("exp", "u-1"), ("ranker-v2", "user:42"), ("layer:search", "😀")])
+@pytest.mark.parametrize(("seed", "unit"), [("exp", "u-1"), ("ranker-v2", "user:42"), ("layer:search", "😀")])
 def test_hash_matches_sha256sum(seed: str, unit: str) -> None:
     # Independent of Python's hashlib: the coreutils binary computes the digest.
     digest = subprocess.run(["sha256sum"], input=f"{seed}.{unit}".encode(), capture_output=True, check=True)
@@ -103,7 +103,8 @@ def test_raising_traffic_only_adds_units() -> None:
     low = _variants(_config([0.5, 0.5], traffic=0.1), UNITS)
     high = _variants(_config([0.5, 0.5], traffic=0.2), UNITS)
     kept = [(a, b) for a, b in zip(low, high, strict=True) if a is not None]
-    assert kept and all(a == b for a, b in kept)
+    assert kept
+    assert all(a == b for a, b in kept)
     assert abs(sum(v is not None for v in high) / len(UNITS) - 0.2) < 0.01
 
 
@@ -118,8 +119,12 @@ def test_shipped_and_rolled_back_ignore_traffic_and_do_not_expose() -> None:
     rolled = _config([0.5, 0.5], traffic=0.01, status="rolled_back")
     for unit in UNITS[:200]:
         s, r = assign(shipped, unit), assign(rolled, unit)
-        assert s is not None and s.variant == "v1" and not s.exposed
-        assert r is not None and r.variant == "v0" and not r.exposed
+        assert s is not None
+        assert s.variant == "v1"
+        assert not s.exposed
+        assert r is not None
+        assert r.variant == "v0"
+        assert not r.exposed
     assert assign(_config([0.5, 0.5], status="paused"), "u") is None
 
 
