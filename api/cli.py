@@ -42,6 +42,22 @@ def serve(
                 timeout_graceful_shutdown=30)
 
 
+@app.command()
+def demo(
+    headless: Annotated[bool, typer.Option(help="run the scenarios, print a JSON summary and exit")] = False,
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    units: Annotated[int, typer.Option(min=100, help="simulated visitors")] = 20_000,
+    seed: Annotated[int, typer.Option(help="random seed of the simulation")] = 2026,
+) -> None:
+    """The main job: start the service, run the demo scenario through the SDK, report (and keep serving)."""
+    from api.demo import run_demo
+    from api.settings import get_settings
+
+    migrate()
+    run_demo(get_settings(), host=host, port=port, units=units, seed=seed, headless=headless)
+
+
 @keys_app.command("create")
 def keys_create(
     role: Annotated[str, typer.Option(help="sdk | analyst | admin")],
