@@ -8,13 +8,13 @@ its absence fails the run.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from api import migrate
 from api.app import create_app
@@ -44,29 +44,41 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
-def _reset_postgres(url: str) -> None:
-    engine = create_engine(normalise_url(url))
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
+def _private_postgres_database(url: str) -> tuple[str, Callable[[], None]]:
+    """A fresh database on the server of ``url`` for this pytest process (concurrent runs never collide);
+    returns its URL and a function that drops it."""
+    base = make_url(normalise_url(url))
+    name = f"{base.database}_{os.getpid()}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def _drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return base.set(database=name).render_as_string(hide_password=False), _drop
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated database of each backend, shared by the session (tables are emptied after each test)."""
+    drop: Callable[[], None] | None = None
     if request.param == "postgresql":
         if not POSTGRES_URL:
             if REQUIRE_POSTGRES:
                 pytest.fail("TITRATE_REQUIRE_POSTGRES=1 but TITRATE_TEST_POSTGRES_URL is not set")
             _skipped_postgres.append(request.node.nodeid)
             pytest.skip("PostgreSQL half skipped: TITRATE_TEST_POSTGRES_URL is not set")
-        _reset_postgres(POSTGRES_URL)
-        url = normalise_url(POSTGRES_URL)
+        url, drop = _private_postgres_database(POSTGRES_URL)
     else:
         url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'titrate.db'}"
     migrate.upgrade(url)
-    return url
+    yield url
+    if drop is not None:
+        drop()
 
 
 def _empty_tables(db: Database) -> None:
