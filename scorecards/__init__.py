@@ -1,0 +1,102 @@
+"""Statistics on sufficient statistics for titrate scorecards (pure: arrays in, frozen results out).
+
+DESIGN.md's notebook API::
+
+    from scorecards import SampleStats, compare, sample_size_per_arm, srm_p_value
+"""
+
+from scorecards.bayesian import BayesianSummary, beta_chance_to_beat, normal_chance_to_beat
+from scorecards.cuped import CupedAdjustment, compare_cuped, compare_cuped_arrays, cuped_adjustment
+from scorecards.decision import Decision, decide, describe_primary
+from scorecards.frequentist import ArmEstimate, Comparison, arm_estimate, compare, compare_arrays
+from scorecards.guardrails import GuardrailResult, GuardrailStatus, guardrail_status
+from scorecards.inference import (
+    DifferenceInference,
+    RelativeInference,
+    difference_inference,
+    relative_inference,
+    welch_satterthwaite_df,
+)
+from scorecards.multiple_testing import AdjustedPValues, adjust_p_values, benjamini_hochberg, holm
+from scorecards.power import Design, achieved_power, design, mde_at_n, sample_size_per_arm
+from scorecards.reasons import Reason
+from scorecards.sample_stats import CovariateStats, RatioStats, SampleStats
+from scorecards.sequential import (
+    SequentialInference,
+    accumulate_looks,
+    compare_sequential,
+    mixture_variance,
+    msprt,
+    optimal_mixture_ratio,
+)
+from scorecards.srm import (
+    AllocationPeriod,
+    SegmentSrm,
+    SrmResult,
+    expected_counts,
+    sequential_srm_check,
+    sequential_srm_p_value,
+    sequential_srm_p_values,
+    srm_check,
+    srm_check_history,
+    srm_drill_down,
+    srm_p_value,
+    srm_p_values,
+)
+
+__all__ = [
+    "AdjustedPValues",
+    "AllocationPeriod",
+    "ArmEstimate",
+    "BayesianSummary",
+    "Comparison",
+    "CovariateStats",
+    "CupedAdjustment",
+    "Decision",
+    "Design",
+    "DifferenceInference",
+    "GuardrailResult",
+    "GuardrailStatus",
+    "RatioStats",
+    "Reason",
+    "RelativeInference",
+    "SampleStats",
+    "SegmentSrm",
+    "SequentialInference",
+    "SrmResult",
+    "accumulate_looks",
+    "achieved_power",
+    "adjust_p_values",
+    "arm_estimate",
+    "benjamini_hochberg",
+    "beta_chance_to_beat",
+    "compare",
+    "compare_arrays",
+    "compare_cuped",
+    "compare_cuped_arrays",
+    "compare_sequential",
+    "cuped_adjustment",
+    "decide",
+    "describe_primary",
+    "design",
+    "difference_inference",
+    "expected_counts",
+    "guardrail_status",
+    "holm",
+    "mde_at_n",
+    "mixture_variance",
+    "msprt",
+    "normal_chance_to_beat",
+    "optimal_mixture_ratio",
+    "relative_inference",
+    "sample_size_per_arm",
+    "sequential_srm_check",
+    "sequential_srm_p_value",
+    "sequential_srm_p_values",
+    "srm_check",
+    "srm_check_history",
+    "srm_drill_down",
+    "srm_p_value",
+    "srm_p_values",
+    "welch_satterthwaite_df",
+]

@@ -1,0 +1,228 @@
+"""The ship / no-ship / rollback / keep-running decision, as a pure function of the statistics.
+
+Rules (DESIGN.md "decide" step):
+
+A/B experiment (``experiment_type="ab"``) — per variant:
+  * *loss*: a guardrail failed (always-valid, so at any look), or — once the primary comparison may
+    be read (planned sample reached, or any time in sequential mode) — the primary metric moved
+    significantly against the hypothesis;
+  * *win*: readable, primary significant in the hypothesised direction, every guardrail passing;
+  * otherwise pending.
+  Decision: a sample ratio mismatch → ``no_ship`` (the split is broken, so no effect can be trusted
+  and more data will not repair it); else any win → ``ship`` the win with the largest lift in the
+  hypothesised direction; else every variant a loss → ``no_ship``; else planned sample reached →
+  ``no_ship`` (no significant improvement with guardrails passing); else ``keep_running``.
+
+Roll-out (``experiment_type="rollout"``): a failed guardrail on any variant → ``rollback`` at once;
+else a sample ratio mismatch → ``keep_running`` (it blocks shipping; investigate); else at the planned
+sample with every guardrail passing → ``ship``; else ``keep_running``.  The primary metric is
+reported but does not gate a roll-out.
+
+Reasons are full sentences with the numbers behind them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from scorecards.frequentist import Comparison
+from scorecards.guardrails import GuardrailResult, GuardrailStatus
+from scorecards.kinds import ExperimentType, HypothesisDirection
+
+DecisionKind = Literal["ship", "no_ship", "rollback", "keep_running"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """REST ``GET /v1/experiments/{key}/decision`` payload."""
+
+    decision: DecisionKind
+    variant: str | None
+    reasons: list[str] = field(default_factory=list)
+
+
+def _p(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.3g}"
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:+.2%}"
+
+
+def describe_primary(variant: str, metric: str, c: Comparison) -> str:
+    """Sentence with the primary comparison's numbers."""
+    level = f"{1 - c.alpha:.0%}"
+    what = "always-valid p" if c.test == "msprt" else "p"
+    if math.isnan(c.rel_lift):
+        lift = f"{c.abs_lift:+.4g} (absolute)"
+        ci = f"{level} CI [{c.abs_ci[0]:+.4g}, {c.abs_ci[1]:+.4g}]"
+    else:
+        lift = _pct(c.rel_lift)
+        ci = f"{level} CI [{_pct(c.rel_ci[0])}, {_pct(c.rel_ci[1])}]"
+    return (
+        f"{variant}: {metric} {lift} vs control ({c.treatment_mean:.4g} vs {c.control_mean:.4g}, "
+        f"{ci}, {what} = {_p(c.p_value)}, n = {c.treatment_n} vs {c.control_n})"
+    )
+
+
+def _srm_sentence(p_value: float | None) -> str:
+    p = "" if p_value is None else f" (p = {_p(p_value)})"
+    return (
+        f"sample ratio mismatch{p}: units are not split as configured, so the comparison cannot be "
+        "trusted; investigate assignment and exposure logging"
+    )
+
+
+def decide(
+    experiment_type: ExperimentType,
+    hypothesis_direction: HypothesisDirection,
+    primary: Mapping[str, Comparison],
+    guardrails: Mapping[str, Mapping[str, GuardrailResult]] | None = None,
+    *,
+    srm_mismatch: bool = False,
+    srm_p_value: float | None = None,
+    planned_n_reached: bool = False,
+    sequential: bool = False,
+    primary_metric: str = "primary metric",
+) -> Decision:
+    """Decide what to do with an experiment (see module docstring for the rules).
+
+    Args:
+        experiment_type: "ab" or "rollout".
+        hypothesis_direction: "increase" or "decrease" — the hypothesised move of the primary metric.
+        primary: variant key → primary-metric :class:`Comparison` vs control (non-control variants).
+            In sequential mode pass always-valid comparisons (:func:`compare_sequential`).
+        guardrails: variant key → guardrail metric → :class:`GuardrailResult`.
+        srm_mismatch: the SRM check flagged the experiment; ``srm_p_value`` is quoted in the reason.
+        planned_n_reached: every arm has reached the planned sample size.
+        sequential: comparisons are always-valid and may be acted on before the planned sample.
+        primary_metric: metric name used in the reasons.
+    """
+    if experiment_type not in ("ab", "rollout"):
+        raise ValueError(f"experiment_type must be 'ab' or 'rollout', got {experiment_type!r}")
+    if hypothesis_direction not in ("increase", "decrease"):
+        raise ValueError(f"hypothesis_direction must be 'increase' or 'decrease', got {hypothesis_direction!r}")
+    guards: Mapping[str, Mapping[str, GuardrailResult]] = guardrails or {}
+    variants = list(dict.fromkeys([*primary, *guards]))
+    if len(variants) == 0:
+        raise ValueError("need at least one non-control variant")
+    if experiment_type == "rollout":
+        return _decide_rollout(variants, hypothesis_direction, primary, guards, srm_mismatch, srm_p_value,
+                               planned_n_reached, primary_metric)
+    return _decide_ab(variants, hypothesis_direction, primary, guards, srm_mismatch, srm_p_value,
+                      planned_n_reached, sequential, primary_metric)
+
+
+def _decide_ab(
+    variants: list[str],
+    hypothesis: HypothesisDirection,
+    primary: Mapping[str, Comparison],
+    guards: Mapping[str, Mapping[str, GuardrailResult]],
+    srm_mismatch: bool,
+    srm_p_value: float | None,
+    planned_n_reached: bool,
+    sequential: bool,
+    metric: str,
+) -> Decision:
+    sign = 1.0 if hypothesis == "increase" else -1.0
+    readable = planned_n_reached or sequential
+    reasons: list[str] = []
+    wins: list[tuple[float, str]] = []
+    losses: list[str] = []
+    for v in variants:
+        gr = guards.get(v, {})
+        failed = [m for m, g in gr.items() if g.status is GuardrailStatus.FAIL]
+        not_passing = [m for m, g in gr.items() if g.status is not GuardrailStatus.PASS]
+        cmp_ = primary.get(v)
+        if cmp_ is None:
+            reasons.append(f"{v}: no primary-metric comparison available")
+            right = wrong = False
+        else:
+            reasons.append(describe_primary(v, metric, cmp_))
+            moved = sign * cmp_.abs_lift
+            right = cmp_.significant and moved > 0
+            wrong = cmp_.significant and moved < 0
+        for m in failed:
+            reasons.append(f"{v}: {gr[m].describe(m)}")
+        if failed:
+            losses.append(v)
+            reasons.append(f"{v}: a guardrail failed, so it cannot ship")
+        elif readable and wrong:
+            losses.append(v)
+            reasons.append(f"{v}: {metric} moved significantly against the hypothesis ({hypothesis})")
+        elif readable and right and not not_passing:
+            assert cmp_ is not None
+            wins.append((sign * cmp_.rel_lift if not math.isnan(cmp_.rel_lift) else sign * cmp_.abs_lift, v))
+            reasons.extend(f"{v}: {gr[m].describe(m)}" for m in gr)
+        elif readable and right:
+            reasons.extend(f"{v}: {gr[m].describe(m)}" for m in not_passing)
+            reasons.append(f"{v}: significant {hypothesis} in {metric}, but not every guardrail passes yet")
+        elif not readable:
+            reasons.append(f"{v}: planned sample not reached; the fixed-horizon test is not read yet")
+        else:
+            reasons.append(f"{v}: no significant {hypothesis} in {metric}")
+
+    if srm_mismatch:
+        return Decision("no_ship", None, [_srm_sentence(srm_p_value), *reasons])
+    if wins:
+        wins.sort(key=lambda w: (-w[0], w[1]))
+        best = wins[0][1]
+        head = f"ship {best}: {metric} moved significantly in the hypothesised direction ({hypothesis}) "
+        head += "and every guardrail passes"
+        return Decision("ship", best, [head, *reasons])
+    if len(losses) == len(variants):
+        return Decision("no_ship", None, ["no variant can ship: every variant lost or failed a guardrail",
+                                         *reasons])
+    if planned_n_reached:
+        return Decision("no_ship", None, [
+            f"planned sample reached without a significant {hypothesis} in {metric} with every guardrail "
+            "passing", *reasons])
+    return Decision("keep_running", None, ["keep running: no variant has won or lost yet", *reasons])
+
+
+def _decide_rollout(
+    variants: list[str],
+    hypothesis: HypothesisDirection,
+    primary: Mapping[str, Comparison],
+    guards: Mapping[str, Mapping[str, GuardrailResult]],
+    srm_mismatch: bool,
+    srm_p_value: float | None,
+    planned_n_reached: bool,
+    metric: str,
+) -> Decision:
+    reasons: list[str] = []
+    failed: list[str] = []
+    pending: list[str] = []
+    for v in variants:
+        for m, g in guards.get(v, {}).items():
+            reasons.append(f"{v}: {g.describe(m)}")
+            if g.status is GuardrailStatus.FAIL:
+                failed.append(v)
+            elif g.status is not GuardrailStatus.PASS:
+                pending.append(v)
+        cmp_ = primary.get(v)
+        if cmp_ is not None:
+            reasons.append(describe_primary(v, metric, cmp_) + " (informational for a roll-out)")
+    if failed:
+        v = failed[0]
+        return Decision("rollback", v, [f"roll back {v}: a guardrail is significantly worse than control",
+                                        *reasons])
+    if srm_mismatch:
+        return Decision("keep_running", None, [_srm_sentence(srm_p_value) + "; shipping is blocked", *reasons])
+    if planned_n_reached and not pending:
+        sign = 1.0 if hypothesis == "increase" else -1.0
+
+        def score(v: str) -> float:
+            c = primary.get(v)
+            return sign * c.rel_lift if c is not None and not math.isnan(c.rel_lift) else -math.inf
+
+        best = sorted(variants, key=lambda v: (-score(v), v))[0]
+        return Decision("ship", best, [f"ship {best}: planned sample reached and every guardrail passes",
+                                       *reasons])
+    if planned_n_reached:
+        return Decision("keep_running", None, [
+            "planned sample reached but not every guardrail passes yet: keep running", *reasons])
+    return Decision("keep_running", None, ["planned sample not reached and no guardrail failed", *reasons])

@@ -1,0 +1,30 @@
+"""Literal vocabularies shared by the statistics (spelled exactly as in the REST contract)."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+MetricKind = Literal["proportion", "mean", "ratio"]
+Direction = Literal["higher_is_better", "lower_is_better"]
+HypothesisDirection = Literal["increase", "decrease"]
+ExperimentType = Literal["ab", "rollout"]
+
+METRIC_KINDS: tuple[str, ...] = get_args(MetricKind)
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
+
+
+def check_kind(kind: str, allowed: tuple[str, ...] = METRIC_KINDS) -> None:
+    """Raise ``ValueError`` for a kind outside ``allowed``."""
+    if kind not in allowed:
+        raise ValueError(f"kind must be one of {allowed}, got {kind!r}")
+
+
+def check_direction(direction: str) -> None:
+    """Raise ``ValueError`` for a metric direction outside the REST vocabulary."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+
+
+def sign_of(direction: Direction) -> float:
+    """+1 when larger values are better, −1 otherwise (flips 'better' into 'larger')."""
+    return 1.0 if direction == "higher_is_better" else -1.0
