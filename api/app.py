@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.analysis.endpoints import router as analysis_router
 from api.assignment.endpoints import router as assignment_router
 from api.assignment.exposure_writer import ExposureWriter
 from api.assignment.snapshot import SnapshotHolder
@@ -21,13 +23,22 @@ from api.logging_setup import configure_logging
 from api.metrics_catalog.endpoints import router as metrics_router
 from api.ops.endpoints import router as ops_router
 from api.ops.observability import LatencyMiddleware
+from api.serving.endpoints import router as serving_router
+from api.serving.recorder import ServingRecorder
+from api.serving.runtime import ServingRuntime
 from api.settings import Settings, get_settings
+from models.manager import Loader, ModelManager
+from models.variants import load_variant
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; resources are created in the lifespan (startup) and released on shutdown."""
+def create_app(settings: Settings | None = None, *, model_loader: Loader | None = None) -> FastAPI:
+    """Build the app; resources are created in the lifespan (startup) and released on shutdown.
+
+    ``model_loader`` (``spec -> ModelVariant``, default ``models.variants.load_variant``) is the seam tests use to
+    wrap served models (slow or failing variants).
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -40,13 +51,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.snapshots = SnapshotHolder(db, settings.config_refresh_seconds)
         app.state.exposure_writer = ExposureWriter(db, settings.exposure_flush_seconds,
                                                    settings.exposure_batch_size)
+        if settings.hf_offline:  # models load from local directories only; never reach for a hub
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        app.state.model_manager = ModelManager(loader=model_loader or load_variant,
+                                               max_wait_ms=settings.serving_batch_wait_ms)
+        app.state.serving = ServingRuntime(
+            db=db, snapshots=app.state.snapshots, exposure_writer=app.state.exposure_writer,
+            manager=app.state.model_manager,
+            recorder=ServingRecorder(db, settings.serving_flush_seconds, settings.serving_queue_max),
+            retain_seconds=settings.serving_retain_seconds, shadow_max_pending=settings.serving_shadow_max_pending,
+        )
         app.state.snapshots.start()
         app.state.exposure_writer.start()
+        await app.state.serving.start()
         log.info("titrate started", extra={"database": db.dialect})
         try:
             yield
         finally:
             # Graceful shutdown (SIGTERM): in-flight requests have finished; write every queued exposure.
+            await app.state.serving.close()  # shadow runs, models, then serving events and the prediction log
             app.state.exposure_writer.stop()
             app.state.snapshots.stop()
             db.dispose()
@@ -60,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(LatencyMiddleware)
-    for router in (ops_router, keys_router, metrics_router, experiments_router, assignment_router, events_router):
+    # Starlette matches routes in order: the hot paths (assign, events) come first.
+    for router in (assignment_router, events_router, ops_router, keys_router, metrics_router, experiments_router,
+                   serving_router, analysis_router):
         app.include_router(router)
     return app

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Every tunable of the service; one place, typed, documented in README's configuration table."""
 
-    model_config = SettingsConfigDict(env_prefix="TITRATE_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TITRATE_", env_file=None, extra="ignore", protected_namespaces=())
 
     database_url: str = Field("sqlite:///./titrate.db", description="SQLAlchemy URL of the database")
     db_pool_size: int = Field(10, ge=1, description="connection pool size (PostgreSQL)")
@@ -28,6 +28,27 @@ class Settings(BaseSettings):
     max_attributes_bytes: int = Field(8192, ge=256, description="largest JSON of a unit's attributes")
     scheduler_enabled: bool = Field(True, description="run periodic allocation jobs in this process")
     scheduler_interval_seconds: float = Field(30.0, gt=0, description="how often the allocation job runs")
+    # Model serving (api/serving/).
+    serving_batch_wait_ms: float = Field(
+        5.0, ge=0, le=1000, description="how long a model's dynamic batcher waits for concurrent requests to join"
+    )
+    serving_flush_seconds: float = Field(0.2, gt=0, description="serving events / prediction log flush period")
+    serving_queue_max: int = Field(
+        200_000, ge=100, description="serving records held in memory before new ones are dropped (and counted)"
+    )
+    serving_retain_seconds: float = Field(
+        10.0, gt=0, description="how often models no served experiment references are unloaded"
+    )
+    serving_shadow_max_pending: int = Field(
+        256, ge=0, description="shadow runs in flight before further shadow copies are skipped (0 disables shadow)"
+    )
+    serving_report_max_rows: int = Field(
+        20_000, ge=100, description="most recent predictions per variant the /serving report reads"
+    )
+    serving_validate_full: bool = Field(
+        True, description="load the weights once at POST /v1/models so a broken model is a 422, not a 503 later"
+    )
+    hf_offline: bool = Field(True, description="set HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE: never fetch from a hub")
 
 
 @lru_cache

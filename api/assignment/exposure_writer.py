@@ -13,7 +13,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
+
+from sqlalchemy import Table
 
 from api.db.bulk import insert_ignoring_conflicts
 from api.db.engine import Database
@@ -94,7 +96,8 @@ class ExposureWriter:
             for r in batch
         ]
         with self._db.transaction() as session:
-            inserted = insert_ignoring_conflicts(session, Exposure.__table__, rows, ("experiment_id", "unit_id"))
+            inserted = insert_ignoring_conflicts(session, cast(Table, Exposure.__table__), rows,
+                                                 ("experiment_id", "unit_id"))
         observability.EXPOSURES_WRITTEN.inc(inserted)
         return inserted
 

@@ -17,6 +17,7 @@ from api.db.tables import Experiment
 from api.errors import InvalidInput
 from api.ops import observability
 from bandits.bucketing import assign
+from bandits.index import assign_all
 
 
 def check_attributes(attributes: dict[str, Any], max_bytes: int, loc: tuple[str | int, ...]) -> None:
@@ -29,16 +30,19 @@ def assign_unit(
     snapshot: ConfigSnapshot, writer: ExposureWriter, unit_id: str, attributes: dict[str, Any],
     experiment_keys: list[str] | None, now: datetime,
 ) -> dict[str, dict[str, Any]]:
-    """Assign one unit to every requested (or every running) experiment and queue the exposures."""
-    keys = experiment_keys if experiment_keys is not None else snapshot.served_keys
+    """Assign one unit to every requested (or every served) experiment and queue the exposures."""
+    if experiment_keys is None:
+        # All experiments: the layer index evaluates one experiment per layer (O(layers), not O(experiments)).
+        results = assign_all(snapshot.index, unit_id, attributes)
+    else:
+        results = []
+        for key in experiment_keys:
+            config = snapshot.experiments.get(key)
+            if config is not None and (result := assign(config, unit_id, attributes)) is not None:
+                results.append(result)
     assignments: dict[str, dict[str, Any]] = {}
-    for key in keys:
-        config = snapshot.experiments.get(key)
-        if config is None:
-            continue
-        result = assign(config, unit_id, attributes)
-        if result is None:
-            continue
+    for result in results:
+        key = result.experiment
         assignments[key] = {"variant": result.variant, "payload": result.payload}
         if result.exposed:
             observability.ASSIGNMENTS.labels(key).inc()

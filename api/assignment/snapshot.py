@@ -17,6 +17,7 @@ from api.db.engine import Database
 from api.db.tables import Experiment, utc_now
 from api.experiments import repository
 from bandits.bucketing import BUCKETS, SPEC_VERSION, ExperimentConfig, experiment_config_from_document
+from bandits.index import ExperimentIndex, build_index
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class ConfigSnapshot:
     document: bytes
     etag: str
     models: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    index: ExperimentIndex = field(default_factory=lambda: build_index(()))
 
 
 def experiment_document(experiment: Experiment, weights: dict[str, float], version: int) -> dict[str, Any]:
@@ -70,7 +72,8 @@ def build_snapshot(db: Database) -> ConfigSnapshot:
     # The ETag names the content, not the time it was generated, so replicas agree on it.
     content_hash = hashlib.sha256(json.dumps(docs, sort_keys=True).encode()).hexdigest()[:16]
     return ConfigSnapshot(version=version, experiments=configs, experiment_ids=ids, served_keys=served,
-                          document=document, etag=f'"{version}-{content_hash}"', models=models)
+                          document=document, etag=f'"{version}-{content_hash}"', models=models,
+                          index=build_index(configs.values()))
 
 
 class SnapshotHolder:

@@ -17,10 +17,24 @@ async def authenticate(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> Principal:
     """The caller's principal; 401 when the key is missing or unknown."""
-    if credentials is None or not credentials.credentials:
+    return await principal_for_secret(request, credentials.credentials if credentials is not None else None)
+
+
+async def authorize(request: Request, role: str) -> Principal:
+    """The same check as ``Depends(require(role))`` without the dependency machinery, for the hot path."""
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    principal = await principal_for_secret(request, secret.strip() if scheme.lower() == "bearer" else None)
+    if not principal.has_role(role):
+        raise HTTPException(403, f"this route needs the '{role}' role; the key has '{principal.role}'")
+    return principal
+
+
+async def principal_for_secret(request: Request, secret: str | None) -> Principal:
+    """Verify a key (cached for a short time so the hot path does no DB read); 401 when missing or unknown."""
+    if not secret:
         raise HTTPException(401, "missing API key: send 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    secret = credentials.credentials
     cache = request.app.state.key_cache
     hit, principal = cache.get(secret)
     if not hit:

@@ -231,3 +231,49 @@ class ConfigVersion(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, default=1)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, onupdate=utc_now)
+
+
+class ModelSpecRow(Base):
+    """A registered model variant spec (``models.ModelSpec``); immutable once registered, like metrics."""
+
+    __tablename__ = "model_specs"
+    __table_args__ = (
+        CheckConstraint("task IN ('text-classification', 'embedding')", name="task"),
+        CheckConstraint("dtype IN ('float32', 'bfloat16', 'float16')", name="dtype"),
+        CheckConstraint("pooling IN ('mean', 'cls')", name="pooling"),
+        CheckConstraint("max_batch >= 1 AND max_length >= 1", name="limits"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), unique=True)
+    task: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(Text)
+    dtype: Mapped[str] = mapped_column(String(16))
+    device: Mapped[str] = mapped_column(String(32))
+    max_batch: Mapped[int] = mapped_column(Integer)
+    max_length: Mapped[int] = mapped_column(Integer)
+    pooling: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class Prediction(Base):
+    """One served (or shadow) prediction request: who, which variant and model, how fast, and a summary of
+    the outputs for monitoring (scores and labels, or embedding norms); ``request_id`` pairs a shadow run
+    with the control request it copied."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_experiment_variant_created", "experiment_id", "variant", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    variant: Mapped[str] = mapped_column(String(100))
+    unit_id: Mapped[str] = mapped_column(String(256))
+    model: Mapped[str] = mapped_column(String(100))
+    latency_ms: Mapped[float] = mapped_column(Float)
+    n_inputs: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False)
+    agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)

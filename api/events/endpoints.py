@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
-from api.auth.dependencies import require_sdk
-from api.auth.keys import Principal
+from api.auth.dependencies import authorize
 from api.events import service
 from api.events.schemas import EventsIn, EventsOut
 from api.ops import observability
+from api.schemas_common import body_schema, parse_body
 
 router = APIRouter(tags=["events"])
 
 
-@router.post("/v1/events", response_model=EventsOut)
-def track_events(body: EventsIn, request: Request, _: Principal = Depends(require_sdk)) -> EventsOut:
+@router.post("/v1/events", response_model=EventsOut, openapi_extra=body_schema(EventsIn))
+async def track_events(request: Request) -> EventsOut:
     """Store a batch of events (idempotent by event_id; answered only after the commit)."""
+    await authorize(request, "sdk")
+    body = parse_body(EventsIn, await request.body())
     state = request.app.state
-    with state.db.transaction() as session:
-        accepted, duplicates = service.ingest(session, body.events, state.settings.max_attributes_bytes)
+
+    def _store() -> tuple[int, int]:
+        with state.db.transaction() as session:
+            return service.ingest(session, body.events, state.settings.max_attributes_bytes)
+
+    accepted, duplicates = await run_in_threadpool(_store)
     observability.EVENTS_ACCEPTED.inc(accepted)
     observability.EVENTS_DUPLICATE.inc(duplicates)
     return EventsOut(accepted=accepted, duplicates=duplicates)

@@ -7,12 +7,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api.db.bulk import copy_events_postgres, insert_ignoring_conflicts
-from api.db.tables import Event
+from api.db.bulk import copy_events_postgres, executemany_events_sqlite
 
 
 def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert events skipping known ``event_id``s; returns how many were new (COPY on PostgreSQL)."""
+    """Insert events skipping known ``event_id``s; returns how many were new
+    (COPY on PostgreSQL, executemany on SQLite)."""
     if session.get_bind().dialect.name == "postgresql":
         return copy_events_postgres(session, rows)
-    return insert_ignoring_conflicts(session, Event.__table__, rows, ("event_id",))
+    return executemany_events_sqlite(session, rows)

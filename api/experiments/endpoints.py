@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from api import audit
+from api.analysis.service import guarded_ship
 from api.auth.dependencies import require_admin, require_analyst
 from api.auth.keys import Principal
 from api.db.tables import Experiment
@@ -96,8 +97,8 @@ for _action in ("pause", "resume", "stop"):
 @router.post("/{key}/ship", response_model=ExperimentOut)
 def ship_experiment(key: KeyPath, body: ShipRequest, request: Request,
                     principal: Principal = Depends(require_admin)) -> ExperimentOut:
-    """Ship a variant to everyone eligible."""
-    return _write(request, lambda s: service.ship(s, key, body.variant, principal, body.override_reason))
+    """Ship a variant to everyone eligible (409 unless the decision is to ship it, or ``override_reason`` is given)."""
+    return _write(request, lambda s: guarded_ship(s, key, body.variant, principal, body.override_reason))
 
 
 @router.post("/{key}/rollback", response_model=ExperimentOut)

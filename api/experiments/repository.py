@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.sql.base import ExecutableOption
 
 from api.db.tables import Allocation, ConfigVersion, Experiment, ExperimentMetric, utc_now
 
@@ -13,7 +14,7 @@ LIVE_STATUSES = ("running", "paused")
 SERVED_STATUSES = ("running", "shipped", "rolled_back")
 
 
-def _with_children() -> tuple[object, ...]:
+def _with_children() -> tuple[ExecutableOption, ...]:
     return (
         selectinload(Experiment.variants),
         selectinload(Experiment.metric_links).selectinload(ExperimentMetric.metric),
@@ -68,7 +69,7 @@ def layer_ranges(session: Session, layer: str, exclude_id: int | None = None) ->
     )
     if exclude_id is not None:
         stmt = stmt.where(Experiment.id != exclude_id)
-    return sorted((int(s), int(e)) for s, e in session.execute(stmt).all())
+    return sorted((int(s or 0), int(e or 0)) for s, e in session.execute(stmt).all())
 
 
 def bump_config_version(session: Session) -> None:

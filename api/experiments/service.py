@@ -21,6 +21,7 @@ from api.experiments.schemas import (
     VariantIn,
 )
 from api.metrics_catalog import repository as metrics_repository
+from api.serving.service import check_variant_models
 from bandits.bucketing import BUCKETS
 
 # status → the actions allowed from it and the status each leads to
@@ -123,6 +124,7 @@ def create_experiment(session: Session, body: ExperimentCreate, principal: Princ
     if repository.get(session, body.key) is not None:
         raise Conflict(f"experiment '{body.key}' already exists")
     _check_ramp_variants(body.allocation, body.variants)
+    check_variant_models(session, body.variants)
     now = utc_now()
     experiment = Experiment(
         key=body.key, name=body.name, owner=body.owner, description=body.description, type=body.type,
@@ -172,6 +174,7 @@ def update_experiment(session: Session, key: str, body: ExperimentUpdate, princi
     if body.allocation is not None:
         experiment.allocation = body.allocation.model_dump(mode="json", exclude_none=True)
     if body.variants is not None:
+        check_variant_models(session, body.variants)
         experiment.variants = _variants(body.variants)
         session.flush()
     if body.metrics is not None:

@@ -30,7 +30,10 @@ ROUTES: list[tuple[str, str, object, str]] = [
     ("PATCH", "/v1/experiments/ranker-v2", {"owner": "bo"}, "analyst"),
     ("POST", "/v1/experiments/ranker-v2/pause", None, "admin"),
     ("POST", "/v1/experiments/ranker-v2/resume", None, "admin"),
-    ("POST", "/v1/experiments/ranker-v2/ship", {"variant": "v2"}, "admin"),
+    ("POST", "/v1/experiments/ranker-v2/ship", {"variant": "v2", "override_reason": "auth test"}, "admin"),
+    ("GET", "/v1/experiments/ranker-v2/scorecard", None, "analyst"),
+    ("GET", "/v1/experiments/ranker-v2/decision", None, "analyst"),
+    ("POST", "/v1/design", {"kind": "proportion", "baseline": 0.1, "mde": 0.05, "daily_units": 1000}, "analyst"),
     ("GET", "/v1/keys", None, "admin"),
     ("POST", "/v1/keys", {"role": "sdk", "name": "n"}, "admin"),
 ]

@@ -69,7 +69,14 @@ def test_lifecycle_and_invalid_transitions(client: TestClient, keys: Keys) -> No
     assert client.post("/v1/experiments/ranker-v2/start", headers=admin).json()["status"] == "running"
     assert client.post("/v1/experiments/ranker-v2/pause", headers=admin).json()["status"] == "paused"
     assert client.post("/v1/experiments/ranker-v2/resume", headers=admin).json()["status"] == "running"
-    shipped = client.post("/v1/experiments/ranker-v2/ship", json={"variant": "v2"}, headers=admin).json()
+    # No data yet: the decision is keep_running, so shipping is refused (409 with the reasons) ...
+    refused = client.post("/v1/experiments/ranker-v2/ship", json={"variant": "v2"}, headers=admin)
+    assert refused.status_code == 409
+    assert refused.json()["detail"]["decision"] == "keep_running"
+    assert refused.json()["detail"]["reasons"]
+    # ... unless an admin overrides, which is audited.
+    shipped = client.post("/v1/experiments/ranker-v2/ship", json={"variant": "v2", "override_reason": "launch day"},
+                          headers=admin).json()
     assert shipped["status"] == "shipped"
     assert shipped["shipped_variant"] == "v2"
     again = client.post("/v1/experiments/ranker-v2/start", headers=admin)
@@ -78,6 +85,8 @@ def test_lifecycle_and_invalid_transitions(client: TestClient, keys: Keys) -> No
     actions = [row["action"] for row in client.get("/v1/experiments/ranker-v2/audit", headers=admin).json()]
     assert actions == ["experiment.create", "experiment.start", "experiment.pause", "experiment.resume",
                        "experiment.ship"]
+    audit = client.get("/v1/experiments/ranker-v2/audit", headers=admin).json()
+    assert audit[-1]["reason"] == "launch day"
 
 
 def test_rollback_sends_everyone_to_control(client: TestClient, keys: Keys) -> None:

@@ -19,7 +19,8 @@ METRICS: dict[str, dict[str, Any]] = {
 
 
 def experiment_body(key: str = "ranker-v2", **overrides: Any) -> dict[str, Any]:
-    """The DESIGN.md example experiment, with overrides."""
+    """The DESIGN.md example experiment, with overrides (variants carry no model: a ``model`` must be registered
+    with ``POST /v1/models`` first, see ``register_model``)."""
     body: dict[str, Any] = {
         "key": key, "name": "Ranker v2", "owner": "ana",
         "hypothesis": {"change": "serve ranker v2", "metric": "conversion", "direction": "increase",
@@ -27,7 +28,7 @@ def experiment_body(key: str = "ranker-v2", **overrides: Any) -> dict[str, Any]:
         "type": "ab",
         "allocation": {"strategy": "fixed"},
         "variants": [{"key": "control", "control": True, "weight": 0.5, "model": None, "payload": {}},
-                     {"key": "v2", "weight": 0.5, "model": "ranker-v2-bf16", "payload": {"threshold": 0.4}}],
+                     {"key": "v2", "weight": 0.5, "model": None, "payload": {"threshold": 0.4}}],
         "metrics": {"primary": "conversion", "secondary": ["revenue"],
                     "guardrails": [{"metric": "latency", "margin": 0.05}]},
         "design": {"alpha": 0.05, "power": 0.8, "mde": 0.05, "sequential": False, "cuped": False},
@@ -53,5 +54,15 @@ def create_experiment(client: TestClient, headers: dict[str, str], start: bool =
     if start:
         response = client.post(f"/v1/experiments/{response.json()['key']}/start", headers=admin_headers or headers)
         assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def register_model(client: TestClient, headers: dict[str, str], key: str, path: str, task: str = "text-classification",
+                   **fields: Any) -> dict[str, Any]:
+    """Register a model spec (a CPU float32 spec unless ``fields`` say otherwise)."""
+    body = {"key": key, "task": task, "path": path, "dtype": "float32", "device": "cpu", **fields}
+    response = client.post("/v1/models", json=body, headers=headers)
+    assert response.status_code == 201, response.text
     result: dict[str, Any] = response.json()
     return result

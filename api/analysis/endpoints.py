@@ -1,0 +1,51 @@
+"""Analysis routes: thin — parse, authorise, call the service, serialise."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from api.analysis import service
+from api.analysis.schemas import CrossExperimentOut, DecisionOut, DesignOut, DesignRequest, ScorecardOut
+from api.auth.dependencies import require_analyst
+from api.auth.keys import Principal
+from api.schemas_common import KEY_PATTERN, KeyPath
+
+router = APIRouter(tags=["analysis"])
+
+
+@router.get("/v1/experiments/{key}/scorecard", response_model=ScorecardOut)
+def get_scorecard(key: KeyPath, request: Request,
+                  as_of: datetime | None = Query(None, description="the scorecard as it stood at this time (UTC)"),
+                  segment: str | None = Query(None, pattern=KEY_PATTERN,
+                                              description="break down by this exposure attribute, e.g. country"),
+                  _: Principal = Depends(require_analyst)) -> dict[str, Any]:
+    """The experiment's scorecard: per-metric lifts, intervals, p-values, guardrails, SRM and power."""
+    with request.app.state.db.read() as session:
+        experiment = service.get_analysable(session, key)
+        return service.analyse(session, experiment, as_of, segment).scorecard
+
+
+@router.get("/v1/experiments/{key}/decision", response_model=DecisionOut)
+def get_decision(key: KeyPath, request: Request, _: Principal = Depends(require_analyst)) -> dict[str, Any]:
+    """Ship, no_ship, rollback or keep_running, with the reasons."""
+    with request.app.state.db.read() as session:
+        experiment = service.get_analysable(session, key)
+        return service.decision_out(experiment, service.analyse(session, experiment))
+
+
+@router.post("/v1/design", response_model=DesignOut)
+def post_design(body: DesignRequest, _: Principal = Depends(require_analyst)) -> DesignOut:
+    """Sample size per variant, total units and days for a relative minimum detectable effect."""
+    return service.design_experiment(body)
+
+
+@router.get("/v1/scorecards", response_model=CrossExperimentOut)
+def get_scorecards(request: Request,
+                   metric: str = Query(pattern=KEY_PATTERN, description="compare every experiment on this metric"),
+                   _: Principal = Depends(require_analyst)) -> dict[str, Any]:
+    """One metric's results across every started experiment that measures it, newest first."""
+    with request.app.state.db.read() as session:
+        return service.across_experiments(session, metric)

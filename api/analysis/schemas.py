@@ -1,0 +1,130 @@
+"""Request/response schemas of the analysis routes (DESIGN.md REST contract; field names fixed, extras welcome).
+
+Every float that could not be computed is ``null`` — the JSON never holds NaN or infinity.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.schemas_common import RequestModel
+
+
+class DesignRequest(RequestModel):
+    """Inputs of the sample-size calculator (relative MDE; ``sd`` is required for ``mean``)."""
+
+    kind: Literal["proportion", "mean"]
+    baseline: float = Field(allow_inf_nan=False, description="control mean (a rate in (0, 1) for proportions)")
+    mde: float = Field(allow_inf_nan=False, description="relative minimum detectable effect, e.g. 0.05 for +5 %")
+    alpha: float = Field(0.05, gt=0, lt=1, allow_inf_nan=False)
+    power: float = Field(0.8, gt=0, lt=1, allow_inf_nan=False)
+    variants: int = Field(2, ge=2, le=20)
+    daily_units: float = Field(gt=0, allow_inf_nan=False)
+    sd: float | None = Field(None, gt=0, allow_inf_nan=False, description="per-unit standard deviation (mean)")
+
+
+class DesignOut(BaseModel):
+    """Planned size: units per variant, in total, and days at the given daily traffic."""
+
+    n_per_variant: int
+    total_units: int
+    days: int
+    formula: str
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class VariantResultOut(_Open):
+    """One treatment variant vs control on one metric."""
+
+    variant: str
+    n: int
+    mean: float | None
+    control_n: int
+    control_mean: float | None
+    abs_lift: float | None
+    abs_ci: list[float | None]
+    rel_lift: float | None
+    rel_ci: list[float | None]
+    p_value: float | None
+    p_value_adjusted: float | None
+    significant: bool
+    chance_to_beat: float | None
+    expected_loss: float | None
+    guardrail: Literal["pass", "fail", "inconclusive"] | None
+    mde: float | None
+    power: float | None
+
+
+class MetricResultOut(_Open):
+    """One metric of the plan with its results per treatment variant."""
+
+    metric: str
+    role: Literal["primary", "secondary", "guardrail"]
+    kind: str
+    direction: str
+    variants: list[VariantResultOut]
+    pending_units: int
+
+
+class SrmOut(_Open):
+    """Sample ratio mismatch check of exposed units against the allocation history."""
+
+    p_value: float | None
+    ok: bool
+
+
+class ScorecardOut(_Open):
+    """The scorecard of an experiment as of a time."""
+
+    experiment: str
+    plan_fingerprint: str | None
+    status: str
+    as_of: datetime
+    srm: SrmOut
+    metrics: list[MetricResultOut]
+    planned_n_per_variant: int | None
+    current_n: dict[str, int]
+
+
+class ExperimentOnMetricOut(_Open):
+    """One experiment's results on the metric asked for."""
+
+    experiment: str
+    status: str
+    role: str
+    variants: list[VariantResultOut]
+    srm: SrmOut
+    decision: str
+
+
+class CrossExperimentOut(_Open):
+    """A metric compared across experiments."""
+
+    metric: str
+    experiments: list[ExperimentOnMetricOut]
+
+
+class DecisionOut(_Open):
+    """What to do with the experiment now, and why."""
+
+    decision: Literal["ship", "no_ship", "rollback", "keep_running"]
+    variant: str | None
+    reasons: list[str]
+    plan_fingerprint: str | None
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) replaced by ``None``, recursively."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value

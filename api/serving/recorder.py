@@ -1,0 +1,134 @@
+"""The serving recorder: prediction requests enqueue, a background thread writes.
+
+Each prediction produces ``serving.request`` / ``serving.latency_ms`` / ``serving.error`` events for the unit
+(through the same idempotent events repository as ``POST /v1/events``, with event ids derived from the
+request id, so a retried flush never double-counts) and one row of the prediction log. Both are written
+off the response path, every ``flush_seconds`` and on graceful shutdown, like the exposure writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy import insert
+
+from api.db.engine import Database
+from api.db.tables import Prediction
+from api.events import repository as events_repository
+
+log = logging.getLogger(__name__)
+
+SERVING_RECORDS_DROPPED = Counter("titrate_serving_records_dropped",
+                                  "serving events / prediction rows dropped because the queue was full")
+
+EVENT_REQUEST = "serving.request"
+EVENT_LATENCY = "serving.latency_ms"
+EVENT_ERROR = "serving.error"
+
+
+def serving_events(request_id: str, unit_id: str, latency_ms: float, failed: bool, at: datetime,
+                   attributes: dict[str, Any]) -> list[dict[str, Any]]:
+    """The serving events of one prediction request, as rows of the events table.
+
+    Every request has a ``serving.request`` (value 1) and a ``serving.latency_ms`` (value = latency, also for a
+    failure, so the latency ratio metric Σlatency / #requests stays a per-request mean); a failure adds a
+    ``serving.error`` (value 1), so the error rate is Σerror / #requests.
+    """
+    names = [(EVENT_REQUEST, 1.0), (EVENT_LATENCY, latency_ms)]
+    if failed:
+        names.append((EVENT_ERROR, 1.0))
+    return [{"event_id": f"{name}:{request_id}", "unit_id": unit_id, "name": name, "value": float(value),
+             "timestamp": at, "attributes": attributes, "received_at": at} for name, value in names]
+
+
+class ServingRecorder:
+    """Background batched writer of serving events and prediction log rows."""
+
+    def __init__(self, db: Database, flush_seconds: float, max_queued: int, batch_size: int = 5000) -> None:
+        self._db = db
+        self._flush_seconds = flush_seconds
+        self._max_queued = max_queued
+        self._batch_size = batch_size
+        self._events: deque[dict[str, Any]] = deque()
+        self._predictions: deque[dict[str, Any]] = deque()
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.dropped = 0
+
+    @property
+    def pending(self) -> int:
+        """Rows queued and not yet written."""
+        return len(self._events) + len(self._predictions)
+
+    def record(self, events: list[dict[str, Any]], prediction: dict[str, Any] | None) -> bool:
+        """Queue one request's events and prediction row; never blocks on I/O.
+
+        When the queue is full (the database is down for long) the record is dropped and counted rather than
+        growing memory without bound or slowing the caller: monitoring data is not worth an outage.
+        """
+        if self.pending >= self._max_queued:
+            self.dropped += 1
+            SERVING_RECORDS_DROPPED.inc()
+            return False
+        self._events.extend(events)
+        if prediction is not None:
+            self._predictions.append(prediction)
+        return True
+
+    def flush(self) -> int:
+        """Write everything queued so far; returns rows written. On failure the rows go back in front."""
+        written = 0
+        with self._flush_lock:
+            while self._events or self._predictions:
+                events = [self._events.popleft() for _ in range(min(self._batch_size, len(self._events)))]
+                predictions = [self._predictions.popleft()
+                               for _ in range(min(self._batch_size, len(self._predictions)))]
+                try:
+                    with self._db.transaction() as session:
+                        written += events_repository.insert_events(session, events)
+                        if predictions:
+                            session.execute(insert(Prediction), predictions)
+                            written += len(predictions)
+                except Exception:
+                    self._events.extendleft(reversed(events))
+                    self._predictions.extendleft(reversed(predictions))
+                    raise
+        return written
+
+    def start(self) -> None:
+        """Flush periodically in a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="titrate-serving-recorder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        backoff = self._flush_seconds
+        while not self._stop.wait(backoff):
+            try:
+                self.flush()
+                backoff = self._flush_seconds
+            except Exception:  # keep the rows and retry with backoff
+                log.exception("serving flush failed; %d rows kept for retry", self.pending)
+                backoff = min(backoff * 2, 10.0)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the thread and flush what is left (retrying until ``timeout``)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.flush()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    log.exception("could not flush %d serving rows at shutdown", self.pending)
+                    return
+                time.sleep(0.5)

@@ -1,0 +1,376 @@
+"""SQL that turns exposures and events into per-variant sufficient statistics (SQLAlchemy Core).
+
+The tables are passed in (this package never imports the service's ORM); they need these columns:
+
+* exposures: ``experiment_id, unit_id, variant, allocation_version, exposed_at`` — one row per
+  (experiment, unit): the unit's first exposure.
+* events: ``unit_id, name, value, timestamp``.
+
+:func:`scorecard_query` is one ``SELECT`` per experiment, whatever the number of metrics:
+
+1. per unit (``GROUP BY`` exposure): the exposure ``LEFT JOIN`` that unit's events of the metrics'
+   event names with ``timestamp >= exposed_at`` (and ``< exposed_at + window_hours`` per metric,
+   with a conditional aggregate per (event, aggregation, window) component: ``sum`` → Σ value,
+   ``count`` → number of events, ``any`` → 1 if at least one event else 0).  A unit without events
+   gets 0 — exposed units with no events count as 0.
+2. per variant: for each metric, ``n, Σy, Σy²`` (and ``Σx, Σx², Σxy`` for ratio metrics, y the
+   numerator and x the denominator per unit) over units whose attribution window has elapsed
+   (``exposed_at <= as_of − window_hours``), with y capped at ``winsorize``; the others are counted
+   as ``pending``.
+
+With ``segment`` the rows are also grouped by one exposure attribute's value; with a metric's
+``cuped_lookback_hours`` the same per-unit value over ``[exposed_at − lookback, exposed_at)`` is summed
+as the CUPED covariate (``Σx, Σx², Σxy``).  Only a handful of numbers per variant leave the database;
+raw events never do.  The window test is
+the only dialect-specific piece (:class:`_BeforeOffset`): ``timestamp < exposed_at + h · interval``
+on PostgreSQL (range-friendly for the ``(unit_id, name, timestamp)`` index), ``julianday`` arithmetic
+on SQLite, which stores timestamps as ISO text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from typing import cast as type_cast
+
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Float,
+    Integer,
+    Select,
+    Table,
+    and_,
+    case,
+    cast,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from scorecards.kinds import MetricKind
+from scorecards.sample_stats import CovariateStats, RatioStats, SampleStats
+
+Aggregation = Literal["sum", "count", "any"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventAggregate:
+    """One event aggregated per unit: Σ value (``sum``), number of events (``count``) or 0/1 (``any``)."""
+
+    event: str
+    aggregation: Aggregation = "sum"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """What the SQL needs of a metric definition.
+
+    Attributes:
+        key: metric key (names the output).
+        kind: "proportion" | "mean" | "ratio".
+        value: the per-unit value (the numerator for ratio metrics).
+        denominator: the per-unit denominator (ratio metrics only).
+        winsorize: cap on the per-unit value y (numerator for ratios), or None.
+        window_hours: attribution window after first exposure, or None (every later event counts).
+        cuped_lookback_hours: when set (proportion and mean metrics), also aggregate the same per-unit value
+            over ``[exposed_at − lookback, exposed_at)`` as the CUPED covariate x (``Σx, Σx², Σxy``).
+    """
+
+    key: str
+    kind: MetricKind
+    value: EventAggregate
+    denominator: EventAggregate | None = None
+    winsorize: float | None = None
+    window_hours: float | None = None
+    cuped_lookback_hours: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("proportion", "mean", "ratio"):
+            raise ValueError(f"kind must be proportion, mean or ratio, got {self.kind!r}")
+        if (self.kind == "ratio") != (self.denominator is not None):
+            raise ValueError("a ratio metric needs a denominator, and only a ratio metric has one")
+        if self.kind == "ratio" and self.cuped_lookback_hours is not None:
+            raise ValueError("CUPED applies to proportion and mean metrics")
+        for name in ("winsorize", "window_hours", "cuped_lookback_hours"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {v}")
+
+    @classmethod
+    def from_definition(cls, d: Mapping[str, Any]) -> MetricSpec:
+        """From a catalog / frozen-plan metric definition (the REST metric fields)."""
+        if d["kind"] == "ratio":
+            num, den = d["numerator"], d["denominator"]
+            value = EventAggregate(num["event"], type_cast(Aggregation, num.get("aggregation") or "sum"))
+            denominator: EventAggregate | None = EventAggregate(
+                den["event"], type_cast(Aggregation, den.get("aggregation") or "sum"))
+        else:
+            agg = d.get("aggregation") or ("any" if d["kind"] == "proportion" else "sum")
+            value, denominator = EventAggregate(d["event"], type_cast(Aggregation, agg)), None
+        return cls(key=d["key"], kind=d["kind"], value=value, denominator=denominator,
+                   winsorize=d.get("winsorize"), window_hours=d.get("window_hours"))
+
+
+@dataclass(frozen=True, slots=True)
+class MetricAggregate:
+    """Sums of one metric in one variant (units whose window has elapsed) and the pending count."""
+
+    n: int = 0
+    sum_y: float = 0.0
+    sum_squares_y: float = 0.0
+    sum_x: float = 0.0
+    sum_squares_x: float = 0.0
+    sum_xy: float = 0.0
+    pending: int = 0
+    covariate_sum: float = 0.0
+    covariate_sum_squares: float = 0.0
+    covariate_sum_cross: float = 0.0
+
+    def covariate_stats(self) -> CovariateStats:
+        """CUPED input: y the metric, x the same unit's pre-exposure value."""
+        return CovariateStats(self.n, self.sum_y, self.sum_squares_y, self.covariate_sum,
+                              self.covariate_sum_squares, self.covariate_sum_cross)
+
+    def stats(self, kind: MetricKind) -> SampleStats | RatioStats:
+        """:class:`RatioStats` for ratio metrics, :class:`SampleStats` otherwise."""
+        if kind == "ratio":
+            return RatioStats(self.n, self.sum_y, self.sum_squares_y, self.sum_x, self.sum_squares_x, self.sum_xy)
+        return SampleStats(self.n, self.sum_y, self.sum_squares_y)
+
+
+@dataclass(frozen=True, slots=True)
+class ScorecardAggregates:
+    """Result of :func:`scorecard_query`: exposed units per variant and metric key → variant → sums."""
+
+    exposed: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, dict[str, MetricAggregate]] = field(default_factory=dict)
+
+    def metric(self, key: str, variant: str) -> MetricAggregate:
+        """Sums of ``key`` in ``variant`` (all zero when the variant has no exposed unit)."""
+        return self.metrics.get(key, {}).get(variant, MetricAggregate())
+
+
+class _BeforeOffset(FunctionElement[bool]):
+    """``ts < start + hours`` for timestamp columns, rendered per dialect."""
+
+    type = Boolean()
+    name = "before_offset"
+    inherit_cache = True
+
+
+@compiles(_BeforeOffset)
+def _before_offset_default(element: _BeforeOffset, compiler: SQLCompiler, **kw: Any) -> str:
+    ts, start, hours = list(element.clauses)
+    # why: the hours are a validated finite float rendered as a literal, so PostgreSQL sees
+    # ``number * interval`` (a typed expression) rather than an untyped parameter times an interval.
+    ts_sql, start_sql, hours_sql = (compiler.process(c, **kw) for c in (ts, start, hours))
+    return f"({ts_sql} < {start_sql} + {hours_sql} * INTERVAL '1 hour')"
+
+
+@compiles(_BeforeOffset, "sqlite")
+def _before_offset_sqlite(element: _BeforeOffset, compiler: SQLCompiler, **kw: Any) -> str:
+    ts, start, hours = list(element.clauses)
+    # why: SQLite stores timestamps as ISO text; julianday() turns them into fractional days (a double,
+    # ~50 µs resolution today), which is plenty for windows measured in hours.
+    return (f"(julianday({compiler.process(ts, **kw)}) < julianday({compiler.process(start, **kw)}) "
+            f"+ {compiler.process(hours, **kw)} / 24.0)")
+
+
+def _float_literal(value: float) -> ColumnElement[float]:
+    """A float rendered inline (values come from validated metric definitions, never from users' SQL)."""
+    return literal_column(repr(float(value)), Float)
+
+
+_Component = tuple[str, str, float | None, float | None]  # event, aggregation, window after, lookback before
+
+
+def _component_key(agg: EventAggregate, window_hours: float | None, lookback: float | None = None) -> _Component:
+    return (agg.event, agg.aggregation, None if lookback is not None else window_hours, lookback)
+
+
+def _components(metrics: Sequence[MetricSpec]) -> dict[_Component, str]:
+    """Distinct per-unit aggregates (event, aggregation, window or pre-exposure lookback) → column label."""
+    out: dict[_Component, str] = {}
+    for m in metrics:
+        for agg in (m.value, m.denominator):
+            if agg is not None:
+                out.setdefault(_component_key(agg, m.window_hours), f"c{len(out)}")
+        if m.cuped_lookback_hours is not None:
+            out.setdefault(_component_key(m.value, None, m.cuped_lookback_hours), f"c{len(out)}")
+    return out
+
+
+def _unique(metrics: Iterable[MetricSpec]) -> list[MetricSpec]:
+    seen: dict[str, MetricSpec] = {}
+    for m in metrics:
+        if m.key in seen and seen[m.key] != m:
+            raise ValueError(f"metric '{m.key}' given twice with different definitions")
+        seen.setdefault(m.key, m)
+    return list(seen.values())
+
+
+def scorecard_query(
+    exposures: Table,
+    events: Table,
+    experiment_id: int,
+    metrics: Sequence[MetricSpec],
+    as_of: datetime,
+    segment: str | None = None,
+) -> Select[Any]:
+    """One ``SELECT`` giving, per variant (and per segment value), the sufficient statistics of every metric.
+
+    Args:
+        exposures, events: the tables (see the module docstring for the columns used).
+        experiment_id: the experiment whose exposures are analysed.
+        metrics: metric specs (duplicates by key are computed once).
+        as_of: tz-aware time of the analysis: exposures and events after it are ignored, and units
+            exposed less than ``window_hours`` before it are pending for that metric.
+        segment: an exposure attribute (e.g. "country"): rows are also grouped by its value at exposure,
+            in a ``segment`` column (text; NULL when the attribute was absent).
+
+    Returns:
+        A Core select with one row per variant and columns ``variant, exposed`` plus, for the i-th
+        unique metric, ``m{i}_n, m{i}_sy, m{i}_syy, m{i}_pending`` (and ``m{i}_sx, m{i}_sxx, m{i}_sxy``
+        for ratios, ``m{i}_cx, m{i}_cxx, m{i}_cxy`` for the CUPED covariate); read it with
+        :func:`read_scorecard_rows`.
+    """
+    metrics = _unique(metrics)
+    x = exposures.alias("x")
+    e = events.alias("e")
+    components = _components(metrics)
+    names = sorted({key[0] for key in components})
+
+    lookbacks = [k[3] for k in components if k[3] is not None]
+    after_exposure: ColumnElement[bool] = e.c.timestamp >= x.c.exposed_at
+    # why: without CUPED the join itself keeps only events after exposure; with it, the join reaches back by
+    # the longest lookback and each component says which side of the exposure it sums.
+    lower = (after_exposure if not lookbacks
+             else ~_BeforeOffset(e.c.timestamp, x.c.exposed_at, _float_literal(-max(lookbacks))))
+    on = and_(x.c.unit_id == e.c.unit_id, e.c.name.in_(names), lower, e.c.timestamp <= as_of)
+    per_unit_cols: list[ColumnElement[Any]] = [x.c.variant.label("variant"), x.c.exposed_at.label("exposed_at")]
+    group: list[ColumnElement[Any]] = [x.c.id, x.c.variant, x.c.exposed_at]
+    if segment is not None:
+        # why: JSON path extraction compiles per dialect (``->>`` on PostgreSQL, ``JSON_EXTRACT`` on SQLite).
+        seg = x.c.attributes[segment].as_string()
+        per_unit_cols.append(seg.label("segment"))
+        group.append(seg)
+    for (event, aggregation, window, lookback), label in components.items():
+        cond: ColumnElement[bool] = e.c.name == event
+        if lookback is not None:
+            cond = and_(cond, e.c.timestamp < x.c.exposed_at,
+                        ~_BeforeOffset(e.c.timestamp, x.c.exposed_at, _float_literal(-lookback)))
+        elif lookbacks:
+            cond = and_(cond, after_exposure)
+        if window is not None:
+            cond = and_(cond, _BeforeOffset(e.c.timestamp, x.c.exposed_at, _float_literal(window)))
+        if aggregation == "sum":
+            expr: ColumnElement[Any] = func.coalesce(func.sum(case((cond, e.c.value))), 0.0)
+        elif aggregation == "count":
+            expr = func.count(case((cond, 1)))
+        elif aggregation == "any":
+            expr = func.coalesce(func.max(case((cond, 1), else_=0)), 0)
+        else:
+            raise ValueError(f"aggregation must be sum, count or any, got {aggregation!r}")
+        # why: one numeric type (double precision) for every per-unit value, so the sums below come
+        # back as floats on both databases rather than NUMERIC/Decimal on PostgreSQL.
+        per_unit_cols.append(cast(expr, Float).label(label))
+    per_unit_stmt = (
+        select(*per_unit_cols)
+        .select_from(x.outerjoin(e, on) if names else x)
+        .where(x.c.experiment_id == experiment_id, x.c.exposed_at <= as_of)
+        .group_by(*group)
+    )
+    u = per_unit_stmt.subquery("u")
+
+    keys: list[ColumnElement[Any]] = [u.c.variant] if segment is None else [u.c.segment, u.c.variant]
+    out: list[ColumnElement[Any]] = [*keys, func.count().label("exposed")]
+    zero = _float_literal(0.0)
+    for i, m in enumerate(metrics):
+        complete: ColumnElement[bool] | None = None
+        if m.window_hours is not None:
+            complete = u.c.exposed_at <= as_of - timedelta(hours=m.window_hours)
+
+        def total(value: ColumnElement[Any], complete: ColumnElement[bool] | None = complete) -> ColumnElement[Any]:
+            summed = func.sum(value) if complete is None else func.sum(case((complete, value), else_=zero))
+            return func.coalesce(summed, zero)
+
+        if complete is None:
+            n: ColumnElement[Any] = func.count()
+            pending: ColumnElement[Any] = literal_column("0", Integer)
+        else:
+            n = func.coalesce(func.sum(case((complete, 1), else_=0)), 0)
+            pending = func.coalesce(func.sum(case((complete, 0), else_=1)), 0)
+        y: ColumnElement[Any] = u.c[components[_component_key(m.value, m.window_hours)]]
+        if m.winsorize is not None:
+            cap = _float_literal(m.winsorize)
+            y = case((y > cap, cap), else_=y)
+        out += [
+            n.label(f"m{i}_n"),
+            total(y).label(f"m{i}_sy"),
+            total(y * y).label(f"m{i}_syy"),
+            pending.label(f"m{i}_pending"),
+        ]
+        if m.denominator is not None:
+            xd: ColumnElement[Any] = u.c[components[_component_key(m.denominator, m.window_hours)]]
+            out += [total(xd).label(f"m{i}_sx"), total(xd * xd).label(f"m{i}_sxx"),
+                    total(y * xd).label(f"m{i}_sxy")]
+        if m.cuped_lookback_hours is not None:
+            xc: ColumnElement[Any] = u.c[components[_component_key(m.value, None, m.cuped_lookback_hours)]]
+            if m.winsorize is not None:
+                xc = case((xc > cap, cap), else_=xc)
+            out += [total(xc).label(f"m{i}_cx"), total(xc * xc).label(f"m{i}_cxx"),
+                    total(y * xc).label(f"m{i}_cxy")]
+    return select(*out).group_by(*keys).order_by(*keys)
+
+
+def read_scorecard_rows(rows: Iterable[Any], metrics: Sequence[MetricSpec]) -> ScorecardAggregates:
+    """Turn the rows of :func:`scorecard_query` (same ``metrics``) into :class:`ScorecardAggregates`."""
+    metrics = _unique(metrics)
+    exposed: dict[str, int] = {}
+    by_metric: dict[str, dict[str, MetricAggregate]] = {m.key: {} for m in metrics}
+    for row in rows:
+        r = row._mapping
+        variant = str(r["variant"])
+        exposed[variant] = int(r["exposed"])
+        for i, m in enumerate(metrics):
+            ratio = m.denominator is not None
+            by_metric[m.key][variant] = MetricAggregate(
+                n=int(r[f"m{i}_n"]), sum_y=float(r[f"m{i}_sy"]), sum_squares_y=float(r[f"m{i}_syy"]),
+                sum_x=float(r[f"m{i}_sx"]) if ratio else 0.0,
+                sum_squares_x=float(r[f"m{i}_sxx"]) if ratio else 0.0,
+                sum_xy=float(r[f"m{i}_sxy"]) if ratio else 0.0,
+                pending=int(r[f"m{i}_pending"]),
+                **({} if m.cuped_lookback_hours is None else {
+                    "covariate_sum": float(r[f"m{i}_cx"]), "covariate_sum_squares": float(r[f"m{i}_cxx"]),
+                    "covariate_sum_cross": float(r[f"m{i}_cxy"])}),
+            )
+    return ScorecardAggregates(exposed=exposed, metrics=by_metric)
+
+
+def read_segment_rows(rows: Iterable[Any], metrics: Sequence[MetricSpec]) -> dict[str | None, ScorecardAggregates]:
+    """Rows of :func:`scorecard_query` with ``segment`` → segment value → :class:`ScorecardAggregates`."""
+    grouped: dict[str | None, list[Any]] = {}
+    for row in rows:
+        value = row._mapping["segment"]
+        grouped.setdefault(None if value is None else str(value), []).append(row)
+    return {value: read_scorecard_rows(group, metrics) for value, group in grouped.items()}
+
+
+def exposure_counts_query(exposures: Table, experiment_id: int, as_of: datetime | None = None) -> Select[Any]:
+    """Exposed units per (allocation_version, variant) — the observed counts of the SRM check.
+
+    Columns ``allocation_version, variant, units``.
+    """
+    x = exposures
+    stmt = select(x.c.allocation_version, x.c.variant, func.count().label("units")).where(
+        x.c.experiment_id == experiment_id)
+    if as_of is not None:
+        stmt = stmt.where(x.c.exposed_at <= as_of)
+    return stmt.group_by(x.c.allocation_version, x.c.variant).order_by(x.c.allocation_version, x.c.variant)
