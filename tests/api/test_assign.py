@@ -151,3 +151,22 @@ def test_assign_rejects_bad_input_with_422(client: TestClient, keys: Keys) -> No
     assert response.json()["detail"][0]["loc"] == ["body", "attributes"]
     assert client.post("/v1/assign", content=b"{not json", headers={**sdk, "content-type": "application/json"}
                        ).status_code == 422
+
+
+def test_raising_traffic_of_a_running_experiment_keeps_every_unit_in(client: TestClient, keys: Keys) -> None:
+    admin = keys.headers("admin")
+    create_metrics(client, admin)
+    create_experiment(client, admin, start=True, traffic=0.1)
+    units = [f"t-{i}" for i in range(20_000)]
+
+    def variants() -> list[str | None]:
+        config = client.app.state.snapshots.current.experiments["ranker-v2"]  # type: ignore[attr-defined]
+        return [None if (r := assign(config, u)) is None else r.variant for u in units]
+
+    before = variants()
+    assert client.patch("/v1/experiments/ranker-v2", json={"traffic": 0.2}, headers=admin).status_code == 200
+    after = variants()
+    kept = [(b, a) for b, a in zip(before, after, strict=True) if b is not None]
+    assert all(b == a for b, a in kept)
+    assert abs(sum(a is not None for a in after) / len(units) - 0.2) < 0.015
+    assert abs(len(kept) / len(units) - 0.1) < 0.015

@@ -116,3 +116,28 @@ def test_sigterm_during_assignment_load_keeps_every_completed_exposure(db: Datab
         stored = set(session.scalars(select(Exposure.unit_id)))
     missing = set(completed) - stored
     assert not missing, f"{len(missing)} of {len(completed)} exposures lost"
+
+
+def test_changes_reach_every_worker_of_a_multi_worker_server(db: Database, keys: Keys) -> None:
+    # Two uvicorn workers: a change made through whichever worker answers must reach the other one within
+    # the refresh period, or some assignments would still be served from the old snapshot.
+    admin, sdk = keys.headers("admin"), keys.headers("sdk")
+    with live_server(db.url, workers=2, extra_env={"TITRATE_CONFIG_REFRESH_SECONDS": "0.2"}) as server:
+        with httpx.Client(base_url=server.url, headers=admin, timeout=30) as http:
+            for metric in METRICS.values():
+                assert http.post("/v1/metrics", json=metric).status_code == 201
+            assert http.post("/v1/experiments", json=experiment_body()).status_code == 201
+            assert http.post("/v1/experiments/ranker-v2/start").status_code == 200
+            time.sleep(1.0)
+            with httpx.Client(base_url=server.url, headers=sdk, timeout=30) as client:
+                # fresh connections, spread by the kernel over both workers
+                seen = [httpx.post(f"{server.url}/v1/assign", json={"unit_id": f"u{i}"}, headers=sdk).json()
+                        for i in range(60)]
+                assert all("ranker-v2" in s["assignments"] for s in seen)
+                assert http.post("/v1/experiments/ranker-v2/ship", json={"variant": "v2", "override_reason": "test"}
+                                 ).status_code == 200
+                time.sleep(1.0)
+                after = [httpx.post(f"{server.url}/v1/assign", json={"unit_id": f"u{i}"}, headers=sdk).json()
+                         for i in range(60)]
+                assert all(a["assignments"]["ranker-v2"]["variant"] == "v2" for a in after)
+                assert client.get("/metrics").status_code == 200
