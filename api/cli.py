@@ -58,6 +58,27 @@ def demo(
     run_demo(get_settings(), host=host, port=port, units=units, seed=seed, headless=headless)
 
 
+@app.command()
+def console(
+    port: Annotated[int, typer.Option(help="TCP port of the console")] = 8501,
+    api_url: Annotated[str, typer.Option(envvar="TITRATE_API_URL", help="the service's base URL")]
+    = "http://127.0.0.1:8000",
+    api_key: Annotated[str, typer.Option(envvar="TITRATE_API_KEY", show_default=False,
+                                         help="API key (analyst; admin to act)")] = "",
+    headless: Annotated[bool, typer.Option(help="do not open a browser")] = False,
+) -> None:
+    """Run the Streamlit console (talks to the service over REST at TITRATE_API_URL with TITRATE_API_KEY)."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "TITRATE_API_URL": api_url, "TITRATE_API_KEY": api_key}
+    command = [sys.executable, "-m", "streamlit", "run", str(root / "ui" / "app.py"), "--server.port", str(port),
+               "--server.headless", str(headless).lower(), "--browser.gatherUsageStats", "false"]
+    os.chdir(root)
+    os.execve(sys.executable, command, env)  # become streamlit: signals (Ctrl-C, SIGTERM) reach it directly
+
+
 @keys_app.command("create")
 def keys_create(
     role: Annotated[str, typer.Option(help="sdk | analyst | admin")],

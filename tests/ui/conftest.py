@@ -1,0 +1,123 @@
+"""A live titrate service (uvicorn subprocess on a temporary SQLite database) for the console tests.
+
+The console is not a database test: one service per session, seeded once over REST with metrics, a draft, and
+a running experiment with exposures and events so scorecards, decisions and allocations have something to show.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api import migrate
+from api.auth.keys import create_api_key
+from api.db.engine import Database
+from tests.live import LiveServer
+
+
+@dataclass(frozen=True)
+class Service:
+    url: str
+    admin_key: str
+    analyst_key: str
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key or self.admin_key}"},
+                            timeout=30)
+
+
+def experiment_body(key: str, **overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "key": key, "name": f"Experiment {key}", "owner": "ana",
+        "hypothesis": {"change": "serve ranker v2", "metric": "conversion", "direction": "increase",
+                       "rationale": "fresher features"},
+        "variants": [{"key": "control", "control": True, "weight": 0.5}, {"key": "v2", "weight": 0.5}],
+        "metrics": {"primary": "conversion", "secondary": ["revenue"], "guardrails": [{"metric": "latency",
+                                                                                       "margin": 0.05}]},
+    }
+    body.update(overrides)
+    return body
+
+
+def _seed(service: Service) -> None:
+    with service.client() as http:
+        for metric in (
+            {"key": "conversion", "kind": "proportion", "event": "purchase", "direction": "higher_is_better"},
+            {"key": "revenue", "kind": "mean", "event": "purchase", "aggregation": "sum"},
+            {"key": "latency", "kind": "mean", "event": "latency_ms", "direction": "lower_is_better"},
+        ):
+            http.post("/v1/metrics", json=metric).raise_for_status()
+        http.post("/v1/experiments", json=experiment_body("draft-exp")).raise_for_status()
+        http.post("/v1/experiments", json=experiment_body("live-exp")).raise_for_status()
+        http.post("/v1/experiments/live-exp/start").raise_for_status()
+        assigned = {}
+        for i in range(300):
+            unit = f"u-{i}"
+            reply = http.post("/v1/assign", json={"unit_id": unit, "experiments": ["live-exp"]})
+            assigned[unit] = reply.json()["assignments"]["live-exp"]["variant"]
+        time.sleep(0.5)  # exposures are written by a batched writer (flush every 0.1 s here)
+        # Events after every exposure (an event before a unit's first exposure does not count).
+        now = datetime.now(UTC).isoformat()
+        events = []
+        for i, (unit, variant) in enumerate(assigned.items()):
+            if i % (3 if variant == "v2" else 5) == 0:
+                events.append({"event_id": str(uuid.uuid4()), "unit_id": unit, "name": "purchase",
+                               "value": 10.0 + i % 7, "timestamp": now, "attributes": {}})
+            events.append({"event_id": str(uuid.uuid4()), "unit_id": unit, "name": "latency_ms",
+                           "value": 100.0 + i % 13, "timestamp": now, "attributes": {}})
+        http.post("/v1/events", json={"events": events}).raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('console-db') / 'titrate.db'}"
+    migrate.upgrade(url)
+    db = Database(url)
+    with db.transaction() as session:
+        _, admin = create_api_key(session, "admin", "console-tests-admin")
+        _, analyst = create_api_key(session, "analyst", "console-tests-analyst")
+    db.dispose()
+    server = LiveServer(url)
+    server.start()
+    try:
+        service = Service(server.url, admin, analyst)
+        _seed(service)
+        yield service
+    finally:
+        server.stop()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = str(ROOT / "ui" / "app.py")
+
+
+@pytest.fixture
+def console_env(live_service: Service, monkeypatch: pytest.MonkeyPatch) -> Service:
+    """Point the console (run in-process by AppTest) at the live service with an admin key (the same for the
+    whole session, so the client ``st.cache_resource`` keeps stays right)."""
+    monkeypatch.setenv("TITRATE_API_URL", live_service.url)
+    monkeypatch.setenv("TITRATE_API_KEY", live_service.admin_key)
+    return live_service
+
+
+
+
+
+_browser_skips: list[str] = []
+
+
+def note_browser_skip(reason: str) -> None:
+    """Remember that the browser test skipped, for the loud line at the end of the run."""
+    _browser_skips.append(reason)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _browser_skips:
+        terminalreporter.write_sep("!", _browser_skips[0], red=True, bold=True)

@@ -1,0 +1,153 @@
+"""The console's REST client: httpx against the titrate service, nothing of the service's internals.
+
+Every call returns a :class:`Reply` instead of raising on HTTP errors, so pages can show a refusal next to the
+field it names (422), a "not available yet" note (404 from a route that has not landed), or the rule broken (409).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One validation error: where (``loc`` without the leading ``"body"``) and what."""
+
+    path: tuple[str | int, ...]
+    msg: str
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(str(p) for p in self.path)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The outcome of one request: HTTP status, decoded JSON body (or ``None``), and a transport error if any."""
+
+    status: int
+    data: Any = None
+    error: str | None = None
+    field_errors: list[FieldError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def missing(self) -> bool:
+        """404: an unknown key, or a route this service does not have yet."""
+        return self.status == 404
+
+    @property
+    def message(self) -> str:
+        """A human sentence for a refusal."""
+        if self.error:
+            return self.error
+        detail = self.data.get("detail") if isinstance(self.data, dict) else self.data
+        if isinstance(detail, list):
+            return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', [])[1:]) or 'body'}: {e.get('msg')}"
+                             for e in detail if isinstance(e, dict))
+        return f"HTTP {self.status}: {detail}"
+
+
+def _field_errors(status: int, data: Any) -> list[FieldError]:
+    if status != 422 or not isinstance(data, dict) or not isinstance(data.get("detail"), list):
+        return []
+    errors = []
+    for item in data["detail"]:
+        if not isinstance(item, dict):
+            continue
+        loc = list(item.get("loc") or [])
+        if loc and loc[0] == "body":
+            loc = loc[1:]
+        msg = str(item.get("msg", "invalid"))
+        errors.append(FieldError(tuple(loc), msg.removeprefix("Value error, ")))
+    return errors
+
+
+class TitrateClient:
+    """A thin, thread-safe wrapper over ``httpx.Client`` (one per console process, see ``ui.state``)."""
+
+    def __init__(self, base_url: str, api_key: str, timeout: float = 15.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
+                                  headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+
+    @classmethod
+    def from_env(cls) -> TitrateClient:
+        return cls(os.environ.get("TITRATE_API_URL", DEFAULT_URL), os.environ.get("TITRATE_API_KEY", ""))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, *, json: Any = None, params: Any = None) -> Reply:
+        try:
+            response = self._http.request(method, path, json=json, params=params)
+        except httpx.HTTPError as exc:
+            return Reply(status=0, error=f"cannot reach the service at {self.base_url}: {exc}")
+        try:
+            data = response.json() if response.content else None
+        except ValueError:
+            data = response.text
+        return Reply(status=response.status_code, data=data,
+                     field_errors=_field_errors(response.status_code, data))
+
+    def get(self, path: str, **params: Any) -> Reply:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None} or None)
+
+    def post(self, path: str, body: Any = None) -> Reply:
+        return self.request("POST", path, json=body)
+
+    # The REST contract (DESIGN.md), one method per route the console uses.
+    def health(self) -> Reply:
+        return self.get("/healthz")
+
+    def metrics(self) -> Reply:
+        return self.get("/v1/metrics")
+
+    def create_metric(self, body: dict[str, Any]) -> Reply:
+        return self.post("/v1/metrics", body)
+
+    def experiments(self, status: list[str] | None = None) -> Reply:
+        return self.get("/v1/experiments", status=status or None)
+
+    def experiment(self, key: str) -> Reply:
+        return self.get(f"/v1/experiments/{key}")
+
+    def create_experiment(self, body: dict[str, Any]) -> Reply:
+        return self.post("/v1/experiments", body)
+
+    def transition(self, key: str, action: str, body: dict[str, Any] | None = None) -> Reply:
+        return self.post(f"/v1/experiments/{key}/{action}", body)
+
+    def audit(self, key: str) -> Reply:
+        return self.get(f"/v1/experiments/{key}/audit")
+
+    def allocations(self, key: str) -> Reply:
+        return self.get(f"/v1/experiments/{key}/allocations")
+
+    def scorecard(self, key: str, as_of: str | None = None) -> Reply:
+        return self.get(f"/v1/experiments/{key}/scorecard", as_of=as_of)
+
+    def decision(self, key: str) -> Reply:
+        return self.get(f"/v1/experiments/{key}/decision")
+
+    def design(self, body: dict[str, Any]) -> Reply:
+        return self.post("/v1/design", body)
+
+    def models(self) -> Reply:
+        return self.get("/v1/models")
+
+    def create_model(self, body: dict[str, Any]) -> Reply:
+        return self.post("/v1/models", body)
+
+    def serving(self, key: str) -> Reply:
+        return self.get(f"/v1/experiments/{key}/serving")

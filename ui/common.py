@@ -1,0 +1,221 @@
+"""Shared pieces of the console pages: the cached client, error display, formatting and charts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from ui.client import FieldError, Reply, TitrateClient
+
+STATUSES = ["draft", "running", "paused", "shipped", "rolled_back", "stopped"]
+GUARDRAIL_LIGHT = {"pass": "🟢", "fail": "🔴", "inconclusive": "🟡"}
+DECISION_BADGE = {"ship": "✅ ship", "no_ship": "⛔ no ship", "rollback": "↩️ rollback",
+                  "keep_running": "⏳ keep running"}
+EXPERIMENT_PAGE = "views/experiment.py"
+REVIEW_PAGE = "views/review.py"
+
+
+@st.cache_resource(on_release=TitrateClient.close)
+def get_client() -> TitrateClient:
+    """One HTTP client per console process (connection pooling), from TITRATE_API_URL / TITRATE_API_KEY."""
+    return TitrateClient.from_env()
+
+
+def not_available(what: str) -> None:
+    """The note shown where a route of the service has not landed yet (404)."""
+    st.info(f"{what} is not available yet on this service.", icon="🚧")
+
+
+def show_refusal(reply: Reply, what: str) -> None:
+    """A refused request, in words."""
+    if reply.status == 0:
+        st.error(reply.message, icon="🔌")
+    elif reply.status == 403:
+        st.error(f"{what}: your API key's role is too low for this ({reply.message}).", icon="🔒")
+    else:
+        st.error(f"{what} failed — {reply.message}", icon="⚠️")
+
+
+class ErrorSlots:
+    """Placeholders under form fields, filled after a submission with the validation errors naming each field.
+
+    An error goes to the registered slot of the longest prefix of its location; errors of the whole body
+    (cross-field rules) or of an unregistered field go to the general slot (registered with no path).
+    """
+
+    def __init__(self) -> None:
+        self.slots: dict[tuple[str | int, ...], Any] = {}
+
+    def __call__(self, *path: str | int) -> None:
+        self.slots[tuple(path)] = st.empty()
+
+    def place(self, errors: Sequence[FieldError]) -> None:
+        grouped: dict[tuple[str | int, ...], list[FieldError]] = {}
+        for error in errors:
+            target: tuple[str | int, ...] = ()
+            for candidate in self.slots:
+                if error.path[: len(candidate)] == candidate and len(candidate) > len(target):
+                    target = candidate
+            grouped.setdefault(target, []).append(error)
+        for target, items in grouped.items():
+            text = "\n".join(f"- `{e.dotted or 'body'}`: {e.msg}" for e in items)
+            (self.slots.get(target) or st).error(text, icon="❗")
+
+
+def fmt_pct(x: float | None, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x * 100:+.{digits}f}%"
+
+
+def fmt_ci(ci: Sequence[float | None] | None, digits: int = 1) -> str:
+    if not ci or len(ci) != 2 or ci[0] is None or ci[1] is None:
+        return "—"
+    return f"[{ci[0] * 100:+.{digits}f}%, {ci[1] * 100:+.{digits}f}%]"
+
+
+def fmt_num(x: float | None, digits: int = 4) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.{digits}g}"
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def age(value: str | None, now: datetime | None = None) -> str:
+    """'3d 4h' since a timestamp."""
+    then = parse_time(value)
+    if then is None:
+        return "—"
+    seconds = max(0.0, ((now or datetime.now(UTC)) - then).total_seconds())
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {rest // 60}m"
+    return f"{rest // 60}m"
+
+
+def guardrail_light(scorecard: dict[str, Any] | None) -> str:
+    """🔴 if any guardrail fails, 🟡 if any is inconclusive, 🟢 if all pass, — without guardrails."""
+    if not scorecard:
+        return "—"
+    states = [v.get("guardrail") for m in scorecard.get("metrics", []) if m.get("role") == "guardrail"
+              for v in m.get("variants", [])]
+    states = [s for s in states if s]
+    if not states:
+        return "—"
+    for state in ("fail", "inconclusive"):
+        if state in states:
+            return GUARDRAIL_LIGHT[state]
+    return GUARDRAIL_LIGHT["pass"]
+
+
+def primary_lift(scorecard: dict[str, Any] | None) -> str:
+    """The first treatment's relative lift on the primary metric with its CI, as text."""
+    if not scorecard:
+        return "—"
+    for metric in scorecard.get("metrics", []):
+        if metric.get("role") == "primary" and metric.get("variants"):
+            v = metric["variants"][0]
+            return f"{v.get('variant')}: {fmt_pct(v.get('rel_lift'))} {fmt_ci(v.get('rel_ci'))}"
+    return "—"
+
+
+def exposed_units(scorecard: dict[str, Any] | None) -> int | None:
+    if not scorecard or not isinstance(scorecard.get("current_n"), dict):
+        return None
+    return int(sum(scorecard["current_n"].values()))
+
+
+def scorecard_rows(scorecard: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (metric, treatment variant) of a scorecard, for tables and the forest plot."""
+    rows = []
+    for metric in scorecard.get("metrics", []):
+        for v in metric.get("variants", []):
+            rel_ci = v.get("rel_ci") or [None, None]
+            rows.append({
+                "metric": metric.get("metric"), "role": metric.get("role"), "variant": v.get("variant"),
+                "n": v.get("n"), "mean": v.get("mean"), "control_n": v.get("control_n"),
+                "control_mean": v.get("control_mean"), "rel_lift": v.get("rel_lift"),
+                "rel_ci_low": rel_ci[0], "rel_ci_high": rel_ci[1], "p_value": v.get("p_value"),
+                "significant": v.get("significant"), "chance_to_beat": v.get("chance_to_beat"),
+                "guardrail": GUARDRAIL_LIGHT.get(v.get("guardrail") or "", ""), "power": v.get("power"),
+            })
+    for segment in scorecard.get("segments") or []:
+        if not isinstance(segment, dict):
+            continue
+        label = segment.get("segment") or segment.get("name") or segment.get("value") or "segment"
+        for metric in segment.get("metrics", []) if isinstance(segment.get("metrics"), list) else []:
+            for v in metric.get("variants", []):
+                rel_ci = v.get("rel_ci") or [None, None]
+                rows.append({"metric": f"{metric.get('metric')} · {label}", "role": "segment",
+                             "variant": v.get("variant"), "n": v.get("n"), "mean": v.get("mean"),
+                             "rel_lift": v.get("rel_lift"), "rel_ci_low": rel_ci[0], "rel_ci_high": rel_ci[1],
+                             "p_value": v.get("p_value"), "significant": v.get("significant")})
+    return rows
+
+
+def forest_plot(rows: Iterable[dict[str, Any]]) -> alt.LayerChart | alt.FacetChart | None:
+    """Relative lifts with their confidence intervals, one line per metric × variant, zero marked."""
+    frame = pd.DataFrame([r for r in rows if r.get("rel_lift") is not None])
+    if frame.empty:
+        return None
+    frame["label"] = frame["metric"] + " · " + frame["variant"]
+    y = alt.Y("label:N", title=None, sort=None, axis=alt.Axis(labelLimit=320, labelOverlap=False))
+    base = alt.Chart(frame)
+    bars = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X("rel_ci_low:Q", title="relative lift", axis=alt.Axis(format="%")), x2="rel_ci_high:Q", y=y,
+        color=alt.Color("role:N"))
+    points = base.mark_point(filled=True, size=80).encode(
+        x="rel_lift:Q", y=y, color="role:N",
+        tooltip=["metric", "role", "variant", alt.Tooltip("rel_lift:Q", format="+.2%"),
+                 alt.Tooltip("rel_ci_low:Q", format="+.2%"), alt.Tooltip("rel_ci_high:Q", format="+.2%")])
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="gray").encode(x="x:Q")
+    return alt.layer(bars, points, zero).properties(height=60 + 36 * len(frame))
+
+
+def allocation_chart(history: list[dict[str, Any]]) -> alt.Chart | None:
+    """Allocation weights over time as a stacked area (each version holds until the next)."""
+    if not history:
+        return None
+    records = []
+    now = datetime.now(UTC).isoformat()
+    for i, version in enumerate(history):
+        ends = [version["created_at"], history[i + 1]["created_at"] if i + 1 < len(history) else now]
+        for at in ends:
+            for variant, weight in (version.get("weights") or {}).items():
+                records.append({"at": pd.Timestamp(at), "variant": variant, "weight": float(weight),
+                                "version": version.get("version")})
+    frame = pd.DataFrame(records)
+    return alt.Chart(frame).mark_area(interpolate="step-after").encode(
+        x=alt.X("at:T", title="time", axis=alt.Axis(format="%b %d %H:%M")),
+        y=alt.Y("weight:Q", stack="normalize", title="share of traffic", axis=alt.Axis(format="%")),
+        color="variant:N", tooltip=["variant", "version", alt.Tooltip("weight:Q", format=".1%")],
+    ).properties(height=220)
+
+
+def experiment_picker(experiments: list[dict[str, Any]], label: str = "Experiment") -> str | None:
+    """A selectbox of experiment keys, preselecting ``?key=`` from the URL; keeps the URL in step."""
+    keys = [e["key"] for e in experiments]
+    if not keys:
+        st.info("No experiments yet — create one on the **New experiment** page.")
+        return None
+    wanted = st.query_params.get("key")
+    index = keys.index(wanted) if wanted in keys else 0
+    key = st.selectbox(label, keys, index=index, key="experiment_picker")
+    if key and st.query_params.get("key") != key:
+        st.query_params["key"] = key
+    return key
