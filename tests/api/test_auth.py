@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Keys
-from tests.factories import METRICS, create_experiment, create_metrics, experiment_body
+from tests.factories import METRICS, create_experiment, create_metrics, experiment_body, register_model
 
 ROLES = ("sdk", "analyst", "admin")
 # (method, path, body, minimum role); paths use experiment "ranker-v2" which exists (draft or running).
@@ -36,28 +36,84 @@ ROUTES: list[tuple[str, str, object, str]] = [
     ("POST", "/v1/design", {"kind": "proportion", "baseline": 0.1, "mde": 0.05, "daily_units": 1000}, "analyst"),
     ("GET", "/v1/keys", None, "admin"),
     ("POST", "/v1/keys", {"role": "sdk", "name": "n"}, "admin"),
+    ("GET", "/v1/models", None, "analyst"),
+    ("GET", "/v1/models/tiny", None, "analyst"),
+    ("POST", "/v1/models", {"key": "m-{role}", "task": "text-classification", "path": "{model_dir}",
+                            "dtype": "float32", "device": "cpu"}, "analyst"),
+    ("POST", "/v1/experiments/served/predict", {"unit_id": "u-1", "inputs": ["hello world"]}, "sdk"),
+    ("GET", "/v1/experiments/served/serving", None, "analyst"),
+    ("GET", "/v1/experiments/ranker-v2/scorecard", None, "analyst"),
+    ("GET", "/v1/experiments/ranker-v2/decision", None, "analyst"),
+    ("GET", "/v1/scorecards?metric=conversion", None, "analyst"),
+    ("POST", "/v1/design", {"kind": "proportion", "baseline": 0.1, "mde": 0.05, "alpha": 0.05, "power": 0.8,
+                            "variants": 2, "daily_units": 20000}, "analyst"),
 ]
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 RANK = {role: i for i, role in enumerate(ROLES)}
 
 
-def _body(body: object, role: str) -> object:
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from models.testing import make_tiny_bert
+
+    return str(make_tiny_bert(tmp_path_factory.mktemp("auth-model"), "text-classification"))
+
+
+def _body(body: object, role: str, model_dir: str = "") -> object:
     if isinstance(body, dict):
-        return {k: (v.replace("{role}", role) if isinstance(v, str) else v) for k, v in body.items()}
+        return {k: (v.replace("{role}", role).replace("{model_dir}", model_dir) if isinstance(v, str) else v)
+                for k, v in body.items()}
     return body
 
 
+def _template(path: str) -> str:
+    path = path.split("?")[0]
+    for concrete, template in (("/ranker-v2", "/{key}"), ("/served", "/{key}"), ("/conversion", "/{key}"),
+                               ("/tiny", "/{key}")):
+        path = path.replace(concrete, template)
+    return path
+
+
+def test_the_matrix_covers_every_route(client: TestClient) -> None:
+    documented = {(method.upper(), path) for path, item in client.app.openapi()["paths"].items()  # type: ignore[attr-defined]
+                  for method in item}
+    covered = {(method, _template(path)) for method, path, _, _ in ROUTES} | PUBLIC
+    covered |= {("POST", "/v1/experiments/{key}/start"), ("POST", "/v1/experiments/{key}/stop"),
+                ("POST", "/v1/experiments/{key}/rollback")}  # admin lifecycle, checked in test_admin_lifecycle_routes
+    assert documented - covered == set(), "routes missing from the auth matrix"
+
+
+@pytest.mark.parametrize("action", ["start", "stop", "rollback"])
+def test_admin_lifecycle_routes(client: TestClient, keys: Keys, action: str) -> None:
+    admin = keys.headers("admin")
+    create_metrics(client, admin)
+    create_experiment(client, admin, start=action != "start")
+    body = {"reason": "r"} if action == "rollback" else None
+    path = f"/v1/experiments/ranker-v2/{action}"
+    assert client.post(path, json=body).status_code == 401
+    for role in ("sdk", "analyst"):
+        assert client.post(path, json=body, headers=keys.headers(role)).status_code == 403
+    assert client.post(path, json=body, headers=admin).status_code == 200
+
+
 @pytest.mark.parametrize(("method", "path", "body", "minimum"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
-def test_route_by_role(client: TestClient, keys: Keys, method: str, path: str, body: object, minimum: str) -> None:
+def test_route_by_role(client: TestClient, keys: Keys, model_dir: str, method: str, path: str, body: object,
+                      minimum: str) -> None:
     admin = keys.headers("admin")
     create_metrics(client, admin)
     create_experiment(client, admin, start=True)
+    if "/models" in path or "/served" in path:
+        register_model(client, admin, "tiny", model_dir)
+        create_experiment(client, admin, start=True, key="served", variants=[
+            {"key": "control", "control": True, "weight": 0.5, "model": "tiny"},
+            {"key": "v2", "weight": 0.5, "model": "tiny"}])
     if path.endswith("/resume"):
         client.post("/v1/experiments/ranker-v2/pause", headers=admin)
-    assert client.request(method, path, json=_body(body, "none")).status_code == 401
+    assert client.request(method, path, json=_body(body, "none", model_dir)).status_code == 401
     bogus = {"Authorization": "Bearer tk_not-a-key"}
-    assert client.request(method, path, json=_body(body, "bogus"), headers=bogus).status_code == 401
+    assert client.request(method, path, json=_body(body, "bogus", model_dir), headers=bogus).status_code == 401
     for role in ROLES:
-        response = client.request(method, path, json=_body(body, role), headers=keys.headers(role))
+        response = client.request(method, path, json=_body(body, role, model_dir), headers=keys.headers(role))
         if RANK[role] >= RANK[minimum]:
             assert 200 <= response.status_code < 300, (role, response.status_code, response.text)
             if method == "POST" and path.endswith(("/pause", "/resume", "/ship")):
