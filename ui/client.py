@@ -54,6 +54,9 @@ class Reply:
         if isinstance(detail, list):
             return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', [])[1:]) or 'body'}: {e.get('msg')}"
                              for e in detail if isinstance(e, dict))
+        if isinstance(detail, dict) and "message" in detail:  # a ship refusal: message plus the reasons
+            reasons = " ".join(str(r) for r in detail.get("reasons") or [])
+            return f"HTTP {self.status}: {detail['message']} {reasons}".strip()
         return f"HTTP {self.status}: {detail}"
 
 

@@ -157,7 +157,9 @@ def scorecard_rows(scorecard: dict[str, Any]) -> list[dict[str, Any]]:
     for segment in scorecard.get("segments") or []:
         if not isinstance(segment, dict):
             continue
-        label = segment.get("segment") or segment.get("name") or segment.get("value") or "segment"
+        # rows carry the attribute in "segment" and its value in "value": label them "country=US"
+        name, value = segment.get("segment"), segment.get("value")
+        label = f"{name}={value}" if name is not None and value is not None else (name or value or "segment")
         for metric in segment.get("metrics", []) if isinstance(segment.get("metrics"), list) else []:
             for v in metric.get("variants", []):
                 rel_ci = v.get("rel_ci") or [None, None]
