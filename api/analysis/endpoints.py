@@ -12,6 +12,7 @@ from api.analysis.schemas import CrossExperimentOut, DecisionOut, DesignOut, Des
 from api.auth.dependencies import require_analyst
 from api.auth.keys import Principal
 from api.schemas_common import KEY_PATTERN, KeyPath
+from api.serving import service as serving_service
 
 router = APIRouter(tags=["analysis"])
 
@@ -23,9 +24,14 @@ def get_scorecard(key: KeyPath, request: Request,
                                               description="break down by this exposure attribute, e.g. country"),
                   _: Principal = Depends(require_analyst)) -> dict[str, Any]:
     """The experiment's scorecard: per-metric lifts, intervals, p-values, guardrails, SRM and power."""
-    with request.app.state.db.read() as session:
+    state = request.app.state
+    with state.db.read() as session:
         experiment = service.get_analysable(session, key)
-        return service.analyse(session, experiment, as_of, segment).scorecard
+        scorecard = service.analyse(session, experiment, as_of, segment).scorecard
+        if any(v.model is not None for v in experiment.variants):
+            scorecard = {**scorecard, "serving": serving_service.serving_report(
+                session, experiment, state.settings.serving_report_max_rows)}
+        return scorecard
 
 
 @router.get("/v1/experiments/{key}/decision", response_model=DecisionOut)

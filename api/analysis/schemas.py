@@ -90,6 +90,9 @@ class ScorecardOut(_Open):
     metrics: list[MetricResultOut]
     planned_n_per_variant: int | None
     current_n: dict[str, int]
+    serving: dict[str, Any] | None = Field(
+        None, description="for experiments between model variants: latency p50/p95, errors, output drift (PSI) "
+                          "and shadow agreement per variant (the same report as GET …/serving)")
 
 
 class ExperimentOnMetricOut(_Open):

@@ -234,8 +234,15 @@ def analyse(session: Session, experiment: Experiment, as_of: datetime | None = N
                 cmp_ = compare(c_stats, t_stats, kind, alpha, direction=direction)
             guard: GuardrailResult | None = None
             if pm.role == "guardrail":
+                # why: the always-valid regression test is tuned (mSPRT mixture) to the n at which a regression
+                # of the margin's size is detectable, not to the primary's planned n: tuned to a far larger n it
+                # would miss even a tenfold regression at early looks, which is exactly when a guardrail matters.
+                margin_n = (_safe(sample_size_per_arm, _power_kind(kind), _baseline(kind, c_stats),
+                                  float(pm.margin or 0.0), alpha, power_target, _unit_sd(kind, c_stats))
+                            if c_stats.n >= 2 and pm.margin else None)
+                guard_horizon = {"horizon_n_per_arm": margin_n} if margin_n else horizon
                 guard = guardrail_status(c_stats, t_stats, kind, direction, float(pm.margin or 0.0), alpha,
-                                         sequential=sequential, **horizon)
+                                         sequential=sequential, **guard_horizon)
                 guards[t][pm.spec.key] = guard
             if pm.role == "primary":
                 primary_cmp[t] = cmp_

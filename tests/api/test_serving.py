@@ -556,3 +556,26 @@ def test_serving_report_of_an_experiment_without_predictions(serving: Serving) -
     assert [v["n"] for v in body["variants"]] == [0, 0]
     assert serving.client.get("/v1/experiments/nope/serving", headers=serving.admin).status_code == 404
     assert serving.client.get("/v1/experiments/ranker-v2/serving", headers=serving.sdk).status_code == 403
+
+
+def test_a_slower_model_fails_the_latency_guardrail_in_the_decision(serving: Serving) -> None:
+    """The serving events feed the same guardrail machinery as business metrics: a variant whose model is far
+    slower is refused by the decision, and the scorecard shows each variant's latency p95."""
+    delay = 0.05
+    serving.loader.wrappers["cls-b"] = lambda v: SlowVariant(v, delay)
+    serving.register("cls-a", "cls-b")
+    create_experiment(serving.client, serving.admin, start=True, variants=AB)
+    for i in range(40):
+        assert serving.predict(f"slow-{i}", ["hello world"]).status_code == 200
+    serving.settle()
+    decision = serving.client.get("/v1/experiments/ranker-v2/decision", headers=serving.admin).json()
+    scorecard = serving.client.get("/v1/experiments/ranker-v2/scorecard", headers=serving.admin).json()
+    assert decision["decision"] == "no_ship", str([m for m in scorecard["metrics"] if m["metric"] == "latency"])[:3000]
+    assert any("latency" in reason for reason in decision["reasons"]), decision["reasons"]
+    scorecard = serving.client.get("/v1/experiments/ranker-v2/scorecard", headers=serving.admin).json()
+    latency = next(m for m in scorecard["metrics"] if m["metric"] == "latency")
+    assert latency["variants"][0]["guardrail"] == "fail"
+    p95 = {v["variant"]: v["latency"]["p95_ms"] for v in scorecard["serving"]["variants"]}
+    assert p95["v2"] >= delay * 1000 > p95["control"]
+    shipped = serving.client.post("/v1/experiments/ranker-v2/ship", json={"variant": "v2"}, headers=serving.admin)
+    assert shipped.status_code == 409
