@@ -49,13 +49,15 @@ def demo(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     units: Annotated[int, typer.Option(min=100, help="simulated visitors")] = 20_000,
     seed: Annotated[int, typer.Option(help="random seed of the simulation")] = 2026,
+    model_requests: Annotated[int, typer.Option(min=0, help="requests served by the real MiniLM variants")] = 120,
 ) -> None:
-    """The main job: start the service, run the demo scenario through the SDK, report (and keep serving)."""
+    """The main job: start the service, run the demo scenarios (SDK traffic, real MiniLM variants), report."""
     from api.demo import run_demo
     from api.settings import get_settings
 
     migrate()
-    run_demo(get_settings(), host=host, port=port, units=units, seed=seed, headless=headless)
+    run_demo(get_settings(), host=host, port=port, units=units, seed=seed, headless=headless,
+             model_requests=model_requests)
 
 
 @app.command()

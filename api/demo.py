@@ -37,6 +37,24 @@ EXPERIMENT = {
 }
 METRIC = {"key": "conversion", "kind": "proportion", "event": "purchase", "direction": "higher_is_better"}
 TRUE_RATES = {"control": 0.10, "one-page": 0.12}
+SERVING_EXPERIMENT = {
+    "key": "demo-minilm-bf16", "name": "MiniLM in bfloat16", "owner": "demo",
+    "hypothesis": {"change": "serve all-MiniLM-L6-v2 in bfloat16", "metric": "latency", "direction": "decrease",
+                   "rationale": "half the memory traffic per forward pass"},
+    "type": "rollout", "allocation": {"strategy": "fixed"},
+    "variants": [{"key": "float32", "control": True, "weight": 0.5, "model": "minilm-f32"},
+                 {"key": "bfloat16", "weight": 0.5, "model": "minilm-bf16"}],
+    "metrics": {"primary": "latency", "guardrails": [{"metric": "errors", "margin": 0.05}]},
+    "design": {"alpha": 0.05, "power": 0.8, "mde": 0.1},
+}
+SERVING_METRICS = [
+    {"key": "latency", "kind": "ratio", "numerator": {"event": "serving.latency_ms", "aggregation": "sum"},
+     "denominator": {"event": "serving.request", "aggregation": "count"}, "direction": "lower_is_better"},
+    {"key": "errors", "kind": "ratio", "numerator": {"event": "serving.error", "aggregation": "count"},
+     "denominator": {"event": "serving.request", "aggregation": "count"}, "direction": "lower_is_better"},
+]
+QUERIES = ["cheap flights to lisbon", "how to fix a bike chain", "best ramen near me", "python asyncio tutorial",
+           "weather tomorrow", "running shoes for flat feet", "learn spanish fast", "vegan lasagna recipe"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +109,35 @@ def _simulate(base_url: str, key: str, units: int, seed: int, run: int) -> None:
         client.flush(timeout=60)
 
 
+def _serve_minilm(base_url: str, key: str, requests: int, seed: int) -> dict[str, Any]:
+    """Register the real all-MiniLM-L6-v2 (shipped inside a PyPI package) as float32 and bfloat16 variants, send
+    requests through ``/predict``, and return the serving report (latency per variant, drift, errors)."""
+    from models.shipped import shipped_minilm_path
+
+    path = str(shipped_minilm_path())
+    rng = random.Random(seed)
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
+        for dtype, model_key in (("float32", "minilm-f32"), ("bfloat16", "minilm-bf16")):
+            if http.get(f"/v1/models/{model_key}").status_code == 404:
+                http.post("/v1/models", json={"key": model_key, "task": "embedding", "path": path, "dtype": dtype,
+                                              "device": "auto", "max_batch": 32, "max_length": 128}).raise_for_status()
+        for metric in SERVING_METRICS:
+            if http.get(f"/v1/metrics/{metric['key']}").status_code == 404:
+                http.post("/v1/metrics", json=metric).raise_for_status()
+        current = http.get(f"/v1/experiments/{SERVING_EXPERIMENT['key']}")
+        if current.status_code == 404:
+            http.post("/v1/experiments", json=SERVING_EXPERIMENT).raise_for_status()
+            current = http.get(f"/v1/experiments/{SERVING_EXPERIMENT['key']}")
+        if current.json()["status"] == "draft":
+            http.post(f"/v1/experiments/{SERVING_EXPERIMENT['key']}/start").raise_for_status()
+        for i in track(range(requests), description="serving MiniLM"):
+            body = {"unit_id": f"reader-{seed}-{i}", "inputs": [rng.choice(QUERIES)]}
+            http.post(f"/v1/experiments/{SERVING_EXPERIMENT['key']}/predict", json=body).raise_for_status()
+        time.sleep(1.0)
+        report: dict[str, Any] = http.get(f"/v1/experiments/{SERVING_EXPERIMENT['key']}/serving").json()
+    return report
+
+
 def _previous_exposures(db: Database) -> int:
     """Exposures already recorded: a repeated demo on the same database simulates new visitors."""
     with db.read() as session:
@@ -118,7 +165,8 @@ def _measure(db: Database) -> DemoResult:
                       true_rel_lift=TRUE_RATES["one-page"] / TRUE_RATES["control"] - 1)
 
 
-def run_demo(settings: Settings, *, host: str, port: int, units: int, seed: int, headless: bool) -> dict[str, Any]:
+def run_demo(settings: Settings, *, host: str, port: int, units: int, seed: int, headless: bool,
+             model_requests: int = 120) -> dict[str, Any]:
     """Run the demo and return its JSON summary; unless headless, keep serving until interrupted."""
     console = Console(stderr=True)
     db = Database(settings.database_url)
@@ -142,6 +190,19 @@ def run_demo(settings: Settings, *, host: str, port: int, units: int, seed: int,
                               "rel_lift": round(result.rel_lift, 4),
                               "rel_ci": [round(x, 4) for x in result.rel_ci], "p_value": result.p_value,
                               "true_rel_lift": round(result.true_rel_lift, 4)}]}
+    if model_requests > 0:
+        report = _serve_minilm(base_url, key, model_requests, seed)
+        latency = {v["variant"]: (v.get("latency") or {}) for v in report.get("variants", [])}
+        summary["scenarios"].append({
+            "scenario": "minilm-float32-vs-bfloat16", "experiment": SERVING_EXPERIMENT["key"],
+            "requests": model_requests,
+            "latency_p50_ms": {k: v.get("p50_ms") for k, v in latency.items()},
+            "latency_p95_ms": {k: v.get("p95_ms") for k, v in latency.items()},
+            "errors": {v["variant"]: v.get("errors") for v in report.get("variants", [])}})
+        for variant, stats in latency.items():
+            if stats:
+                console.print(f"[bold]{SERVING_EXPERIMENT['key']}[/] {variant}: p50 {stats.get('p50_ms', 0):.1f} ms, "
+                              f"p95 {stats.get('p95_ms', 0):.1f} ms over {stats.get('n')} predictions")
     console.print(f"[bold]demo-checkout[/]: {result.units} exposed units, relative lift "
                   f"{result.rel_lift:+.1%} (95% CI {result.rel_ci[0]:+.1%} … {result.rel_ci[1]:+.1%}), "
                   f"p = {result.p_value:.2g}; true lift {result.true_rel_lift:+.1%}")
