@@ -7,9 +7,7 @@ allocation updates see them within a second) and on graceful shutdown (SIGTERM â
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,12 +15,11 @@ from typing import Any, cast
 
 from sqlalchemy import Table
 
+from api.background import PeriodicFlusher
 from api.db.bulk import insert_ignoring_conflicts
 from api.db.engine import Database
 from api.db.tables import Exposure
 from api.ops import observability
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +40,16 @@ class ExposureWriter:
 
     def __init__(self, db: Database, flush_seconds: float, batch_size: int, seen_capacity: int = 2_000_000) -> None:
         self._db = db
-        self._flush_seconds = flush_seconds
         self._batch_size = batch_size
         self._queue: deque[ExposureRecord] = deque()
         self._seen: dict[tuple[int, str], None] = {}
         self._seen_capacity = seen_capacity
         self._seen_lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._flusher = PeriodicFlusher(
+            "titrate-exposure-writer", self.flush, lambda: self.pending, flush_seconds,
+            after_round=lambda: observability.EXPOSURE_QUEUE_DEPTH.set(self.pending),
+        )
 
     def enqueue(self, record: ExposureRecord) -> bool:
         """Queue an exposure unless this (experiment, unit) was already queued; never blocks on I/O."""
@@ -103,32 +101,8 @@ class ExposureWriter:
 
     def start(self) -> None:
         """Flush periodically in a daemon thread."""
-        self._thread = threading.Thread(target=self._run, name="titrate-exposure-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        backoff = self._flush_seconds
-        while not self._stop.wait(backoff):
-            try:
-                self.flush()
-                backoff = self._flush_seconds
-            except Exception:  # keep the rows and retry with backoff: nothing is lost while we live
-                log.exception("exposure flush failed; %d exposures kept for retry", self.pending)
-                backoff = min(backoff * 2, 10.0)
-            observability.EXPOSURE_QUEUE_DEPTH.set(self.pending)
+        self._flusher.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the thread and flush what is left (retrying until ``timeout``)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.flush()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    log.exception("could not flush %d exposures at shutdown", self.pending)
-                    return
-                time.sleep(0.5)
+        self._flusher.stop(timeout)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from prometheus_client import Counter
 from sqlalchemy import insert
 
+from api.background import PeriodicFlusher
 from api.db.engine import Database
 from api.db.tables import Prediction
 from api.events import repository as events_repository
@@ -52,14 +52,12 @@ class ServingRecorder:
 
     def __init__(self, db: Database, flush_seconds: float, max_queued: int, batch_size: int = 5000) -> None:
         self._db = db
-        self._flush_seconds = flush_seconds
         self._max_queued = max_queued
         self._batch_size = batch_size
         self._events: deque[dict[str, Any]] = deque()
         self._predictions: deque[dict[str, Any]] = deque()
         self._flush_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._flusher = PeriodicFlusher("titrate-serving-recorder", self.flush, lambda: self.pending, flush_seconds)
         self.dropped = 0
 
     @property
@@ -104,31 +102,8 @@ class ServingRecorder:
 
     def start(self) -> None:
         """Flush periodically in a daemon thread."""
-        self._thread = threading.Thread(target=self._run, name="titrate-serving-recorder", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        backoff = self._flush_seconds
-        while not self._stop.wait(backoff):
-            try:
-                self.flush()
-                backoff = self._flush_seconds
-            except Exception:  # keep the rows and retry with backoff
-                log.exception("serving flush failed; %d rows kept for retry", self.pending)
-                backoff = min(backoff * 2, 10.0)
+        self._flusher.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the thread and flush what is left (retrying until ``timeout``)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.flush()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    log.exception("could not flush %d serving rows at shutdown", self.pending)
-                    return
-                time.sleep(0.5)
+        self._flusher.stop(timeout)
