@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.allocation.endpoints import router as allocation_router
+from api.allocation.scheduler import AllocationScheduler
 from api.analysis.endpoints import router as analysis_router
 from api.assignment.endpoints import router as assignment_router
 from api.assignment.exposure_writer import ExposureWriter
@@ -65,11 +67,18 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
         app.state.snapshots.start()
         app.state.exposure_writer.start()
         await app.state.serving.start()
+        app.state.allocation_scheduler = None
+        if settings.scheduler_enabled:  # the allocation updater (one replica at a time, under a database lock)
+            app.state.allocation_scheduler = AllocationScheduler(db, app.state.snapshots,
+                                                                 settings.scheduler_interval_seconds)
+            app.state.allocation_scheduler.start()
         log.info("titrate started", extra={"database": db.dialect})
         try:
             yield
         finally:
             # Graceful shutdown (SIGTERM): in-flight requests have finished; write every queued exposure.
+            if app.state.allocation_scheduler is not None:
+                app.state.allocation_scheduler.stop()
             await app.state.serving.close()  # shadow runs, models, then serving events and the prediction log
             app.state.exposure_writer.stop()
             app.state.snapshots.stop()
@@ -86,6 +95,6 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
     app.add_middleware(LatencyMiddleware)
     # Starlette matches routes in order: the hot paths (assign, events) come first.
     for router in (assignment_router, events_router, ops_router, keys_router, metrics_router, experiments_router,
-                   serving_router, analysis_router):
+                   serving_router, analysis_router, allocation_router):
         app.include_router(router)
     return app

@@ -47,9 +47,12 @@ def demo(
     headless: Annotated[bool, typer.Option(help="run the scenarios, print a JSON summary and exit")] = False,
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    units: Annotated[int, typer.Option(min=100, help="simulated visitors")] = 20_000,
+    units: Annotated[int, typer.Option(min=100, help="simulated visitors of the A/B scenario")] = 12_000,
     seed: Annotated[int, typer.Option(help="random seed of the simulation")] = 2026,
     model_requests: Annotated[int, typer.Option(min=0, help="requests served by the real MiniLM variants")] = 120,
+    adaptive: Annotated[bool, typer.Option("--adaptive/--no-adaptive",
+                                           help="also run the ramped roll-out and the bandit scenarios")] = True,
+    console_port: Annotated[int, typer.Option(help="TCP port of the console (not with --headless)")] = 8501,
 ) -> None:
     """The main job: start the service, run the demo scenarios (SDK traffic, real MiniLM variants), report."""
     from api.demo import run_demo
@@ -57,7 +60,7 @@ def demo(
 
     migrate()
     run_demo(get_settings(), host=host, port=port, units=units, seed=seed, headless=headless,
-             model_requests=model_requests)
+             model_requests=model_requests, adaptive=adaptive, console_port=console_port)
 
 
 @app.command()

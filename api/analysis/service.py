@@ -287,6 +287,8 @@ def analyse(session: Session, experiment: Experiment, as_of: datetime | None = N
         srm_p_value=srm_result.p_value if srm_result is not None else None,
         planned_n_reached=planned_n_reached, sequential=sequential, primary_metric=primary.spec.key,
     )
+    if as_of is None and not (srm_result is not None and srm_result.mismatch):
+        decision = _bandit_stopping(session, experiment, decision)
     scorecard = {
         "experiment": experiment.key, "plan_fingerprint": experiment.plan_fingerprint,
         "status": experiment.status, "type": plan["type"], "as_of": when, "alpha": alpha,
@@ -299,6 +301,21 @@ def analyse(session: Session, experiment: Experiment, as_of: datetime | None = N
                             "segments: benjamini-hochberg across the values of the attribute",
     }
     return Analysis(scorecard=finite(scorecard), decision=decision)
+
+
+def _bandit_stopping(session: Session, experiment: Experiment, decision: Decision) -> Decision:
+    """Thompson experiments stop by the allocation updater's rule (``api.allocation.service``): an arm with
+    P(best) >= ``prob_best_to_ship`` whose guardrails pass, as stored on the newest allocation version, is the
+    decision ``ship`` — unless the scorecard says roll back (or the SRM check flags the split, handled above)."""
+    strategy = ((experiment.plan or {}).get("allocation") or {}).get("strategy")
+    if strategy != "thompson" or decision.decision == "rollback":
+        return decision
+    latest = experiments_repository.latest_allocations(session, [experiment.id]).get(experiment.id)
+    stop = (latest.details or {}).get("decision") if latest is not None else None
+    if latest is None or not isinstance(stop, dict) or stop.get("decision") != "ship":
+        return decision
+    head = f"bandit stopping rule (allocation version {latest.version}): "
+    return Decision("ship", stop.get("variant"), [head + r for r in stop.get("reasons", [])] + decision.reasons)
 
 
 def _sign(x: float) -> int:

@@ -26,6 +26,7 @@ ROUTES: list[tuple[str, str, object, str]] = [
     ("GET", "/v1/experiments/ranker-v2", None, "analyst"),
     ("GET", "/v1/experiments/ranker-v2/audit", None, "analyst"),
     ("GET", "/v1/experiments/ranker-v2/allocations", None, "analyst"),
+    ("POST", "/v1/experiments/ranker-v2/allocations/recompute", None, "admin"),
     ("POST", "/v1/experiments", experiment_body(key="draft-{role}"), "analyst"),
     ("PATCH", "/v1/experiments/ranker-v2", {"owner": "bo"}, "analyst"),
     ("POST", "/v1/experiments/ranker-v2/pause", None, "admin"),

@@ -1,0 +1,128 @@
+"""The periodic allocation job: one updater at a time across replicas, one transaction per experiment.
+
+Each round runs ``run_allocation_step`` for every running thompson/ramp experiment.
+
+* PostgreSQL: the round first takes a session-level advisory lock (``pg_try_advisory_lock``) on a dedicated
+  connection; a replica that does not get it skips the round, and the lock is released when the round ends
+  (or when the connection dies, so a crashed updater never blocks the others).
+* SQLite (one host): every step's transaction is ``BEGIN IMMEDIATE`` (``Database.transaction``), so writers are
+  serialised and the second updater sees the first one's version.
+
+Either way the experiment row is locked (``SELECT … FOR UPDATE`` on PostgreSQL) before the step reads the
+newest version, and the ``(experiment_id, version)`` unique constraint is the last guard: an ``IntegrityError``
+means another updater published that version first — that experiment's transaction rolls back and is skipped.
+A step that fails for any other reason rolls back too (the last good allocation stays in force) and the round
+goes on with the next experiment.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from api.allocation import repository
+from api.allocation.service import StepResult, run_allocation_step
+from api.assignment.snapshot import SnapshotHolder
+from api.db.engine import Database
+from api.db.tables import utc_now
+from api.experiments import repository as experiments_repository
+
+log = logging.getLogger(__name__)
+
+#: Advisory lock key of the allocation job ("titrate" in ASCII hex) — one constant for every replica.
+ADVISORY_LOCK_KEY = 0x74697472617465
+
+
+@dataclass
+class RoundResult:
+    """One scheduler round: whether it ran (lock acquired), the steps it took, the experiments skipped."""
+
+    ran: bool
+    steps: list[StepResult] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        """Whether any step changed what assignment serves."""
+        return any(s.new_version for s in self.steps)
+
+
+def run_round(db: Database) -> RoundResult:
+    """Run the allocation step for every running thompson/ramp experiment, under the updater lock."""
+    if db.dialect != "postgresql":
+        return _steps(db)
+    with db.engine.connect() as conn:
+        got = bool(conn.scalar(select(func.pg_try_advisory_lock(ADVISORY_LOCK_KEY))))
+        conn.commit()
+        if not got:
+            log.info("allocation round skipped: another updater holds the lock")
+            return RoundResult(ran=False)
+        try:
+            return _steps(db)
+        finally:
+            conn.scalar(select(func.pg_advisory_unlock(ADVISORY_LOCK_KEY)))
+            conn.commit()
+
+
+def _steps(db: Database) -> RoundResult:
+    result = RoundResult(ran=True)
+    with db.read() as session:
+        keys = repository.adaptive_running_keys(session)
+    for key in keys:
+        try:
+            with db.transaction() as session:
+                experiment = experiments_repository.get(session, key, for_update=True)
+                if experiment is None or experiment.status != "running":
+                    result.skipped[key] = "no longer running"
+                    continue
+                result.steps.append(run_allocation_step(session, experiment, utc_now()))
+        except IntegrityError:
+            # why: the (experiment_id, version) unique constraint: another updater won this version.
+            log.warning("allocation step skipped: another updater published first", extra={"experiment": key})
+            result.skipped[key] = "another updater published this version first"
+        except Exception as exc:  # one experiment's failure must not stop the others; its step rolled back
+            log.exception("allocation step failed; the last good allocation stays", extra={"experiment": key})
+            result.skipped[key] = f"failed: {type(exc).__name__}"
+    return result
+
+
+class AllocationScheduler:
+    """Runs ``run_round`` every ``interval_seconds`` in a daemon thread (started in the app lifespan)."""
+
+    def __init__(self, db: Database, snapshots: SnapshotHolder | None, interval_seconds: float) -> None:
+        self._db = db
+        self._snapshots = snapshots
+        self._interval = interval_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rounds = 0
+
+    def run_once(self) -> RoundResult:
+        """One round now; refresh this worker's snapshot when an allocation changed."""
+        result = run_round(self._db)
+        self.rounds += 1
+        if result.changed and self._snapshots is not None:
+            self._snapshots.reload()
+        return result
+
+    def start(self) -> None:
+        """Start the loop (the first round runs one interval after start)."""
+        self._thread = threading.Thread(target=self._run, name="titrate-allocation-updater", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.run_once()
+            except Exception:  # a database blip must not kill the updater; the next round retries
+                log.exception("allocation round failed")
+
+    def stop(self) -> None:
+        """Stop the loop and wait for a round in progress."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)

@@ -1,0 +1,21 @@
+"""Response schemas of the allocation updater."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class StepOut(BaseModel):
+    """What one allocation step did: a new version (``new_version``) or why not (``action``, ``reasons``)."""
+
+    experiment: str
+    strategy: str
+    action: str
+    version: int
+    new_version: bool
+    weights: dict[str, float]
+    reasons: list[str]
+    decision: dict[str, Any] | None
+    details: dict[str, Any]

@@ -1,0 +1,354 @@
+"""Rules of the allocation updater: one step per running experiment (Thompson update, ramp step, rollback).
+
+``run_allocation_step`` is what the scheduler runs every ``scheduler_interval_seconds`` and what
+``POST /v1/experiments/{key}/allocations/recompute`` runs now.  It works inside the caller's transaction (one per
+experiment): a new allocation version, the config-version bump that makes every worker's snapshot serve it, the
+audit rows and a rollback commit together or not at all, so a crash mid-step leaves the last good allocation in
+force.
+
+* ``thompson`` — reward = the frozen plan's primary metric.  Per-variant sufficient statistics come from the
+  scorecard's own SQL (``scorecards.sql`` via ``api.analysis.repository``) at ``now``: only units whose
+  attribution window has elapsed count, the others are pending, so slow conversions do not punish an arm.
+  Variants failing a guardrail (the scorecard's guardrail status) are excluded (weight 0, one audit row naming the
+  metric and its numbers when the exclusion starts).  Weights = ``bandits.thompson.thompson_allocation`` (floor,
+  top-two, 10k draws, seeded; the seed is stored on the allocation row).  Updates are batched: only when
+  ``update_every_minutes`` have passed since the newest version or ``update_every_events`` units were exposed
+  under it (every step when neither is configured).
+* ``ramp`` — ``bandits.ramp.next_ramp_action`` with the units exposed under the current version and the hours
+  since it was published; guardrail statuses from the scorecard.  ``advance`` publishes the next step's
+  ``ramp_weights``; ``rollback`` moves the experiment to ``rolled_back`` through the lifecycle (everyone on
+  control; the audit reason names the metric and its numbers); ``suggest_advance`` writes one
+  ``allocation.suggest`` audit row per version instead of advancing; ``hold``/``complete`` change nothing.
+* ``fixed`` — nothing.
+
+Stopping rule (thompson): when an arm's P(best) ≥ ``allocation.prob_best_to_ship`` and its guardrails pass, the
+step's ``decision`` is ``ship`` — reported in the step result and stored in the allocation version's
+``details["decision"]`` (the least invasive place: ``GET /allocations`` shows it; ``GET /decision`` keeps the
+frequentist scorecard decision unchanged).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from api import audit
+from api.allocation import repository
+from api.analysis import repository as analysis_repository
+from api.analysis import service as analysis_service
+from api.auth.keys import Principal
+from api.db.tables import Allocation, Experiment, utc_now
+from api.experiments import repository as experiments_repository
+from api.experiments import service as experiments_service
+from api.experiments.schemas import AllocationSpec
+from bandits.ramp import next_ramp_action, ramp_weights
+from bandits.thompson import Direction, thompson_allocation
+from scorecards.sql import MetricSpec
+
+#: Who the audit rows name when the scheduler acts (the recompute endpoint passes the calling admin).
+UPDATER = Principal(key_id=0, name="allocation-updater", role="admin", prefix="system")
+#: Monte Carlo draws of P(best): the standard error of each probability is ≤ 0.5/√draws = 0.005.
+DRAWS = 10_000
+_MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one allocation step did.
+
+    ``action``: ``updated`` (new thompson version), ``not_due`` (batching: too early), ``advanced`` (new ramp
+    step), ``held``, ``suggested``, ``rolled_back``, ``completed`` (ramp), ``none`` (fixed allocation).
+    ``version`` is the version in force after the step; ``new_version`` whether this step published it.
+    """
+
+    experiment: str
+    strategy: str
+    action: str
+    version: int
+    new_version: bool
+    weights: dict[str, float]
+    reasons: list[str] = field(default_factory=list)
+    decision: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _hours_since(now: datetime, then: datetime) -> float:
+    return max(0.0, (now - then).total_seconds() / 3600.0)
+
+
+def _units_under(session: Session, experiment_id: int, version: int) -> int:
+    counts = analysis_repository.exposure_counts(session, experiment_id)
+    return sum(n for (ver, _), n in counts.items() if ver == version)
+
+
+def _guardrails(session: Session, experiment: Experiment, now: datetime) -> dict[str, dict[str, dict[str, Any]]]:
+    """variant → guardrail metric → {status, description, rel_lift, ...} from the scorecard service."""
+    plan = experiment.plan or {}
+    if not plan.get("metrics", {}).get("guardrails"):
+        return {}
+    card = analysis_service.analyse(session, experiment, now).scorecard
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for metric in card["metrics"]:
+        if metric["role"] != "guardrail":
+            continue
+        for row in metric["variants"]:
+            detail = row.get("guardrail_detail") or {}
+            out.setdefault(row["variant"], {})[metric["metric"]] = {
+                "status": row["guardrail"], "description": detail.get("description"),
+                "rel_lift": row.get("rel_lift"), "n": row.get("n"), "control_n": row.get("control_n"),
+                "mean": row.get("mean"), "control_mean": row.get("control_mean"),
+                "non_inferiority_bound": detail.get("non_inferiority_bound"),
+                "regression_p_value": detail.get("regression_p_value"), "margin": detail.get("margin"),
+            }
+    return out
+
+
+def _failures(guards: dict[str, dict[str, dict[str, Any]]], variant: str) -> list[str]:
+    """Human-readable reasons (metric and numbers) for each failing guardrail of ``variant``."""
+    return [f"{variant}: {g['description'] or f'guardrail {metric} failed'}"
+            for metric, g in sorted(guards.get(variant, {}).items()) if g["status"] == "fail"]
+
+
+def _publish(session: Session, experiment: Experiment, version: int, weights: dict[str, float], reason: str,
+             seed: int | None, details: dict[str, Any], now: datetime) -> Allocation:
+    """Insert allocation ``version`` and bump the config version so every worker's snapshot serves it.
+
+    A concurrent updater that published the same version first makes the flush raise ``IntegrityError`` on the
+    ``(experiment_id, version)`` unique constraint: the caller's transaction rolls back and the step is skipped.
+    """
+    row = Allocation(experiment_id=experiment.id, version=version, weights=weights, reason=reason, seed=seed,
+                     details=details, created_at=now)
+    session.add(row)
+    session.flush()
+    experiments_repository.bump_config_version(session)
+    return row
+
+
+def run_allocation_step(session: Session, experiment: Experiment, now: datetime | None = None,
+                        rng_seed: int | None = None, *, actor: Principal = UPDATER,
+                        force: bool = False) -> StepResult:
+    """Run the updater's step for one running experiment inside the caller's transaction.
+
+    Args:
+        session: the transaction (lock the experiment row first: ``repository.get(..., for_update=True)``).
+        experiment: a running experiment with its variants and metric links loaded.
+        now: tz-aware time of the step (default: now); attribution windows and cadence are measured to it.
+        rng_seed: seed of the Thompson draws (default: fresh entropy); stored on the allocation row either way.
+        actor: who the audit rows name.
+        force: ignore the thompson batching cadence (``update_every_minutes`` / ``update_every_events``).
+    """
+    now = now or utc_now()
+    if experiment.status != "running" or experiment.plan is None:
+        raise ValueError(f"experiment '{experiment.key}' is '{experiment.status}', not running")
+    spec = AllocationSpec.model_validate(experiment.plan.get("allocation") or experiment.allocation)
+    latest = experiments_repository.latest_allocations(session, [experiment.id]).get(experiment.id)
+    if latest is None:  # every started experiment has version 1; guard anyway
+        raise ValueError(f"experiment '{experiment.key}' has no allocation")
+    if spec.strategy == "thompson":
+        return _thompson_step(session, experiment, spec, latest, now, rng_seed, actor, force)
+    if spec.strategy == "ramp":
+        return _ramp_step(session, experiment, spec, latest, now, actor)
+    return StepResult(experiment.key, spec.strategy, "none", latest.version, False, dict(latest.weights),
+                      ["fixed allocation: nothing to update"])
+
+
+# --- Thompson sampling ---------------------------------------------------------------------------------------
+
+
+def _due(spec: AllocationSpec, latest: Allocation, units_since: int, now: datetime) -> tuple[bool, str]:
+    minutes, events = spec.update_every_minutes, spec.update_every_events
+    if minutes is None and events is None:
+        return True, "no cadence configured: every step updates"
+    elapsed = _hours_since(now, latest.created_at) * 60.0
+    if minutes is not None and elapsed >= minutes:
+        return True, f"{elapsed:.1f} of {minutes:g} minutes since version {latest.version}"
+    if events is not None and units_since >= events:
+        return True, f"{units_since} of {events} new exposures since version {latest.version}"
+    parts = []
+    if minutes is not None:
+        parts.append(f"{elapsed:.1f} of {minutes:g} minutes")
+    if events is not None:
+        parts.append(f"{units_since} of {events} new exposures")
+    return False, f"not due: {' and '.join(parts)} since version {latest.version}"
+
+
+def _thompson_step(session: Session, experiment: Experiment, spec: AllocationSpec, latest: Allocation,
+                   now: datetime, rng_seed: int | None, actor: Principal, force: bool) -> StepResult:
+    plan = experiment.plan or {}
+    units_since = _units_under(session, experiment.id, latest.version)
+    due, why = _due(spec, latest, units_since, now)
+    if not due and not force:
+        return StepResult(experiment.key, "thompson", "not_due", latest.version, False, dict(latest.weights), [why])
+
+    served = [v for v in experiment.variants if not v.shadow]
+    keys = [v.key for v in served]
+    primary = plan["metrics"]["primary"][0]
+    metric = MetricSpec.from_definition(primary)
+    direction = primary.get("direction") or "higher_is_better"
+    aggregates = analysis_repository.metric_aggregates(session, experiment.id, [metric], now)
+    stats = [aggregates.metric(metric.key, k).stats(metric.kind) for k in keys]
+
+    guards = _guardrails(session, experiment, now)
+    previously_excluded = {e["variant"] for e in latest.details.get("excluded", []) if isinstance(e, dict)}
+    excluded: list[dict[str, Any]] = []
+    for k in keys:
+        failures = _failures(guards, k)
+        if not failures:
+            continue
+        excluded.append({"variant": k, "reasons": failures,
+                         "guardrails": {m: g for m, g in guards.get(k, {}).items() if g["status"] == "fail"}})
+        if k not in previously_excluded:
+            audit.record(session, actor, "allocation.exclude", experiment_id=experiment.id,
+                         after={"version": latest.version + 1, "variant": k, "guardrails": excluded[-1]["guardrails"]},
+                         reason=f"variant {k} gets weight 0: " + "; ".join(failures))
+    excluded_idx = [keys.index(e["variant"]) for e in excluded]
+
+    # why: a seed drawn from fresh entropy when none is given, so every stored decision is reproducible
+    # with thompson_allocation(..., rng=seed).
+    seed = rng_seed if rng_seed is not None else int(np.random.default_rng().integers(0, _MAX_SEED))
+    result = thompson_allocation(cast(Any, stats), metric.kind, rng=seed, draws=DRAWS, floor=spec.floor,
+                                 top_two=spec.top_two, direction=cast(Direction, direction), excluded=excluded_idx)
+    weights = {v.key: 0.0 for v in experiment.variants}  # shadow variants keep 0
+    weights.update(dict(zip(keys, result.weights, strict=True)))
+    control = next(v.key for v in served if v.is_control)
+    decision = _thompson_decision(spec, keys, control, result.prob_best, result.status, guards, excluded)
+    posterior = {
+        k: {"n": s.n, "mean": _finite(p.mean), "ci_low": _finite(p.ci_low), "ci_high": _finite(p.ci_high),
+            "prob_best": _finite(pb), "pending": aggregates.metric(metric.key, k).pending}
+        for k, s, p, pb in zip(keys, stats, result.posteriors, result.prob_best, strict=True)
+    }
+    details = {
+        "strategy": "thompson", "metric": metric.key, "kind": metric.kind, "direction": direction,
+        "as_of": now.isoformat(), "status": result.status, "draws": result.draws, "top_two": result.top_two,
+        "floor": dict(zip(keys, result.floor, strict=True)), "posterior": posterior,
+        "prob_best": {k: v["prob_best"] for k, v in posterior.items()}, "excluded": excluded,
+        "units_since_previous": units_since, "due": why, "decision": decision,
+        "basis": "units whose attribution window has elapsed (others pending)",
+    }
+    version = latest.version + 1
+    _publish(session, experiment, version, weights, "thompson", result.seed, details, now)
+    reasons = [why, *(r for e in excluded for r in e["reasons"])]
+    return StepResult(experiment.key, "thompson", "updated", version, True, weights, reasons, decision, details)
+
+
+def _thompson_decision(spec: AllocationSpec, keys: list[str], control: str, prob_best: tuple[float, ...], status: str,
+                       guards: dict[str, dict[str, dict[str, Any]]],
+                       excluded: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stopping rule: an arm with P(best) ≥ prob_best_to_ship whose guardrails pass → ship (control → no_ship)."""
+    threshold = spec.prob_best_to_ship
+    reasons = [f"{e['variant']} excluded: {r}" for e in excluded for r in e["reasons"]]
+    if status != "ok":
+        return {"decision": "keep_running", "variant": None,
+                "reasons": [*reasons, "posterior not yet proper for every arm (insufficient data)"]}
+    best = max(range(len(keys)), key=lambda i: prob_best[i])
+    p = prob_best[best]
+    variant = keys[best]
+    if p < threshold:
+        return {"decision": "keep_running", "variant": None,
+                "reasons": [*reasons, f"highest P(best) is {variant} at {p:.4f} < {threshold:g}"]}
+    if variant == control:
+        return {"decision": "no_ship", "variant": None,
+                "reasons": [*reasons, f"control {control} is best with P(best) {p:.4f} >= {threshold:g}"]}
+    statuses = {m: g["status"] for m, g in guards.get(variant, {}).items()}
+    pending = sorted(m for m, s in statuses.items() if s != "pass")
+    if pending:
+        return {"decision": "keep_running", "variant": variant,
+                "reasons": [*reasons, f"{variant} has P(best) {p:.4f} >= {threshold:g} but guardrails "
+                                      + ", ".join(f"{m} {statuses[m]}" for m in pending) + " (must pass to ship)"]}
+    return {"decision": "ship", "variant": variant,
+            "reasons": [*reasons, f"{variant} has P(best) {p:.4f} >= {threshold:g}"
+                        + (" and every guardrail passes" if statuses else " (no guardrails)")]}
+
+
+# --- Ramped roll-outs ----------------------------------------------------------------------------------------
+
+
+def step_weights(experiment: Experiment, fraction: float) -> dict[str, float]:
+    """Weights of a ramp step: control 1 − fraction, the treatments share ``fraction`` (as ``initial_weights``:
+    in proportion to their registered weights, equally when those are equal — ``bandits.ramp.ramp_weights``)."""
+    served = [v for v in experiment.variants if not v.shadow]
+    control = next(v for v in served if v.is_control)
+    treatments = [v for v in served if not v.is_control]
+    weights = {v.key: 0.0 for v in experiment.variants}
+    base = ramp_weights([v.key for v in served], control.key, fraction)
+    registered = [v.weight for v in treatments]
+    if len(set(registered)) > 1 and math.fsum(registered) > 0:
+        total = math.fsum(registered)
+        for v in treatments:
+            base[v.key] = fraction * v.weight / total
+        base[control.key] = 1.0 - math.fsum(base[v.key] for v in treatments)
+    weights.update(base)
+    return weights
+
+
+def _ramp_step(session: Session, experiment: Experiment, spec: AllocationSpec, latest: Allocation,
+               now: datetime, actor: Principal) -> StepResult:
+    steps = [s.model_dump() for s in spec.steps or []]
+    current = int(latest.details.get("step", 0))
+    units = _units_under(session, experiment.id, latest.version)
+    hours = _hours_since(now, latest.created_at)
+    guards = _guardrails(session, experiment, now)
+    # worst status of each guardrail metric across the treatments
+    rank = {"fail": 2, "inconclusive": 1, "pass": 0}
+    statuses: dict[str, str] = {}
+    for per_metric in guards.values():
+        for m, g in per_metric.items():
+            status = g["status"] or "inconclusive"
+            if rank[status] >= rank.get(statuses.get(m, "pass"), 0):
+                statuses[m] = status
+    action = next_ramp_action(steps, current, units, hours, statuses, spec.mode)  # type: ignore[arg-type]
+    summary = {"step": current, "fraction": steps[current]["fraction"], "units_at_step": units,
+               "hours_at_step": round(hours, 4), "guardrails": statuses, "version": latest.version}
+    reasons = list(action.reasons)
+    base = (experiment.key, "ramp")
+
+    if action.action == "rollback":
+        failures = [r for variant in sorted(guards) for r in _failures(guards, variant)]
+        reason = (f"automatic rollback at ramp step {current} (fraction {steps[current]['fraction']:g}): "
+                  + "; ".join(failures))
+        served = [v for v in experiment.variants if not v.shadow]
+        control = next(v.key for v in served if v.is_control)
+        weights = {v.key: (1.0 if v.key == control else 0.0) for v in experiment.variants}
+        details = {"strategy": "ramp", "step": current, "rollback": True, "reasons": [reason, *reasons],
+                   "guardrail_detail": guards, **{k: v for k, v in summary.items() if k != "step"}}
+        version = latest.version + 1
+        _publish(session, experiment, version, weights, "rollback", None, details, now)
+        experiments_service.simple_transition(session, experiment.key, "rollback", actor, reason=reason)
+        return StepResult(*base, "rolled_back", version, True, weights, [reason, *reasons],
+                          {"decision": "rollback", "variant": None, "reasons": [reason]}, details)
+
+    if action.action == "advance":
+        assert action.next_step_index is not None
+        nxt = action.next_step_index
+        weights = step_weights(experiment, steps[nxt]["fraction"])
+        details = {"strategy": "ramp", "step": nxt, "fraction": steps[nxt]["fraction"], "reasons": reasons,
+                   "previous": summary}
+        version = latest.version + 1
+        _publish(session, experiment, version, weights, "ramp", None, details, now)
+        audit.record(session, actor, "allocation.advance", experiment_id=experiment.id,
+                     before=summary, after={"version": version, "step": nxt, "weights": weights},
+                     reason="; ".join(reasons))
+        return StepResult(*base, "advanced", version, True, weights, reasons, None, details)
+
+    if action.action == "suggest_advance":
+        assert action.next_step_index is not None
+        nxt = action.next_step_index
+        proposal = {"version": latest.version, "suggested_step": nxt, "fraction": steps[nxt]["fraction"],
+                    "weights": step_weights(experiment, steps[nxt]["fraction"])}
+        if not repository.has_audit(session, experiment.id, "allocation.suggest", latest.version):
+            audit.record(session, actor, "allocation.suggest", experiment_id=experiment.id, before=summary,
+                         after=proposal, reason="; ".join(reasons))
+        return StepResult(*base, "suggested", latest.version, False, dict(latest.weights), reasons, None,
+                          {**summary, "proposal": proposal})
+
+    kind = "completed" if action.action == "complete" else "held"
+    return StepResult(*base, kind, latest.version, False, dict(latest.weights), reasons, None, summary)
