@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from typing import cast as type_cast
@@ -216,31 +216,17 @@ def _unique(metrics: Iterable[MetricSpec]) -> list[MetricSpec]:
     return list(seen.values())
 
 
-def scorecard_query(
+def _aggregate_query(
     exposures: Table,
     events: Table,
     experiment_id: int,
     metrics: Sequence[MetricSpec],
     as_of: datetime,
     segment: str | None = None,
+    by_version: bool = False,
 ) -> Select[Any]:
-    """One ``SELECT`` giving, per variant (and per segment value), the sufficient statistics of every metric.
-
-    Args:
-        exposures, events: the tables (see the module docstring for the columns used).
-        experiment_id: the experiment whose exposures are analysed.
-        metrics: metric specs (duplicates by key are computed once).
-        as_of: tz-aware time of the analysis: exposures and events after it are ignored, and units
-            exposed less than ``window_hours`` before it are pending for that metric.
-        segment: an exposure attribute (e.g. "country"): rows are also grouped by its value at exposure,
-            in a ``segment`` column (text; NULL when the attribute was absent).
-
-    Returns:
-        A Core select with one row per variant and columns ``variant, exposed`` plus, for the i-th
-        unique metric, ``m{i}_n, m{i}_sy, m{i}_syy, m{i}_pending`` (and ``m{i}_sx, m{i}_sxx, m{i}_sxy``
-        for ratios, ``m{i}_cx, m{i}_cxx, m{i}_cxy`` for the CUPED covariate); read it with
-        :func:`read_scorecard_rows`.
-    """
+    """:func:`scorecard_query`'s ``SELECT``; with ``by_version`` the rows are also grouped by the exposure's
+    ``allocation_version`` (an integer column of that name, before ``segment`` and ``variant``)."""
     metrics = _unique(metrics)
     x = exposures.alias("x")
     e = events.alias("e")
@@ -256,6 +242,9 @@ def scorecard_query(
     on = and_(x.c.unit_id == e.c.unit_id, e.c.name.in_(names), lower, e.c.timestamp <= as_of)
     per_unit_cols: list[ColumnElement[Any]] = [x.c.variant.label("variant"), x.c.exposed_at.label("exposed_at")]
     group: list[ColumnElement[Any]] = [x.c.id, x.c.variant, x.c.exposed_at]
+    if by_version:
+        per_unit_cols.append(x.c.allocation_version.label("allocation_version"))
+        group.append(x.c.allocation_version)
     if segment is not None:
         # why: JSON path extraction compiles per dialect (``->>`` on PostgreSQL, ``JSON_EXTRACT`` on SQLite).
         seg = x.c.attributes[segment].as_string()
@@ -290,6 +279,8 @@ def scorecard_query(
     u = per_unit_stmt.subquery("u")
 
     keys: list[ColumnElement[Any]] = [u.c.variant] if segment is None else [u.c.segment, u.c.variant]
+    if by_version:
+        keys.insert(0, u.c.allocation_version)
     out: list[ColumnElement[Any]] = [*keys, func.count().label("exposed")]
     zero = _float_literal(0.0)
     for i, m in enumerate(metrics):
@@ -328,6 +319,34 @@ def scorecard_query(
             out += [total(xc).label(f"m{i}_cx"), total(xc * xc).label(f"m{i}_cxx"),
                     total(y * xc).label(f"m{i}_cxy")]
     return select(*out).group_by(*keys).order_by(*keys)
+
+
+def scorecard_query(
+    exposures: Table,
+    events: Table,
+    experiment_id: int,
+    metrics: Sequence[MetricSpec],
+    as_of: datetime,
+    segment: str | None = None,
+) -> Select[Any]:
+    """One ``SELECT`` giving, per variant (and per segment value), the sufficient statistics of every metric.
+
+    Args:
+        exposures, events: the tables (see the module docstring for the columns used).
+        experiment_id: the experiment whose exposures are analysed.
+        metrics: metric specs (duplicates by key are computed once).
+        as_of: tz-aware time of the analysis: exposures and events after it are ignored, and units
+            exposed less than ``window_hours`` before it are pending for that metric.
+        segment: an exposure attribute (e.g. "country"): rows are also grouped by its value at exposure,
+            in a ``segment`` column (text; NULL when the attribute was absent).
+
+    Returns:
+        A Core select with one row per variant and columns ``variant, exposed`` plus, for the i-th
+        unique metric, ``m{i}_n, m{i}_sy, m{i}_syy, m{i}_pending`` (and ``m{i}_sx, m{i}_sxx, m{i}_sxy``
+        for ratios, ``m{i}_cx, m{i}_cxx, m{i}_cxy`` for the CUPED covariate); read it with
+        :func:`read_scorecard_rows`.
+    """
+    return _aggregate_query(exposures, events, experiment_id, metrics, as_of, segment)
 
 
 def read_scorecard_rows(rows: Iterable[Any], metrics: Sequence[MetricSpec]) -> ScorecardAggregates:
@@ -374,3 +393,31 @@ def exposure_counts_query(exposures: Table, experiment_id: int, as_of: datetime 
     if as_of is not None:
         stmt = stmt.where(x.c.exposed_at <= as_of)
     return stmt.group_by(x.c.allocation_version, x.c.variant).order_by(x.c.allocation_version, x.c.variant)
+
+
+def version_metric_query(exposures: Table, events: Table, experiment_id: int, metric: MetricSpec,
+                         as_of: datetime) -> Select[Any]:
+    """One metric's per-variant sums per allocation version — the strata of ``bandits.stratified``.
+
+    The same per-unit aggregation, attribution window, winsorizing and pending rule as :func:`scorecard_query`,
+    grouped by ``(allocation_version, variant)``; without CUPED (the stratified estimator uses ``n, Σy, Σy²``).
+    Ratio metrics are refused: their per-version strata would need the delta-method linearisation, which
+    ``bandits.stratified`` does not take yet.
+
+    Returns:
+        A Core select with columns ``allocation_version, variant, exposed, m0_n, m0_sy, m0_syy, m0_pending``;
+        read it with :func:`read_version_rows`.
+    """
+    if metric.kind == "ratio":
+        raise ValueError("stratified estimates by allocation version cover proportion and mean metrics, not ratio")
+    spec = replace(metric, cuped_lookback_hours=None)
+    return _aggregate_query(exposures, events, experiment_id, [spec], as_of, by_version=True)
+
+
+def read_version_rows(rows: Iterable[Any], metric: MetricSpec) -> dict[int, dict[str, MetricAggregate]]:
+    """Rows of :func:`version_metric_query` (same ``metric``) → allocation version → variant → sums."""
+    spec = replace(metric, cuped_lookback_hours=None)
+    grouped: dict[int, list[Any]] = {}
+    for row in rows:
+        grouped.setdefault(int(row._mapping["allocation_version"]), []).append(row)
+    return {version: read_scorecard_rows(group, [spec]).metrics[spec.key] for version, group in sorted(grouped.items())}

@@ -11,15 +11,18 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from api.analysis import repository
 from api.analysis.schemas import DesignOut, DesignRequest, finite
 from api.auth.keys import Principal
-from api.db.tables import Allocation, Experiment, utc_now
+from api.db.tables import Allocation, Event, Experiment, Exposure, utc_now
 from api.errors import Conflict, InvalidInput
 from api.experiments import repository as experiments_repository
 from api.experiments import service as experiments_service
+from bandits.stratified import ArmEstimates, naive_estimates, stratified_estimates
 from scorecards import (
     AllocationPeriod,
     Comparison,
@@ -44,7 +47,7 @@ from scorecards import (
     srm_check_history,
     srm_drill_down,
 )
-from scorecards.sql import MetricSpec, ScorecardAggregates
+from scorecards.sql import MetricSpec, ScorecardAggregates, read_version_rows, version_metric_query
 
 ROLES = (("primary", "primary"), ("secondary", "secondary"), ("guardrails", "guardrail"))
 FORMULA = ("n = ceil((z_{1-alpha/2} + z_{1-beta})^2 * (var_c + var_t) / (mu_t - mu_c)^2), mu_t = baseline * (1 + mde), "
@@ -276,6 +279,10 @@ def analyse(session: Session, experiment: Experiment, as_of: datetime | None = N
 
     _adjust(metrics_out, "primary", alpha)
     _adjust(metrics_out, "secondary", alpha)
+    adaptive: dict[str, Any] = {}
+    if ((plan.get("allocation") or {}).get("strategy")) == "thompson":
+        adaptive = {"adaptive_allocation": _stratify(session, experiment, planned, control, treatments, when,
+                                                     alpha, metrics_out)}
     segments: dict[str, Any] = {"segments": [], "segment_attribute": segment}
     if segment is not None:
         segments = _segments(session, experiment, planned, control, treatments, when, segment, alpha, metrics_out,
@@ -295,12 +302,64 @@ def analyse(session: Session, experiment: Experiment, as_of: datetime | None = N
         "sequential": sequential, "cuped_applied": cuped, "control": control, "srm": srm_out, "metrics": metrics_out,
         "planned_n_per_variant": planned_n, "planned_n_reached": planned_n_reached,
         "current_n": {v: aggregates.exposed.get(v, 0) for v in [control, *treatments]},
-        **segments,
+        **segments, **adaptive,
         "multiple_testing": "holm across variants for the primary metric and across variants x secondary "
                             "metrics for the secondary ones (p_value_adjusted); guardrails are not adjusted; "
                             "segments: benjamini-hochberg across the values of the attribute",
     }
     return Analysis(scorecard=finite(scorecard), decision=decision)
+
+
+ADAPTIVE_NOTE = ("estimates stratified by allocation version (post-stratification, weight of a version = its share "
+                 "of units, Cochran 1977 §5.2): the arms' weights change between versions, so the pooled lifts above "
+                 "them are biased when the base rate drifts (Simpson's paradox); see each primary variant's "
+                 "'stratified' (with the pooled 'naive' numbers beside it)")
+
+
+def _stratify(session: Session, experiment: Experiment, planned: list[_PlannedMetric], control: str,
+              treatments: list[str], when: datetime, alpha: float, metrics_out: list[dict[str, Any]]) -> str:
+    """Adds ``stratified`` (``bandits.stratified``, one query per primary metric) to each primary-metric variant
+    entry of a thompson experiment and returns the scorecard note; ratio metrics are left unstratified."""
+    served = [control, *treatments]
+    skipped = []
+    exposures: Table = Exposure.__table__  # type: ignore[assignment]
+    events: Table = Event.__table__  # type: ignore[assignment]
+    for pm, row in zip(planned, metrics_out, strict=True):
+        if pm.role != "primary":
+            continue
+        if pm.spec.kind == "ratio":
+            skipped.append(pm.spec.key)
+            continue
+        by_version = read_version_rows(session.execute(
+            version_metric_query(exposures, events, experiment.id, pm.spec, when)).all(), pm.spec)
+        versions = [v for v in sorted(by_version) if any(by_version[v].get(k) for k in served)]
+        cells = [[by_version[v].get(k) for k in served] for v in versions]
+        n, total, squares = (np.array([[getattr(c, attr) if c else 0.0 for c in r] for r in cells], dtype=np.float64)
+                             .reshape(len(versions), len(served)) for attr in ("n", "sum_y", "sum_squares_y"))
+        strat = stratified_estimates(n, total, squares, control=0, alpha=alpha) if versions else None
+        naive = naive_estimates(n, total, squares, control=0, alpha=alpha) if versions else None
+        for entry in row["variants"]:
+            k = served.index(entry["variant"])
+            entry["stratified"] = {**_arm(strat, k), "versions": versions,
+                                   "n_by_version": [int(x) for x in n[:, k]],
+                                   "control_n_by_version": [int(x) for x in n[:, 0]], "naive": _arm(naive, k)}
+    note = ADAPTIVE_NOTE
+    if skipped:
+        note += f"; ratio metrics are not stratified yet ({', '.join(skipped)}): their lifts are pooled"
+    return note
+
+
+def _arm(est: ArmEstimates | None, k: int) -> dict[str, Any]:
+    """One treatment's numbers from ``bandits.stratified`` (NaN → null via ``finite``)."""
+    if est is None:
+        return {"method": None, "mean": None, "mean_ci": [None, None], "control_mean": None, "abs_lift": None,
+                "abs_ci": [None, None], "rel_lift": None, "rel_ci": [None, None], "p_value": None}
+    c = est.control
+    return {"method": est.method, "mean": float(est.mean[k]), "mean_ci": [float(est.mean_ci_low[k]),
+                                                                          float(est.mean_ci_high[k])],
+            "control_mean": float(est.mean[c]), "abs_lift": float(est.abs_lift[k]),
+            "abs_ci": [float(est.abs_ci_low[k]), float(est.abs_ci_high[k])], "rel_lift": float(est.rel_lift[k]),
+            "rel_ci": [float(est.rel_ci_low[k]), float(est.rel_ci_high[k])], "p_value": float(est.p_value[k])}
 
 
 def _bandit_stopping(session: Session, experiment: Experiment, decision: Decision) -> Decision:
