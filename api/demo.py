@@ -88,14 +88,7 @@ class _Server(threading.Thread):
 
 def _ensure_experiment(base_url: str, key: str) -> None:
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
-        if http.get(f"/v1/metrics/{METRIC['key']}").status_code == 404:
-            http.post("/v1/metrics", json=METRIC).raise_for_status()
-        current = http.get(f"/v1/experiments/{EXPERIMENT['key']}")
-        if current.status_code == 404:
-            http.post("/v1/experiments", json=EXPERIMENT).raise_for_status()
-            current = http.get(f"/v1/experiments/{EXPERIMENT['key']}")
-        if current.json()["status"] == "draft":
-            http.post(f"/v1/experiments/{EXPERIMENT['key']}/start").raise_for_status()
+        _ensure(http, [METRIC], EXPERIMENT)
 
 
 def _simulate(base_url: str, key: str, units: int, seed: int, run: int) -> None:
@@ -124,15 +117,7 @@ def _serve_minilm(base_url: str, key: str, requests: int, seed: int) -> dict[str
             if http.get(f"/v1/models/{model_key}").status_code == 404:
                 http.post("/v1/models", json={"key": model_key, "task": "embedding", "path": path, "dtype": dtype,
                                               "device": "auto", "max_batch": 32, "max_length": 128}).raise_for_status()
-        for metric in SERVING_METRICS:
-            if http.get(f"/v1/metrics/{metric['key']}").status_code == 404:
-                http.post("/v1/metrics", json=metric).raise_for_status()
-        current = http.get(f"/v1/experiments/{SERVING_EXPERIMENT['key']}")
-        if current.status_code == 404:
-            http.post("/v1/experiments", json=SERVING_EXPERIMENT).raise_for_status()
-            current = http.get(f"/v1/experiments/{SERVING_EXPERIMENT['key']}")
-        if current.json()["status"] == "draft":
-            http.post(f"/v1/experiments/{SERVING_EXPERIMENT['key']}/start").raise_for_status()
+        _ensure(http, SERVING_METRICS, SERVING_EXPERIMENT)
         for i in track(range(requests), description="serving MiniLM"):
             body = {"unit_id": f"reader-{seed}-{i}", "inputs": [rng.choice(QUERIES)]}
             http.post(f"/v1/experiments/{SERVING_EXPERIMENT['key']}/predict", json=body).raise_for_status()
@@ -169,6 +154,7 @@ BANDIT_RATES = {"control": 0.05, "bold": 0.06, "question": 0.07, "number": 0.10}
 
 
 def _ensure(http: httpx.Client, metrics: list[dict[str, Any]], experiment: dict[str, Any]) -> None:
+    """Register the metrics and the experiment unless they exist, and start the experiment if it is a draft."""
     for metric in metrics:
         if http.get(f"/v1/metrics/{metric['key']}").status_code == 404:
             http.post("/v1/metrics", json=metric).raise_for_status()
