@@ -10,32 +10,14 @@ import pytest
 from titrate_sdk import Client
 
 from bandits.bucketing import assign, experiment_config_from_document
+from tests.sdk.conftest import experiment_doc
 
 N_UNITS = 100_000
 NONE = "__not-in__"
 
 
 def _experiment(key: str, **overrides: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "key": key,
-        "salt": key,
-        "status": "running",
-        "type": "ab",
-        "traffic": 1.0,
-        "layer": None,
-        "layer_start": None,
-        "layer_end": None,
-        "targeting": [],
-        "allocation_version": 1,
-        "control": "control",
-        "shipped_variant": None,
-        "variants": [
-            {"key": "control", "weight": 0.5, "payload": {}},
-            {"key": "treatment", "weight": 0.5, "payload": {"x": 1}},
-        ],
-    }
-    doc.update(overrides)
-    return doc
+    return experiment_doc(key, **overrides)
 
 
 def _variants(*weights: float) -> list[dict[str, Any]]:
