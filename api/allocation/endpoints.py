@@ -22,6 +22,8 @@ router = APIRouter(prefix="/v1/experiments", tags=["allocations"])
 @router.post("/{key}/allocations/recompute", response_model=StepOut)
 def recompute_allocation(key: KeyPath, request: Request,
                          force: bool = Query(False, description="ignore the thompson update cadence"),
+                         accept: bool = Query(False, description="suggest-mode ramps: accept the suggested step "
+                                                                 "(it advances if its conditions still hold)"),
                          principal: Principal = Depends(require_admin)) -> StepOut:
     """Run the scheduled allocation step now (bandit update, ramp advance or automatic rollback)."""
     try:
@@ -30,7 +32,8 @@ def recompute_allocation(key: KeyPath, request: Request,
             if experiment.status != "running":
                 raise Conflict(f"experiment '{key}' is '{experiment.status}': allocation updates run only while "
                                "it is running")
-            result = run_allocation_step(session, experiment, utc_now(), actor=principal, force=force)
+            result = run_allocation_step(session, experiment, utc_now(), actor=principal, force=force,
+                                         accept=accept)
     except IntegrityError:
         raise Conflict(f"another allocation updater published a new version of '{key}' first; "
                        "GET /allocations shows it") from None

@@ -135,7 +135,7 @@ def _publish(session: Session, experiment: Experiment, version: int, weights: di
 
 def run_allocation_step(session: Session, experiment: Experiment, now: datetime | None = None,
                         rng_seed: int | None = None, *, actor: Principal = UPDATER,
-                        force: bool = False) -> StepResult:
+                        force: bool = False, accept: bool = False) -> StepResult:
     """Run the updater's step for one running experiment inside the caller's transaction.
 
     Args:
@@ -145,6 +145,8 @@ def run_allocation_step(session: Session, experiment: Experiment, now: datetime 
         rng_seed: seed of the Thompson draws (default: fresh entropy); stored on the allocation row either way.
         actor: who the audit rows name.
         force: ignore the thompson batching cadence (``update_every_minutes`` / ``update_every_events``).
+        accept: a suggest-mode ramp advances as an automatic one would (an admin accepting the suggestion); the
+            same gates hold — minimum units and hours met, no guardrail failing.
     """
     now = now or utc_now()
     if experiment.status != "running" or experiment.plan is None:
@@ -156,7 +158,7 @@ def run_allocation_step(session: Session, experiment: Experiment, now: datetime 
     if spec.strategy == "thompson":
         return _thompson_step(session, experiment, spec, latest, now, rng_seed, actor, force)
     if spec.strategy == "ramp":
-        return _ramp_step(session, experiment, spec, latest, now, actor)
+        return _ramp_step(session, experiment, spec, latest, now, actor, accept)
     return StepResult(experiment.key, spec.strategy, "none", latest.version, False, dict(latest.weights),
                       ["fixed allocation: nothing to update"])
 
@@ -291,7 +293,7 @@ def step_weights(experiment: Experiment, fraction: float) -> dict[str, float]:
 
 
 def _ramp_step(session: Session, experiment: Experiment, spec: AllocationSpec, latest: Allocation,
-               now: datetime, actor: Principal) -> StepResult:
+               now: datetime, actor: Principal, accept: bool = False) -> StepResult:
     steps = [s.model_dump() for s in spec.steps or []]
     current = int(latest.details.get("step", 0))
     units = _units_under(session, experiment.id, latest.version)
@@ -305,7 +307,8 @@ def _ramp_step(session: Session, experiment: Experiment, spec: AllocationSpec, l
             status = g["status"] or "inconclusive"
             if rank[status] >= rank.get(statuses.get(m, "pass"), 0):
                 statuses[m] = status
-    action = next_ramp_action(steps, current, units, hours, statuses, spec.mode)  # type: ignore[arg-type]
+    mode = "auto" if accept else spec.mode
+    action = next_ramp_action(steps, current, units, hours, statuses, mode)  # type: ignore[arg-type]
     summary = {"step": current, "fraction": steps[current]["fraction"], "units_at_step": units,
                "hours_at_step": round(hours, 4), "guardrails": statuses, "version": latest.version}
     reasons = list(action.reasons)

@@ -317,6 +317,10 @@ def test_ramp_suggest_mode_proposes_instead_of_advancing(client: TestClient, key
     assert len(suggestions) == 1  # one row per version, not one per round
     assert suggestions[0]["after"]["fraction"] == 0.5
     assert _versions(db, "suggested") == [1]
+    accepted = _recompute(client, keys, "suggested", accept="true")  # an admin accepts the suggestion
+    assert (accepted["action"], accepted["version"], accepted["new_version"]) == ("advanced", 2, True)
+    assert accepted["weights"] == {"control": 0.5, "v2": 0.5}
+    assert _versions(db, "suggested") == [1, 2]
 
 
 def test_recompute_on_fixed_paused_and_unknown(client: TestClient, keys: Keys) -> None:
