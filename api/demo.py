@@ -12,6 +12,7 @@ Unless ``--headless``, it then keeps the service and the Streamlit console up to
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import subprocess
@@ -287,6 +288,8 @@ def run_demo(settings: Settings, *, host: str, port: int, units: int, seed: int,
              model_requests: int = 120, adaptive: bool = True, console_port: int = 8501) -> dict[str, Any]:
     """Run the demo and return its JSON summary; unless headless, keep serving until interrupted."""
     console = Console(stderr=True)
+    # The demo talks to its own service thousands of times: per-request client logs would bury its results.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     db = Database(settings.database_url)
     with db.transaction() as session:
         _, key = create_api_key(session, "admin", "demo")
