@@ -38,25 +38,27 @@ GUARDED = {"primary": "conversion", "secondary": [], "guardrails": [{"metric": "
 
 
 def _seed(db: Database, key: str, arms: dict[str, tuple[int, float, float]], version: int = 1,
-          seed: int = 3, prefix: str = "") -> None:
-    """``arms``: variant → (units, conversion rate, mean latency ms); units exposed 10 days ago under ``version``,
-    each with two served requests (latency ± 5 ms) and a purchase with the arm's probability."""
+          seed: int = 3, prefix: str = "", *, days_ago: int = 10, latency_sd: float = 5.0,
+          purchase_value: float = 20.0) -> None:
+    """``arms``: variant → (units, conversion rate, mean latency ms); units exposed ``days_ago`` days ago under
+    ``version``, each with two served requests (latency ± ``latency_sd`` ms) and a purchase with the arm's
+    probability."""
     rng = np.random.default_rng(seed)
     exposures: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for variant, (units, rate, latency) in arms.items():
         for i in range(units):
             unit = f"{prefix}{variant}-{version}-{i}"
-            at = NOW - timedelta(days=10, minutes=int(rng.integers(0, 600)))
+            at = NOW - timedelta(days=days_ago, minutes=int(rng.integers(0, 600)))
             exposures.append({"unit_id": unit, "variant": variant, "exposed_at": at, "allocation_version": version,
                               "attributes": {}, "source": "server"})
             for r in range(2):
                 t = at + timedelta(minutes=10 + r)
                 events.append({"unit_id": unit, "name": "serving.request", "value": 1.0, "timestamp": t})
                 events.append({"unit_id": unit, "name": "serving.latency_ms", "timestamp": t,
-                               "value": float(rng.normal(latency, 5.0))})
+                               "value": float(rng.normal(latency, latency_sd))})
             if rng.random() < rate:
-                events.append({"unit_id": unit, "name": "purchase", "value": 20.0,
+                events.append({"unit_id": unit, "name": "purchase", "value": purchase_value,
                                "timestamp": at + timedelta(hours=1)})
     with db.engine.begin() as conn:
         exp_id = conn.scalar(select(Experiment.id).where(Experiment.key == key))
@@ -482,27 +484,9 @@ def _drive_ramp(client: TestClient, keys: Keys, db: Database, key: str, v2_laten
 
 
 def _seed_latency(db: Database, key: str, arms: dict[str, tuple[int, float]], version: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    exposures: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    for variant, (units, latency) in arms.items():
-        for i in range(units):
-            unit = f"{variant}-{version}-{i}"
-            at = NOW - timedelta(days=1, minutes=int(rng.integers(0, 600)))
-            exposures.append({"unit_id": unit, "variant": variant, "exposed_at": at, "allocation_version": version,
-                              "attributes": {}, "source": "server"})
-            for r in range(2):
-                t = at + timedelta(minutes=10 + r)
-                events.append({"unit_id": unit, "name": "serving.request", "value": 1.0, "timestamp": t})
-                events.append({"unit_id": unit, "name": "serving.latency_ms", "timestamp": t,
-                               "value": float(rng.normal(latency, 20.0))})
-            if rng.random() < 0.1:
-                events.append({"unit_id": unit, "name": "purchase", "value": 1.0, "timestamp": at + timedelta(hours=1)})
-    with db.engine.begin() as conn:
-        exp_id = conn.scalar(select(Experiment.id).where(Experiment.key == key))
-        conn.execute(insert(Exposure), [{**x, "experiment_id": exp_id} for x in exposures])
-        conn.execute(insert(Event), [{**e, "event_id": f"{key}-{version}-{i}", "attributes": {}, "received_at": NOW}
-                                     for i, e in enumerate(events)])
+    """Units exposed a day ago with a 10 % purchase rate and latency ± 20 ms (the ramp-driving scenario)."""
+    _seed(db, key, {v: (units, 0.1, latency) for v, (units, latency) in arms.items()}, version, seed,
+          days_ago=1, latency_sd=20.0, purchase_value=1.0)
 
 
 def test_ramp_rolls_back_a_5_percent_guardrail_regression_before_half_traffic(client: TestClient, keys: Keys,
