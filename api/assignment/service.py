@@ -22,7 +22,9 @@ from bandits.index import assign_all
 
 def check_attributes(attributes: dict[str, Any], max_bytes: int, loc: tuple[str | int, ...]) -> None:
     """Refuse attributes too large to store with every exposure (422 naming the field)."""
-    if len(json.dumps(attributes, default=str)) > max_bytes:
+    # Attributes were parsed from JSON, so the module's cached encoder serialises them; a ``default=`` argument
+    # would build a new encoder on every call of this hot path.
+    if len(json.dumps(attributes)) > max_bytes:
         raise InvalidInput(loc, f"attributes exceed {max_bytes} bytes of JSON")
 
 
