@@ -16,7 +16,10 @@ from typing import Any
 from bandits.targeting import Condition, matches_all
 
 BUCKETS = 10_000
-SPEC_VERSION = 1
+#: The newest spec version implemented here; a document declares the lowest version that evaluates it (spec §4).
+SPEC_VERSION = 2
+#: Spec version 2 added contextual weights (§3.6); documents without them stay version 1.
+CONTEXT_SPEC_VERSION = 2
 
 _sha256 = hashlib.sha256
 _from_bytes = int.from_bytes
@@ -93,10 +96,30 @@ class ExperimentConfig:
     allocation_version: int = 1
     shipped_variant: str | None = None
     boundaries: tuple[int, ...] = ()
+    #: contextual weights (spec §3.6): the attribute, and per declared value the variants' weights in order
+    context_attribute: str | None = None
+    context_weights: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    context_boundaries: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.boundaries:
             object.__setattr__(self, "boundaries", cumulative_boundaries([v.weight for v in self.variants]))
+        if self.context_weights and not self.context_boundaries:
+            for value, weights in self.context_weights.items():
+                if len(weights) != len(self.variants):
+                    raise ValueError(f"context value {value!r} has {len(weights)} weights for "
+                                     f"{len(self.variants)} variants")
+            object.__setattr__(self, "context_boundaries", {
+                value: cumulative_boundaries(weights) for value, weights in self.context_weights.items()})
+
+    def boundaries_for(self, attributes: Mapping[str, Any]) -> tuple[int, ...]:
+        """The boundaries that apply to a unit with ``attributes``: its context value's when the experiment is
+        contextual and the value is a declared string, otherwise the experiment's (spec §3.6)."""
+        if self.context_attribute is not None:
+            value = attributes.get(self.context_attribute)
+            if type(value) is str:
+                return self.context_boundaries.get(value, self.boundaries)
+        return self.boundaries
 
     def variant_by_key(self, key: str) -> VariantConfig | None:
         """The variant called ``key`` or None."""
@@ -139,7 +162,8 @@ def assign(config: ExperimentConfig, unit_id: str, attributes: Mapping[str, Any]
             return None
         if not in_experiment_traffic(config, unit_id):
             return None
-        index = variant_index(bucket(config.salt, unit_id), config.boundaries)
+        boundaries = config.boundaries if config.context_attribute is None else config.boundaries_for(attrs)
+        index = variant_index(bucket(config.salt, unit_id), boundaries)
         chosen = config.variants[index]
         return Assignment(config.key, chosen.key, chosen.payload, config.allocation_version, True)
     if status in ("shipped", "rolled_back"):
@@ -157,6 +181,7 @@ def experiment_config_from_document(doc: Mapping[str, Any]) -> ExperimentConfig:
     """Build an :class:`ExperimentConfig` from one experiment of the SDK config document (spec §4)."""
     from bandits.targeting import condition_from_document
 
+    context = doc.get("context")
     return ExperimentConfig(
         key=doc["key"],
         salt=doc["salt"],
@@ -173,4 +198,7 @@ def experiment_config_from_document(doc: Mapping[str, Any]) -> ExperimentConfig:
         layer_end=doc.get("layer_end"),
         allocation_version=int(doc.get("allocation_version", 1)),
         shipped_variant=doc.get("shipped_variant"),
+        context_attribute=context["attribute"] if context else None,
+        context_weights={value: tuple(float(w) for w in weights)
+                         for value, weights in (context["weights"] if context else {}).items()},
     )

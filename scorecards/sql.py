@@ -382,17 +382,21 @@ def read_segment_rows(rows: Iterable[Any], metrics: Sequence[MetricSpec]) -> dic
     return {value: read_scorecard_rows(group, metrics) for value, group in grouped.items()}
 
 
-def exposure_counts_query(exposures: Table, experiment_id: int, as_of: datetime | None = None) -> Select[Any]:
+def exposure_counts_query(exposures: Table, experiment_id: int, as_of: datetime | None = None,
+                          segment: str | None = None) -> Select[Any]:
     """Exposed units per (allocation_version, variant) — the observed counts of the SRM check.
 
-    Columns ``allocation_version, variant, units``.
+    Columns ``allocation_version, variant, units``; with ``segment`` (an exposure attribute) also ``segment``
+    (its value as text, NULL when absent) after ``allocation_version``.
     """
     x = exposures
-    stmt = select(x.c.allocation_version, x.c.variant, func.count().label("units")).where(
-        x.c.experiment_id == experiment_id)
+    keys: list[ColumnElement[Any]] = [x.c.allocation_version, x.c.variant]
+    if segment is not None:
+        keys.insert(1, x.c.attributes[segment].as_string().label("segment"))
+    stmt = select(*keys, func.count().label("units")).where(x.c.experiment_id == experiment_id)
     if as_of is not None:
         stmt = stmt.where(x.c.exposed_at <= as_of)
-    return stmt.group_by(x.c.allocation_version, x.c.variant).order_by(x.c.allocation_version, x.c.variant)
+    return stmt.group_by(*keys).order_by(*keys)
 
 
 def version_metric_query(exposures: Table, events: Table, experiment_id: int, metric: MetricSpec,
@@ -412,6 +416,33 @@ def version_metric_query(exposures: Table, events: Table, experiment_id: int, me
         raise ValueError("stratified estimates by allocation version cover proportion and mean metrics, not ratio")
     spec = replace(metric, cuped_lookback_hours=None)
     return _aggregate_query(exposures, events, experiment_id, [spec], as_of, by_version=True)
+
+
+def version_segment_metric_query(exposures: Table, events: Table, experiment_id: int, metric: MetricSpec,
+                                 as_of: datetime, segment: str) -> Select[Any]:
+    """:func:`version_metric_query` also grouped by one exposure attribute — the strata of a contextual bandit,
+    whose weights are fixed within each (allocation version, context value) cell.
+
+    Columns ``allocation_version, segment, variant, exposed, m0_n, m0_sy, m0_syy, m0_pending``; read it with
+    :func:`read_version_segment_rows`.
+    """
+    if metric.kind == "ratio":
+        raise ValueError("stratified estimates by allocation version cover proportion and mean metrics, not ratio")
+    spec = replace(metric, cuped_lookback_hours=None)
+    return _aggregate_query(exposures, events, experiment_id, [spec], as_of, segment=segment, by_version=True)
+
+
+def read_version_segment_rows(rows: Iterable[Any],
+                              metric: MetricSpec) -> dict[tuple[int, str | None], dict[str, MetricAggregate]]:
+    """Rows of :func:`version_segment_metric_query` → (allocation version, segment value) → variant → sums."""
+    spec = replace(metric, cuped_lookback_hours=None)
+    grouped: dict[tuple[int, str | None], list[Any]] = {}
+    for row in rows:
+        value = row._mapping["segment"]
+        cell = (int(row._mapping["allocation_version"]), None if value is None else str(value))
+        grouped.setdefault(cell, []).append(row)
+    return {cell: read_scorecard_rows(group, [spec]).metrics[spec.key]
+            for cell, group in sorted(grouped.items(), key=lambda item: (item[0][0], item[0][1] or ""))}
 
 
 def read_version_rows(rows: Iterable[Any], metric: MetricSpec) -> dict[int, dict[str, MetricAggregate]]:

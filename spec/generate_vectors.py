@@ -1,7 +1,8 @@
 """Regenerate ``spec/bucketing_vectors.json`` from the server's implementation (bandits/).
 
 The hash vectors are independently checked in tests against ``sha256sum``; run
-``python spec/generate_vectors.py`` only when the spec version changes.
+``python spec/generate_vectors.py`` only when the spec version changes (cases of a new version are appended
+after the old ones, so the old cases keep their units and answers).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import random
 from pathlib import Path
 
-from bandits.bucketing import assign, bucket, cumulative_boundaries, experiment_config_from_document
+from bandits.bucketing import SPEC_VERSION, assign, bucket, cumulative_boundaries, experiment_config_from_document
 
 HERE = Path(__file__).parent
 
@@ -25,6 +26,21 @@ def _experiment(**overrides: object) -> dict[str, object]:
     }
     doc.update(overrides)
     return doc
+
+
+def _cases(configs: list[dict[str, object]], attribute_sets: list[dict[str, object]], per_config: int,
+           rng: random.Random) -> list[dict[str, object]]:
+    """``per_config`` random units per config, cycling through ``attribute_sets``, with the server's answer."""
+    cases: list[dict[str, object]] = []
+    for doc in configs:
+        config = experiment_config_from_document(doc)
+        for i in range(per_config):
+            unit = f"unit-{rng.randrange(10**6)}"
+            attrs = attribute_sets[i % len(attribute_sets)]
+            result = assign(config, unit, attrs)
+            cases.append({"config": doc, "unit_id": unit, "attributes": attrs,
+                          "variant": None if result is None else result.variant})
+    return cases
 
 
 def main() -> None:
@@ -56,16 +72,24 @@ def main() -> None:
     attribute_sets = [{}, {"country": "US", "age": 30}, {"country": "CA", "age": 18, "platform": "ios"},
                       {"country": "FR", "age": 40}, {"country": "US", "age": "30"}, {"country": "US", "age": 17.5},
                       {"country": "US", "age": True}]
-    assignments = []
-    for doc in configs:
-        config = experiment_config_from_document(doc)
-        for i in range(25):
-            unit = f"unit-{rng.randrange(10**6)}"
-            attrs = attribute_sets[i % len(attribute_sets)]
-            result = assign(config, unit, attrs)
-            assignments.append({"config": doc, "unit_id": unit, "attributes": attrs,
-                                "variant": None if result is None else result.variant})
-    out = {"spec_version": 1, "buckets": 10000, "hash": hashes, "boundaries": boundaries,
+    assignments = _cases(configs, attribute_sets, 25, rng)
+    # spec §3.6 (version 2): contextual weights by the string value of one attribute; appended after the
+    # version-1 cases so those keep their units.
+    contextual = [
+        _experiment(key="contextual", salt="contextual",
+                    variants=[{"key": "control", "weight": 0.34, "payload": {}},
+                              {"key": "b", "weight": 0.33, "payload": {}},
+                              {"key": "c", "weight": 0.33, "payload": {"c": 1}}],
+                    context={"attribute": "platform", "weights": {"android": [0.7, 0.1, 0.2],
+                                                                  "ios": [0.1, 0.8, 0.1], "web": [0.0, 0.0, 1.0]}}),
+        _experiment(key="contextual-gated", salt="contextual-gated", traffic=0.5,
+                    context={"attribute": "platform", "weights": {"ios": [0.0, 1.0]}}),
+    ]
+    context_attributes = [{}, {"platform": "ios"}, {"platform": "android"}, {"platform": "web"},
+                          {"platform": "IOS"}, {"platform": 1}, {"platform": None}, {"platform": ["ios"]},
+                          {"platform": "tv"}, {"country": "ios"}]
+    assignments += _cases(contextual, context_attributes, 30, rng)
+    out = {"spec_version": SPEC_VERSION, "buckets": 10000, "hash": hashes, "boundaries": boundaries,
            "assignments": assignments}
     (HERE / "bucketing_vectors.json").write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
 

@@ -16,6 +16,7 @@ class StepOut(BaseModel):
     version: int
     new_version: bool
     weights: dict[str, float]
+    context_weights: dict[str, dict[str, float]] | None = None
     reasons: list[str]
     decision: dict[str, Any] | None
     details: dict[str, Any]

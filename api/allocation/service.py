@@ -6,7 +6,11 @@ experiment): a new allocation version, the config-version bump that makes every 
 audit rows and a rollback commit together or not at all, so a crash mid-step leaves the last good allocation in
 force.
 
-* ``thompson`` — reward = the frozen plan's primary metric.  Per-variant sufficient statistics come from the
+* ``thompson`` — reward = the frozen plan's primary metric.  With ``allocation.context`` (contextual Thompson
+  sampling, ``bandits.contextual``) each declared value of the context attribute gets weights from its own
+  units' sums (one more query, grouped by the exposure attribute), stored in ``context_weights``; ``weights``
+  are the pooled ones, served to units whose value is missing or undeclared and used by the stopping rule.
+  Per-variant sufficient statistics come from the
   scorecard's own SQL (``scorecards.sql`` via ``api.analysis.repository``) at ``now``: only units whose
   attribution window has elapsed count, the others are pending, so slow conversions do not punish an arm.
   Variants failing a guardrail (the scorecard's guardrail status) are excluded (weight 0, one audit row naming the
@@ -46,6 +50,7 @@ from api.db.tables import Allocation, Experiment, utc_now
 from api.experiments import repository as experiments_repository
 from api.experiments import service as experiments_service
 from api.experiments.schemas import AllocationSpec
+from bandits.contextual import ContextualAllocation, contextual_thompson_allocation
 from bandits.ramp import next_ramp_action, ramp_weights
 from bandits.thompson import Direction, thompson_allocation
 from scorecards.sql import MetricSpec
@@ -75,6 +80,7 @@ class StepResult:
     reasons: list[str] = field(default_factory=list)
     decision: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    context_weights: dict[str, dict[str, float]] | None = None
 
 
 def _finite(x: float) -> float | None:
@@ -119,14 +125,15 @@ def _failures(guards: dict[str, dict[str, dict[str, Any]]], variant: str) -> lis
 
 
 def _publish(session: Session, experiment: Experiment, version: int, weights: dict[str, float], reason: str,
-             seed: int | None, details: dict[str, Any], now: datetime) -> Allocation:
+             seed: int | None, details: dict[str, Any], now: datetime,
+             context_weights: dict[str, dict[str, float]] | None = None) -> Allocation:
     """Insert allocation ``version`` and bump the config version so every worker's snapshot serves it.
 
     A concurrent updater that published the same version first makes the flush raise ``IntegrityError`` on the
     ``(experiment_id, version)`` unique constraint: the caller's transaction rolls back and the step is skipped.
     """
     row = Allocation(experiment_id=experiment.id, version=version, weights=weights, reason=reason, seed=seed,
-                     details=details, created_at=now)
+                     details=details, created_at=now, context_weights=context_weights)
     session.add(row)
     session.flush()
     experiments_repository.bump_config_version(session)
@@ -189,7 +196,8 @@ def _thompson_step(session: Session, experiment: Experiment, spec: AllocationSpe
     units_since = _units_under(session, experiment.id, latest.version)
     due, why = _due(spec, latest, units_since, now)
     if not due and not force:
-        return StepResult(experiment.key, "thompson", "not_due", latest.version, False, dict(latest.weights), [why])
+        return StepResult(experiment.key, "thompson", "not_due", latest.version, False, dict(latest.weights), [why],
+                          context_weights=latest.context_weights)
 
     served = [v for v in experiment.variants if not v.shadow]
     keys = [v.key for v in served]
@@ -217,8 +225,20 @@ def _thompson_step(session: Session, experiment: Experiment, spec: AllocationSpe
     # why: a seed drawn from fresh entropy when none is given, so every stored decision is reproducible
     # with thompson_allocation(..., rng=seed).
     seed = rng_seed if rng_seed is not None else int(np.random.default_rng().integers(0, _MAX_SEED))
-    result = thompson_allocation(cast(Any, stats), metric.kind, rng=seed, draws=DRAWS, floor=spec.floor,
-                                 top_two=spec.top_two, direction=cast(Direction, direction), excluded=excluded_idx)
+    policy = {"draws": DRAWS, "floor": spec.floor, "top_two": spec.top_two,
+              "direction": cast(Direction, direction), "excluded": excluded_idx}
+    context_weights: dict[str, dict[str, float]] | None = None
+    context_details: dict[str, Any] | None = None
+    if spec.context is None:
+        result = thompson_allocation(cast(Any, stats), metric.kind, rng=seed, **policy)  # type: ignore[arg-type]
+        stored_seed = result.seed
+    else:
+        contextual = _contextual(session, experiment, spec, metric, keys, stats, seed, now, policy)
+        result, stored_seed = contextual.pooled, contextual.seed
+        context_weights = {value: {**{v.key: 0.0 for v in experiment.variants},
+                                   **dict(zip(keys, alloc.weights, strict=True))}
+                           for value, alloc in zip(contextual.values, contextual.by_value, strict=True)}
+        context_details = _context_details(spec, contextual, keys, metric.kind)
     weights = {v.key: 0.0 for v in experiment.variants}  # shadow variants keep 0
     weights.update(dict(zip(keys, result.weights, strict=True)))
     control = next(v.key for v in served if v.is_control)
@@ -236,10 +256,42 @@ def _thompson_step(session: Session, experiment: Experiment, spec: AllocationSpe
         "units_since_previous": units_since, "due": why, "decision": decision,
         "basis": "units whose attribution window has elapsed (others pending)",
     }
+    if context_details is not None:
+        details["context"] = context_details
     version = latest.version + 1
-    _publish(session, experiment, version, weights, "thompson", result.seed, details, now)
+    _publish(session, experiment, version, weights, "thompson", stored_seed, details, now, context_weights)
     reasons = [why, *(r for e in excluded for r in e["reasons"])]
-    return StepResult(experiment.key, "thompson", "updated", version, True, weights, reasons, decision, details)
+    return StepResult(experiment.key, "thompson", "updated", version, True, weights, reasons, decision, details,
+                      context_weights)
+
+
+def _contextual(session: Session, experiment: Experiment, spec: AllocationSpec, metric: MetricSpec, keys: list[str],
+                pooled: list[Any], seed: int, now: datetime, policy: dict[str, Any]) -> ContextualAllocation:
+    """Per-value Thompson weights from the primary metric's sums per value of the context attribute (one query)."""
+    assert spec.context is not None
+    by_value = analysis_repository.metric_aggregates_by_segment(session, experiment.id, [metric], now,
+                                                                spec.context.attribute)
+    stats = {value: [by_value[value].metric(metric.key, k).stats(metric.kind) for k in keys]
+             for value in spec.context.values if value in by_value}
+    return contextual_thompson_allocation(cast(Any, pooled), cast(Any, stats), metric.kind, seed,
+                                          values=spec.context.values, **policy)
+
+
+def _context_details(spec: AllocationSpec, contextual: ContextualAllocation, keys: list[str],
+                     kind: str) -> dict[str, Any]:
+    """What the allocation row shows per context value: units, posterior means, P(best) and the leading arm."""
+    assert spec.context is not None
+    values: dict[str, Any] = {}
+    for value, alloc in zip(contextual.values, contextual.by_value, strict=True):
+        prob_best = {k: _finite(p) for k, p in zip(keys, alloc.prob_best, strict=True)}
+        ranked = [k for k in keys if prob_best[k] is not None]
+        values[value] = {
+            "status": alloc.status, "prob_best": prob_best,
+            "mean": {k: _finite(p.mean) for k, p in zip(keys, alloc.posteriors, strict=True)},
+            "leader": max(ranked, key=lambda k: prob_best[k] or 0.0) if ranked else None,
+        }
+    return {"attribute": spec.context.attribute, "kind": kind, "values": values,
+            "others": "units whose value is missing or not declared get the pooled weights"}
 
 
 def _thompson_decision(spec: AllocationSpec, keys: list[str], control: str, prob_best: tuple[float, ...], status: str,

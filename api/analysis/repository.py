@@ -40,3 +40,11 @@ def exposure_counts(session: Session, experiment_id: int, as_of: datetime | None
     """Exposed units per (allocation version, variant)."""
     rows = session.execute(exposure_counts_query(_EXPOSURES, experiment_id, as_of)).all()
     return {(int(version), str(variant)): int(units) for version, variant, units in rows}
+
+
+def exposure_counts_by_segment(session: Session, experiment_id: int, segment: str,
+                               as_of: datetime | None = None) -> dict[tuple[int, str | None, str], int]:
+    """Exposed units per (allocation version, value of exposure attribute ``segment``, variant)."""
+    rows = session.execute(exposure_counts_query(_EXPOSURES, experiment_id, as_of, segment)).all()
+    return {(int(version), None if value is None else str(value), str(variant)): int(units)
+            for version, value, variant, units in rows}

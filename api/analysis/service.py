@@ -47,7 +47,14 @@ from scorecards import (
     srm_check_history,
     srm_drill_down,
 )
-from scorecards.sql import MetricSpec, ScorecardAggregates, read_version_rows, version_metric_query
+from scorecards.sql import (
+    MetricSpec,
+    ScorecardAggregates,
+    read_version_rows,
+    read_version_segment_rows,
+    version_metric_query,
+    version_segment_metric_query,
+)
 
 ROLES = (("primary", "primary"), ("secondary", "secondary"), ("guardrails", "guardrail"))
 FORMULA = ("n = ceil((z_{1-alpha/2} + z_{1-beta})^2 * (var_c + var_t) / (mu_t - mu_c)^2), mu_t = baseline * (1 + mde), "
@@ -138,16 +145,10 @@ def _srm(session: Session, experiment: Experiment, control: str, treatments: lis
     served = [control, *treatments]
     counts = repository.exposure_counts(session, experiment.id, as_of)
     history: list[Allocation] = experiments_repository.allocation_history(session, experiment.id)
-    weights_by_version = {a.version: a.weights for a in history}
-    latest = history[-1].weights if history else {}
     observed = [sum(n for (_, v), n in counts.items() if v == k) for k in served]
-    periods = []
-    for version in sorted({ver for ver, _ in counts}):
-        units = sum(n for (ver, v), n in counts.items() if ver == version and v in served)
-        w = weights_by_version.get(version, latest)
-        weights = tuple(float(w.get(k, 0.0)) for k in served)
-        if units > 0 and sum(weights) > 0:
-            periods.append(AllocationPeriod(weights=weights, units=units))
+    periods = [AllocationPeriod(weights=w, units=units)
+               for w, units in _allocation_cells(session, experiment, history, served, as_of)
+               if units > 0 and sum(w) > 0]
     if not periods:
         return None, {"p_value": None, "ok": True, "test": "chi_square", "threshold": 0.001,
                       "observed": dict(zip(served, observed, strict=True)), "expected": None,
@@ -162,6 +163,47 @@ def _srm(session: Session, experiment: Experiment, control: str, treatments: lis
         "reason": result.reason.value,
         "other_variants": {v: n for v, n in _totals(counts).items() if v not in served},
     }
+
+
+def _context_attribute(experiment: Experiment) -> str | None:
+    context = ((experiment.plan or {}).get("allocation") or {}).get("context")
+    return context.get("attribute") if isinstance(context, dict) else None
+
+
+def _cell_weights(history: list[Allocation], version: int, value: str | None) -> dict[str, float]:
+    """The weights units of ``version`` with context ``value`` were assigned under (spec §3.6): the value's
+    context weights when that version has them, otherwise the version's pooled weights."""
+    by_version = {a.version: a for a in history}
+    allocation = by_version.get(version, history[-1] if history else None)
+    if allocation is None:
+        return {}
+    if value is not None and allocation.context_weights and value in allocation.context_weights:
+        return allocation.context_weights[value]
+    return allocation.weights
+
+
+def _allocation_cells(session: Session, experiment: Experiment, history: list[Allocation], served: list[str],
+                      as_of: datetime | None) -> list[tuple[tuple[float, ...], int]]:
+    """(weights of the served variants, units) per cell within which the weights were fixed: allocation versions,
+    and for contextual bandits (allocation version, context value)."""
+    attribute = _context_attribute(experiment)
+    if attribute is None:
+        counts = repository.exposure_counts(session, experiment.id, as_of)
+        cells: dict[tuple[int, str | None], int] = {}
+        for (version, variant), n in counts.items():
+            if variant in served:
+                cells[(version, None)] = cells.get((version, None), 0) + n
+    else:
+        cells = {}
+        for (version, value, variant), n in repository.exposure_counts_by_segment(
+                session, experiment.id, attribute, as_of).items():
+            if variant in served:
+                cells[(version, value)] = cells.get((version, value), 0) + n
+    out = []
+    for (version, value), units in sorted(cells.items(), key=lambda item: (item[0][0], item[0][1] or "")):
+        w = _cell_weights(history, version, value)
+        out.append((tuple(float(w.get(k, 0.0)) for k in served), units))
+    return out
 
 
 def _totals(counts: dict[tuple[int, str], int]) -> dict[str, int]:
@@ -322,6 +364,7 @@ def _stratify(session: Session, experiment: Experiment, planned: list[_PlannedMe
     entry of a thompson experiment and returns the scorecard note; ratio metrics are left unstratified."""
     served = [control, *treatments]
     skipped = []
+    attribute = _context_attribute(experiment)
     exposures: Table = Exposure.__table__  # type: ignore[assignment]
     events: Table = Event.__table__  # type: ignore[assignment]
     for pm, row in zip(planned, metrics_out, strict=True):
@@ -330,23 +373,43 @@ def _stratify(session: Session, experiment: Experiment, planned: list[_PlannedMe
         if pm.spec.kind == "ratio":
             skipped.append(pm.spec.key)
             continue
-        by_version = read_version_rows(session.execute(
-            version_metric_query(exposures, events, experiment.id, pm.spec, when)).all(), pm.spec)
-        versions = [v for v in sorted(by_version) if any(by_version[v].get(k) for k in served)]
-        cells = [[by_version[v].get(k) for k in served] for v in versions]
+        strata = _strata(session, experiment, pm.spec, when, exposures, events)
+        keys = [cell for cell in strata if any(strata[cell].get(k) for k in served)]
+        cells = [[strata[cell].get(k) for k in served] for cell in keys]
         n, total, squares = (np.array([[getattr(c, attr) if c else 0.0 for c in r] for r in cells], dtype=np.float64)
-                             .reshape(len(versions), len(served)) for attr in ("n", "sum_y", "sum_squares_y"))
-        strat = stratified_estimates(n, total, squares, control=0, alpha=alpha) if versions else None
-        naive = naive_estimates(n, total, squares, control=0, alpha=alpha) if versions else None
+                             .reshape(len(keys), len(served)) for attr in ("n", "sum_y", "sum_squares_y"))
+        strat = stratified_estimates(n, total, squares, control=0, alpha=alpha) if keys else None
+        naive = naive_estimates(n, total, squares, control=0, alpha=alpha) if keys else None
+        versions = sorted({version for version, _ in keys})
+        n_by_version = {version: n[[i for i, (v, _) in enumerate(keys) if v == version]].sum(axis=0)
+                        for version in versions}
         for entry in row["variants"]:
             k = served.index(entry["variant"])
             entry["stratified"] = {**_arm(strat, k), "versions": versions,
-                                   "n_by_version": [int(x) for x in n[:, k]],
-                                   "control_n_by_version": [int(x) for x in n[:, 0]], "naive": _arm(naive, k)}
+                                   "n_by_version": [int(n_by_version[v][k]) for v in versions],
+                                   "control_n_by_version": [int(n_by_version[v][0]) for v in versions],
+                                   "naive": _arm(naive, k)}
+            if attribute is not None:
+                entry["stratified"]["strata"] = [{"version": v, attribute: value} for v, value in keys]
     note = ADAPTIVE_NOTE
+    if attribute is not None:
+        note += (f"; contextual bandit on '{attribute}': the strata are (allocation version, {attribute}) cells, "
+                 "within which the weights were fixed")
     if skipped:
         note += f"; ratio metrics are not stratified yet ({', '.join(skipped)}): their lifts are pooled"
     return note
+
+
+def _strata(session: Session, experiment: Experiment, spec: MetricSpec, when: datetime, exposures: Table,
+            events: Table) -> dict[tuple[int, str | None], dict[str, Any]]:
+    """(allocation version, context value or None) → variant → sums: the cells within which weights were fixed."""
+    attribute = _context_attribute(experiment)
+    if attribute is None:
+        by_version = read_version_rows(session.execute(
+            version_metric_query(exposures, events, experiment.id, spec, when)).all(), spec)
+        return {(version, None): sums for version, sums in by_version.items()}
+    return read_version_segment_rows(session.execute(
+        version_segment_metric_query(exposures, events, experiment.id, spec, when, attribute)).all(), spec)
 
 
 def _arm(est: ArmEstimates | None, k: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from api.db.engine import Database
 from api.db.tables import Experiment, utc_now
 from api.experiments import repository
-from bandits.bucketing import BUCKETS, SPEC_VERSION, ExperimentConfig, experiment_config_from_document
+from bandits.bucketing import BUCKETS, CONTEXT_SPEC_VERSION, ExperimentConfig, experiment_config_from_document
 from bandits.index import ExperimentIndex, build_index
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,17 @@ class ConfigSnapshot:
     index: ExperimentIndex = field(default_factory=lambda: build_index(()))
 
 
-def experiment_document(experiment: Experiment, weights: dict[str, float], version: int) -> dict[str, Any]:
-    """One experiment of the SDK config document (spec/bucketing.md §4)."""
+def experiment_document(experiment: Experiment, weights: dict[str, float], version: int,
+                        context_weights: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """One experiment of the SDK config document (spec/bucketing.md §4; ``context`` §3.6 while running)."""
     served = [v for v in experiment.variants if not v.shadow]
     control = next((v.key for v in served if v.is_control), served[0].key)
+    context = (experiment.allocation or {}).get("context")
+    extra: dict[str, Any] = {}
+    if context_weights and context and experiment.status == "running":
+        extra["context"] = {"attribute": context["attribute"], "weights": {
+            value: [float(by_variant.get(v.key, 0.0)) for v in served]
+            for value, by_variant in sorted(context_weights.items())}}
     return {
         "key": experiment.key, "salt": experiment.salt, "status": experiment.status, "type": experiment.type,
         "traffic": experiment.traffic, "layer": experiment.layer, "layer_start": experiment.layer_start,
@@ -47,6 +54,7 @@ def experiment_document(experiment: Experiment, weights: dict[str, float], versi
         "control": control, "shipped_variant": experiment.shipped_variant,
         "variants": [{"key": v.key, "weight": float(weights.get(v.key, 0.0)), "payload": v.payload}
                      for v in served],
+        **extra,
     }
 
 
@@ -61,13 +69,17 @@ def build_snapshot(db: Database) -> ConfigSnapshot:
         for experiment in sorted(experiments, key=lambda e: e.key):
             allocation = allocations.get(experiment.id)
             weights = allocation.weights if allocation else {v.key: v.weight for v in experiment.variants}
-            docs.append(experiment_document(experiment, weights, allocation.version if allocation else 1))
+            docs.append(experiment_document(experiment, weights, allocation.version if allocation else 1,
+                                            allocation.context_weights if allocation else None))
             models[experiment.key] = {v.key: v.model for v in experiment.variants}
         ids = {e.key: e.id for e in experiments}
     configs = {doc["key"]: experiment_config_from_document(doc) for doc in docs}
     served = tuple(doc["key"] for doc in docs)
     body = {"version": version, "generated_at": utc_now().isoformat().replace("+00:00", "Z"),
-            "buckets": BUCKETS, "spec_version": SPEC_VERSION, "experiments": docs}
+            "buckets": BUCKETS,
+            # the lowest spec version whose rules evaluate the document, so SDKs that predate §3.6 keep working
+            # until an experiment actually uses contextual weights
+            "spec_version": CONTEXT_SPEC_VERSION if any("context" in d for d in docs) else 1, "experiments": docs}
     document = json.dumps(body, separators=(",", ":")).encode()
     # The ETag names the content, not the time it was generated, so replicas agree on it.
     content_hash = hashlib.sha256(json.dumps(docs, sort_keys=True).encode()).hexdigest()[:16]

@@ -164,6 +164,8 @@ class Allocation(Base):
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     weights: Mapped[dict[str, float]] = mapped_column(JSONType)
+    #: contextual bandits: context value → variant → weight (units with another value get ``weights``)
+    context_weights: Mapped[dict[str, dict[str, float]] | None] = mapped_column(JSONType, nullable=True)
     reason: Mapped[str] = mapped_column(String(200))
     seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSONType)

@@ -35,7 +35,8 @@ def experiment_out(experiment: Experiment, allocation: Allocation | None) -> Exp
 
 def allocation_out(allocation: Allocation) -> AllocationOut:
     """One allocation version."""
-    return AllocationOut(version=allocation.version, weights=allocation.weights, reason=allocation.reason,
+    return AllocationOut(version=allocation.version, weights=allocation.weights,
+                         context_weights=allocation.context_weights, reason=allocation.reason,
                          seed=allocation.seed, details=allocation.details, created_at=allocation.created_at)
 
 

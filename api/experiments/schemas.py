@@ -45,8 +45,27 @@ class RampStep(RequestModel):
     min_hours: float = Field(0, ge=0, allow_inf_nan=False)
 
 
+ContextValue = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+MAX_CONTEXT_VALUES = 50
+
+
+class ContextSpec(RequestModel):
+    """Contextual Thompson sampling: a posterior and weights per declared value of one categorical attribute
+    (e.g. ``platform``); units whose value is missing or not declared get the pooled weights."""
+
+
+    attribute: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    values: list[ContextValue] = Field(min_length=1, max_length=MAX_CONTEXT_VALUES)
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> Self:
+        if len(set(self.values)) != len(self.values):
+            raise ValueError("context values must be unique")
+        return self
+
+
 class AllocationSpec(RequestModel):
-    """How traffic is split: fixed weights, a ramp schedule or a Thompson-sampling bandit."""
+    """How traffic is split: fixed weights, a ramp schedule or a Thompson-sampling bandit (optionally contextual)."""
 
 
     strategy: Strategy = "fixed"
@@ -57,6 +76,7 @@ class AllocationSpec(RequestModel):
     update_every_minutes: float | None = Field(None, gt=0, allow_inf_nan=False)
     update_every_events: int | None = Field(None, gt=0)
     prob_best_to_ship: float = Field(0.95, gt=0.5, lt=1)
+    context: ContextSpec | None = None
 
     @model_validator(mode="after")
     def _check_strategy(self) -> Self:
@@ -70,6 +90,8 @@ class AllocationSpec(RequestModel):
             raise ValueError("'steps' only apply to strategy 'ramp'")
         if self.strategy != "thompson" and (self.floor is not None or self.top_two):
             raise ValueError("'floor' and 'top_two' only apply to strategy 'thompson'")
+        if self.strategy != "thompson" and self.context is not None:
+            raise ValueError("'context' only applies to strategy 'thompson'")
         return self
 
 
@@ -252,6 +274,7 @@ class AllocationOut(BaseModel):
 
     version: int
     weights: dict[str, float]
+    context_weights: dict[str, dict[str, float]] | None = None
     reason: str
     seed: int | None
     details: dict[str, Any]

@@ -1,4 +1,5 @@
-"""The titrate bucketing spec, version 1 (``spec/bucketing.md``), implemented with the standard library only.
+"""The titrate bucketing spec, versions 1 and 2 (``spec/bucketing.md``; 2 adds contextual weights, §3.6),
+implemented with the standard library only.
 
 This module is deliberately independent of the service's ``bandits`` package: the SDK is a second
 implementation of the published spec, and the test-suite proves both agree on the published vectors and
@@ -23,7 +24,9 @@ from types import MappingProxyType
 from typing import Any, cast
 
 BUCKETS = 10_000
-SPEC_VERSION = 1
+SPEC_VERSION = 2
+#: Document spec versions this SDK evaluates (a document declares the lowest version that evaluates it).
+SUPPORTED_SPEC_VERSIONS = (1, 2)
 
 # The first 8 bytes of the 32-byte digest as an unsigned big-endian 64-bit integer (spec §1). A
 # precompiled Struct that skips the other 24 bytes is the fastest way to read them in CPython (no slice).
@@ -214,6 +217,7 @@ class CompiledExperiment:
         "assignments",
         "fixed",
         "allocation_version",
+        "context",
         "hot",
         "_table",
     )
@@ -233,6 +237,7 @@ class CompiledExperiment:
     assignments: tuple[Assignment, ...]
     fixed: Assignment | None
     allocation_version: int
+    context: ContextTables | None
     hot: HotTuple
     _table: list[str] | None
 
@@ -247,21 +252,49 @@ class CompiledExperiment:
             if not self.gate_low <= gate < self.gate_high:
                 return None
         variant = _U64_PREFIX(sha256(self.variant_prefix + unit).digest())[0] % BUCKETS
-        return self.assignments[self.index_table[variant]]
+        return self.assignments[self.table_for(attributes)[variant]]
 
-    def variant_table(self) -> list[str]:
-        """Variant key of each of the 10000 buckets (built on first use, for batch assignment)."""
+    def table_for(self, attributes: Mapping[str, Any] | None) -> bytes | array[int]:
+        """The bucket → variant index table for a unit with ``attributes`` (its context value's, spec §3.6)."""
+        if self.context is None:
+            return self.index_table
+        return context_table(self.context, attributes, self.index_table)
+
+    def variant_table(self, attributes: Mapping[str, Any] | None = None) -> list[str]:
+        """Variant key of each of the 10000 buckets for units with ``attributes`` (for batch assignment; the
+        experiment's own table is built on first use and kept)."""
+        keys = self.keys
+        if self.context is not None:
+            own = self.table_for(attributes)
+            if own is not self.index_table:
+                return [keys[i] for i in own]
         table = self._table
         if table is None:
-            keys = self.keys
             table = [keys[i] for i in self.index_table]
             self._table = table
         return table
 
 
+# Contextual weights compiled (spec §3.6): the attribute and, per declared value, its bucket → variant table.
+ContextTables = tuple[str, Mapping[str, "bytes | array[int]"]]
+
+
+def context_table(
+    context: ContextTables, attributes: Mapping[str, Any] | None, default: bytes | array[int]
+) -> bytes | array[int]:
+    """The declared value's table when ``attributes[attribute]`` is a string with contextual weights, else the
+    experiment's own ``default`` (spec §3.6)."""
+    if attributes is None:
+        return default
+    value = attributes.get(context[0])
+    if type(value) is not str:
+        return default
+    return context[1].get(value, default)
+
+
 # What get_variant needs, in one tuple so the hot path does one dict look-up and one unpack instead of
 # a dozen attribute loads: (targeting, running, gate_prefix, gate_low, gate_high, variant_prefix,
-# index_table, keys, control, fixed variant key or None).
+# index_table, keys, control, fixed variant key or None, contextual tables or None).
 HotTuple = tuple[
     tuple[Predicate, ...] | None,
     bool,
@@ -273,6 +306,7 @@ HotTuple = tuple[
     tuple[str, ...],
     str,
     str | None,
+    "ContextTables | None",
 ]
 
 
@@ -362,6 +396,7 @@ def compile_experiment(doc: Mapping[str, Any]) -> CompiledExperiment | None:
     exp.assignments = tuple(assignments)
     exp.boundaries = cumulative_boundaries(weights)  # raises on NaN/inf weights
     exp.index_table = index_table(exp.boundaries)
+    exp.context = compile_context(doc.get("context"), len(keys)) if status == RUNNING else None
     exp.keys = tuple(keys)
     exp.variant_prefix = seed_prefix(salt)
     exp._table = None
@@ -406,8 +441,29 @@ def compile_experiment(doc: Mapping[str, Any]) -> CompiledExperiment | None:
         exp.keys,
         exp.control,
         None if exp.fixed is None else exp.fixed.variant,
+        exp.context,
     )
     return exp
+
+
+def compile_context(doc: Any, variants: int) -> ContextTables | None:
+    """Spec §3.6: ``{"attribute": a, "weights": {value: [w_0 … w_{k-1}]}}`` → (a, value → index table)."""
+    if doc is None:
+        return None
+    if not isinstance(doc, Mapping):
+        raise TypeError("context must be an object")
+    attribute = doc["attribute"]
+    weights_by_value = doc["weights"]
+    if not isinstance(attribute, str) or not isinstance(weights_by_value, Mapping):
+        raise TypeError("context needs a string attribute and a weights object")
+    tables: dict[str, bytes | array[int]] = {}
+    for value, weights in weights_by_value.items():
+        if not isinstance(weights, list | tuple) or len(weights) != variants:
+            raise ValueError(f"context value {value!r} needs one weight per variant ({variants})")
+        if any(isinstance(w, bool) or not isinstance(w, int | float) for w in weights):
+            raise TypeError("context weights must be numbers")
+        tables[str(value)] = index_table(cumulative_boundaries([float(w) for w in weights]))
+    return attribute, MappingProxyType(tables)
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,9 +489,9 @@ def compile_document(doc: Any, etag: str | None = None) -> Snapshot:
     """
     if not isinstance(doc, Mapping):
         raise ValueError("config document must be a JSON object")
-    spec_version = doc.get("spec_version", SPEC_VERSION)
-    if spec_version != SPEC_VERSION:
-        raise ValueError(f"unsupported bucketing spec_version {spec_version!r} (this SDK implements 1)")
+    spec_version = doc.get("spec_version", 1)
+    if spec_version not in SUPPORTED_SPEC_VERSIONS:
+        raise ValueError(f"unsupported bucketing spec_version {spec_version!r} (this SDK implements 1 and 2)")
     buckets = doc.get("buckets", BUCKETS)
     if buckets != BUCKETS:
         raise ValueError(f"unsupported bucket count {buckets!r} (spec v1 uses {BUCKETS})")

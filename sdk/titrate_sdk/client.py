@@ -38,6 +38,7 @@ from titrate_sdk._spec import (
     Snapshot,
     _freeze,
     compile_document,
+    context_table,
     matches_all,
 )
 
@@ -346,7 +347,7 @@ class Client:
             hot = self._hot.get(experiment_key)
             if hot is None:
                 return "control" if default is None else default
-            targeting, running, gate_prefix, low, high, prefix, table, keys, control, fixed = hot
+            targeting, running, gate_prefix, low, high, prefix, table, keys, control, fixed, context = hot
             if targeting is not None and not matches_all(targeting, attributes):
                 return control if default is None else default
             if running:
@@ -358,6 +359,8 @@ class Client:
                     and not low <= _U64_PREFIX(sha256(gate_prefix + unit).digest())[0] % BUCKETS < high
                 ):
                     return control if default is None else default
+                if context is not None:
+                    table = context_table(context, attributes, table)
                 variant = keys[table[_U64_PREFIX(sha256(prefix + unit).digest())[0] % BUCKETS]]
                 if self._log_exposures:
                     seen = (experiment_key, unit_id)  # de-duplication inline: the common case is "seen"
@@ -433,11 +436,12 @@ class Client:
         try:
             if not exp.running:
                 return [miss if exp.fixed is None else exp.fixed.variant] * len(ids)
-            return _assign_running(exp, ids, miss)
+            return _assign_running(exp, ids, miss, attributes)
         except Exception:  # noqa: BLE001 - non-str ids or unencodable strings: the careful path
-            return [self._variant_careful(exp, u, miss) for u in ids]
+            return [self._variant_careful(exp, u, miss, attributes) for u in ids]
 
-    def _variant_careful(self, exp: CompiledExperiment, unit_id: Any, miss: str) -> str:
+    def _variant_careful(self, exp: CompiledExperiment, unit_id: Any, miss: str,
+                         attributes: Mapping[str, Any] | None) -> str:
         # One unit of assign_many on the careful path: no exposure, errors counted.
         try:
             unit = (unit_id if type(unit_id) is str else str(unit_id)).encode()
@@ -446,7 +450,7 @@ class Client:
                 if not exp.gate_low <= gate < exp.gate_high:
                     return miss
             return exp.keys[
-                exp.index_table[_U64_PREFIX(sha256(exp.variant_prefix + unit).digest())[0] % BUCKETS]
+                exp.table_for(attributes)[_U64_PREFIX(sha256(exp.variant_prefix + unit).digest())[0] % BUCKETS]
             ]
         except Exception as exc:  # noqa: BLE001
             self._hot_error("assign_many", exc)
@@ -703,9 +707,11 @@ class Client:
             logger.debug(msg, *args)
 
 
-def _assign_running(exp: CompiledExperiment, ids: Sequence[str], miss: str) -> list[str]:
-    """Batch spec §3.3–3.5 for str ids; raises on a non-str or unencodable id (the caller falls back)."""
-    table = exp.variant_table()
+def _assign_running(
+    exp: CompiledExperiment, ids: Sequence[str], miss: str, attributes: Mapping[str, Any] | None
+) -> list[str]:
+    """Batch spec §3.3–3.6 for str ids; raises on a non-str or unencodable id (the caller falls back)."""
+    table = exp.variant_table(attributes)
     prefix = exp.variant_prefix
     sha = sha256
     u64 = _U64_PREFIX

@@ -97,7 +97,9 @@ def test_property_unconstrained_arms_keep_the_policy_ratios(case: tuple[np.ndarr
     free = (weights > 1e-300) & (w > floor + 1e-9) & (w < cap - 1e-9)
     if free.sum() >= 2:
         ratio = w[free] / weights[free]
-        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)
+        # why atol on the weights: the final exact-simplex correction moves up to the feasibility tolerance
+        # (1e-9) of mass onto one arm, which can shift that arm's ratio by more than 1e-9 relative
+        np.testing.assert_allclose(w[free], ratio[0] * weights[free], rtol=1e-9, atol=2e-9)
 
 
 @settings(max_examples=200, deadline=None)

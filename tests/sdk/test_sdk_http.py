@@ -243,7 +243,7 @@ def test_service_down_at_start_serves_defaults_then_recovers(standin: Any) -> No
 def test_garbage_config_from_the_service_keeps_the_previous_one(standin: Any) -> None:
     with Client(standin.url, "k", poll_interval=60, **FAST) as client:
         before = client.snapshot
-        for raw in (b"not json", b"[]", b'{"experiments": 3}', b'{"spec_version": 2, "experiments": []}'):
+        for raw in (b"not json", b"[]", b'{"experiments": 3}', b'{"spec_version": 3, "experiments": []}'):
             standin.raw_config = raw
             assert client.refresh() is False
             assert client.snapshot is before

@@ -68,7 +68,7 @@ def test_garbage_experiment_is_skipped_and_the_rest_still_works(bad: Any) -> Non
 
 @pytest.mark.parametrize(
     "document",
-    [None, 1, "x", [], {}, {"experiments": None}, {"experiments": {}}, {"spec_version": 2, "experiments": []}],
+    [None, 1, "x", [], {}, {"experiments": None}, {"experiments": {}}, {"spec_version": 3, "experiments": []}],
 )
 def test_unusable_document_is_rejected_and_defaults_are_served(document: Any) -> None:
     with Client("http://127.0.0.1:9", "k", start=False) as client:
