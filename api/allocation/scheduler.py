@@ -51,10 +51,14 @@ class RoundResult:
         return any(s.new_version for s in self.steps)
 
 
-def run_round(db: Database) -> RoundResult:
-    """Run the allocation step for every running thompson/ramp experiment, under the updater lock."""
+def run_round(db: Database, min_interval_seconds: float = 0.0) -> RoundResult:
+    """Run the allocation step for every running thompson/ramp experiment, under the updater lock.
+
+    ``min_interval_seconds``: thompson experiments without a configured cadence publish at most one version per
+    this many seconds — with several replicas each running rounds, the update rate stays one per interval.
+    """
     if db.dialect != "postgresql":
-        return _steps(db)
+        return _steps(db, min_interval_seconds)
     with db.engine.connect() as conn:
         got = bool(conn.scalar(select(func.pg_try_advisory_lock(ADVISORY_LOCK_KEY))))
         conn.commit()
@@ -62,13 +66,13 @@ def run_round(db: Database) -> RoundResult:
             log.info("allocation round skipped: another updater holds the lock")
             return RoundResult(ran=False)
         try:
-            return _steps(db)
+            return _steps(db, min_interval_seconds)
         finally:
             conn.scalar(select(func.pg_advisory_unlock(ADVISORY_LOCK_KEY)))
             conn.commit()
 
 
-def _steps(db: Database) -> RoundResult:
+def _steps(db: Database, min_interval_seconds: float) -> RoundResult:
     result = RoundResult(ran=True)
     with db.read() as session:
         keys = repository.adaptive_running_keys(session)
@@ -79,7 +83,8 @@ def _steps(db: Database) -> RoundResult:
                 if experiment is None or experiment.status != "running":
                     result.skipped[key] = "no longer running"
                     continue
-                result.steps.append(run_allocation_step(session, experiment, utc_now()))
+                result.steps.append(run_allocation_step(session, experiment, utc_now(),
+                                                        min_interval_seconds=min_interval_seconds))
         except IntegrityError:
             # why: the (experiment_id, version) unique constraint: another updater won this version.
             log.warning("allocation step skipped: another updater published first", extra={"experiment": key})
@@ -102,8 +107,12 @@ class AllocationScheduler:
         self.rounds = 0
 
     def run_once(self) -> RoundResult:
-        """One round now; refresh this worker's snapshot when an allocation changed."""
-        result = run_round(self._db)
+        """One round now; refresh this worker's snapshot when an allocation changed.
+
+        Without a configured cadence a bandit publishes at most one version per ~interval however many replicas
+        run rounds (90 % of the interval: rounds drift by the time they take).
+        """
+        result = run_round(self._db, min_interval_seconds=0.9 * self._interval)
         self.rounds += 1
         if result.changed and self._snapshots is not None:
             self._snapshots.reload()

@@ -142,7 +142,7 @@ def _publish(session: Session, experiment: Experiment, version: int, weights: di
 
 def run_allocation_step(session: Session, experiment: Experiment, now: datetime | None = None,
                         rng_seed: int | None = None, *, actor: Principal = UPDATER,
-                        force: bool = False, accept: bool = False) -> StepResult:
+                        force: bool = False, accept: bool = False, min_interval_seconds: float = 0.0) -> StepResult:
     """Run the updater's step for one running experiment inside the caller's transaction.
 
     Args:
@@ -154,6 +154,9 @@ def run_allocation_step(session: Session, experiment: Experiment, now: datetime 
         force: ignore the thompson batching cadence (``update_every_minutes`` / ``update_every_events``).
         accept: a suggest-mode ramp advances as an automatic one would (an admin accepting the suggestion); the
             same gates hold — minimum units and hours met, no guardrail failing.
+        min_interval_seconds: a thompson experiment without a configured cadence publishes at most one version
+            per this many seconds (the scheduler passes its own interval, so replicas whose rounds interleave do
+            not multiply the update rate; 0 = every step).
     """
     now = now or utc_now()
     if experiment.status != "running" or experiment.plan is None:
@@ -163,7 +166,7 @@ def run_allocation_step(session: Session, experiment: Experiment, now: datetime 
     if latest is None:  # every started experiment has version 1; guard anyway
         raise ValueError(f"experiment '{experiment.key}' has no allocation")
     if spec.strategy == "thompson":
-        return _thompson_step(session, experiment, spec, latest, now, rng_seed, actor, force)
+        return _thompson_step(session, experiment, spec, latest, now, rng_seed, actor, force, min_interval_seconds)
     if spec.strategy == "ramp":
         return _ramp_step(session, experiment, spec, latest, now, actor, accept)
     return StepResult(experiment.key, spec.strategy, "none", latest.version, False, dict(latest.weights),
@@ -173,11 +176,15 @@ def run_allocation_step(session: Session, experiment: Experiment, now: datetime 
 # --- Thompson sampling ---------------------------------------------------------------------------------------
 
 
-def _due(spec: AllocationSpec, latest: Allocation, units_since: int, now: datetime) -> tuple[bool, str]:
+def _due(spec: AllocationSpec, latest: Allocation, units_since: int, now: datetime,
+         min_interval_seconds: float = 0.0) -> tuple[bool, str]:
     minutes, events = spec.update_every_minutes, spec.update_every_events
-    if minutes is None and events is None:
-        return True, "no cadence configured: every step updates"
     elapsed = _hours_since(now, latest.created_at) * 60.0
+    if minutes is None and events is None:
+        if elapsed * 60.0 >= min_interval_seconds:
+            return True, "no cadence configured: every scheduled step updates"
+        return False, (f"not due: version {latest.version} is {elapsed * 60.0:.1f} s old, the scheduler publishes at "
+                       f"most one version per {min_interval_seconds:g} s without a configured cadence")
     if minutes is not None and elapsed >= minutes:
         return True, f"{elapsed:.1f} of {minutes:g} minutes since version {latest.version}"
     if events is not None and units_since >= events:
@@ -191,10 +198,11 @@ def _due(spec: AllocationSpec, latest: Allocation, units_since: int, now: dateti
 
 
 def _thompson_step(session: Session, experiment: Experiment, spec: AllocationSpec, latest: Allocation,
-                   now: datetime, rng_seed: int | None, actor: Principal, force: bool) -> StepResult:
+                   now: datetime, rng_seed: int | None, actor: Principal, force: bool,
+                   min_interval_seconds: float = 0.0) -> StepResult:
     plan = experiment.plan or {}
     units_since = _units_under(session, experiment.id, latest.version)
-    due, why = _due(spec, latest, units_since, now)
+    due, why = _due(spec, latest, units_since, now, min_interval_seconds)
     if not due and not force:
         return StepResult(experiment.key, "thompson", "not_due", latest.version, False, dict(latest.weights), [why],
                           context_weights=latest.context_weights)

@@ -369,6 +369,28 @@ def test_two_updaters_started_together_publish_one_version(client: TestClient, k
     assert sorted(s.experiment for s in published) == ["bandit", "ramped"]
 
 
+def test_replicas_rounds_without_a_cadence_publish_once_per_interval(client: TestClient, keys: Keys,
+                                                                     db: Database) -> None:
+    """Three replicas whose scheduler rounds (interval 30 s) follow each other: one version, not three."""
+    _start(client, keys, "bandit", allocation={"strategy": "thompson"},
+           metrics={"primary": "conversion", "secondary": [], "guardrails": []})
+    _seed(db, "bandit", {"control": (200, 0.1, 100.0), "v2": (200, 0.2, 100.0)})
+    _age_allocations(db, "bandit", 1)
+    databases = [Database(db.url) for _ in range(3)]
+    replicas = [scheduler.AllocationScheduler(d, None, interval_seconds=30.0) for d in databases]
+    rounds = [replica.run_once() for replica in replicas]
+    assert _versions(db, "bandit") == [1, 2]
+    assert [s.action for r in rounds for s in r.steps] == ["updated", "not_due", "not_due"]
+    assert "at most one version per 27 s" in rounds[1].steps[0].reasons[0]
+    _age_allocations(db, "bandit", 1)  # an interval later, the next round publishes again
+    assert [s.action for s in replicas[2].run_once().steps] == ["updated"]
+    assert _versions(db, "bandit") == [1, 2, 3]
+    # the admin's recompute is not a scheduled round: it runs the step now
+    assert _recompute(client, keys, "bandit")["action"] == "updated"
+    for database in databases:
+        database.dispose()
+
+
 def test_round_waits_or_skips_while_another_updater_holds_the_lock(client: TestClient, keys: Keys,
                                                                     db: Database) -> None:
     _start(client, keys, "bandit", allocation={"strategy": "thompson"},
