@@ -24,6 +24,11 @@ A stratum enters an arm's estimate only if the arm (and, for the lift, control) 
 (an n − 1 variance exists); the weights are renormalised over the strata used.  Dropping strata
 re-weights time, so keep a floor on every live arm (``bandits.floors``) to make that rare.
 
+Ratio metrics (Σy/Σx per arm, e.g. latency per request) use the same stratification with each
+cell's ratio R̂ = Σy/Σx and its delta-method variance (Deng et al. 2018, "Applying the delta method
+in metric analytics", §3), Var(R̂) ≈ (s²_y − 2R̂ s_xy + R̂² s²_x) / (n x̄²); a cell needs n ≥ 2 and
+Σx > 0 (``stratified_ratio_estimates`` / ``naive_ratio_estimates``).
+
 ``naive_estimates`` pools all versions first (Σ over v) and applies the same formulas with one
 stratum — the comparison the docs and tests show to be biased.
 
@@ -86,6 +91,23 @@ def _cell_moments(n: FloatArray, total: FloatArray,
     return np.where(valid, mean, 0.0), np.where(valid, var / safe_n, 0.0), valid
 
 
+def _ratio_cell_moments(n: FloatArray, sum_y: FloatArray, sum_squares_y: FloatArray, sum_x: FloatArray,
+                        sum_squares_x: FloatArray,
+                        sum_xy: FloatArray) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+    """Per-cell ratio Σy/Σx, its delta-method variance, and validity (n ≥ 2 and Σx > 0)."""
+    valid = (n >= 2) & (sum_x > 0)
+    safe_n = np.where(valid, n, 2.0)
+    safe_sx = np.where(valid, sum_x, 1.0)
+    ratio = sum_y / safe_sx
+    mean_x, mean_y = safe_sx / safe_n, sum_y / safe_n
+    # why: Bessel (n − 1) (co)variances of the per-unit y and x, as the scorecard's ratio statistics.
+    var_y = np.maximum(sum_squares_y - sum_y * mean_y, 0.0) / (safe_n - 1.0)
+    var_x = np.maximum(sum_squares_x - safe_sx * mean_x, 0.0) / (safe_n - 1.0)
+    cov = (sum_xy - sum_y * mean_x) / (safe_n - 1.0)
+    var = np.maximum(var_y - 2.0 * ratio * cov + ratio**2 * var_x, 0.0) / (safe_n * mean_x**2)
+    return np.where(valid, ratio, 0.0), np.where(valid, var, 0.0), valid
+
+
 def _weighted(weights: FloatArray, valid: npt.NDArray[np.bool_], values: FloatArray,
               variances: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Σ_v w_v x_v and Σ_v w_v² var_v over valid strata, w renormalised; NaN if none valid (axis −2)."""
@@ -136,11 +158,54 @@ def naive_estimates(
     return _estimate(pooled_n, pooled_t, pooled_s, control=control, alpha=alpha, method="naive")
 
 
+def stratified_ratio_estimates(
+    n: npt.ArrayLike,
+    sum_y: npt.ArrayLike,
+    sum_squares_y: npt.ArrayLike,
+    sum_x: npt.ArrayLike,
+    sum_squares_x: npt.ArrayLike,
+    sum_xy: npt.ArrayLike,
+    control: int = 0,
+    alpha: float = 0.05,
+) -> ArmEstimates:
+    """Post-stratified ratio metrics (Σy/Σx per arm): per-(version, arm) sums of shape (..., V, K), each cell's
+    ratio with its delta-method variance, combined with the version weights W_v = N_v / N."""
+    arrays = _arrays(n, sum_y, sum_squares_y, sum_x, sum_squares_x, sum_xy)
+    return _from_moments(arrays[0], _ratio_cell_moments(*arrays), control, alpha, "stratified")
+
+
+def naive_ratio_estimates(
+    n: npt.ArrayLike,
+    sum_y: npt.ArrayLike,
+    sum_squares_y: npt.ArrayLike,
+    sum_x: npt.ArrayLike,
+    sum_squares_x: npt.ArrayLike,
+    sum_xy: npt.ArrayLike,
+    control: int = 0,
+    alpha: float = 0.05,
+) -> ArmEstimates:
+    """Pooled ratio estimates ignoring allocation versions; same arguments as ``stratified_ratio_estimates``."""
+    pooled = tuple(x.sum(axis=-2, keepdims=True) for x in _arrays(n, sum_y, sum_squares_y, sum_x, sum_squares_x,
+                                                                  sum_xy))
+    return _from_moments(pooled[0], _ratio_cell_moments(*pooled), control, alpha, "naive")
+
+
+def _arrays(*sums: npt.ArrayLike) -> tuple[FloatArray, ...]:
+    arrays = tuple(np.asarray(x, dtype=np.float64) for x in sums)
+    if arrays[0].ndim < 2 or any(a.shape != arrays[0].shape for a in arrays):
+        raise ValueError("the per-cell sums must share a shape (..., V, K)")
+    return arrays
+
+
 def _estimate(n: npt.ArrayLike, total: npt.ArrayLike, sum_squares: npt.ArrayLike, control: int,
               alpha: float, method: EstimateMethod) -> ArmEstimates:
-    n_a, t_a, s_a = (np.asarray(x, dtype=np.float64) for x in (n, total, sum_squares))
-    if n_a.ndim < 2 or n_a.shape != t_a.shape or n_a.shape != s_a.shape:
-        raise ValueError("n, total, sum_squares must share a shape (..., V, K)")
+    n_a, t_a, s_a = _arrays(n, total, sum_squares)
+    return _from_moments(n_a, _cell_moments(n_a, t_a, s_a), control, alpha, method)
+
+
+def _from_moments(n_a: FloatArray, moments: tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]], control: int,
+                  alpha: float, method: EstimateMethod) -> ArmEstimates:
+    """Estimates from per-cell means, variances of the means and validity; strata weighted by their units."""
     k = n_a.shape[-1]
     if not 0 <= control < k:
         raise ValueError(f"control index {control} out of range for {k} arms")
@@ -152,7 +217,7 @@ def _estimate(n: npt.ArrayLike, total: npt.ArrayLike, sum_squares: npt.ArrayLike
     # why: W_v is the version's share of *all* units, not of the arm's units — the arm-specific
     # share is exactly what makes the pooled estimate inherit the allocation path.
     stratum_weight = np.broadcast_to(n_a.sum(axis=-1, keepdims=True), n_a.shape)
-    mean_c, var_c, valid = _cell_moments(n_a, t_a, s_a)
+    mean_c, var_c, valid = moments
     mean, mean_var = _weighted(stratum_weight, valid, mean_c, var_c)
 
     both = valid & valid[..., control : control + 1]

@@ -404,16 +404,13 @@ def version_metric_query(exposures: Table, events: Table, experiment_id: int, me
     """One metric's per-variant sums per allocation version — the strata of ``bandits.stratified``.
 
     The same per-unit aggregation, attribution window, winsorizing and pending rule as :func:`scorecard_query`,
-    grouped by ``(allocation_version, variant)``; without CUPED (the stratified estimator uses ``n, Σy, Σy²``).
-    Ratio metrics are refused: their per-version strata would need the delta-method linearisation, which
-    ``bandits.stratified`` does not take yet.
+    grouped by ``(allocation_version, variant)``; without CUPED (the stratified estimator uses ``n, Σy, Σy²``,
+    and for ratio metrics also ``Σx, Σx², Σxy``).
 
     Returns:
-        A Core select with columns ``allocation_version, variant, exposed, m0_n, m0_sy, m0_syy, m0_pending``;
-        read it with :func:`read_version_rows`.
+        A Core select with columns ``allocation_version, variant, exposed, m0_n, m0_sy, m0_syy, m0_pending`` (and
+        ``m0_sx, m0_sxx, m0_sxy`` for ratio metrics); read it with :func:`read_version_rows`.
     """
-    if metric.kind == "ratio":
-        raise ValueError("stratified estimates by allocation version cover proportion and mean metrics, not ratio")
     spec = replace(metric, cuped_lookback_hours=None)
     return _aggregate_query(exposures, events, experiment_id, [spec], as_of, by_version=True)
 
@@ -426,8 +423,6 @@ def version_segment_metric_query(exposures: Table, events: Table, experiment_id:
     Columns ``allocation_version, segment, variant, exposed, m0_n, m0_sy, m0_syy, m0_pending``; read it with
     :func:`read_version_segment_rows`.
     """
-    if metric.kind == "ratio":
-        raise ValueError("stratified estimates by allocation version cover proportion and mean metrics, not ratio")
     spec = replace(metric, cuped_lookback_hours=None)
     return _aggregate_query(exposures, events, experiment_id, [spec], as_of, segment=segment, by_version=True)
 

@@ -22,7 +22,13 @@ from api.db.tables import Allocation, Event, Experiment, Exposure, utc_now
 from api.errors import Conflict, InvalidInput
 from api.experiments import repository as experiments_repository
 from api.experiments import service as experiments_service
-from bandits.stratified import ArmEstimates, naive_estimates, stratified_estimates
+from bandits.stratified import (
+    ArmEstimates,
+    naive_estimates,
+    naive_ratio_estimates,
+    stratified_estimates,
+    stratified_ratio_estimates,
+)
 from scorecards import (
     AllocationPeriod,
     Comparison,
@@ -361,25 +367,29 @@ ADAPTIVE_NOTE = ("estimates stratified by allocation version (post-stratificatio
 def _stratify(session: Session, experiment: Experiment, planned: list[_PlannedMetric], control: str,
               treatments: list[str], when: datetime, alpha: float, metrics_out: list[dict[str, Any]]) -> str:
     """Adds ``stratified`` (``bandits.stratified``, one query per primary metric) to each primary-metric variant
-    entry of a thompson experiment and returns the scorecard note; ratio metrics are left unstratified."""
+    entry of a thompson experiment and returns the scorecard note."""
     served = [control, *treatments]
-    skipped = []
     attribute = _context_attribute(experiment)
     exposures: Table = Exposure.__table__  # type: ignore[assignment]
     events: Table = Event.__table__  # type: ignore[assignment]
     for pm, row in zip(planned, metrics_out, strict=True):
         if pm.role != "primary":
             continue
-        if pm.spec.kind == "ratio":
-            skipped.append(pm.spec.key)
-            continue
         strata = _strata(session, experiment, pm.spec, when, exposures, events)
         keys = [cell for cell in strata if any(strata[cell].get(k) for k in served)]
         cells = [[strata[cell].get(k) for k in served] for cell in keys]
-        n, total, squares = (np.array([[getattr(c, attr) if c else 0.0 for c in r] for r in cells], dtype=np.float64)
-                             .reshape(len(keys), len(served)) for attr in ("n", "sum_y", "sum_squares_y"))
-        strat = stratified_estimates(n, total, squares, control=0, alpha=alpha) if keys else None
-        naive = naive_estimates(n, total, squares, control=0, alpha=alpha) if keys else None
+        fields = RATIO_FIELDS if pm.spec.kind == "ratio" else MEAN_FIELDS
+        sums = [np.array([[getattr(c, attr) if c else 0.0 for c in r] for r in cells], dtype=np.float64)
+                .reshape(len(keys), len(served)) for attr in fields]
+        n = sums[0]
+        strat = naive = None
+        if keys and pm.spec.kind == "ratio":
+            ratio_sums = (sums[0], sums[1], sums[2], sums[3], sums[4], sums[5])
+            strat = stratified_ratio_estimates(*ratio_sums, control=0, alpha=alpha)
+            naive = naive_ratio_estimates(*ratio_sums, control=0, alpha=alpha)
+        elif keys:
+            strat = stratified_estimates(sums[0], sums[1], sums[2], control=0, alpha=alpha)
+            naive = naive_estimates(sums[0], sums[1], sums[2], control=0, alpha=alpha)
         versions = sorted({version for version, _ in keys})
         n_by_version = {version: n[[i for i, (v, _) in enumerate(keys) if v == version]].sum(axis=0)
                         for version in versions}
@@ -392,12 +402,16 @@ def _stratify(session: Session, experiment: Experiment, planned: list[_PlannedMe
             if attribute is not None:
                 entry["stratified"]["strata"] = [{"version": v, attribute: value} for v, value in keys]
     note = ADAPTIVE_NOTE
+    if any(pm.role == "primary" and pm.spec.kind == "ratio" for pm in planned):
+        note += "; ratio metrics: each cell's ratio with its delta-method variance (Deng et al. 2018)"
     if attribute is not None:
         note += (f"; contextual bandit on '{attribute}': the strata are (allocation version, {attribute}) cells, "
                  "within which the weights were fixed")
-    if skipped:
-        note += f"; ratio metrics are not stratified yet ({', '.join(skipped)}): their lifts are pooled"
     return note
+
+
+MEAN_FIELDS = ("n", "sum_y", "sum_squares_y")
+RATIO_FIELDS = ("n", "sum_y", "sum_squares_y", "sum_x", "sum_squares_x", "sum_xy")
 
 
 def _strata(session: Session, experiment: Experiment, spec: MetricSpec, when: datetime, exposures: Table,

@@ -18,7 +18,7 @@ from sqlalchemy import insert, select
 
 from api.db.engine import Database
 from api.db.tables import Allocation, Event, Experiment, Exposure, utc_now
-from bandits.stratified import naive_estimates, stratified_estimates
+from bandits.stratified import naive_estimates, stratified_estimates, stratified_ratio_estimates
 from tests.conftest import Keys
 from tests.factories import create_experiment, create_metrics
 
@@ -123,3 +123,55 @@ def test_fixed_allocation_scorecard_has_no_stratified_block(client: TestClient, 
     card = client.get("/v1/experiments/fixed-ab/scorecard", headers=keys.headers("analyst")).json()
     assert "adaptive_allocation" not in card
     assert all("stratified" not in v for m in card["metrics"] for v in m["variants"])
+
+
+def test_ratio_primary_is_stratified_with_the_delta_method(client: TestClient, keys: Keys, db: Database) -> None:
+    """A latency-per-request bandit (ratio primary): each (version, arm) cell's ratio with its delta-method
+    variance, combined by version weight — the same numbers as ``bandits.stratified`` on the same sums."""
+    create_metrics(client, keys.headers("admin"))
+    create_experiment(client, keys.headers("admin"), start=True, key="latency-bandit", variants=ARMS,
+                      allocation={"strategy": "thompson"},
+                      hypothesis={"change": "let a bandit pick the faster server", "metric": "latency",
+                                  "direction": "decrease", "rationale": "traffic flows to the faster one"},
+                      metrics={"primary": "latency", "secondary": [], "guardrails": []})
+    rng = np.random.default_rng(4)
+    # version → variant → (units, ms per request): A/A within each version, latency doubles in version 2
+    plan = {1: {"control": (120, 40.0), "treatment": (120, 40.0)}, 2: {"control": (30, 80.0), "treatment": (210, 80.0)}}
+    exposures: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    sums = {f: np.zeros((2, 2)) for f in ("n", "sy", "syy", "sx", "sxx", "sxy")}
+    for version, arms in plan.items():
+        for k, (variant, (units, per_request)) in enumerate(arms.items()):
+            for i in range(units):
+                unit = f"{variant}-{version}-{i}"
+                at = NOW - timedelta(days=10 - version, minutes=i % 600)
+                exposures.append({"unit_id": unit, "variant": variant, "exposed_at": at,
+                                  "allocation_version": version, "attributes": {}, "source": "server"})
+                latencies = rng.normal(per_request, 5.0, int(rng.integers(1, 4)))
+                for j, ms in enumerate(latencies):
+                    t = at + timedelta(minutes=1 + j)
+                    events.append({"unit_id": unit, "name": "serving.request", "value": 1.0, "timestamp": t})
+                    events.append({"unit_id": unit, "name": "serving.latency_ms", "value": float(ms), "timestamp": t})
+                x, y = float(len(latencies)), float(latencies.sum())
+                for field, value in (("n", 1.0), ("sy", y), ("syy", y * y), ("sx", x), ("sxx", x * x), ("sxy", x * y)):
+                    sums[field][version - 1, k] += value
+    with db.engine.begin() as conn:
+        exp_id = conn.scalar(select(Experiment.id).where(Experiment.key == "latency-bandit"))
+        conn.execute(insert(Allocation), [{"experiment_id": exp_id, "version": 2, "reason": "thompson", "seed": 1,
+                                          "weights": {"control": 0.125, "treatment": 0.875}, "details": {},
+                                          "created_at": NOW - timedelta(days=8)}])
+        conn.execute(insert(Exposure), [{**x, "experiment_id": exp_id} for x in exposures])
+        conn.execute(insert(Event), [{**e, "event_id": f"lat-{i}", "attributes": {}, "received_at": NOW}
+                                     for i, e in enumerate(events)])
+
+    card = client.get("/v1/experiments/latency-bandit/scorecard", headers=keys.headers("analyst")).json()
+    assert "delta-method" in card["adaptive_allocation"]
+    (primary,) = [m for m in card["metrics"] if m["role"] == "primary"]
+    strat = primary["variants"][0]["stratified"]
+    expected = stratified_ratio_estimates(*sums.values())
+    assert strat["abs_lift"] == pytest.approx(expected.abs_lift[1], rel=1e-9)
+    assert strat["rel_ci"] == pytest.approx([expected.rel_ci_low[1], expected.rel_ci_high[1]], rel=1e-9)
+    assert strat["abs_ci"][0] < 0.0 < strat["abs_ci"][1]  # A/A: no latency difference within any version
+    # pooled, the treatment got most of the slow version-2 traffic: it looks ≈ 50 % slower
+    assert strat["naive"]["rel_lift"] > 0.3
+    assert strat["naive"]["abs_ci"][0] > 0.0

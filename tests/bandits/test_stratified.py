@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bandits.stratified import naive_estimates, stratified_estimates
+from bandits.stratified import (
+    naive_estimates,
+    naive_ratio_estimates,
+    stratified_estimates,
+    stratified_ratio_estimates,
+)
+from scorecards import compare
+from scorecards.sample_stats import RatioStats
 
 
 def _cells(n: np.ndarray, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,6 +119,53 @@ def test_calibration_under_shifting_weights_and_drifting_base_rate() -> None:
     assert coverage == pytest.approx(0.95, abs=0.015)
     # the naive lift inherits the late (high) base rate of the treatment's traffic
     assert naive.abs_lift[:, 1].mean() > 10 * naive.abs_lift[:, 1].std() / np.sqrt(reps)
+    assert np.mean((naive.abs_ci_low[:, 1] <= 0) & (0 <= naive.abs_ci_high[:, 1])) < 0.6
+
+
+def _ratio_cells(rng: np.random.Generator, n: np.ndarray, per_request: np.ndarray) -> list[np.ndarray]:
+    """Per-cell (n, Σy, Σy², Σx, Σx², Σxy) of units with x = 1 + Poisson(2) requests and y = Σ latency over them,
+    each request's latency ~ N(per_request, 10²); ``n`` and ``per_request`` broadcast to (..., V, K)."""
+    counts = n.astype(int)
+    mu = np.broadcast_to(per_request, n.shape)
+    out = [np.zeros(n.shape) for _ in range(6)]
+    for index in np.ndindex(n.shape):
+        x = 1.0 + rng.poisson(2.0, counts[index])
+        y = rng.normal(mu[index] * x, 10.0 * np.sqrt(x))
+        for array, value in zip(out, (len(x), y.sum(), y @ y, x.sum(), x @ x, x @ y), strict=True):
+            array[index] = value
+    return out
+
+
+def test_single_stratum_ratio_equals_the_scorecards_delta_method_comparison() -> None:
+    rng = np.random.default_rng(8)
+    sums = _ratio_cells(rng, np.array([[500.0, 400.0]]), np.array([[40.0, 44.0]]))
+    estimate = stratified_ratio_estimates(*sums)
+    control, treatment = (RatioStats(int(sums[0][0, k]), *(float(a[0, k]) for a in sums[1:])) for k in (0, 1))
+    reference = compare(control, treatment, kind="ratio")
+    assert estimate.abs_lift[1] == pytest.approx(reference.abs_lift, rel=1e-12)
+    assert (estimate.abs_ci_low[1], estimate.abs_ci_high[1]) == pytest.approx(reference.abs_ci, rel=1e-12)
+    assert (estimate.rel_ci_low[1], estimate.rel_ci_high[1]) == pytest.approx(reference.rel_ci, rel=1e-12)
+    assert estimate.p_value[1] == pytest.approx(reference.p_value, rel=1e-9)
+    naive = naive_ratio_estimates(*sums)
+    assert naive.abs_lift[1] == pytest.approx(estimate.abs_lift[1], rel=1e-12)
+
+
+def test_ratio_calibration_under_shifting_weights_and_drifting_latency() -> None:
+    # A/A latency-per-request bandit: the treatment's share rises from 20 % to 80 % while latency rises 40 → 60 ms
+    rng = np.random.default_rng(31)
+    versions, reps, n_v = 8, 600, 300
+    share_t = np.linspace(0.2, 0.8, versions)
+    n_t = rng.binomial(n_v, share_t, size=(reps, versions))
+    n = np.stack([n_v - n_t, n_t], axis=-1).astype(float)
+    per_request = np.linspace(40.0, 60.0, versions)[None, :, None]
+    sums = _ratio_cells(rng, n, per_request)
+    strat = stratified_ratio_estimates(*sums)
+    naive = naive_ratio_estimates(*sums)
+    lift = strat.abs_lift[:, 1]
+    assert abs(lift.mean()) < 4 * lift.std() / np.sqrt(reps)
+    coverage = np.mean((strat.abs_ci_low[:, 1] <= 0) & (0 <= strat.abs_ci_high[:, 1]))
+    assert coverage == pytest.approx(0.95, abs=0.03)  # 600 replications: standard error ≈ 0.009
+    assert naive.abs_lift[:, 1].mean() > 10 * naive.abs_lift[:, 1].std() / np.sqrt(reps)  # late traffic is slower
     assert np.mean((naive.abs_ci_low[:, 1] <= 0) & (0 <= naive.abs_ci_high[:, 1])) < 0.6
 
 
