@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from simulator.options import DriverOptions
+from simulator.overrides import Overrides
+from simulator.presets import PRESETS
 
 app = typer.Typer(help="titrate: experiments and A/B roll-outs for ML model variants", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys", no_args_is_help=True)
@@ -74,7 +79,6 @@ def console(
 ) -> None:
     """Run the Streamlit console (talks to the service over REST at TITRATE_API_URL with TITRATE_API_KEY)."""
     import sys
-    from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "TITRATE_API_URL": api_url, "TITRATE_API_KEY": api_key}
@@ -82,6 +86,100 @@ def console(
                "--server.headless", str(headless).lower(), "--browser.gatherUsageStats", "false"]
     os.chdir(root)
     os.execve(sys.executable, command, env)  # become streamlit: signals (Ctrl-C, SIGTERM) reach it directly
+
+
+def _validation_message(error: Exception) -> str:
+    """A pydantic ``ValidationError`` as ``field.path: message`` lines (the field named first)."""
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError):
+        return str(error)
+    messages = [(".".join(map(str, e["loc"])), str(e["msg"]).removeprefix("Value error, ")) for e in error.errors()]
+    return "; ".join(f"{where}: {message}" if where else message for where, message in messages)
+
+
+@app.command()
+def simulate(
+    preset: Annotated[str | None, typer.Option(help=f"a built-in scenario: {' | '.join(PRESETS)}")] = None,
+    scenario_file: Annotated[Path | None, typer.Option(
+        "--scenario", exists=True, dir_okay=False, readable=True,
+        help="a scenario JSON file (simulator.scenario.Scenario)")] = None,
+    api_url: Annotated[str, typer.Option(envvar="TITRATE_API_URL", help="the service's base URL")]
+    = "http://127.0.0.1:8000",
+    api_key: Annotated[str, typer.Option(envvar="TITRATE_API_KEY", show_default=False,
+                                         help="API key (admin: registers and runs the allocation step)")] = "",
+    days: Annotated[int | None, typer.Option(min=1, help="simulated days")] = None,
+    units_per_day: Annotated[float | None, typer.Option(min=0.001, help="mean arrivals per simulated day")] = None,
+    lift: Annotated[float | None, typer.Option(help="relative effect of the treatment(s) on conversion, e.g. 0.1")]
+    = None,
+    harm_segment: Annotated[str | None, typer.Option(
+        help="ATTRIBUTE=VALUE where the treatment(s) have --harm-effect instead, e.g. country=DE")] = None,
+    harm_effect: Annotated[float | None, typer.Option(help="relative effect in --harm-segment "
+                                                    f"[default: {Overrides.model_fields['harm_effect'].default}]")]
+    = None,
+    slower_ms: Annotated[float | None, typer.Option(help="the treatment(s) serve this many ms slower than control")]
+    = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (default: the scenario's)")] = None,
+    experiment: Annotated[str | None, typer.Option(help="drive this experiment key instead of the scenario's")]
+    = None,
+    register: Annotated[bool, typer.Option("--register/--no-register",
+                                           help="create the scenario's metrics and experiment if missing, start "
+                                                "it")] = True,
+    step: Annotated[bool | None, typer.Option("--step/--no-step", show_default=False,
+                                              help="run the allocation step after each simulated day "
+                                                   "[default: the scenario's]")] = None,
+    settle_seconds: Annotated[float | None, typer.Option(
+        min=0, help="wait after each day for the service's exposure writer "
+             f"[default: {DriverOptions.model_fields['settle_seconds'].default}]")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Simulate days of traffic against a running service; print a JSON summary as the last line."""
+    import json
+
+    import httpx
+    from pydantic import ValidationError
+
+    from simulator.driver import SimulationError, run_scenario
+    from simulator.overrides import apply_overrides
+    from simulator.presets import preset as build_preset
+    from simulator.scenario import Scenario
+
+    if (preset is None) == (scenario_file is None):
+        raise typer.BadParameter("give exactly one of --preset or --scenario", param_hint="--preset / --scenario")
+    if scenario_file is not None:
+        try:
+            scenario = Scenario.model_validate_json(scenario_file.read_text())
+        except ValidationError as error:
+            raise typer.BadParameter(_validation_message(error), param_hint="--scenario") from None
+    else:
+        try:
+            scenario = build_preset(str(preset))
+        except KeyError as error:
+            raise typer.BadParameter(str(error.args[0]), param_hint="--preset") from None
+    segment: tuple[str, str] | None = None
+    if harm_segment is not None:
+        attribute, sep, value = harm_segment.partition("=")
+        if not (sep and attribute and value):
+            raise typer.BadParameter("expected ATTRIBUTE=VALUE, e.g. country=DE", param_hint="--harm-segment")
+        segment = (attribute, value)
+    elif harm_effect is not None:
+        raise typer.BadParameter("--harm-effect needs --harm-segment", param_hint="--harm-effect")
+    given = {"days": days, "units_per_day": units_per_day, "lift": lift, "harm_segment": segment,
+             "harm_effect": harm_effect, "slower_ms": slower_ms, "seed": seed, "allocation_step": step,
+             "experiment": experiment}
+    try:
+        scenario = apply_overrides(scenario, Overrides(**{k: v for k, v in given.items() if v is not None}))
+    except ValidationError as error:
+        raise typer.BadParameter(_validation_message(error), param_hint="the overrides") from None
+    options = DriverOptions(register_missing=register, quiet=quiet,
+                            **({} if settle_seconds is None else {"settle_seconds": settle_seconds}))
+    try:
+        result = run_scenario(scenario, api_url, api_key, options)
+    except (SimulationError, httpx.HTTPError) as error:
+        detail = error.response.text if isinstance(error, httpx.HTTPStatusError) else ""
+        typer.echo(f"simulation failed: {error} {detail}".rstrip(), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result.model_dump(mode="json")))
 
 
 @keys_app.command("create")
