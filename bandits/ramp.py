@@ -9,16 +9,21 @@ periodically with what happened at the current step and the guardrail statuses (
 Decision rule of ``next_ramp_action`` (evaluated in this order):
 
 1. any guardrail ``"fail"``        → ``rollback`` (at once, in every mode, whatever the step);
-2. step minimums not yet met       → ``hold`` (``min_units``, ``min_hours`` and, optionally, the
-                                      units needed for power on the guardrail margin);
+2. step minimums not yet met       → ``hold`` (``min_units``, ``min_hours``, optionally the units
+                                      needed for power on the guardrail margin, and with
+                                      ``min_power`` the power to detect a harm of each guardrail's
+                                      margin from the data so far);
 3. on the last step                → ``complete`` (the final step has run its course, nothing failed);
 4. otherwise                       → ``advance`` (``mode="auto"``) or ``suggest_advance``
                                       (``mode="suggest"``: a human confirms).
 
 ``"inconclusive"`` guardrails do not block advancing — a guardrail that needs more data gets it
-from the larger next step, while a detected harm rolls back immediately.  Use ``required_units``
-(see ``units_for_guardrail_power``) to make a step wait until a harm of the guardrail margin would
-be detected with the design power.
+from the larger next step, while a detected harm rolls back immediately.  Two ways make a step wait
+until a harm of the guardrail margin would be detected: ``required_units`` (a unit count planned up
+front, ``units_for_guardrail_power``) or a step's ``min_power`` with the *achieved* power of each
+guardrail's test given the standard error measured so far (``guardrail_detection_power``) — the
+auto-ramp idea of LinkedIn's SQR framework (Xu et al. 2018, "SQR: Balancing Speed, Quality and Risk in
+Online Experiments", §4), which needs no variance guessed in advance.
 """
 
 from __future__ import annotations
@@ -45,22 +50,27 @@ class RampStep:
     fraction: float
     min_units: int = 0
     min_hours: float = 0.0
+    min_power: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"ramp fraction must be in (0, 1], got {self.fraction}")
         if self.min_units < 0 or self.min_hours < 0:
             raise ValueError("min_units and min_hours must be >= 0")
+        if self.min_power is not None and not 0.0 < self.min_power < 1.0:
+            raise ValueError("min_power must be in (0, 1)")
 
     @classmethod
-    def parse(cls, step: RampStep | Mapping[str, float]) -> RampStep:
+    def parse(cls, step: RampStep | Mapping[str, float | None]) -> RampStep:
         """Accept a ``RampStep`` or the JSON mapping of the REST contract."""
         if isinstance(step, RampStep):
             return step
+        power = step.get("min_power")
         return cls(
-            fraction=float(step["fraction"]),
-            min_units=int(step.get("min_units", 0)),
-            min_hours=float(step.get("min_hours", 0.0)),
+            fraction=float(step["fraction"]),  # type: ignore[arg-type]
+            min_units=int(step.get("min_units") or 0),
+            min_hours=float(step.get("min_hours") or 0.0),
+            min_power=None if power is None else float(power),
         )
 
 
@@ -81,7 +91,7 @@ class RampAction:
     reasons: tuple[str, ...]
 
 
-def parse_steps(steps: Sequence[RampStep | Mapping[str, float]]) -> tuple[RampStep, ...]:
+def parse_steps(steps: Sequence[RampStep | Mapping[str, float | None]]) -> tuple[RampStep, ...]:
     """Validate a schedule: at least one step, fractions strictly increasing in (0, 1]."""
     parsed = tuple(RampStep.parse(s) for s in steps)
     if not parsed:
@@ -93,7 +103,7 @@ def parse_steps(steps: Sequence[RampStep | Mapping[str, float]]) -> tuple[RampSt
 
 
 def next_ramp_action(
-    steps: Sequence[RampStep | Mapping[str, float]],
+    steps: Sequence[RampStep | Mapping[str, float | None]],
     current_step_index: int,
     units_at_step: int,
     hours_at_step: float,
@@ -101,6 +111,7 @@ def next_ramp_action(
     mode: RampMode = "auto",
     *,
     required_units: int | None = None,
+    guardrail_power: Mapping[str, float | None] | None = None,
 ) -> RampAction:
     """Decide whether a ramp advances, holds, rolls back or completes (rule in the module doc).
 
@@ -113,6 +124,9 @@ def next_ramp_action(
         mode: ``"auto"`` advances by itself; ``"suggest"`` returns ``suggest_advance`` instead.
         required_units: optional extra unit minimum for this step (e.g. from
             ``units_for_guardrail_power``); the step waits for max(min_units, required_units).
+        guardrail_power: guardrail metric key → achieved power to detect a harm of its margin
+            (``guardrail_detection_power``; None when not computable yet); a step with ``min_power``
+            waits until every guardrail reaches it.
 
     Returns:
         A frozen ``RampAction``.
@@ -139,6 +153,13 @@ def next_ramp_action(
         waiting.append(f"{units_at_step} of {min_units} units at step {current_step_index}")
     if hours_at_step < step.min_hours:
         waiting.append(f"{hours_at_step:g} of {step.min_hours:g} hours at step {current_step_index}")
+    if step.min_power is not None:
+        for key in sorted(guardrail_statuses):
+            achieved = (guardrail_power or {}).get(key)
+            if achieved is None or not achieved >= step.min_power:
+                shown = "not yet computable" if achieved is None else f"{achieved:.2f}"
+                waiting.append(f"guardrail {key}: power to detect a harm of its margin {shown} "
+                               f"< {step.min_power:g} at step {current_step_index}")
     if waiting:
         return RampAction("hold", current_step_index, tuple(waiting))
 
@@ -204,6 +225,23 @@ def ramp_weights(variant_keys: Sequence[str], control_key: str, fraction: float)
     hi = [1.0 if k == control_key else w for k, w in zip(keys, raw, strict=True)]
     exact = exact_simplex(raw, lo, hi)
     return {k: float(w) for k, w in zip(keys, exact, strict=True)}
+
+
+def guardrail_detection_power(rel_std_error: float, margin: float, alpha: float = 0.05) -> float:
+    """Power of the one-sided level-α test of harm to detect a relative harm of exactly ``margin``, given the
+    standard error of the relative lift measured so far: 1 − β = Φ(margin / SE − z_{1−α}).
+
+    The achieved-power form of ``units_for_guardrail_power`` (same normal test): SE shrinks as the step
+    collects units, so a step gated on it waits exactly until a harm of the margin would be seen.
+    Returns NaN when SE is not a positive finite number (too few units to estimate it).
+    """
+    if not margin > 0:
+        raise ValueError("margin must be > 0")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError("alpha must be in (0, 1)")
+    if not (rel_std_error > 0 and math.isfinite(rel_std_error)):
+        return math.nan
+    return float(special.ndtr(margin / rel_std_error - special.ndtri(1.0 - alpha)))
 
 
 def units_for_guardrail_power(

@@ -57,6 +57,7 @@ class GuardrailResult:
     regression_p_value: float  # always-valid, H0: Δ = 0
     sequential: bool
     reason: Reason
+    rel_std_error: float = math.nan  # delta-method standard error of rel_lift (fixed horizon)
 
     def describe(self, metric: str) -> str:
         """One human-readable sentence, e.g. for ``Decision.reasons``."""
@@ -165,4 +166,5 @@ def guardrail_status(
         regression_p_value=regression_p,
         sequential=sequential,
         reason=reason,
+        rel_std_error=float(se_rel),
     )

@@ -51,7 +51,7 @@ from api.experiments import repository as experiments_repository
 from api.experiments import service as experiments_service
 from api.experiments.schemas import AllocationSpec
 from bandits.contextual import ContextualAllocation, contextual_thompson_allocation
-from bandits.ramp import next_ramp_action, ramp_weights
+from bandits.ramp import guardrail_detection_power, next_ramp_action, ramp_weights
 from bandits.thompson import Direction, thompson_allocation
 from scorecards.sql import MetricSpec
 
@@ -114,6 +114,7 @@ def _guardrails(session: Session, experiment: Experiment, now: datetime) -> dict
                 "mean": row.get("mean"), "control_mean": row.get("control_mean"),
                 "non_inferiority_bound": detail.get("non_inferiority_bound"),
                 "regression_p_value": detail.get("regression_p_value"), "margin": detail.get("margin"),
+                "rel_std_error": detail.get("rel_std_error"),
             }
     return out
 
@@ -334,6 +335,25 @@ def _thompson_decision(spec: AllocationSpec, keys: list[str], control: str, prob
 # --- Ramped roll-outs ----------------------------------------------------------------------------------------
 
 
+def _guardrail_power(guards: dict[str, dict[str, dict[str, Any]]], alpha: float) -> dict[str, float | None]:
+    """Guardrail metric → the lowest power across treatments to detect a harm of its margin, from the standard
+    error of the relative lift measured so far (``bandits.ramp.guardrail_detection_power``); None until every
+    treatment has one."""
+    out: dict[str, float | None] = {}
+    for per_metric in guards.values():
+        for metric, g in per_metric.items():
+            se, margin = g.get("rel_std_error"), g.get("margin")
+            achieved = guardrail_detection_power(float(se), float(margin), alpha) if (
+                isinstance(se, int | float) and isinstance(margin, int | float) and margin > 0) else math.nan
+            if not math.isfinite(achieved):
+                out[metric] = None
+            elif metric not in out:
+                out[metric] = achieved
+            elif (previous := out[metric]) is not None:
+                out[metric] = min(previous, achieved)
+    return out
+
+
 def step_weights(experiment: Experiment, fraction: float) -> dict[str, float]:
     """Weights of a ramp step: control 1 − fraction, the treatments share ``fraction`` (as ``initial_weights``:
     in proportion to their registered weights, equally when those are equal — ``bandits.ramp.ramp_weights``)."""
@@ -368,9 +388,12 @@ def _ramp_step(session: Session, experiment: Experiment, spec: AllocationSpec, l
             if rank[status] >= rank.get(statuses.get(m, "pass"), 0):
                 statuses[m] = status
     mode = "auto" if accept else spec.mode
-    action = next_ramp_action(steps, current, units, hours, statuses, mode)  # type: ignore[arg-type]
+    power = _guardrail_power(guards, float((experiment.plan or {}).get("design", {}).get("alpha", 0.05)))
+    action = next_ramp_action(steps, current, units, hours, statuses, mode,  # type: ignore[arg-type]
+                              guardrail_power=power)
     summary = {"step": current, "fraction": steps[current]["fraction"], "units_at_step": units,
-               "hours_at_step": round(hours, 4), "guardrails": statuses, "version": latest.version}
+               "hours_at_step": round(hours, 4), "guardrails": statuses, "version": latest.version,
+               "guardrail_power": power}
     reasons = list(action.reasons)
     base = (experiment.key, "ramp")
 

@@ -316,6 +316,7 @@ def analyse(session: Session, experiment: Experiment, as_of: datetime | None = N
                     "margin": guard.margin, "non_inferiority_bound": guard.non_inferiority_bound,
                     "non_inferiority_p_value": guard.non_inferiority_p_value,
                     "regression_p_value": guard.regression_p_value, "sequential": guard.sequential,
+                    "rel_std_error": guard.rel_std_error,
                     "reason": guard.reason.value, "description": guard.describe(pm.spec.key)},
                 "mde": mde_now, "power": power_now, "pending_units": t_agg.pending, "cuped": cuped_out,
             })

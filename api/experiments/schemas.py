@@ -43,6 +43,8 @@ class RampStep(RequestModel):
     fraction: float = Field(gt=0, le=1, allow_inf_nan=False)
     min_units: int = Field(0, ge=0)
     min_hours: float = Field(0, ge=0, allow_inf_nan=False)
+    #: wait until every guardrail's test has this power to detect a harm of its margin (data so far)
+    min_power: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False)
 
 
 ContextValue = Annotated[str, StringConstraints(min_length=1, max_length=200)]

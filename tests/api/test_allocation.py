@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from scipy import stats
 from sqlalchemy import func, insert, select, text, update
 
 from api.allocation import scheduler
@@ -277,6 +278,31 @@ def test_ramp_advances_when_minimums_met_and_reaches_full_traffic(client: TestCl
     decision = client.get("/v1/experiments/ramped/decision", headers=keys.headers("analyst")).json()
     assert decision["decision"] == "ship", decision
     assert decision["variant"] == "v2"
+
+
+def test_a_power_gated_ramp_step_waits_until_a_harm_of_the_margin_would_be_detected(
+        client: TestClient, keys: Keys, db: Database) -> None:
+    gated = {"strategy": "ramp", "steps": [{"fraction": 0.1, "min_units": 100, "min_power": 0.8},
+                                           {"fraction": 1.0, "min_units": 100}]}
+    _start(client, keys, "gated", type="rollout", allocation=gated, metrics=GUARDED)
+    # noisy latency (sd 60 ms per request around 100 ms): 300 units cannot see a 5 % harm yet
+    _seed(db, "gated", {"control": (270, 0.1, 100.0), "v2": (30, 0.1, 100.0)}, latency_sd=60.0)
+    held = _recompute(client, keys, "gated")
+    assert held["action"] == "held"
+    (reason,) = [r for r in held["reasons"] if "power" in r]
+    assert reason.startswith("guardrail latency: power to detect a harm of its margin 0.")
+    power = held["details"]["guardrail_power"]["latency"]
+    assert 0.0 < power < 0.8
+    # the same test's numbers: Φ(margin / SE − z₀.₉₅) with the scorecard's standard error of the relative lift
+    card = client.get("/v1/experiments/gated/scorecard", headers=keys.headers("analyst")).json()
+    latency = next(m for m in card["metrics"] if m["metric"] == "latency")["variants"][0]
+    se = latency["guardrail_detail"]["rel_std_error"]
+    assert power == pytest.approx(float(stats.norm.cdf(0.05 / se - stats.norm.ppf(0.95))), rel=1e-9)
+    # more units at the same step shrink the standard error until the step may advance
+    _seed(db, "gated", {"control": (3000, 0.1, 100.0), "v2": (3000, 0.1, 100.0)}, latency_sd=60.0, prefix="more-")
+    advanced = _recompute(client, keys, "gated")
+    assert advanced["action"] == "advanced", advanced["reasons"]
+    assert advanced["details"]["previous"]["guardrail_power"]["latency"] >= 0.8
 
 
 def test_ramp_rolls_back_automatically_when_a_guardrail_fails(client: TestClient, keys: Keys,

@@ -12,6 +12,7 @@ from scipy import stats as sps
 
 from bandits.ramp import (
     RampStep,
+    guardrail_detection_power,
     next_ramp_action,
     ramp_bucket_order,
     ramp_weights,
@@ -64,6 +65,49 @@ def test_required_units_for_power_extend_the_step() -> None:
     a = next_ramp_action(STEPS, 0, 1500, 30.0, {}, required_units=2000)
     assert a.action == "hold"
     assert "1500 of 2000 units" in a.reasons[0]
+
+
+def test_min_power_holds_until_every_guardrail_can_detect_its_margin() -> None:
+    steps = [{"fraction": 0.1, "min_units": 100, "min_power": 0.8}, {"fraction": 1.0}]
+    statuses = {"latency": "inconclusive", "errors": "pass"}
+    weak = next_ramp_action(steps, 0, 500, 1.0, statuses, guardrail_power={"latency": 0.41, "errors": 0.93})
+    assert weak.action == "hold"
+    assert weak.reasons == ("guardrail latency: power to detect a harm of its margin 0.41 < 0.8 at step 0",)
+    unknown = next_ramp_action(steps, 0, 500, 1.0, statuses, guardrail_power={"errors": 0.93})
+    assert "not yet computable" in unknown.reasons[0]
+    ready = next_ramp_action(steps, 0, 500, 1.0, statuses, guardrail_power={"latency": 0.85, "errors": 0.93})
+    assert ready.action == "advance"
+    # a failing guardrail still rolls back at once, power or not
+    failed = next_ramp_action(steps, 0, 5, 0.0, {"latency": "fail"}, guardrail_power={"latency": 0.1})
+    assert failed.action == "rollback"
+    # steps without min_power ignore power entirely
+    assert next_ramp_action([{"fraction": 0.1}, {"fraction": 1.0}], 0, 1, 0.0, statuses,
+                            guardrail_power={"latency": 0.01}).action == "advance"
+
+
+def test_guardrail_detection_power_matches_statsmodels_and_simulation() -> None:
+    from statsmodels.stats.power import NormalIndPower
+
+    # a relative SE of 0.02 and a 5 % margin: the effect is 2.5 standard errors; statsmodels' one-sided normal
+    # power with one unit per arm (non-centrality d/√2) and an effect size of 2.5·√2 describes the same test
+    expected = NormalIndPower().power(effect_size=2.5 * math.sqrt(2), nobs1=1, alpha=0.05, ratio=1.0,
+                                      alternative="larger")
+    assert guardrail_detection_power(0.02, 0.05, 0.05) == pytest.approx(expected, rel=1e-9)
+    # simulation: estimates ~ N(margin, SE²) are flagged by the one-sided level-0.05 test at the stated rate
+    rng = np.random.default_rng(3)
+    estimates = rng.normal(0.05, 0.02, 200_000)
+    detected = np.mean(estimates / 0.02 > sps.norm.ppf(0.95))
+    assert detected == pytest.approx(guardrail_detection_power(0.02, 0.05), abs=0.005)
+    assert math.isnan(guardrail_detection_power(0.0, 0.05))
+    assert math.isnan(guardrail_detection_power(math.nan, 0.05))
+    with pytest.raises(ValueError, match="margin"):
+        guardrail_detection_power(0.02, 0.0)
+
+
+def test_ramp_step_min_power_is_validated() -> None:
+    with pytest.raises(ValueError, match="min_power"):
+        RampStep(0.1, min_power=1.0)
+    assert RampStep.parse({"fraction": 0.1, "min_power": 0.8}).min_power == 0.8
 
 
 @pytest.mark.parametrize(
