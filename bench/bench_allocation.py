@@ -190,16 +190,16 @@ def main() -> None:
         write_section(text)
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, section: str = SECTION) -> None:
     """Append the section to RESULTS.md, or replace only our own earlier section on a re-run."""
     existing = RESULTS.read_text() if RESULTS.exists() else ""
-    start = existing.find(SECTION)
+    start = existing.find(section)
     if start < 0:
         sep = "" if not existing or existing.endswith("\n\n") else ("\n" if existing.endswith("\n") else "\n\n")
         with RESULTS.open("a") as fh:
             fh.write(sep + text)
         return
-    nxt = existing.find("\n## ", start + len(SECTION))
+    nxt = existing.find("\n## ", start + len(section))
     end = len(existing) if nxt < 0 else nxt + 1
     RESULTS.write_text(existing[:start] + text + ("\n" if nxt >= 0 else "") + existing[end:])
 
