@@ -19,6 +19,8 @@ DECISION_BADGE = {"ship": "✅ ship", "no_ship": "⛔ no ship", "rollback": "↩
                   "keep_running": "⏳ keep running"}
 EXPERIMENT_PAGE = "views/experiment.py"
 REVIEW_PAGE = "views/review.py"
+#: the row of a contextual bandit's weight table for units whose context value is missing or undeclared
+OTHER_CONTEXT = "other / missing"
 
 
 @st.cache_resource(on_release=TitrateClient.close)
@@ -84,6 +86,13 @@ def fmt_num(x: float | None, digits: int = 4) -> str:
     if x is None:
         return "—"
     return f"{x:.{digits}g}"
+
+
+def fmt_ci_abs(ci: Sequence[float | None] | None) -> str:
+    """An absolute-lift interval as text, 4 significant digits."""
+    if not ci or len(ci) != 2 or ci[0] is None or ci[1] is None:
+        return "—"
+    return f"[{fmt_num(ci[0])}, {fmt_num(ci[1])}]"
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -189,18 +198,92 @@ def forest_plot(rows: Iterable[dict[str, Any]]) -> alt.LayerChart | alt.FacetCha
     return alt.layer(bars, points, zero).properties(height=60 + 36 * len(frame))
 
 
-def allocation_chart(history: list[dict[str, Any]]) -> alt.Chart | None:
-    """Allocation weights over time as a stacked area (each version holds until the next)."""
+def context_spec(experiment: dict[str, Any]) -> dict[str, Any] | None:
+    """``allocation.context`` of a contextual Thompson experiment (``{"attribute", "values"}``), else ``None``."""
+    context = (experiment.get("allocation") or {}).get("context")
+    if isinstance(context, dict) and context.get("attribute"):
+        return {"attribute": str(context["attribute"]), "values": [str(v) for v in context.get("values") or []]}
+    return None
+
+
+def version_weights(version: dict[str, Any], value: str | None = None) -> dict[str, float]:
+    """The weights units with context ``value`` were assigned under in an allocation version: the value's
+    ``context_weights`` when the version has them, otherwise the pooled ``weights`` (``value=None``: pooled)."""
+    by_value = version.get("context_weights") or {}
+    if value is not None and isinstance(by_value.get(value), dict):
+        return dict(by_value[value])
+    return dict(version.get("weights") or {})
+
+
+def _leader(prob_best: Any, named: Any = None) -> tuple[str | None, float | None]:
+    """The leading arm (``named`` if given, else the highest P(best)) and its P(best); ``None`` without posteriors."""
+    items = prob_best.items() if isinstance(prob_best, dict) else ()
+    ranked = {k: float(p) for k, p in items if isinstance(p, int | float)}
+    leader = named if isinstance(named, str) else max(ranked, key=lambda k: ranked[k], default=None)
+    return leader, ranked.get(leader) if leader is not None else None
+
+
+def context_weight_rows(version: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per declared context value of an allocation version, then ``OTHER_CONTEXT`` (the pooled weights
+    that units with a missing or undeclared value get): the value, a weight per variant, the leader and its P(best).
+    """
+    details = version.get("details") or {}
+    by_value = (details.get("context") or {}).get("values") or {}
+    declared = list(context.get("values") or [])
+    rows = []
+    for value in [*declared, *(v for v in version.get("context_weights") or {} if v not in declared), None]:
+        info = details if value is None else by_value.get(value) or {}
+        leader, p_best = _leader(info.get("prob_best"), None if value is None else info.get("leader"))
+        rows.append({context["attribute"]: OTHER_CONTEXT if value is None else value,
+                     **version_weights(version, value), "leader": leader, "P(best)": p_best})
+    return rows
+
+
+def stratified_rows(scorecard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Bandit experiments: per primary-metric treatment, the stratified estimate (by allocation version, and by
+    context value for contextual bandits) and then the pooled ("naive") one, which is biased when weights change."""
+    rows = []
+    for metric in scorecard.get("metrics", []):
+        if metric.get("role") != "primary":
+            continue
+        for v in metric.get("variants", []):
+            strat = v.get("stratified")
+            if not isinstance(strat, dict):
+                continue
+            strata = strat.get("strata")
+            if isinstance(strata, list) and strata and isinstance(strata[0], dict):  # contextual: (version, value)
+                by = " × ".join(str(k) for k in strata[0])
+                cells = f"{len(strata)} ({by})"
+            else:
+                cells = f"{len(strat.get('versions') or [])} (version)"
+            by_version = ", ".join(f"v{ver}: {n:,}" for ver, n in zip(strat.get("versions") or [],
+                                                                     strat.get("n_by_version") or [], strict=False))
+            for label, est in (("stratified", strat), ("pooled (naive)", strat.get("naive") or {})):
+                rel_ci = est.get("rel_ci") or [None, None]
+                abs_ci = est.get("abs_ci") or [None, None]
+                rows.append({
+                    "metric": metric.get("metric"), "variant": v.get("variant"), "estimate": label,
+                    "rel_lift": est.get("rel_lift"), "rel_ci_low": rel_ci[0], "rel_ci_high": rel_ci[1],
+                    "abs_lift": est.get("abs_lift"), "abs_ci": fmt_ci_abs(abs_ci), "p_value": est.get("p_value"),
+                    "strata": cells if label == "stratified" else "",
+                    "units by version": by_version if label == "stratified" else "",
+                })
+    return rows
+
+
+def allocation_chart(history: list[dict[str, Any]], context_value: str | None = None) -> alt.Chart | None:
+    """Allocation weights over time as a stacked area (each version holds until the next); with
+    ``context_value``, the weights units with that value of the context attribute got (``version_weights``)."""
     if not history:
         return None
     records = []
-    now = datetime.now(UTC).isoformat()
-    for i, version in enumerate(history):
-        ends = [version["created_at"], history[i + 1]["created_at"] if i + 1 < len(history) else now]
-        for at in ends:
-            for variant, weight in (version.get("weights") or {}).items():
-                records.append({"at": pd.Timestamp(at), "variant": variant, "weight": float(weight),
-                                "version": version.get("version")})
+    # one point per version where it starts (step-after holds it until the next) and the newest again now: a
+    # single point per (time, variant), since duplicates at a version boundary would tear the normalized stack
+    points = [(v["created_at"], v) for v in history] + [(datetime.now(UTC).isoformat(), history[-1])]
+    for at, version in points:
+        for variant, weight in version_weights(version, context_value).items():
+            records.append({"at": pd.Timestamp(at), "variant": variant, "weight": float(weight),
+                            "version": version.get("version")})
     frame = pd.DataFrame(records)
     return alt.Chart(frame).mark_area(interpolate="step-after").encode(
         x=alt.X("at:T", title="time", axis=alt.Axis(format="%b %d %H:%M")),

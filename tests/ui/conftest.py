@@ -94,6 +94,47 @@ def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         server.stop()
 
 
+# A contextual Thompson experiment (created on demand by the ``contextual_experiment`` fixture): on each declared
+# platform a different arm converts best, so after one recompute each platform has its own leader.
+CONTEXT = {"attribute": "platform", "values": ["ios", "android", "web"]}
+CONTEXT_LEADERS = {"ios": "b", "android": "c", "web": "control"}
+
+
+def _seed_contextual(service: Service, key: str) -> None:
+    arms = [{"key": "control", "control": True, "weight": 0.34}, {"key": "b", "weight": 0.33},
+            {"key": "c", "weight": 0.33}]
+    body = experiment_body(key, variants=arms, allocation={"strategy": "thompson", "context": CONTEXT, "floor": 0.05},
+                           metrics={"primary": "conversion", "secondary": [], "guardrails": []})
+    with service.client() as http:
+        http.post("/v1/experiments", json=body).raise_for_status()
+        http.post(f"/v1/experiments/{key}/start").raise_for_status()
+        assigned: dict[str, tuple[str, str]] = {}
+        for platform in CONTEXT_LEADERS:
+            for i in range(60):
+                unit = f"{key}-{platform}-{i}"
+                reply = http.post("/v1/assign", json={"unit_id": unit, "attributes": {"platform": platform},
+                                                      "experiments": [key]})
+                assigned[unit] = (platform, reply.json()["assignments"][key]["variant"])
+        time.sleep(0.5)  # the batched exposure writer
+        now = datetime.now(UTC).isoformat()
+        events = [{"event_id": str(uuid.uuid4()), "unit_id": unit, "name": "purchase", "value": 10.0,
+                   "timestamp": now, "attributes": {}}
+                  for i, (unit, (platform, variant)) in enumerate(assigned.items())
+                  # the platform's leader converts 3 in 4 units, the other arms 1 in 10
+                  if (i % 4 != 0 if variant == CONTEXT_LEADERS[platform] else i % 10 == 0)]
+        http.post("/v1/events", json={"events": events}).raise_for_status()
+        step = http.post(f"/v1/experiments/{key}/allocations/recompute", params={"force": "true"})
+        step.raise_for_status()
+        assert step.json()["context_weights"], step.json()
+
+
+@pytest.fixture(scope="session")
+def contextual_experiment(live_service: Service) -> str:
+    """The key of a running contextual bandit whose newest allocation version has ``context_weights``."""
+    _seed_contextual(live_service, "ctx-exp")
+    return "ctx-exp"
+
+
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "ui" / "app.py")
 

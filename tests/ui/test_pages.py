@@ -7,12 +7,15 @@ console reaches the service only over HTTP, exactly as in production.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
-from tests.ui.conftest import APP, Service, experiment_body
+from tests.ui.conftest import APP, CONTEXT_LEADERS, Service, experiment_body
 from ui import client as ui_client
 from ui.common import get_client
 
@@ -44,6 +47,42 @@ def texts(at: AppTest) -> str:
 
 def charts(at: AppTest) -> list[object]:
     return list(at.get("vega_lite_chart"))
+
+
+def chart_data(chart: Any) -> pd.DataFrame:
+    """The rows an altair chart plots (AppTest hands them over as Arrow datasets)."""
+    return pd.concat([convert_arrow_bytes_to_pandas_df(d.data.data) for d in chart.proto.datasets])
+
+
+def table_with(at: AppTest, column: str) -> pd.DataFrame:
+    """The first table of the page that has ``column``."""
+    frames = [d.value for d in at.dataframe if column in d.value.columns]
+    assert frames, f"no table with a '{column}' column"
+    return frames[0]
+
+
+def leaves(node: Any) -> Iterator[Any]:
+    """The elements of an AppTest tree in page order."""
+    children = getattr(node, "children", None)
+    if children is None:
+        yield node
+        return
+    for index in sorted(children):
+        yield from leaves(children[index])
+
+
+def errors_under(at: AppTest, key: str) -> list[str]:
+    """Errors shown between the widget ``key`` and the next keyed widget of the page (its field's slot)."""
+    found: list[str] = []
+    after = False
+    for element in leaves(at.main):
+        if element.type == "error" and after:
+            found.append(element.value)
+        elif getattr(element, "key", None):
+            if after:
+                break
+            after = element.key == key
+    return found
 
 
 def new_draft(service: Service, key: str) -> None:
@@ -136,6 +175,51 @@ def test_new_experiment_rejects_bad_payload_json_locally() -> None:
     assert any("variants.0.payload" in e.value and "not JSON" in e.value for e in at.error)
 
 
+def test_new_thompson_experiment_can_be_contextual(console_env: Service) -> None:
+    at = open_page("views/new_experiment.py")
+    fill_form(at, "ctx-form-exp")
+    at.selectbox(key="f_strategy").set_value("thompson").run()
+    at.text_input(key="f_ctx_attr").input(" platform ")
+    at.text_input(key="f_ctx_values").input("ios, android , web,")
+    at.button(key="f_submit").click().run()
+    assert_clean(at)
+    assert "Created experiment **ctx-form-exp**" in texts(at), texts(at)
+    with console_env.client() as http:
+        allocation = http.get("/v1/experiments/ctx-form-exp").json()["allocation"]
+    assert allocation["strategy"] == "thompson"
+    assert allocation["floor"] == 0.05
+    assert allocation["context"] == {"attribute": "platform", "values": ["ios", "android", "web"]}
+
+
+def test_new_thompson_experiment_without_context_sends_none(console_env: Service) -> None:
+    at = open_page("views/new_experiment.py")
+    fill_form(at, "plain-thompson-exp")
+    at.selectbox(key="f_strategy").set_value("thompson").run()
+    at.button(key="f_submit").click().run()
+    assert "Created experiment **plain-thompson-exp**" in texts(at), texts(at)
+    with console_env.client() as http:
+        assert http.get("/v1/experiments/plain-thompson-exp").json()["allocation"]["context"] is None
+
+
+@pytest.mark.parametrize(("attribute", "values", "field", "loc"), [
+    ("", "ios, android", "f_ctx_attr", "`allocation.context.attribute`"),
+    ("platform", "", "f_ctx_values", "`allocation.context.values`"),
+    ("platform", "ios, ios", "f_ctx_values", "`allocation.context`: context values must be unique"),
+])
+def test_new_experiment_context_errors_show_under_their_field(attribute: str, values: str, field: str,
+                                                              loc: str) -> None:
+    at = open_page("views/new_experiment.py")
+    fill_form(at, "bad-context-exp")
+    at.selectbox(key="f_strategy").set_value("thompson").run()
+    at.text_input(key="f_ctx_attr").input(attribute)
+    at.text_input(key="f_ctx_values").input(values)
+    at.button(key="f_submit").click().run()
+    assert_clean(at)
+    assert not at.success
+    under = errors_under(at, field)
+    assert any(loc in e for e in under), (under, [e.value for e in at.error])
+
+
 def test_design_panel_recomputes_live() -> None:
     at = open_page("views/new_experiment.py")
     before = {m.label: m.value for m in at.sidebar.get("metric")}
@@ -164,6 +248,69 @@ def test_experiment_page_shows_scorecard_forest_plot_allocations_serving_and_aud
     at.toggle(key="cumulative").set_value(True).run()
     assert_clean(at)
     assert len(charts(at)) == shown + 1  # cumulative primary lift over time, from scorecards as_of
+
+
+def test_contextual_experiment_shows_weights_and_leader_per_value(console_env: Service,
+                                                                  contextual_experiment: str) -> None:
+    with console_env.client() as http:
+        newest = http.get(f"/v1/experiments/{contextual_experiment}/allocations").json()[-1]
+    assert newest["context_weights"]
+    at = open_page("views/experiment.py", key=contextual_experiment)
+    assert (at.metric[2].label, at.metric[2].value) == ("Allocation per platform", "thompson")
+    assert "Contextual bandit on **platform** (ios, android, web)" in texts(at)
+    assert f"**Weights per platform** (version {newest['version']})" in texts(at)
+    table = table_with(at, "platform").set_index("platform")
+    assert list(table.index) == [*CONTEXT_LEADERS, "other / missing"]  # declared order, then the pooled row
+    pooled_leader = max(newest["details"]["prob_best"], key=newest["details"]["prob_best"].get)
+    assert table["leader"].to_dict() == {**CONTEXT_LEADERS, "other / missing": pooled_leader}
+    variants = ["control", "b", "c"]
+    for value, leader in CONTEXT_LEADERS.items():
+        assert table.loc[value, variants].to_dict() == pytest.approx(newest["context_weights"][value])
+        assert table.loc[value, leader] == max(table.loc[value, variants])
+        assert table.loc[value, "P(best)"] > 0.9
+    assert table.loc["other / missing", variants].to_dict() == pytest.approx(newest["weights"])
+
+    # allocation over time per value: pooled by default, then one value's weights
+    picker = at.selectbox(key="alloc_context")
+    assert picker.value is None
+    assert picker.options == ["pooled (other / missing)", "ios", "android", "web"]
+    shown = len(charts(at))
+
+    def newest_weights(frame: pd.DataFrame) -> dict[str, float]:
+        rows = frame[frame["version"] == newest["version"]]
+        return dict(zip(rows["variant"], rows["weight"], strict=False))
+
+    assert newest_weights(chart_data(charts(at)[-1])) == pytest.approx(newest["weights"])
+    picker.set_value("android").run()
+    assert_clean(at)
+    assert len(charts(at)) == shown
+    android = chart_data(charts(at)[-1])
+    assert newest_weights(android) == pytest.approx(newest["context_weights"]["android"])
+    first = android[android["version"] == 1]
+    assert dict(zip(first["variant"], first["weight"], strict=False)) == pytest.approx(
+        {"control": 0.34, "b": 0.33, "c": 0.33})  # before the first update everyone got the pooled weights
+
+
+def test_bandit_scorecard_shows_stratified_before_pooled_with_the_note(console_env: Service,
+                                                                       contextual_experiment: str) -> None:
+    with console_env.client() as http:
+        card = http.get(f"/v1/experiments/{contextual_experiment}/scorecard").json()
+    (primary,) = [m for m in card["metrics"] if m["role"] == "primary"]
+    at = open_page("views/experiment.py", key=contextual_experiment)
+    frame = table_with(at, "estimate")
+    assert list(frame["variant"]) == ["b", "b", "c", "c"]
+    assert list(frame["estimate"]) == ["stratified", "pooled (naive)"] * 2
+    for i, v in enumerate(primary["variants"]):
+        strat = v["stratified"]
+        assert frame["rel_lift"][2 * i] == pytest.approx(strat["rel_lift"])
+        assert frame["rel_ci_low"][2 * i] == pytest.approx(strat["rel_ci"][0])
+        assert frame["rel_lift"][2 * i + 1] == pytest.approx(strat["naive"]["rel_lift"])
+        assert frame["strata"][2 * i] == f"{len(strat['strata'])} (version × platform)"
+        assert frame["strata"][2 * i + 1] == ""
+    body = texts(at)
+    assert "the stratified estimate is the one to read" in body
+    assert card["adaptive_allocation"] in body
+    assert "contextual bandit on 'platform'" in body
 
 
 def test_experiment_lifecycle_buttons(console_env: Service) -> None:

@@ -1,5 +1,6 @@
 """Experiment page: status and lifecycle buttons, progress to the planned n, SRM banner, scorecard table and
-forest plot, cumulative lift, allocation over time, serving latency and shadow agreement, audit log."""
+forest plot (bandits: stratified vs pooled primary estimates first), cumulative lift, allocation over time (contextual
+bandits: weights per context value), serving latency and shadow agreement, audit log."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import streamlit as st
 
 from ui.common import (
     DECISION_BADGE,
+    OTHER_CONTEXT,
     REVIEW_PAGE,
     allocation_chart,
+    context_spec,
+    context_weight_rows,
     experiment_picker,
     forest_plot,
     get_client,
@@ -21,6 +25,7 @@ from ui.common import (
     parse_time,
     scorecard_rows,
     show_refusal,
+    stratified_rows,
 )
 
 ACTIONS = {"draft": ["start"], "running": ["pause", "stop"], "paused": ["resume", "stop"]}
@@ -40,13 +45,15 @@ if not reply.ok:
     show_refusal(reply, f"Loading '{key}'")
     st.stop()
 exp: dict[str, Any] = reply.data
+context = context_spec(exp)  # contextual Thompson sampling: {"attribute", "values"}
 
 st.header(f"{exp['name']} · `{exp['key']}`")
 st.markdown(f"> {exp['hypothesis_text']}")
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Status", exp["status"])
 c2.metric("Type", exp["type"])
-c3.metric("Allocation", exp["allocation"]["strategy"])
+c3.metric(f"Allocation per {context['attribute']}" if context else "Allocation", exp["allocation"]["strategy"],
+          help=f"contextual: weights per value of '{context['attribute']}'" if context else None)
 c4.metric("Owner", exp["owner"])
 if exp.get("shipped_variant"):
     st.success(f"Shipped variant **{exp['shipped_variant']}**.")
@@ -109,6 +116,21 @@ if scorecard is not None:
         for reason in d.get("reasons", []):
             st.markdown(f"- {reason}")
 
+    bandit_rows = stratified_rows(scorecard)
+    if bandit_rows:
+        st.markdown("**Primary metric under adaptive allocation** — the stratified estimate is the one to read; "
+                    "the pooled one is biased when the weights change over time")
+        st.dataframe(pd.DataFrame(bandit_rows), hide_index=True, width="stretch", column_config={
+            "rel_lift": st.column_config.NumberColumn("rel lift", format="percent"),
+            "rel_ci_low": st.column_config.NumberColumn("CI low", format="percent"),
+            "rel_ci_high": st.column_config.NumberColumn("CI high", format="percent"),
+            "abs_lift": st.column_config.NumberColumn("abs lift", format="%.4g"),
+            "abs_ci": st.column_config.TextColumn("abs CI"),
+        })
+        if scorecard.get("adaptive_allocation"):
+            st.caption(f"ℹ️ {scorecard['adaptive_allocation']}")
+        st.markdown("**All metrics** (pooled)")
+
     rows = scorecard_rows(scorecard)
     if rows:
         table = pd.DataFrame(rows)
@@ -151,14 +173,36 @@ history = client.allocations(key)
 if history.missing:
     not_available("Allocation history")
 elif history.ok:
-    area = allocation_chart(history.data)
+    versions: list[dict[str, Any]] = sorted(history.data, key=lambda a: a["version"])
+    chart_value: str | None = None
+    if context is not None and versions:
+        attribute = context["attribute"]
+        st.caption(f"Contextual bandit on **{attribute}** ({', '.join(context['values'])}): each value has its own "
+                   f"weights; units whose {attribute} is missing or not listed get the pooled weights.")
+        newest = versions[-1]
+        if newest.get("context_weights"):
+            st.markdown(f"**Weights per {attribute}** (version {newest['version']})")
+            variant_keys = list(newest.get("weights") or {})
+            st.dataframe(pd.DataFrame(context_weight_rows(newest, context)), hide_index=True, width="stretch",
+                         column_config={
+                             **{v: st.column_config.NumberColumn(v, format="percent") for v in variant_keys},
+                             "P(best)": st.column_config.NumberColumn("P(best) of leader", format="percent")})
+        else:
+            st.caption(f"No weights per {attribute} yet: every unit gets the pooled weights until the first "
+                       "bandit update.")
+        chart_value = st.selectbox(f"Show the allocation of {attribute}", [None, *context["values"]],
+                                   format_func=lambda v: f"pooled ({OTHER_CONTEXT})" if v is None else str(v),
+                                   key="alloc_context")
+    area = allocation_chart(versions, chart_value)
     if area is None:
         st.caption("No allocation yet (it starts with the experiment).")
     else:
         st.altair_chart(area, width="stretch")
         with st.expander("Allocation versions"):
             st.dataframe(pd.DataFrame([{"version": a["version"], "at": a["created_at"], "reason": a["reason"],
-                                        "weights": str(a["weights"]), "seed": a.get("seed")} for a in history.data]),
+                                        "weights": str(a["weights"]), "seed": a.get("seed")}
+                                       | ({"weights per value": str(a.get("context_weights"))} if context else {})
+                                       for a in versions]),
                          hide_index=True, width="stretch")
 
 st.subheader("Serving")

@@ -107,8 +107,25 @@ if strategy == "ramp":
     except ValueError as exc:
         local_errors.append(FieldError(("allocation", "steps"), f"not JSON: {exc}"))
 elif strategy == "thompson":
-    floor = st.number_input("Floor (minimum share per variant)", 0.0, 0.5, 0.05, 0.01, key="f_floor")
-    allocation["floor"] = floor
+    b1, b2, b3 = st.columns([1, 1, 2])
+    with b1:
+        allocation["floor"] = st.number_input("Floor (minimum share per variant)", 0.0, 0.5, 0.05, 0.01,
+                                              key="f_floor")
+        slot("allocation", "floor")
+    with b2:
+        context_attribute = st.text_input(
+            "Contextual on attribute (optional)", key="f_ctx_attr", placeholder="platform",
+            help="weights per value of this unit attribute (one posterior per value); "
+                 "units whose value is missing or not listed get the pooled weights")
+        slot("allocation", "context", "attribute")
+    with b3:
+        context_text = st.text_input("Context values (comma-separated)", key="f_ctx_values",
+                                     placeholder="ios, android, web")
+        slot("allocation", "context", "values")
+    context_values = [t.strip() for t in context_text.split(",") if t.strip()]  # strings, as attributes match
+    if context_attribute.strip() or context_values:  # half-filled: sent, so the service names the missing half
+        allocation["context"] = {"attribute": context_attribute.strip(), "values": context_values}
+    slot("allocation", "context")
 slot("allocation")
 
 control_index = st.radio("Control", list(range(n_variants)), format_func=lambda i: f"variant #{i + 1}",
