@@ -7,19 +7,24 @@ allocation updates see them within a second) and on graceful shutdown (SIGTERM �
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, cast
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy.orm import Session
 
 from api.background import PeriodicFlusher
-from api.db.bulk import insert_ignoring_conflicts
+from api.db.bulk import copy_ignoring_conflicts_postgres, executemany_ignoring_conflicts_sqlite, sqlite_utc_text
 from api.db.engine import Database
-from api.db.tables import Exposure
 from api.ops import observability
+
+# The ``exposures`` columns the writer fills (``id`` is generated) and their PostgreSQL staging types.
+EXPOSURE_COLUMNS = ("experiment_id", "unit_id", "variant", "allocation_version", "exposed_at", "attributes", "source")
+_STAGE_TYPES = ("bigint", "text", "text", "integer", "timestamptz", "jsonb", "text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +92,8 @@ class ExposureWriter:
         return written
 
     def _write(self, batch: list[ExposureRecord]) -> int:
-        rows = [
-            {"experiment_id": r.experiment_id, "unit_id": r.unit_id, "variant": r.variant,
-             "allocation_version": r.allocation_version, "exposed_at": r.exposed_at, "attributes": r.attributes,
-             "source": r.source}
-            for r in batch
-        ]
         with self._db.transaction() as session:
-            inserted = insert_ignoring_conflicts(session, cast(Table, Exposure.__table__), rows,
-                                                 ("experiment_id", "unit_id"))
+            inserted = insert_exposures(session, batch)
         observability.EXPOSURES_WRITTEN.inc(inserted)
         return inserted
 
@@ -106,3 +104,56 @@ class ExposureWriter:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the thread and flush what is left (retrying until ``timeout``)."""
         self._flusher.stop(timeout)
+
+
+def insert_exposures(session: Session, batch: list[ExposureRecord]) -> int:
+    """Insert exposures through the driver, skipping (experiment, unit) pairs already stored; returns the rows
+    inserted. SQLite: one ``executemany`` of INSERT … ON CONFLICT DO NOTHING; PostgreSQL: COPY into a staging
+    table + INSERT … SELECT … ON CONFLICT DO NOTHING (the events path's helpers).
+
+    Stored exactly as the ORM column types store them: ``exposed_at`` as naive-UTC text on SQLite (the
+    ``UTCDateTime`` format) and ``timestamptz`` on PostgreSQL; ``attributes`` as ``json.dumps`` text (JSONB
+    on PostgreSQL).
+    """
+    # First exposure per key wins inside the batch too (the in-memory de-duplication forgets old keys).
+    first: dict[tuple[int, str], ExposureRecord] = {}
+    for record in batch:
+        first.setdefault((record.experiment_id, record.unit_id), record)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    stored_time: Callable[[datetime], Any] = _utc if postgres else _sqlite_text
+    # The exposures of one /v1/assign request share their timestamp and attributes objects: convert each once.
+    times: dict[int, Any] = {}
+    texts: dict[int, str] = {}
+
+    def values(r: ExposureRecord) -> tuple[Any, ...]:
+        exposed_at = times.get(id(r.exposed_at))
+        if exposed_at is None:
+            exposed_at = times[id(r.exposed_at)] = stored_time(r.exposed_at)
+        attributes = texts.get(id(r.attributes))
+        if attributes is None:
+            attributes = texts[id(r.attributes)] = json.dumps(r.attributes) if r.attributes else "{}"
+        return (r.experiment_id, r.unit_id, r.variant, r.allocation_version, exposed_at, attributes, r.source)
+
+    if postgres:
+        return copy_ignoring_conflicts_postgres(
+            session, "exposures", list(zip(EXPOSURE_COLUMNS, _STAGE_TYPES, strict=True)),
+            ("experiment_id", "unit_id"), (values(r) for r in first.values()),
+        )
+    return executemany_ignoring_conflicts_sqlite(
+        session, "exposures", EXPOSURE_COLUMNS, ("experiment_id", "unit_id"), [values(r) for r in first.values()],
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    """The timestamp in UTC (``timestamptz``); naive datetimes are refused, as ``UTCDateTime`` refuses them
+    (they are a bug, not local time)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given for exposed_at")
+    return value.astimezone(UTC)
+
+
+def _sqlite_text(value: datetime) -> str:
+    """The timestamp as ``UTCDateTime`` stores it on SQLite; naive datetimes are refused."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given for exposed_at")
+    return sqlite_utc_text(value)
