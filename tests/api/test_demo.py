@@ -42,6 +42,7 @@ def test_headless_demo_reaches_the_right_decisions(tmp_path: Path) -> None:
     assert _inside(ramp["true_latency_regression"], ramp["latency_rel_ci"])
 
     bandit = scenarios["thompson-4-arms"]
+    assert (bandit["decision"], bandit["variant"], bandit["status"]) == ("ship", bandit["best_true_arm"], "shipped")
     assert bandit["arm_with_most_weight"] == bandit["best_true_arm"]
     assert bandit["final_weights"][bandit["best_true_arm"]] > 0.5
     assert _inside(bandit["best_true_rel_lift"], bandit["best_rel_ci"])
