@@ -42,11 +42,13 @@ from sqlalchemy import (
     Float,
     Integer,
     Select,
+    String,
     Table,
     and_,
     case,
     cast,
     func,
+    literal,
     literal_column,
     select,
 )
@@ -183,6 +185,36 @@ def _before_offset_sqlite(element: _BeforeOffset, compiler: SQLCompiler, **kw: A
             f"+ {compiler.process(hours, **kw)} / 24.0)")
 
 
+class _JsonString(FunctionElement[str]):
+    """The value of a JSON object's key when it is a JSON *string*, else NULL (numbers, booleans, null, lists and
+    objects never match a string) — the rule by which assignment picks contextual weights (bucketing spec §3.6)."""
+
+    type = String()
+    name = "json_string"
+    inherit_cache = True
+
+
+@compiles(_JsonString)
+def _json_string_postgresql(element: _JsonString, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(CASE WHEN jsonb_typeof({column} -> {key}) = 'string' THEN {column} ->> {key} END)"
+
+
+@compiles(_JsonString, "sqlite")
+def _json_string_sqlite(element: _JsonString, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = (compiler.process(c, **kw) for c in element.clauses)
+    path = f"'$.\"' || {key} || '\"'"
+    return f"(CASE WHEN json_type({column}, {path}) = 'text' THEN json_extract({column}, {path}) END)"
+
+
+def _segment_value(attributes: ColumnElement[Any], segment: str, strings_only: bool) -> ColumnElement[Any]:
+    """An exposure attribute's value as text (NULL when absent); with ``strings_only`` NULL unless it is a JSON
+    string. why: JSON path extraction compiles per dialect (``->>`` on PostgreSQL, ``JSON_EXTRACT`` on SQLite)."""
+    if strings_only:
+        return _JsonString(attributes, cast(literal(segment), String))
+    return attributes[segment].as_string()
+
+
 def _float_literal(value: float) -> ColumnElement[float]:
     """A float rendered inline (values come from validated metric definitions, never from users' SQL)."""
     return literal_column(repr(float(value)), Float)
@@ -224,9 +256,11 @@ def _aggregate_query(
     as_of: datetime,
     segment: str | None = None,
     by_version: bool = False,
+    segment_strings_only: bool = False,
 ) -> Select[Any]:
     """:func:`scorecard_query`'s ``SELECT``; with ``by_version`` the rows are also grouped by the exposure's
-    ``allocation_version`` (an integer column of that name, before ``segment`` and ``variant``)."""
+    ``allocation_version`` (an integer column of that name, before ``segment`` and ``variant``); with
+    ``segment_strings_only`` a segment value that is not a JSON string counts as absent (contextual cells)."""
     metrics = _unique(metrics)
     x = exposures.alias("x")
     e = events.alias("e")
@@ -246,8 +280,7 @@ def _aggregate_query(
         per_unit_cols.append(x.c.allocation_version.label("allocation_version"))
         group.append(x.c.allocation_version)
     if segment is not None:
-        # why: JSON path extraction compiles per dialect (``->>`` on PostgreSQL, ``JSON_EXTRACT`` on SQLite).
-        seg = x.c.attributes[segment].as_string()
+        seg = _segment_value(x.c.attributes, segment, segment_strings_only)
         per_unit_cols.append(seg.label("segment"))
         group.append(seg)
     for (event, aggregation, window, lookback), label in components.items():
@@ -328,6 +361,7 @@ def scorecard_query(
     metrics: Sequence[MetricSpec],
     as_of: datetime,
     segment: str | None = None,
+    segment_strings_only: bool = False,
 ) -> Select[Any]:
     """One ``SELECT`` giving, per variant (and per segment value), the sufficient statistics of every metric.
 
@@ -339,6 +373,8 @@ def scorecard_query(
             exposed less than ``window_hours`` before it are pending for that metric.
         segment: an exposure attribute (e.g. "country"): rows are also grouped by its value at exposure,
             in a ``segment`` column (text; NULL when the attribute was absent).
+        segment_strings_only: a value that is not a JSON string counts as absent (the cells of a contextual
+            bandit, whose assignment uses per-value weights only for strings: bucketing spec §3.6).
 
     Returns:
         A Core select with one row per variant and columns ``variant, exposed`` plus, for the i-th
@@ -346,7 +382,8 @@ def scorecard_query(
         for ratios, ``m{i}_cx, m{i}_cxx, m{i}_cxy`` for the CUPED covariate); read it with
         :func:`read_scorecard_rows`.
     """
-    return _aggregate_query(exposures, events, experiment_id, metrics, as_of, segment)
+    return _aggregate_query(exposures, events, experiment_id, metrics, as_of, segment,
+                            segment_strings_only=segment_strings_only)
 
 
 def read_scorecard_rows(rows: Iterable[Any], metrics: Sequence[MetricSpec]) -> ScorecardAggregates:
@@ -383,16 +420,17 @@ def read_segment_rows(rows: Iterable[Any], metrics: Sequence[MetricSpec]) -> dic
 
 
 def exposure_counts_query(exposures: Table, experiment_id: int, as_of: datetime | None = None,
-                          segment: str | None = None) -> Select[Any]:
+                          segment: str | None = None, segment_strings_only: bool = False) -> Select[Any]:
     """Exposed units per (allocation_version, variant) — the observed counts of the SRM check.
 
     Columns ``allocation_version, variant, units``; with ``segment`` (an exposure attribute) also ``segment``
-    (its value as text, NULL when absent) after ``allocation_version``.
+    (its value as text, NULL when absent — or, with ``segment_strings_only``, when not a JSON string) after
+    ``allocation_version``.
     """
     x = exposures
     keys: list[ColumnElement[Any]] = [x.c.allocation_version, x.c.variant]
     if segment is not None:
-        keys.insert(1, x.c.attributes[segment].as_string().label("segment"))
+        keys.insert(1, _segment_value(x.c.attributes, segment, segment_strings_only).label("segment"))
     stmt = select(*keys, func.count().label("units")).where(x.c.experiment_id == experiment_id)
     if as_of is not None:
         stmt = stmt.where(x.c.exposed_at <= as_of)
@@ -418,13 +456,15 @@ def version_metric_query(exposures: Table, events: Table, experiment_id: int, me
 def version_segment_metric_query(exposures: Table, events: Table, experiment_id: int, metric: MetricSpec,
                                  as_of: datetime, segment: str) -> Select[Any]:
     """:func:`version_metric_query` also grouped by one exposure attribute — the strata of a contextual bandit,
-    whose weights are fixed within each (allocation version, context value) cell.
+    whose weights are fixed within each (allocation version, context value) cell. Values that are not JSON strings
+    count as absent, as assignment treats them (bucketing spec §3.6).
 
     Columns ``allocation_version, segment, variant, exposed, m0_n, m0_sy, m0_syy, m0_pending``; read it with
     :func:`read_version_segment_rows`.
     """
     spec = replace(metric, cuped_lookback_hours=None)
-    return _aggregate_query(exposures, events, experiment_id, [spec], as_of, segment=segment, by_version=True)
+    return _aggregate_query(exposures, events, experiment_id, [spec], as_of, segment=segment, by_version=True,
+                            segment_strings_only=True)
 
 
 def read_version_segment_rows(rows: Iterable[Any],

@@ -279,7 +279,7 @@ def _contextual(session: Session, experiment: Experiment, spec: AllocationSpec, 
     """Per-value Thompson weights from the primary metric's sums per value of the context attribute (one query)."""
     assert spec.context is not None
     by_value = analysis_repository.metric_aggregates_by_segment(session, experiment.id, [metric], now,
-                                                                spec.context.attribute)
+                                                                spec.context.attribute, strings_only=True)
     stats = {value: [by_value[value].metric(metric.key, k).stats(metric.kind) for k in keys]
              for value in spec.context.values if value in by_value}
     return contextual_thompson_allocation(cast(Any, pooled), cast(Any, stats), metric.kind, seed,

@@ -30,9 +30,12 @@ def metric_aggregates(session: Session, experiment_id: int, metrics: Sequence[Me
 
 
 def metric_aggregates_by_segment(session: Session, experiment_id: int, metrics: Sequence[MetricSpec],
-                                 as_of: datetime, segment: str) -> dict[str | None, ScorecardAggregates]:
-    """The same sums per value of an exposure attribute (one query)."""
-    stmt = scorecard_query(_EXPOSURES, _EVENTS, experiment_id, metrics, as_of, segment=segment)
+                                 as_of: datetime, segment: str,
+                                 strings_only: bool = False) -> dict[str | None, ScorecardAggregates]:
+    """The same sums per value of an exposure attribute (one query); ``strings_only``: values that are not JSON
+    strings count as absent (contextual bandits' cells)."""
+    stmt = scorecard_query(_EXPOSURES, _EVENTS, experiment_id, metrics, as_of, segment=segment,
+                           segment_strings_only=strings_only)
     return read_segment_rows(session.execute(stmt).all(), metrics)
 
 
@@ -44,7 +47,9 @@ def exposure_counts(session: Session, experiment_id: int, as_of: datetime | None
 
 def exposure_counts_by_segment(session: Session, experiment_id: int, segment: str,
                                as_of: datetime | None = None) -> dict[tuple[int, str | None, str], int]:
-    """Exposed units per (allocation version, value of exposure attribute ``segment``, variant)."""
-    rows = session.execute(exposure_counts_query(_EXPOSURES, experiment_id, as_of, segment)).all()
+    """Exposed units per (allocation version, string value of exposure attribute ``segment`` or None, variant) —
+    the cells of a contextual bandit (bucketing spec §3.6: only string values select per-value weights)."""
+    rows = session.execute(exposure_counts_query(_EXPOSURES, experiment_id, as_of, segment,
+                                                 segment_strings_only=True)).all()
     return {(int(version), None if value is None else str(value), str(variant)): int(units)
             for version, value, variant, units in rows}

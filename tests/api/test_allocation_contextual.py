@@ -33,11 +33,12 @@ ONLY_CONVERSION = {"primary": "conversion", "secondary": [], "guardrails": []}
 RATES = {"ios": {"control": 0.05, "b": 0.25, "c": 0.05}, "android": {"control": 0.05, "b": 0.05, "c": 0.25}}
 
 
-def _seed(db: Database, key: str, units_per_cell: int = 300, seed: int = 5) -> None:
+def _seed(db: Database, key: str, units_per_cell: int = 300, seed: int = 5,
+          rates_by_platform: dict[str, dict[str, float]] | None = None) -> None:
     rng = np.random.default_rng(seed)
     exposures: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
-    for platform, rates in RATES.items():
+    for platform, rates in (rates_by_platform or RATES).items():
         for variant, rate in rates.items():
             for i in range(units_per_cell):
                 unit = f"{platform}-{variant}-{i}"
@@ -170,3 +171,34 @@ def test_contextual_updates_are_reproducible_from_the_stored_seed(client: TestCl
     assert again.context_weights == first.context_weights
     assert again.weights == first.weights
     assert set(first.context_weights or {}) == {"ios", "android"}
+
+
+def test_a_non_string_context_value_gets_the_pooled_weights_and_is_counted_so(client: TestClient, keys: Keys,
+                                                                              db: Database) -> None:
+    """Declared value "1" (a string); clients that send the number 1 are assigned with the pooled weights (spec
+    §3.6), and the SRM check and the strata count them as such — not as the cell of "1"."""
+    admin, analyst, sdk = keys.headers("admin"), keys.headers("analyst"), keys.headers("sdk")
+    create_metrics(client, admin)
+    allocation = {"strategy": "thompson", "context": {"attribute": "platform", "values": ["ios", "1"]}}
+    create_experiment(client, admin, start=True, key="ctx-num", variants=ARMS, allocation=allocation,
+                      metrics=ONLY_CONVERSION)
+    # "1": arm b converts five times as often — its weights go almost all to b; pooled, b and c share
+    _seed(db, "ctx-num", rates_by_platform={"1": RATES["ios"], "ios": RATES["android"]})
+    step = client.post("/v1/experiments/ctx-num/allocations/recompute", headers=admin).json()
+    assert step["context_weights"]["1"]["b"] > 0.9
+    assert step["weights"]["b"] < 0.8
+    served = []
+    for i in range(600):
+        response = client.post("/v1/assign", json={"unit_id": f"num-{i}", "attributes": {"platform": 1},
+                                                   "experiments": ["ctx-num"]}, headers=sdk)
+        served.append(response.json()["assignments"]["ctx-num"]["variant"])
+    assert stats.binomtest(served.count("b"), 600, step["weights"]["b"]).pvalue > 1e-3  # the pooled weights
+    deadline = time.monotonic() + 10
+    while _exposures(db, "ctx-num") < 1800 + 600 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    card = client.get("/v1/experiments/ctx-num/scorecard", headers=analyst).json()
+    assert card["srm"]["ok"], card["srm"]  # expected counts from the pooled weights for these units
+    (primary,) = [m for m in card["metrics"] if m["role"] == "primary"]
+    strata = primary["variants"][0]["stratified"]["strata"]
+    assert {"version": 2, "platform": None} in strata
+    assert {"version": 2, "platform": "1"} not in strata
