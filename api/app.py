@@ -50,7 +50,8 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
         app.state.settings = settings
         app.state.db = db
         app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
-        app.state.snapshots = SnapshotHolder(db, settings.config_refresh_seconds)
+        app.state.snapshots = SnapshotHolder(db, settings.config_refresh_seconds,
+                                             on_change=app.state.key_cache.clear)
         app.state.exposure_writer = ExposureWriter(db, settings.exposure_flush_seconds,
                                                    settings.exposure_batch_size)
         if settings.hf_offline:  # models load from local directories only; never reach for a hub

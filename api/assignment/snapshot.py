@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,9 +92,11 @@ def build_snapshot(db: Database) -> ConfigSnapshot:
 class SnapshotHolder:
     """Holds the current snapshot (swapped atomically) and refreshes it when the version moves."""
 
-    def __init__(self, db: Database, refresh_seconds: float) -> None:
+    def __init__(self, db: Database, refresh_seconds: float,
+                 on_change: Callable[[], None] | None = None) -> None:
         self._db = db
         self._refresh_seconds = refresh_seconds
+        self._on_change = on_change  # e.g. forget cached API keys: a revocation also moves the config version
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -111,6 +114,8 @@ class SnapshotHolder:
             version = repository.config_version(session)
         if version != self.current.version:
             self.reload()
+            if self._on_change is not None:
+                self._on_change()
             return True
         return False
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.audit import record
 from api.auth.dependencies import require_admin
 from api.auth.keys import Principal, create_api_key
-from api.db.tables import ApiKey
+from api.db.tables import ApiKey, utc_now
+from api.errors import Conflict, NotFound
+from api.experiments import repository as experiments_repository
 from api.schemas_common import RequestModel
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
@@ -61,3 +63,33 @@ def list_keys(request: Request, _: Principal = Depends(require_admin)) -> list[K
         rows = session.scalars(select(ApiKey).order_by(ApiKey.id))
         return [KeyOut(id=r.id, name=r.name, role=r.role, prefix=r.prefix, created_at=r.created_at,
                        revoked_at=r.revoked_at) for r in rows]
+
+
+@router.delete("/{key_id}", response_model=KeyOut)
+def revoke_key(request: Request, key_id: int = Path(ge=1, description="the key's id (GET /v1/keys)"),
+               principal: Principal = Depends(require_admin)) -> KeyOut:
+    """Revoke an API key: refused at once by this worker and within the config refresh period by every other
+    one. Idempotent (revoking a revoked key changes nothing); the last active admin key cannot be revoked (409),
+    so nobody is locked out — create another admin key first."""
+    with request.app.state.db.transaction() as session:
+        row = session.scalars(select(ApiKey).where(ApiKey.id == key_id).with_for_update()).first()
+        if row is None:
+            raise NotFound(f"key {key_id} does not exist")
+        if row.revoked_at is None:
+            if row.role == "admin":
+                # why lock every active admin row: two admins revoking each other's keys at once must not both
+                # see "one other admin left" (PostgreSQL; SQLite serialises writers anyway)
+                active_admins = len(session.scalars(select(ApiKey.id).where(
+                    ApiKey.role == "admin", ApiKey.revoked_at.is_(None)).with_for_update()).all())
+                if active_admins <= 1:
+                    raise Conflict(f"key {key_id} is the last active admin key; create another admin key first")
+            row.revoked_at = utc_now()
+            record(session, principal, "key.revoke", experiment_id=None,
+                   after={"id": row.id, "name": row.name, "role": row.role, "prefix": row.prefix})
+            # why: every worker clears its key cache when the config version moves (SnapshotHolder.on_change)
+            experiments_repository.bump_config_version(session)
+        out = KeyOut(id=row.id, name=row.name, role=row.role, prefix=row.prefix, created_at=row.created_at,
+                     revoked_at=row.revoked_at)
+        key_hash = row.key_hash
+    request.app.state.key_cache.forget(key_hash)
+    return out

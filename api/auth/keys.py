@@ -65,7 +65,9 @@ def find_principal(session: Session, secret: str) -> Principal | None:
 class KeyCache:
     """Verified keys by hash for ``ttl`` seconds, so the assignment hot path does no DB read.
 
-    Revoking a key takes effect within ``ttl`` on every worker.
+    Revoking a key takes effect at once in the worker that revoked it and, because revocation bumps the config
+    version, within ``config_refresh_seconds`` in every other worker (``SnapshotHolder`` clears the cache on a
+    version change); ``ttl`` bounds it if that refresh fails.
     """
 
     def __init__(self, ttl: float) -> None:
@@ -88,7 +90,12 @@ class KeyCache:
                 self._entries.clear()
             self._entries[hash_key(secret)] = (principal, time.monotonic() + ttl)
 
+    def forget(self, key_hash: str) -> None:
+        """Forget one key by its stored hash (this worker sees a revocation at once)."""
+        with self._lock:
+            self._entries.pop(key_hash, None)
+
     def clear(self) -> None:
-        """Forget every cached key."""
+        """Forget every cached key (another worker's revocation: the config version moved)."""
         with self._lock:
             self._entries.clear()

@@ -81,6 +81,7 @@ def test_the_matrix_covers_every_route(client: TestClient) -> None:
     covered = {(method, _template(path)) for method, path, _, _ in ROUTES} | PUBLIC
     covered |= {("POST", "/v1/experiments/{key}/start"), ("POST", "/v1/experiments/{key}/stop"),
                 ("POST", "/v1/experiments/{key}/rollback")}  # admin lifecycle, checked in test_admin_lifecycle_routes
+    covered |= {("DELETE", "/v1/keys/{key_id}")}  # checked in test_revoking_a_key_refuses_it_at_once
     assert documented - covered == set(), "routes missing from the auth matrix"
 
 
@@ -138,3 +139,38 @@ def test_revoked_and_unknown_keys_are_401(client: TestClient, keys: Keys) -> Non
     response = client.get("/v1/metrics", headers={"Authorization": "Basic abc"})
     assert response.status_code in (401, 403)
     assert client.get("/v1/metrics", headers={"Authorization": "Bearer "}).status_code == 401
+
+
+def test_revoking_a_key_refuses_it_at_once(client: TestClient, keys: Keys) -> None:
+    admin = keys.headers("admin")
+    created = client.post("/v1/keys", json={"role": "sdk", "name": "to-revoke"}, headers=admin).json()
+    victim = {"Authorization": f"Bearer {created['key']}"}
+    assert client.get("/v1/sdk/config", headers=victim).status_code == 200  # verified and cached
+    path = f"/v1/keys/{created['id']}"
+    assert client.delete(path).status_code == 401
+    for role in ("sdk", "analyst"):
+        assert client.delete(path, headers=keys.headers(role)).status_code == 403
+    revoked = client.delete(path, headers=admin)
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["revoked_at"] is not None
+    assert client.get("/v1/sdk/config", headers=victim).status_code == 401  # not after the cache's 30 s: now
+    again = client.delete(path, headers=admin)  # idempotent
+    assert (again.status_code, again.json()["revoked_at"]) == (200, revoked.json()["revoked_at"])
+    listed = {k["id"]: k for k in client.get("/v1/keys", headers=admin).json()}
+    assert listed[created["id"]]["revoked_at"] == revoked.json()["revoked_at"]
+    assert client.delete("/v1/keys/999999", headers=admin).status_code == 404
+    response = client.delete("/v1/keys/0", headers=admin)
+    assert response.status_code == 422
+    assert "key_id" in str(response.json()["detail"])
+
+
+def test_the_last_active_admin_key_cannot_be_revoked(client: TestClient, keys: Keys) -> None:
+    first = keys.headers("admin")
+    second = client.post("/v1/keys", json={"role": "admin", "name": "second-admin"}, headers=first).json()
+    ids = {k["name"]: k["id"] for k in client.get("/v1/keys", headers=first).json()}
+    second_headers = {"Authorization": f"Bearer {second['key']}"}
+    assert client.delete(f"/v1/keys/{ids['test-admin']}", headers=second_headers).status_code == 200
+    last = client.delete(f"/v1/keys/{second['id']}", headers=second_headers)
+    assert last.status_code == 409
+    assert "last active admin key" in last.json()["detail"]
+    assert client.get("/v1/keys", headers=second_headers).status_code == 200  # still in

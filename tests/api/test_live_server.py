@@ -141,3 +141,15 @@ def test_changes_reach_every_worker_of_a_multi_worker_server(db: Database, keys:
                          for i in range(60)]
                 assert all(a["assignments"]["ranker-v2"]["variant"] == "v2" for a in after)
                 assert client.get("/metrics").status_code == 200
+
+
+def test_a_revoked_key_is_refused_by_every_worker_within_the_refresh_period(db: Database, keys: Keys) -> None:
+    with live_server(db.url, workers=2, extra_env={"TITRATE_CONFIG_REFRESH_SECONDS": "0.2"}) as server:
+        created = httpx.post(f"{server.url}/v1/keys", json={"role": "sdk", "name": "leaked"},
+                             headers=keys.headers("admin")).json()
+        victim = {"Authorization": f"Bearer {created['key']}"}
+        # fresh connections, spread by the kernel over both workers: each verifies and caches the key (30 s TTL)
+        assert all(httpx.get(f"{server.url}/v1/sdk/config", headers=victim).status_code == 200 for _ in range(40))
+        assert httpx.delete(f"{server.url}/v1/keys/{created['id']}", headers=keys.headers("admin")).status_code == 200
+        time.sleep(1.0)  # the other worker notices the config version move and forgets its cached keys
+        assert [httpx.get(f"{server.url}/v1/sdk/config", headers=victim).status_code for _ in range(40)] == [401] * 40
