@@ -18,6 +18,7 @@ from api.assignment.snapshot import SnapshotHolder
 from api.auth.endpoints import router as keys_router
 from api.auth.keys import KeyCache
 from api.db.engine import Database
+from api.db.tables import utc_now
 from api.errors import install_error_handlers
 from api.events.endpoints import router as events_router
 from api.experiments.endpoints import router as experiments_router
@@ -27,6 +28,7 @@ from api.ops.endpoints import router as ops_router
 from api.ops.observability import LatencyMiddleware
 from api.serving.endpoints import router as serving_router
 from api.serving.recorder import ServingRecorder
+from api.serving.retention import purge_predictions
 from api.serving.runtime import ServingRuntime
 from api.settings import Settings, get_settings
 from models.manager import Loader, ModelManager
@@ -70,8 +72,9 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
         await app.state.serving.start()
         app.state.allocation_scheduler = None
         if settings.scheduler_enabled:  # the allocation updater (one replica at a time, under a database lock)
-            app.state.allocation_scheduler = AllocationScheduler(db, app.state.snapshots,
-                                                                 settings.scheduler_interval_seconds)
+            app.state.allocation_scheduler = AllocationScheduler(
+                db, app.state.snapshots, settings.scheduler_interval_seconds,
+                maintenance=lambda: purge_predictions(db, utc_now(), settings.serving_predictions_retain_days))
             app.state.allocation_scheduler.start()
         log.info("titrate started", extra={"database": db.dialect})
         try:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     serving_report_max_rows: int = Field(
         20_000, ge=100, description="most recent predictions per variant the /serving report reads"
     )
+    serving_predictions_retain_days: float = Field(
+        30.0, ge=0, description="prediction log rows older than this are purged by the scheduler (0 keeps all)"
+    )
     serving_validate_full: bool = Field(
         True, description="load the weights once at POST /v1/models so a broken model is a 422, not a 503 later"
     )

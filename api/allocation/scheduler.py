@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -98,10 +99,12 @@ def _steps(db: Database, min_interval_seconds: float) -> RoundResult:
 class AllocationScheduler:
     """Runs ``run_round`` every ``interval_seconds`` in a daemon thread (started in the app lifespan)."""
 
-    def __init__(self, db: Database, snapshots: SnapshotHolder | None, interval_seconds: float) -> None:
+    def __init__(self, db: Database, snapshots: SnapshotHolder | None, interval_seconds: float,
+                 maintenance: Callable[[], object] | None = None) -> None:
         self._db = db
         self._snapshots = snapshots
         self._interval = interval_seconds
+        self._maintenance = maintenance  # housekeeping run by the replica that held the lock (e.g. retention)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rounds = 0
@@ -116,6 +119,11 @@ class AllocationScheduler:
         self.rounds += 1
         if result.changed and self._snapshots is not None:
             self._snapshots.reload()
+        if result.ran and self._maintenance is not None:
+            try:
+                self._maintenance()
+            except Exception:  # housekeeping must never stop the updater; the next round retries
+                log.exception("scheduled maintenance failed")
         return result
 
     def start(self) -> None:

@@ -264,7 +264,8 @@ class Prediction(Base):
     with the control request it copied."""
 
     __tablename__ = "predictions"
-    __table_args__ = (Index("ix_predictions_experiment_variant_created", "experiment_id", "variant", "created_at"),)
+    __table_args__ = (Index("ix_predictions_experiment_variant_created", "experiment_id", "variant", "created_at"),
+                      Index("ix_predictions_created_at", "created_at"))  # the retention purge
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     request_id: Mapped[str] = mapped_column(String(64))
