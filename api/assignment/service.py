@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -13,19 +12,17 @@ from sqlalchemy.orm import Session
 from api.assignment.exposure_writer import ExposureRecord, ExposureWriter
 from api.assignment.schemas import ExposureIn
 from api.assignment.snapshot import ConfigSnapshot
+from api.attributes import check_attributes_size, encode_attributes
 from api.db.tables import Experiment
-from api.errors import InvalidInput
 from api.ops import observability
 from bandits.bucketing import assign
 from bandits.index import assign_all
 
 
 def check_attributes(attributes: dict[str, Any], max_bytes: int, loc: tuple[str | int, ...]) -> None:
-    """Refuse attributes too large to store with every exposure (422 naming the field)."""
-    # Attributes were parsed from JSON, so the module's cached encoder serialises them; a ``default=`` argument
-    # would build a new encoder on every call of this hot path.
-    if len(json.dumps(attributes)) > max_bytes:
-        raise InvalidInput(loc, f"attributes exceed {max_bytes} bytes of JSON")
+    """Refuse attributes too large to store with every exposure (422 naming the field; ``api.attributes``' rule,
+    the same as for events)."""
+    check_attributes_size(encode_attributes(attributes), max_bytes, loc)
 
 
 def assign_unit(

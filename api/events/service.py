@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from sqlalchemy.orm import Session
 
+from api.attributes import check_attributes_size, encode_attributes
 from api.db.tables import utc_now
-from api.errors import InvalidInput
 from api.events import repository
 from api.events.schemas import EventIn
-
-# One reusable C-accelerated encoder: the attributes are encoded once, for the size check and the write.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def ingest(session: Session, events: list[EventIn], max_attributes_bytes: int) -> tuple[int, int]:
@@ -24,9 +19,8 @@ def ingest(session: Session, events: list[EventIn], max_attributes_bytes: int) -
     rows = []
     seen: set[str] = set()
     for i, event in enumerate(events):
-        encoded = _encode(event.attributes) if event.attributes else "{}"
-        if len(encoded) > max_attributes_bytes:
-            raise InvalidInput(("body", "events", i, "attributes"), f"attributes exceed {max_attributes_bytes} bytes")
+        encoded = encode_attributes(event.attributes)
+        check_attributes_size(encoded, max_attributes_bytes, ("body", "events", i, "attributes"))
         if event.event_id in seen:
             continue
         seen.add(event.event_id)
