@@ -252,6 +252,8 @@ def _thompson_step(session: Session, experiment: Experiment, spec: AllocationSpe
     weights.update(dict(zip(keys, result.weights, strict=True)))
     control = next(v.key for v in served if v.is_control)
     decision = _thompson_decision(spec, keys, control, result.prob_best, result.status, guards, excluded)
+    if context_details is not None:
+        decision = _contextual_decision(spec, decision, context_details)
     posterior = {
         k: {"n": s.n, "mean": _finite(p.mean), "ci_low": _finite(p.ci_low), "ci_high": _finite(p.ci_high),
             "prob_best": _finite(pb), "pending": aggregates.metric(metric.key, k).pending}
@@ -330,6 +332,29 @@ def _thompson_decision(spec: AllocationSpec, keys: list[str], control: str, prob
     return {"decision": "ship", "variant": variant,
             "reasons": [*reasons, f"{variant} has P(best) {p:.4f} >= {threshold:g}"
                         + (" and every guardrail passes" if statuses else " (no guardrails)")]}
+
+
+def _contextual_decision(spec: AllocationSpec, pooled: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """A contextual bandit ships one arm everywhere only if every declared value agrees: the pooled rule says ship
+    and that arm also has P(best) ≥ prob_best_to_ship within each value. When values prefer different arms, the
+    policy that serves each value its own best is the point — the decision is keep_running, naming the leaders."""
+    if pooled["decision"] != "ship":
+        return pooled
+    threshold = spec.prob_best_to_ship
+    variant = pooled["variant"]
+    leaders = {value: (v["leader"], (v["prob_best"] or {}).get(v["leader"]) if v["leader"] else None)
+               for value, v in context["values"].items()}
+    disagree = {value: lead for value, lead in leaders.items()
+                if ((context["values"][value]["prob_best"] or {}).get(variant) or 0.0) < threshold}
+    if not disagree:
+        return {**pooled, "reasons": [*pooled["reasons"], f"{variant} also leads within every "
+                                      f"{context['attribute']} value with P(best) >= {threshold:g}"]}
+    shown = ", ".join(f"{value}: {lead or 'no data'}" + (f" ({p:.2f})" if p is not None else "")
+                      for value, (lead, p) in sorted(disagree.items()))
+    return {"decision": "keep_running", "variant": None, "reasons": [
+        *pooled["reasons"],
+        f"but not within every {context['attribute']} value (leader and P(best): {shown}); the contextual policy "
+        f"keeps serving each value its own best rather than shipping {variant} everywhere"]}
 
 
 # --- Ramped roll-outs ----------------------------------------------------------------------------------------

@@ -33,14 +33,17 @@ ONLY_CONVERSION = {"primary": "conversion", "secondary": [], "guardrails": []}
 RATES = {"ios": {"control": 0.05, "b": 0.25, "c": 0.05}, "android": {"control": 0.05, "b": 0.05, "c": 0.25}}
 
 
-def _seed(db: Database, key: str, units_per_cell: int = 300, seed: int = 5,
+def _seed(db: Database, key: str, units_per_cell: int | dict[str, int] = 300, seed: int = 5,
           rates_by_platform: dict[str, dict[str, float]] | None = None) -> None:
+    """Exposures of version 1 and purchases per (platform, variant) cell; ``units_per_cell`` per platform or one
+    number for all."""
     rng = np.random.default_rng(seed)
     exposures: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for platform, rates in (rates_by_platform or RATES).items():
+        cell_units = units_per_cell[platform] if isinstance(units_per_cell, dict) else units_per_cell
         for variant, rate in rates.items():
-            for i in range(units_per_cell):
+            for i in range(cell_units):
                 unit = f"{platform}-{variant}-{i}"
                 at = NOW - timedelta(days=3, minutes=int(rng.integers(0, 600)))
                 exposures.append({"unit_id": unit, "variant": variant, "exposed_at": at, "allocation_version": 1,
@@ -202,3 +205,28 @@ def test_a_non_string_context_value_gets_the_pooled_weights_and_is_counted_so(cl
     strata = primary["variants"][0]["stratified"]["strata"]
     assert {"version": 2, "platform": None} in strata
     assert {"version": 2, "platform": "1"} not in strata
+
+
+@pytest.mark.parametrize(("android_best", "decision"), [("b", "ship"), ("c", "keep_running")])
+def test_a_contextual_bandit_ships_one_arm_only_if_every_value_agrees(client: TestClient, keys: Keys, db: Database,
+                                                                       android_best: str, decision: str) -> None:
+    """iOS has most of the traffic and prefers b, so the pooled posterior says ship b. If Android prefers c with
+    confidence, shipping b everywhere would undo what the contextual policy learned: keep running instead."""
+    admin = keys.headers("admin")
+    create_metrics(client, admin)
+    create_experiment(client, admin, start=True, key="ctx-stop", variants=ARMS, allocation=CONTEXTUAL,
+                      metrics=ONLY_CONVERSION)
+    android = {v: (0.30 if v == android_best else 0.05) for v in ("control", "b", "c")}
+    _seed(db, "ctx-stop", units_per_cell={"ios": 2000, "android": 400},
+          rates_by_platform={"ios": {"control": 0.05, "b": 0.25, "c": 0.05}, "android": android})
+    step = client.post("/v1/experiments/ctx-stop/allocations/recompute", headers=admin).json()
+    assert step["details"]["prob_best"]["b"] > 0.95  # pooled: b
+    assert step["details"]["context"]["values"]["android"]["leader"] == android_best
+    assert step["decision"]["decision"] == decision, step["decision"]
+    if decision == "ship":
+        assert step["decision"]["variant"] == "b"
+        assert "also leads within every platform value" in step["decision"]["reasons"][-1]
+    else:
+        assert "android: c (1.00)" in step["decision"]["reasons"][-1]
+    scorecard_decision = client.get("/v1/experiments/ctx-stop/decision", headers=keys.headers("analyst")).json()
+    assert (scorecard_decision["decision"] == "ship") == (decision == "ship")
