@@ -6,7 +6,9 @@ seeded scenarios — the ``simulator`` presets, driven day by day through the re
 2. the real all-MiniLM-L6-v2 (shipped in a PyPI package) served as float32 and bfloat16 variants;
 3. a ramped roll-out whose variant is slower, rolled back automatically by the allocation step;
 4. a Thompson-sampling bandit over four arms that converges on the best, whose winner is shipped once its stopping
-   rule (P(best) ≥ 0.95) says so.
+   rule (P(best) ≥ 0.95) says so;
+5. a contextual bandit (per-platform posteriors) whose iOS and Android traffic each go to their own best headline,
+   and which keeps running rather than ship one headline everywhere.
 
 Unless ``--headless``, it then keeps the service and the Streamlit console up to explore them.
 """
@@ -161,6 +163,23 @@ def _bandit_result(base_url: str, key: str, scenario: Scenario, result: Simulati
             "versions": len(steps)}
 
 
+def _contextual_result(base_url: str, key: str, scenario: Scenario, result: SimulationResult) -> dict[str, Any]:
+    """The contextual bandit: each platform's leading arm and weight against the arm the simulation made best
+    there (web: none is better — every arm converts alike)."""
+    with _http(base_url, key) as http:
+        decision = http.get(f"/v1/experiments/{result.experiment}/decision").raise_for_status().json()
+    steps = [day.step for day in result.days if day.step is not None]
+    final = (steps[-1].context_weights or {}) if steps else {}
+    truth = traffic.true_segment_lift(scenario, "platform")
+    best = {platform: (max(lifts, key=lifts.__getitem__) if max(lifts.values()) > 0 else None)
+            for platform, lifts in truth.items()}
+    return {"scenario": "contextual-bandit", "experiment": result.experiment,
+            "true_best_by_platform": best,
+            "leader_by_platform": {p: max(w, key=w.__getitem__) for p, w in final.items()},
+            "final_weights_by_platform": {p: {k: round(v, 4) for k, v in w.items()} for p, w in final.items()},
+            "decision": decision.get("decision"), "versions": len(steps)}
+
+
 def _start_console(base_url: str, key: str, port: int) -> subprocess.Popen[bytes]:
     """The Streamlit console, pointed at the demo's service with its admin key."""
     root = Path(__file__).resolve().parent.parent
@@ -212,8 +231,11 @@ def run_demo(settings: Settings, *, host: str, port: int, units: int, seed: int,
     if adaptive:
         ramp = _demo_scenario("ranker-rollout", run, seed)
         bandit = _demo_scenario("headline-bandit", run, seed)
+        contextual = _demo_scenario("platform-bandit", run, seed)
         for scenario in (_ramp_result(base_url, key, ramp, run_scenario(ramp, base_url, key, options)),
-                         _bandit_result(base_url, key, bandit, run_scenario(bandit, base_url, key, options))):
+                         _bandit_result(base_url, key, bandit, run_scenario(bandit, base_url, key, options)),
+                         _contextual_result(base_url, key, contextual,
+                                            run_scenario(contextual, base_url, key, options))):
             summary["scenarios"].append(scenario)
             console.print(f"[bold]{scenario['experiment']}[/]: " + ", ".join(
                 f"{k}={v}" for k, v in scenario.items() if k not in ("scenario", "experiment", "steps")))

@@ -47,6 +47,13 @@ def test_headless_demo_reaches_the_right_decisions(tmp_path: Path) -> None:
     assert bandit["final_weights"][bandit["best_true_arm"]] > 0.5
     assert _inside(bandit["best_true_rel_lift"], bandit["best_rel_ci"])
 
+    contextual = scenarios["contextual-bandit"]  # each platform's weight goes to its own best headline
+    for platform in ("ios", "android"):
+        best = contextual["true_best_by_platform"][platform]
+        assert contextual["leader_by_platform"][platform] == best
+        assert contextual["final_weights_by_platform"][platform][best] > 0.6
+    assert contextual["decision"] == "keep_running"  # platforms disagree: no single headline ships
+
     served = scenarios["minilm-float32-vs-bfloat16"]  # the real all-MiniLM-L6-v2 through /predict
     assert served["errors"] == {"float32": 0, "bfloat16": 0}
     assert all(p95 is not None and p95 > 0 for p95 in served["latency_p95_ms"].values())
