@@ -57,3 +57,55 @@ def test_headless_demo_reaches_the_right_decisions(tmp_path: Path) -> None:
     served = scenarios["minilm-float32-vs-bfloat16"]  # the real all-MiniLM-L6-v2 through /predict
     assert served["errors"] == {"float32": 0, "bfloat16": 0}
     assert all(p95 is not None and p95 > 0 for p95 in served["latency_p95_ms"].values())
+
+
+def test_demo_leaves_the_console_up_with_the_scenarios_decided_and_stops_cleanly(tmp_path: Path) -> None:
+    """``titrate demo`` without ``--headless`` (what ``make demo`` runs): once the scenarios are decided the service
+    and the Streamlit console answer; Ctrl-C stops both (no orphaned console)."""
+    import re
+    import signal
+    import threading
+    import time
+
+    import httpx
+
+    port, console_port = free_port(), free_port()
+    env = {**os.environ, "TITRATE_DATABASE_URL": f"sqlite:///{tmp_path}/demo.db", "TITRATE_LOG_LEVEL": "WARNING"}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "demo", "--units", "9000", "--model-requests", "0", "--no-adaptive",
+         "--port", str(port), "--console-port", str(console_port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert demo.stdout is not None
+        key = None
+        deadline = time.monotonic() + 300
+        while key is None and time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            assert line, "the demo exited before bringing the console up"
+            found = re.search(r"admin key: (\S+)", line) or re.search(r"^(tk_\S+)$", line.strip())
+            key = found.group(1) if found else None
+        assert key is not None
+        output = demo.stdout
+        threading.Thread(target=lambda: output.read(), daemon=True).start()  # keep the pipe drained
+        console_ok = False
+        while not console_ok and time.monotonic() < deadline:
+            try:
+                console_ok = httpx.get(f"http://127.0.0.1:{console_port}/", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert console_ok, "the console never answered"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as http:
+            ab = http.get("/v1/experiments/demo-checkout-ab").json()
+            assert (ab["status"], ab["shipped_variant"]) == ("shipped", "one-page")
+    finally:
+        demo.send_signal(signal.SIGINT)  # Ctrl-C
+        demo.wait(timeout=60)
+        if demo.stdout is not None:
+            demo.stdout.close()
+    with httpx.Client(timeout=2) as probe:
+        try:
+            probe.get(f"http://127.0.0.1:{console_port}/")
+            stopped = False
+        except httpx.HTTPError:
+            stopped = True
+    assert stopped, "the console outlived the demo"
