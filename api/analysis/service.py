@@ -153,7 +153,7 @@ def _srm(session: Session, experiment: Experiment, control: str, treatments: lis
     history: list[Allocation] = experiments_repository.allocation_history(session, experiment.id)
     observed = [sum(n for (_, v), n in counts.items() if v == k) for k in served]
     periods = [AllocationPeriod(weights=w, units=units)
-               for w, units in _allocation_cells(session, experiment, history, served, as_of)
+               for w, units in _allocation_cells(session, experiment, history, served, as_of, counts)
                if units > 0 and sum(w) > 0]
     if not periods:
         return None, {"p_value": None, "ok": True, "test": "chi_square", "threshold": 0.001,
@@ -176,11 +176,11 @@ def _context_attribute(experiment: Experiment) -> str | None:
     return context.get("attribute") if isinstance(context, dict) else None
 
 
-def _cell_weights(history: list[Allocation], version: int, value: str | None) -> dict[str, float]:
+def _cell_weights(by_version: dict[int, Allocation], latest: Allocation | None, version: int,
+                  value: str | None) -> dict[str, float]:
     """The weights units of ``version`` with context ``value`` were assigned under (spec §3.6): the value's
     context weights when that version has them, otherwise the version's pooled weights."""
-    by_version = {a.version: a for a in history}
-    allocation = by_version.get(version, history[-1] if history else None)
+    allocation = by_version.get(version, latest)
     if allocation is None:
         return {}
     if value is not None and allocation.context_weights and value in allocation.context_weights:
@@ -189,25 +189,26 @@ def _cell_weights(history: list[Allocation], version: int, value: str | None) ->
 
 
 def _allocation_cells(session: Session, experiment: Experiment, history: list[Allocation], served: list[str],
-                      as_of: datetime | None) -> list[tuple[tuple[float, ...], int]]:
-    """(weights of the served variants, units) per cell within which the weights were fixed: allocation versions,
-    and for contextual bandits (allocation version, context value)."""
+                      as_of: datetime | None,
+                      counts: dict[tuple[int, str], int]) -> list[tuple[tuple[float, ...], int]]:
+    """(weights of the served variants, units) per cell within which the weights were fixed: allocation versions
+    (``counts``: units per (version, variant)), and for contextual bandits (allocation version, context value)."""
     attribute = _context_attribute(experiment)
+    cells: dict[tuple[int, str | None], int] = {}
     if attribute is None:
-        counts = repository.exposure_counts(session, experiment.id, as_of)
-        cells: dict[tuple[int, str | None], int] = {}
         for (version, variant), n in counts.items():
             if variant in served:
                 cells[(version, None)] = cells.get((version, None), 0) + n
     else:
-        cells = {}
         for (version, value, variant), n in repository.exposure_counts_by_segment(
                 session, experiment.id, attribute, as_of).items():
             if variant in served:
                 cells[(version, value)] = cells.get((version, value), 0) + n
     out = []
+    by_version = {a.version: a for a in history}
+    latest = history[-1] if history else None
     for (version, value), units in sorted(cells.items(), key=lambda item: (item[0][0], item[0][1] or "")):
-        w = _cell_weights(history, version, value)
+        w = _cell_weights(by_version, latest, version, value)
         out.append((tuple(float(w.get(k, 0.0)) for k in served), units))
     return out
 
