@@ -9,10 +9,11 @@ force.
 * ``thompson`` — reward = the frozen plan's primary metric.  With ``allocation.context`` (contextual Thompson
   sampling, ``bandits.contextual``) each declared value of the context attribute gets weights from its own
   units' sums (one more query, grouped by the exposure attribute), stored in ``context_weights``; ``weights``
-  are the pooled ones, served to units whose value is missing or undeclared and used by the stopping rule.
-  Per-variant sufficient statistics come from the
-  scorecard's own SQL (``scorecards.sql`` via ``api.analysis.repository``) at ``now``: only units whose
-  attribution window has elapsed count, the others are pending, so slow conversions do not punish an arm.
+  are the pooled ones, served to units whose value is missing or undeclared; the stopping rule ships an arm only
+  if it leads the pooled posterior and every value's (``_contextual_decision``). Per-variant sufficient
+  statistics come from the scorecard's own SQL (``scorecards.sql`` via ``api.analysis.repository``) at ``now``:
+  only units whose attribution window has elapsed count, the others are pending, so slow conversions do not
+  punish an arm.
   Variants failing a guardrail (the scorecard's guardrail status) are excluded (weight 0, one audit row naming the
   metric and its numbers when the exclusion starts).  Weights = ``bandits.thompson.thompson_allocation`` (floor,
   top-two, 10k draws, seeded; the seed is stored on the allocation row).  Updates are batched: only when
@@ -290,7 +291,7 @@ def _contextual(session: Session, experiment: Experiment, spec: AllocationSpec, 
 
 def _context_details(spec: AllocationSpec, contextual: ContextualAllocation, keys: list[str],
                      kind: str) -> dict[str, Any]:
-    """What the allocation row shows per context value: units, posterior means, P(best) and the leading arm."""
+    """What the allocation row shows per context value: posterior status and means, P(best) and the leading arm."""
     assert spec.context is not None
     values: dict[str, Any] = {}
     for value, alloc in zip(contextual.values, contextual.by_value, strict=True):
