@@ -201,5 +201,27 @@ def keys_create(
     typer.echo(secret)
 
 
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Option("--id", min=1, help="the key's id (GET /v1/keys)")]) -> None:
+    """Revoke an API key (running services refuse it within their config refresh period)."""
+    from api.auth.keys import Principal
+    from api.auth.service import revoke_api_key
+    from api.db.engine import Database
+    from api.errors import DomainError
+    from api.settings import get_settings
+
+    db = Database(get_settings().database_url)
+    try:
+        with db.transaction() as session:
+            row = revoke_api_key(session, key_id, Principal(key_id=0, name="titrate keys revoke", role="admin",
+                                                            prefix="cli"))
+            typer.echo(f"key {row.id} ({row.name}, {row.role}) revoked at {row.revoked_at:%Y-%m-%dT%H:%M:%SZ}")
+    except DomainError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
+
+
 if __name__ == "__main__":
     app()

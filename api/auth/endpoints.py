@@ -12,9 +12,8 @@ from sqlalchemy import select
 from api.audit import record
 from api.auth.dependencies import require_admin
 from api.auth.keys import Principal, create_api_key
-from api.db.tables import ApiKey, utc_now
-from api.errors import Conflict, NotFound
-from api.experiments import repository as experiments_repository
+from api.auth.service import revoke_api_key
+from api.db.tables import ApiKey
 from api.schemas_common import RequestModel
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
@@ -72,22 +71,7 @@ def revoke_key(request: Request, key_id: int = Path(ge=1, description="the key's
     one. Idempotent (revoking a revoked key changes nothing); the last active admin key cannot be revoked (409),
     so nobody is locked out — create another admin key first."""
     with request.app.state.db.transaction() as session:
-        row = session.scalars(select(ApiKey).where(ApiKey.id == key_id).with_for_update()).first()
-        if row is None:
-            raise NotFound(f"key {key_id} does not exist")
-        if row.revoked_at is None:
-            if row.role == "admin":
-                # why lock every active admin row: two admins revoking each other's keys at once must not both
-                # see "one other admin left" (PostgreSQL; SQLite serialises writers anyway)
-                active_admins = len(session.scalars(select(ApiKey.id).where(
-                    ApiKey.role == "admin", ApiKey.revoked_at.is_(None)).with_for_update()).all())
-                if active_admins <= 1:
-                    raise Conflict(f"key {key_id} is the last active admin key; create another admin key first")
-            row.revoked_at = utc_now()
-            record(session, principal, "key.revoke", experiment_id=None,
-                   after={"id": row.id, "name": row.name, "role": row.role, "prefix": row.prefix})
-            # why: every worker clears its key cache when the config version moves (SnapshotHolder.on_change)
-            experiments_repository.bump_config_version(session)
+        row = revoke_api_key(session, key_id, principal)
         out = KeyOut(id=row.id, name=row.name, role=row.role, prefix=row.prefix, created_at=row.created_at,
                      revoked_at=row.revoked_at)
         key_hash = row.key_hash

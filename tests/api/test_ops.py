@@ -66,3 +66,36 @@ def test_cli_migrate_and_keys_create(tmp_path: object) -> None:
     db.dispose()
     assert principal is not None
     assert principal.role == "analyst"
+
+
+def test_cli_keys_revoke(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    env = {**os.environ, "TITRATE_DATABASE_URL": url}
+    cli = [sys.executable, "-m", "api.cli"]
+    subprocess.run([*cli, "migrate"], env=env, capture_output=True, text=True, check=True)
+    sdk_key = subprocess.run([*cli, "keys", "create", "--role", "sdk", "--name", "leaked"], env=env,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    admin_key = subprocess.run([*cli, "keys", "create", "--role", "admin"], env=env, capture_output=True, text=True,
+                               check=True).stdout.strip()
+    db = Database(url)
+    from api.auth.keys import find_principal
+
+    with db.read() as session:
+        sdk_principal, admin_principal = find_principal(session, sdk_key), find_principal(session, admin_key)
+    assert sdk_principal is not None
+    assert admin_principal is not None
+    done = subprocess.run([*cli, "keys", "revoke", "--id", str(sdk_principal.key_id)], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert "leaked, sdk) revoked at" in done.stdout
+    last_admin = subprocess.run([*cli, "keys", "revoke", "--id", str(admin_principal.key_id)], env=env,
+                                capture_output=True, text=True)
+    assert last_admin.returncode == 1
+    assert "last active admin key" in last_admin.stderr
+    missing = subprocess.run([*cli, "keys", "revoke", "--id", "999"], env=env, capture_output=True, text=True)
+    assert missing.returncode == 1
+    assert "does not exist" in missing.stderr
+    with db.read() as session:
+        assert find_principal(session, sdk_key) is None
+        assert find_principal(session, admin_key) is not None
+    db.dispose()
