@@ -88,6 +88,15 @@ def _row(result: SimulationResult, variant: str, *, metric: str | None = None) -
                 if o.variant == variant and (o.metric == metric if metric is not None else o.role == "primary"))
 
 
+def _ship_if_decided(http: httpx.Client, experiment: str, decision: dict[str, Any]) -> str | None:
+    """Ship the decided variant when the decision is ``ship`` (the ship guard agrees); the new status, else None."""
+    if decision.get("decision") != "ship":
+        return None
+    response = http.post(f"/v1/experiments/{experiment}/ship", json={"variant": decision["variant"]})
+    status: str = response.raise_for_status().json()["status"]
+    return status
+
+
 def _ab_result(base_url: str, key: str, scenario: Scenario) -> dict[str, Any]:
     """Read the A/B scenario back through the REST API: scorecard, segments, decision; ship when it says so."""
     name = scenario.experiment
@@ -95,9 +104,7 @@ def _ab_result(base_url: str, key: str, scenario: Scenario) -> dict[str, Any]:
         scorecard = http.get(f"/v1/experiments/{name}/scorecard").json()
         segments = http.get(f"/v1/experiments/{name}/scorecard", params={"segment": "country"}).json()
         decision = http.get(f"/v1/experiments/{name}/decision").json()
-        shipped = None
-        if decision["decision"] == "ship":
-            shipped = http.post(f"/v1/experiments/{name}/ship", json={"variant": decision["variant"]}).json()["status"]
+        shipped = _ship_if_decided(http, name, decision)
     primary = next(m for m in scorecard["metrics"] if m["role"] == "primary")["variants"][0]
     (treatment,) = scenario.treatments
     return {"scenario": "ab-checkout", "experiment": name, "decision": decision["decision"],
@@ -141,10 +148,8 @@ def _bandit_result(base_url: str, key: str, scenario: Scenario, result: Simulati
     with _http(base_url, key) as http:
         decision = http.get(f"/v1/experiments/{result.experiment}/decision").raise_for_status().json()
         card = http.get(f"/v1/experiments/{result.experiment}/scorecard").raise_for_status().json()
-        status = result.status
-        if decision.get("decision") == "ship":  # the bandit's stopping rule decided: ship its winner, as the A/B
-            status = http.post(f"/v1/experiments/{result.experiment}/ship", json={"variant": decision["variant"]}
-                               ).raise_for_status().json()["status"]
+        # the bandit's stopping rule decided: ship its winner, as the A/B
+        status = _ship_if_decided(http, result.experiment, decision) or result.status
     lifts = result.truth.rel_lift
     best = max(lifts, key=lifts.__getitem__)
     primary = next(m for m in card["metrics"] if m["role"] == "primary")

@@ -153,9 +153,8 @@ def naive_estimates(
 
     Same arguments and shapes as ``stratified_estimates``; the V axis is summed before estimating.
     """
-    n_a, t_a, s_a = (np.asarray(x, dtype=np.float64) for x in (n, total, sum_squares))
-    pooled_n, pooled_t, pooled_s = (x.sum(axis=-2, keepdims=True) for x in (n_a, t_a, s_a))
-    return _estimate(pooled_n, pooled_t, pooled_s, control=control, alpha=alpha, method="naive")
+    pooled_n, pooled_t, pooled_s = (x.sum(axis=-2, keepdims=True) for x in _arrays(n, total, sum_squares))
+    return _from_moments(pooled_n, _cell_moments(pooled_n, pooled_t, pooled_s), control, alpha, "naive")
 
 
 def stratified_ratio_estimates(
