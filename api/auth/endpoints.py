@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.audit import record
-from api.auth.dependencies import require_admin
+from api.auth.dependencies import require_admin, require_sdk
 from api.auth.keys import Principal, create_api_key
 from api.auth.service import revoke_api_key
 from api.db.tables import ApiKey
@@ -42,6 +42,21 @@ class KeyCreated(KeyOut):
     """The new key, with its secret shown this once."""
 
     key: str
+
+
+class KeyIdentity(BaseModel):
+    """Who the calling key is: its name, role and public prefix, and how audit rows name it."""
+
+    name: str
+    role: str
+    prefix: str
+    actor: str
+
+
+@router.get("/me", response_model=KeyIdentity)
+async def who_am_i(principal: Principal = Depends(require_sdk)) -> KeyIdentity:
+    """The calling key's name and role (any valid key; the console asks it at sign-in)."""
+    return KeyIdentity(name=principal.name, role=principal.role, prefix=principal.prefix, actor=principal.actor)
 
 
 @router.post("", status_code=201, response_model=KeyCreated)

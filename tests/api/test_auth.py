@@ -35,6 +35,7 @@ ROUTES: list[tuple[str, str, object, str]] = [
     ("GET", "/v1/experiments/ranker-v2/scorecard", None, "analyst"),
     ("GET", "/v1/experiments/ranker-v2/decision", None, "analyst"),
     ("POST", "/v1/design", {"kind": "proportion", "baseline": 0.1, "mde": 0.05, "daily_units": 1000}, "analyst"),
+    ("GET", "/v1/keys/me", None, "sdk"),
     ("GET", "/v1/keys", None, "admin"),
     ("POST", "/v1/keys", {"role": "sdk", "name": "n"}, "admin"),
     ("GET", "/v1/models", None, "analyst"),
@@ -123,6 +124,18 @@ def test_route_by_role(client: TestClient, keys: Keys, model_dir: str, method: s
         else:
             assert response.status_code == 403, (role, response.text)
             assert minimum in response.json()["detail"]
+
+
+def test_keys_me_names_the_calling_key_and_its_role(client: TestClient, keys: Keys) -> None:
+    """``GET /v1/keys/me`` (the console's sign-in check): the caller's own name, role and audit actor."""
+    for role in ROLES:
+        me = client.get("/v1/keys/me", headers=keys.headers(role))
+        assert me.status_code == 200, me.text
+        body = me.json()
+        assert (body["name"], body["role"]) == (f"test-{role}", role)
+        assert getattr(keys, role).startswith(body["prefix"])
+        assert body["actor"] == f"test-{role} ({body['prefix']}…)"
+        assert getattr(keys, role) not in me.text
 
 
 def test_keys_never_appear_in_logs(client: TestClient, keys: Keys, caplog: pytest.LogCaptureFixture) -> None:
