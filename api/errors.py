@@ -27,6 +27,13 @@ class NotFound(DomainError):
     status_code = 404
 
 
+class Forbidden(DomainError):
+    """A rule that needs a higher role than the caller's key has (403), e.g. admin to change who a running
+    experiment reaches."""
+
+    status_code = 403
+
+
 class Conflict(DomainError):
     """An invalid state transition, a frozen field, a duplicate key or a guardrail refusal (409)."""
 

@@ -68,7 +68,7 @@ def get_experiment(key: KeyPath, request: Request, _: Principal = Depends(requir
 @router.patch("/{key}", response_model=ExperimentOut)
 def update_experiment(key: KeyPath, body: ExperimentUpdate, request: Request,
                       principal: Principal = Depends(require_analyst)) -> ExperimentOut:
-    """Edit an experiment (drafts freely; running ones only name, owner, description, targeting, traffic)."""
+    """Edit an experiment (drafts freely; running ones name, owner, description; targeting and traffic as admin)."""
     return _write(request, lambda s: service.update_experiment(s, key, body, principal))
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from api.audit import record
 from api.auth.keys import Principal
 from api.db.tables import Allocation, Experiment, ExperimentMetric, Variant, utc_now
-from api.errors import Conflict, InvalidInput, NotFound
+from api.errors import Conflict, Forbidden, InvalidInput, NotFound
 from api.experiments import plan as plan_module
 from api.experiments import repository
 from api.experiments.schemas import (
@@ -36,6 +36,9 @@ TRANSITIONS: dict[str, dict[str, str]] = {
 FROZEN_WHEN_STARTED = ("hypothesis", "type", "allocation", "variants", "metrics", "design", "layer", "salt")
 EDITABLE_WHEN_LIVE = ("name", "owner", "description", "targeting", "traffic")
 EDITABLE_WHEN_ENDED = ("name", "owner", "description")
+# Who a live experiment reaches: narrowing targeting or traffic pauses it in effect, so it needs what /pause needs.
+GATING_WHEN_LIVE = ("targeting", "traffic")
+GATING_ROLE = "admin"
 
 
 def get_or_404(session: Session, key: str, *, for_update: bool = False) -> Experiment:
@@ -161,6 +164,7 @@ def update_experiment(session: Session, key: str, body: ExperimentUpdate, princi
             raise Conflict(f"cannot change '{field}' of an experiment that is '{experiment.status}': {why}")
     live = experiment.status in ("running", "paused")
     if live:
+        _check_gating_role(experiment, body, principal)
         repository.bump_config_version(session)
     for field in ("name", "owner", "description", "type", "layer", "salt"):
         if field in given:
@@ -190,6 +194,24 @@ def update_experiment(session: Session, key: str, body: ExperimentUpdate, princi
     updated = get_or_404(session, key)
     record(session, principal, "experiment.update", experiment_id=updated.id, before=before, after=state(updated))
     return updated
+
+
+def _check_gating_role(experiment: Experiment, body: ExperimentUpdate, principal: Principal) -> None:
+    """Refuse (403) a change of a live experiment's targeting or traffic unless the key has the admin role.
+
+    Sending the current value again is not a change and stays open to analysts, as do name, owner and description.
+    """
+    if principal.has_role(GATING_ROLE):
+        return
+    changed = []
+    if body.targeting is not None and [c.model_dump(mode="json") for c in body.targeting] != experiment.targeting:
+        changed.append("targeting")
+    if body.traffic is not None and body.traffic != experiment.traffic:
+        changed.append("traffic")
+    if changed:
+        raise Forbidden(f"changing {' or '.join(GATING_WHEN_LIVE)} of a {experiment.status} experiment needs the "
+                        f"'{GATING_ROLE}' role (as /pause does); the key has '{principal.role}' "
+                        f"(asked to change: {', '.join(changed)})")
 
 
 def _check_consistency(experiment: Experiment) -> None:
