@@ -19,6 +19,7 @@ from api.auth.endpoints import router as keys_router
 from api.auth.keys import KeyCache
 from api.db.engine import Database
 from api.db.tables import utc_now
+from api.dead_letters.endpoints import router as dead_letters_router
 from api.errors import install_error_handlers
 from api.events.endpoints import router as events_router
 from api.experiments.endpoints import router as experiments_router
@@ -55,7 +56,8 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
         app.state.snapshots = SnapshotHolder(db, settings.config_refresh_seconds,
                                              on_change=app.state.key_cache.clear)
         app.state.exposure_writer = ExposureWriter(db, settings.exposure_flush_seconds,
-                                                   settings.exposure_batch_size)
+                                                   settings.exposure_batch_size,
+                                                   max_queued=settings.exposure_queue_max)
         if settings.hf_offline:  # models load from local directories only; never reach for a hub
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -99,6 +101,6 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
     app.add_middleware(LatencyMiddleware)
     # Starlette matches routes in order: the hot paths (assign, events) come first.
     for router in (assignment_router, events_router, ops_router, keys_router, metrics_router, experiments_router,
-                   serving_router, analysis_router, allocation_router):
+                   serving_router, analysis_router, allocation_router, dead_letters_router):
         app.include_router(router)
     return app

@@ -28,6 +28,7 @@ class PeriodicFlusher:
         self._period = period
         self._after_round = after_round
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -35,9 +36,21 @@ class PeriodicFlusher:
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Flush now rather than at the end of the period (callers waiting for durability: group commit).
+        Ignored while the database is refusing, so waiters cannot turn the backoff into a busy loop."""
+        self._wake.set()
+
     def _run(self) -> None:
         backoff = self._period
-        while not self._stop.wait(backoff):
+        while not self._stop.is_set():
+            if backoff > self._period:  # backing off: only stop ends the wait early
+                self._stop.wait(backoff)
+            else:
+                self._wake.wait(backoff)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             try:
                 self._flush()
                 backoff = self._period
@@ -50,6 +63,7 @@ class PeriodicFlusher:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the thread and flush what is left (retrying until ``timeout``)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=timeout)
         deadline = time.monotonic() + timeout

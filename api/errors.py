@@ -15,6 +15,8 @@ class DomainError(Exception):
     """Base of errors raised by services; ``status_code`` is the HTTP status endpoints answer with."""
 
     status_code = 400
+    #: Response headers to send with the refusal (e.g. ``Retry-After`` on a 503).
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: Any) -> None:
         super().__init__(detail)
@@ -40,6 +42,17 @@ class Conflict(DomainError):
     status_code = 409
 
 
+class Unavailable(DomainError):
+    """The service cannot take this now but will soon (503 with ``Retry-After``): e.g. the exposure queue is full
+    while the database catches up. Nothing of the request was kept; the client retries."""
+
+    status_code = 503
+
+    def __init__(self, detail: Any, retry_after_seconds: int = 1) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_seconds)}
+
+
 class InvalidInput(DomainError):
     """Input that is well-formed but breaks a rule across fields or against stored data (422).
 
@@ -58,7 +71,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DomainError)
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
 
     async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,9 +25,42 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(30.0, ge=0, description="how long a verified API key is cached")
     exposure_flush_seconds: float = Field(0.2, gt=0, description="exposure writer flush period")
     exposure_batch_size: int = Field(2000, ge=1, description="exposure writer rows per insert")
-    exposure_queue_max: int = Field(1_000_000, ge=1000, description="exposures held in memory before back-pressure")
-    max_events_per_batch: int = Field(10_000, ge=1, description="largest POST /v1/events batch")
+    exposure_queue_max: int = Field(
+        1_000_000, ge=1000,
+        description="exposures held in memory while the database is unavailable; past it /v1/assign drops (and "
+                    "counts) exposures and /v1/exposures answers 503 with Retry-After",
+    )
+    exposure_durability: Literal["async", "sync"] = Field(
+        "async", description="async: exposures are written within exposure_flush_seconds (a crash loses at most "
+                             "that window); sync: /v1/assign answers only after its exposures are committed",
+    )
+    exposure_sync_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="sync durability: longest wait for the commit before /v1/assign answers 503",
+    )
+    max_events_per_batch: int = Field(
+        10_000, ge=1, le=10_000, description="largest batch of POST /v1/events and POST /v1/exposures (422 above)"
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="largest request body (413 above), except on the batch routes below"
+    )
+    max_batch_body_bytes: int = Field(
+        16_777_216, ge=1024,
+        description="largest request body of POST /v1/events, /v1/exposures and /v1/experiments/{key}/predict",
+    )
     max_attributes_bytes: int = Field(8192, ge=256, description="largest JSON of a unit's attributes")
+    max_attribute_keys: int = Field(
+        100, ge=1, description="most keys in a unit's attributes, counted at every nesting level (422 above)"
+    )
+    max_attribute_depth: int = Field(
+        8, ge=1, le=32, description="deepest nesting of objects/lists in a unit's attributes (1 = flat; 422 above)"
+    )
+    timestamp_min: AwareDatetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC), description="earliest event/exposure timestamp and as_of accepted (422 "
+                                                      "before); stored rows before it are left out of analysis"
+    )
+    timestamp_max_future_hours: float = Field(
+        24.0, ge=0, le=8760, description="how far past the server's clock a timestamp or as_of may lie (422 beyond)"
+    )
     scheduler_enabled: bool = Field(True, description="run periodic allocation jobs in this process")
     scheduler_interval_seconds: float = Field(30.0, gt=0, description="how often the allocation job runs")
     # Model serving (api/serving/).

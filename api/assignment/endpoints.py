@@ -11,6 +11,7 @@ from api.assignment.schemas import AssignRequest, AssignResponse, ExposuresIn, E
 from api.auth.dependencies import authorize, require_sdk
 from api.auth.keys import Principal
 from api.db.tables import utc_now
+from api.limits import check_batch_length
 from api.schemas_common import body_schema, parse_body
 
 router = APIRouter(tags=["assignment"])
@@ -26,8 +27,13 @@ async def assign(request: Request) -> Response:
     body = parse_body(AssignRequest, await request.body())
     state = request.app.state
     service.check_attributes(body.attributes, state.settings.max_attributes_bytes, ("body", "attributes"))
+    sync = state.settings.exposure_durability == "sync"
+    if sync:
+        service.refuse_when_queue_full(state.exposure_writer, 1)
     assignments = service.assign_unit(state.snapshots.current, state.exposure_writer, body.unit_id,
-                                      body.attributes, body.experiments, utc_now())
+                                      body.attributes, body.experiments, utc_now(), force_enqueue=sync)
+    if sync and assignments:
+        await service.wait_until_durable(state.exposure_writer, state.settings.exposure_sync_timeout_seconds)
     return Response(json.dumps({"assignments": assignments}, separators=(",", ":")), media_type="application/json")
 
 
@@ -35,6 +41,8 @@ async def assign(request: Request) -> Response:
 def log_exposures(body: ExposuresIn, request: Request, _: Principal = Depends(require_sdk)) -> dict[str, int]:
     """Log exposures of SDKs that assign locally (re-checked against the server's assignment)."""
     state = request.app.state
+    check_batch_length(len(body.exposures), state.settings.max_events_per_batch, ("body", "exposures"),
+                       "TITRATE_MAX_EVENTS_PER_BATCH")
     for i, exposure in enumerate(body.exposures):
         service.check_attributes(exposure.attributes, state.settings.max_attributes_bytes,
                                  ("body", "exposures", i, "attributes"))

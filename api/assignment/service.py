@@ -14,9 +14,14 @@ from api.assignment.schemas import ExposureIn
 from api.assignment.snapshot import ConfigSnapshot
 from api.attributes import check_attributes_size, encode_attributes
 from api.db.tables import Experiment
+from api.errors import Unavailable
 from api.ops import observability
 from bandits.bucketing import assign
 from bandits.index import assign_all
+
+#: ``Retry-After`` of a 503 for a full exposure queue: the writer drains a queue in seconds once the database
+#: answers again.
+QUEUE_FULL_RETRY_AFTER_SECONDS = 2
 
 
 def check_attributes(attributes: dict[str, Any], max_bytes: int, loc: tuple[str | int, ...]) -> None:
@@ -27,9 +32,11 @@ def check_attributes(attributes: dict[str, Any], max_bytes: int, loc: tuple[str 
 
 def assign_unit(
     snapshot: ConfigSnapshot, writer: ExposureWriter, unit_id: str, attributes: dict[str, Any],
-    experiment_keys: list[str] | None, now: datetime,
+    experiment_keys: list[str] | None, now: datetime, *, force_enqueue: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Assign one unit to every requested (or every served) experiment and queue the exposures."""
+    """Assign one unit to every requested (or every served) experiment and queue the exposures (an exposure
+    the full queue cannot take is dropped and counted by the writer, and the assignment is answered all the same —
+    unless ``force_enqueue``: a caller that checked the queue's room and waits for the commit)."""
     if experiment_keys is None:
         # All experiments: the layer index evaluates one experiment per layer (O(layers), not O(experiments)).
         results = assign_all(snapshot.index, unit_id, attributes)
@@ -48,14 +55,34 @@ def assign_unit(
             writer.enqueue(ExposureRecord(
                 experiment_id=snapshot.experiment_ids[key], unit_id=unit_id, variant=result.variant,
                 allocation_version=result.allocation_version, exposed_at=now, attributes=attributes,
-            ))
+            ), force=force_enqueue)
     return assignments
+
+
+def refuse_when_queue_full(writer: ExposureWriter, rows: int) -> None:
+    """503 with ``Retry-After`` when the exposure queue cannot take ``rows`` more (nothing of the request kept)."""
+    if not writer.has_room(rows):
+        raise Unavailable("the exposure queue is full while the database catches up: retry later",
+                          retry_after_seconds=QUEUE_FULL_RETRY_AFTER_SECONDS)
+
+
+async def wait_until_durable(writer: ExposureWriter, timeout: float) -> None:
+    """Durability ``sync``: return once every exposure queued so far is committed; 503 after ``timeout`` (the
+    exposures stay queued and are written when the database answers; a resent request is answered the same)."""
+    if not await writer.wait_durable(timeout):
+        raise Unavailable(f"exposures not committed within {timeout:g} s (database slow or unavailable): retry",
+                          retry_after_seconds=QUEUE_FULL_RETRY_AFTER_SECONDS)
 
 
 def record_sdk_exposures(
     session: Session, snapshot: ConfigSnapshot, writer: ExposureWriter, exposures: list[ExposureIn]
 ) -> dict[str, int]:
-    """Re-check each SDK exposure against the server's own assignment; store matches, count mismatches."""
+    """Re-check each SDK exposure against the server's own assignment; store matches, count mismatches.
+
+    The whole batch is refused (503, ``Retry-After``) when the exposure queue cannot take it, so nothing of an
+    acknowledged batch is ever dropped; the SDK resends it.
+    """
+    refuse_when_queue_full(writer, len(exposures))
     accepted = duplicates = unknown = 0
     mismatches: Counter[str] = Counter()
     for exposure in exposures:
@@ -71,7 +98,7 @@ def record_sdk_exposures(
             experiment_id=snapshot.experiment_ids[exposure.experiment], unit_id=exposure.unit_id,
             variant=result.variant, allocation_version=result.allocation_version, exposed_at=exposure.timestamp,
             attributes=exposure.attributes, source="sdk",
-        ))
+        ), force=True) == "queued"
         accepted += int(queued)
         duplicates += int(not queued)
     for key, count in mismatches.items():

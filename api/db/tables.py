@@ -101,6 +101,10 @@ class Experiment(Base):
     plan_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     shipped_variant: Mapped[str | None] = mapped_column(String(100), nullable=True)
     exposure_mismatches: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Exposures this service acknowledged but could not store: dropped while the in-memory queue was full, or
+    # refused by the database and moved to ``dead_letters`` (health of the experiment's data; 0 when all is well).
+    exposures_dropped: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    exposures_dead_lettered: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, onupdate=utc_now)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -205,6 +209,25 @@ class Event(Base):
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class DeadLetter(Base):
+    """A row a background writer could not store because the database refused that row (not because the database
+    was unavailable): kept here with the error so one bad row never blocks the others, and an admin can see it.
+
+    ``payload`` is the row as JSON text (non-finite numbers kept as ``NaN``/``Infinity`` tokens, so it is plain
+    text, not a JSON column); ``experiment_id`` is a plain number, not a foreign key, so a row naming a deleted
+    experiment can still be kept."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_kind_created_at", "kind", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    experiment_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    payload: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
 
 class AuditEntry(Base):

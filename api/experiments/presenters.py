@@ -28,7 +28,8 @@ def experiment_out(experiment: Experiment, allocation: Allocation | None) -> Exp
         "salt": experiment.salt, "plan_fingerprint": experiment.plan_fingerprint,
         "shipped_variant": experiment.shipped_variant,
         "allocation_version": allocation.version if allocation is not None else None,
-        "exposure_mismatches": experiment.exposure_mismatches, "created_at": experiment.created_at,
+        "exposure_mismatches": experiment.exposure_mismatches, "exposures_dropped": experiment.exposures_dropped,
+        "exposures_dead_lettered": experiment.exposures_dead_lettered, "created_at": experiment.created_at,
         "updated_at": experiment.updated_at, "started_at": experiment.started_at, "ended_at": experiment.ended_at,
     })
 

@@ -307,6 +307,9 @@ class ExperimentOut(BaseModel):
     shipped_variant: str | None
     allocation_version: int | None
     exposure_mismatches: int
+    exposures_dropped: int = Field(0, description="exposures acknowledged but dropped: the in-memory queue was full")
+    exposures_dead_lettered: int = Field(
+        0, description="exposures the database refused, kept in dead_letters (GET /v1/dead-letters)")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None

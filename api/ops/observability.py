@@ -25,6 +25,9 @@ EXPOSURES_QUEUED = Counter("titrate_exposures_queued", "exposures queued for the
 EXPOSURES_WRITTEN = Counter("titrate_exposures_written", "exposures written to the database")
 EXPOSURE_QUEUE_DEPTH = Gauge("titrate_exposure_queue_depth", "exposures waiting to be written",
                              multiprocess_mode="livesum")
+EXPOSURES_DROPPED = Counter("titrate_exposures_dropped",
+                             "exposures of /v1/assign not kept because the exposure queue was full")
+DEAD_LETTERS = Counter("titrate_dead_letters", "rows the database refused, kept in dead_letters", ["kind"])
 EXPOSURE_MISMATCHES = Counter("titrate_exposure_mismatches", "SDK exposures that disagree with the server")
 EVENTS_ACCEPTED = Counter("titrate_events_accepted", "events stored")
 EVENTS_DUPLICATE = Counter("titrate_events_duplicate", "events skipped as already stored")

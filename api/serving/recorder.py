@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,9 @@ from sqlalchemy import insert
 
 from api.background import PeriodicFlusher
 from api.db.engine import Database
+from api.db.isolation import write_isolating
 from api.db.tables import Prediction
+from api.dead_letters import repository as dead_letters
 from api.events import repository as events_repository
 
 log = logging.getLogger(__name__)
@@ -81,23 +84,40 @@ class ServingRecorder:
         return True
 
     def flush(self) -> int:
-        """Write everything queued so far; returns rows written. On failure the rows go back in front."""
+        """Write everything queued so far; returns rows written. Rows the database refuses go to
+        ``dead_letters`` (``api.db.isolation``); when it is unavailable the rows go back in front and the error
+        is raised."""
         written = 0
         with self._flush_lock:
             while self._events or self._predictions:
                 events = [self._events.popleft() for _ in range(min(self._batch_size, len(self._events)))]
                 predictions = [self._predictions.popleft()
                                for _ in range(min(self._batch_size, len(self._predictions)))]
+                rows: list[tuple[str, dict[str, Any]]] = [("event", e) for e in events]
+                rows += [("prediction", p) for p in predictions]
                 try:
-                    with self._db.transaction() as session:
-                        written += events_repository.insert_events(session, events)
-                        if predictions:
-                            session.execute(insert(Prediction), predictions)
-                            written += len(predictions)
+                    stored, refused = write_isolating(rows, self._write)
+                    if refused:
+                        with self._db.transaction() as session:
+                            dead_letters.store(session, [
+                                dead_letters.RefusedRow(kind, row.get("experiment_id"), row, error)
+                                for (kind, row), error in refused])
                 except Exception:
                     self._events.extendleft(reversed(events))
                     self._predictions.extendleft(reversed(predictions))
                     raise
+                written += stored
+        return written
+
+    def _write(self, rows: Sequence[tuple[str, dict[str, Any]]]) -> int:
+        """One transaction: the events (idempotent by ``event_id``) and the prediction rows among ``rows``."""
+        events = [row for kind, row in rows if kind == "event"]
+        predictions = [row for kind, row in rows if kind == "prediction"]
+        with self._db.transaction() as session:
+            written = events_repository.insert_events(session, events)
+            if predictions:
+                session.execute(insert(Prediction), predictions)
+                written += len(predictions)
         return written
 
     def start(self) -> None:

@@ -4,7 +4,8 @@ per (experiment, unit) wins and duplicates are not counted, and a failed batch i
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -17,7 +18,7 @@ from api.assignment import exposure_writer
 from api.assignment.exposure_writer import ExposureRecord, ExposureWriter
 from api.auth.keys import Principal
 from api.db.engine import Database
-from api.db.tables import Exposure
+from api.db.tables import DeadLetter, Experiment, Exposure
 from api.experiments import service
 from api.experiments.schemas import ExperimentCreate
 from api.metrics_catalog.schemas import MetricCreate
@@ -58,6 +59,17 @@ def stored(db: Database) -> list[Exposure]:
         rows = list(session.scalars(select(Exposure).order_by(Exposure.id)))
         session.expunge_all()
     return rows
+
+
+def dead_letters(db: Database) -> list[DeadLetter]:
+    with db.read() as session:
+        rows = list(session.scalars(select(DeadLetter).order_by(DeadLetter.id)))
+        session.expunge_all()
+    return rows
+
+
+def dead_letter_metric(kind: str) -> float:
+    return observability.DEAD_LETTERS.labels(kind)._value.get()  # type: ignore[attr-defined,no-any-return]
 
 
 def written_metric() -> float:
@@ -166,12 +178,12 @@ def test_a_failed_batch_is_rolled_back_and_retried_in_order(
         calls.append(len(batch))
         inserted = real(session, batch)  # the rows reach the database, then the transaction fails
         if len(calls) == 2:
-            raise RuntimeError("database went away")
+            raise psycopg.OperationalError("database went away")  # unavailable, not a refused row: keep all
         return inserted
 
     monkeypatch.setattr(exposure_writer, "insert_exposures", fails_on_the_second_batch)
     before = written_metric()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(psycopg.OperationalError):
         writer.flush()
     assert calls == [4, 4]
     assert [r.unit_id for r in stored(db)] == [f"u-{i}" for i in range(4)]  # the second batch was rolled back
@@ -185,24 +197,140 @@ def test_a_failed_batch_is_rolled_back_and_retried_in_order(
     assert [r.exposed_at for r in rows] == [r.exposed_at for r in records]
 
 
-def test_a_batch_the_database_refuses_stays_queued(db: Database, experiment_ids: list[int]) -> None:
-    """A row breaking a constraint (unknown experiment) fails its whole batch; nothing is written or lost."""
+def test_a_row_the_database_refuses_is_dead_lettered_and_the_rest_written(
+    db: Database, experiment_ids: list[int]
+) -> None:
+    """A row breaking a constraint (unknown experiment) is split out of its batch and kept in ``dead_letters``
+    with the error; every other row of the batch is written, and nothing stays queued."""
     exp_a, exp_b = experiment_ids
     writer = ExposureWriter(db, flush_seconds=60, batch_size=1000)
-    records = [record(exp_a, "u-1"), record(max(exp_a, exp_b) + 1000, "u-2"), record(exp_b, "u-3")]
+    unknown = max(exp_a, exp_b) + 1000
+    records = [record(exp_a, "u-1"), record(unknown, "u-2"), record(exp_b, "u-3")]
     for r in records:
         writer.enqueue(r)
-    for _ in range(2):
-        with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError), match="(?i)foreign key"):
-            writer.flush()
-        assert list(writer._queue) == records
-        assert stored(db) == []
+    before = dead_letter_metric("exposure")
+    assert writer.flush() == 2
+    assert writer.pending == 0
+    assert sorted(r.unit_id for r in stored(db)) == ["u-1", "u-3"]
+    letters = dead_letters(db)
+    assert [(d.kind, d.experiment_id) for d in letters] == [("exposure", unknown)]
+    assert json.loads(letters[0].payload)["unit_id"] == "u-2"
+    assert "foreign key" in letters[0].error.lower()
+    assert dead_letter_metric("exposure") - before == 1
 
 
-def test_naive_timestamps_are_refused(db: Database, experiment_ids: list[int]) -> None:
+def test_naive_timestamps_are_dead_lettered(db: Database, experiment_ids: list[int]) -> None:
     writer = ExposureWriter(db, flush_seconds=60, batch_size=1000)
     writer.enqueue(record(experiment_ids[0], "u-1", exposed_at=datetime(2026, 11, 23, 10, 0)))
-    with pytest.raises(ValueError, match="naive"):
-        writer.flush()
-    assert writer.pending == 1
-    assert stored(db) == []
+    writer.enqueue(record(experiment_ids[0], "u-2"))
+    assert writer.flush() == 1
+    assert writer.pending == 0
+    assert [r.unit_id for r in stored(db)] == ["u-2"]
+    assert [json.loads(d.payload)["unit_id"] for d in dead_letters(db)] == ["u-1"]
+    assert "naive" in dead_letters(db)[0].error
+
+
+def poison_records(experiment_id: int) -> list[ExposureRecord]:
+    """One record of each kind that no database can store as it is (what reached the writer before the edge
+    refused them, or what a future path might let through)."""
+    return [
+        record(experiment_id, "poison-year-1", exposed_at=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))),
+        record(experiment_id, "poison-year-9999",
+               exposed_at=datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14)))),
+        record(experiment_id, "poison-nan", attributes={"x": float("nan")}),
+        record(experiment_id, "poison-inf", attributes={"nested": {"y": [float("-inf")]}}),
+        record(experiment_id, "poison-1e309", attributes={"z": float("1e309")}),
+        record(experiment_id, "poison-long-" + "u" * 300),
+        record(experiment_id, "poison-naive", exposed_at=datetime(2026, 11, 23, 10, 0)),
+    ]
+
+
+def test_poison_rows_never_block_10k_valid_ones(db: Database, experiment_ids: list[int]) -> None:
+    """Acceptance (issue 12): poison rows of every kind interleaved with 10,000 valid exposures: all 10,000 are
+    written in one flush, and ``dead_letters`` holds exactly the poison rows (same on both databases)."""
+    exp_a, _ = experiment_ids
+    writer = ExposureWriter(db, flush_seconds=60, batch_size=2000)
+    poison = poison_records(exp_a)
+    valid = [record(exp_a, f"ok-{i}", attributes={"i": i}) for i in range(10_000)]
+    for i, r in enumerate(valid):
+        writer.enqueue(r)
+        if i % 1500 == 7 and poison:
+            writer.enqueue(poison.pop())
+    assert not poison
+    assert writer.flush() == 10_000
+    assert writer.pending == 0
+    with db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Exposure)) == 10_000
+        assert session.scalar(select(Experiment.exposures_dead_lettered).where(Experiment.id == exp_a)) == 7
+    kept = sorted(json.loads(d.payload)["unit_id"] for d in dead_letters(db))
+    assert kept == sorted(r.unit_id for r in poison_records(exp_a))
+
+
+def test_a_full_queue_drops_and_counts_and_the_count_reaches_the_experiment(
+    db: Database, experiment_ids: list[int]
+) -> None:
+    exp_a, exp_b = experiment_ids
+    writer = ExposureWriter(db, flush_seconds=60, batch_size=1000, max_queued=3)
+    assert [writer.enqueue(record(exp_a, f"u-{i}")) for i in range(5)] == ["queued"] * 3 + ["dropped"] * 2
+    assert writer.enqueue(record(exp_b, "u-9")) == "dropped"
+    assert writer.enqueue(record(exp_a, "u-0")) == "duplicate"
+    assert not writer.has_room(1)
+    assert writer.enqueue(record(exp_b, "forced"), force=True) == "queued"  # the caller checked room first
+    assert writer.dropped == 3
+    assert writer.flush() == 4
+    assert writer.has_room(3)
+    assert writer.dropped == 0
+    with db.read() as session:
+        dropped = {i: n for i, n in session.execute(select(Experiment.id, Experiment.exposures_dropped))}
+    assert dropped == {exp_a: 2, exp_b: 1}
+    # A dropped exposure was never marked seen: the unit's next assignment is queued.
+    assert writer.enqueue(record(exp_a, "u-4")) == "queued"
+
+
+def test_seen_keys_are_forgotten_oldest_first_without_copying(db: Database, experiment_ids: list[int]) -> None:
+    writer = ExposureWriter(db, flush_seconds=60, batch_size=1000, seen_capacity=100)
+    for i in range(250):
+        writer.enqueue(record(experiment_ids[0], f"u-{i}"))
+    assert len(writer._seen) == 100
+    assert next(iter(writer._seen)) == (experiment_ids[0], "u-150")
+    assert writer.enqueue(record(experiment_ids[0], "u-0")) == "queued"  # forgotten: the database keeps the first
+    assert writer.enqueue(record(experiment_ids[0], "u-249")) == "duplicate"
+
+
+def test_waiting_for_durability_returns_once_committed(db: Database, experiment_ids: list[int]) -> None:
+    """Durability ``sync``: a waiter is released only after its exposures are committed; the flusher is woken
+    so it does not wait out the period (here 60 s)."""
+    writer = ExposureWriter(db, flush_seconds=60, batch_size=1000)
+    writer.start()
+    try:
+        async def assign_and_wait(unit: str) -> bool:
+            writer.enqueue(record(experiment_ids[0], unit))
+            return await writer.wait_durable(timeout=20)
+
+        async def many() -> list[bool]:
+            return list(await asyncio.gather(*(assign_and_wait(f"u-{i}") for i in range(50))))
+
+        assert asyncio.run(many()) == [True] * 50
+        assert len(stored(db)) == 50  # committed before any waiter was released
+    finally:
+        writer.stop()
+
+
+def test_waiting_for_durability_times_out_while_the_database_is_unavailable(
+    db: Database, experiment_ids: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = ExposureWriter(db, flush_seconds=60, batch_size=1000)
+
+    def unavailable(session: Session, batch: list[ExposureRecord]) -> int:
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(exposure_writer, "insert_exposures", unavailable)
+    writer.start()
+    try:
+        writer.enqueue(record(experiment_ids[0], "u-1"))
+        assert asyncio.run(writer.wait_durable(timeout=0.5)) is False
+        assert writer.pending == 1  # kept for retry, not lost
+    finally:
+        monkeypatch.undo()
+        writer.stop()
+    assert [r.unit_id for r in stored(db)] == ["u-1"]  # written at stop, once the database answers
