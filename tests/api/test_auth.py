@@ -37,6 +37,7 @@ ROUTES: list[tuple[str, str, object, str]] = [
     ("POST", "/v1/design", {"kind": "proportion", "baseline": 0.1, "mde": 0.05, "daily_units": 1000}, "analyst"),
     ("GET", "/v1/keys/me", None, "sdk"),
     ("GET", "/v1/keys", None, "admin"),
+    ("GET", "/v1/dead-letters", None, "admin"),
     ("POST", "/v1/keys", {"role": "sdk", "name": "n"}, "admin"),
     ("GET", "/v1/models", None, "analyst"),
     ("GET", "/v1/models/tiny", None, "analyst"),
