@@ -11,20 +11,28 @@ from api.analysis import service
 from api.analysis.schemas import CrossExperimentOut, DecisionOut, DesignOut, DesignRequest, ScorecardOut
 from api.auth.dependencies import require_analyst
 from api.auth.keys import Principal
-from api.schemas_common import KEY_PATTERN, KeyPath
+from api.errors import InvalidInput
+from api.schemas_common import KEY_PATTERN, KeyPath, sane_timestamp
 from api.serving import service as serving_service
 
 router = APIRouter(tags=["analysis"])
+AS_OF_HELP = ("the scorecard as it stood at this time (naive = UTC), from TITRATE_TIMESTAMP_MIN (2000-01-01) to "
+              "now + TITRATE_TIMESTAMP_MAX_FUTURE_HOURS (24 h); 422 outside")
 
 
 @router.get("/v1/experiments/{key}/scorecard", response_model=ScorecardOut)
 def get_scorecard(key: KeyPath, request: Request,
-                  as_of: datetime | None = Query(None, description="the scorecard as it stood at this time (UTC)"),
+                  as_of: datetime | None = Query(None, description=AS_OF_HELP),
                   segment: str | None = Query(None, pattern=KEY_PATTERN,
                                               description="break down by this exposure attribute, e.g. country"),
                   _: Principal = Depends(require_analyst)) -> dict[str, Any]:
     """The experiment's scorecard: per-metric lifts, intervals, p-values, guardrails, SRM and power."""
     state = request.app.state
+    if as_of is not None:
+        try:
+            as_of = sane_timestamp(as_of, state.settings)
+        except ValueError as exc:
+            raise InvalidInput(("query", "as_of"), str(exc)) from None
     with state.db.read() as session:
         experiment = service.get_analysable(session, key)
         scorecard = service.analyse(session, experiment, as_of, segment).scorecard

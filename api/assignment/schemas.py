@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from api.schemas_common import Key, RequestModel, UnitId
+from api.schemas_common import Key, RequestModel, Timestamp, UnitId
 
 
 class AssignRequest(RequestModel):
@@ -39,7 +39,7 @@ class ExposureIn(RequestModel):
     experiment: Key
     unit_id: UnitId
     variant: Key
-    timestamp: AwareDatetime
+    timestamp: Timestamp
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -16,6 +16,9 @@ from api.auth.service import revoke_api_key
 from api.db.tables import ApiKey
 from api.schemas_common import RequestModel
 
+#: ``api_keys.id`` is a 32-bit INTEGER column: a larger id is a 422 naming it, never a database error (500).
+MAX_KEY_ID = 2**31 - 1
+
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
@@ -80,7 +83,7 @@ def list_keys(request: Request, _: Principal = Depends(require_admin)) -> list[K
 
 
 @router.delete("/{key_id}", response_model=KeyOut)
-def revoke_key(request: Request, key_id: int = Path(ge=1, description="the key's id (GET /v1/keys)"),
+def revoke_key(request: Request, key_id: int = Path(ge=1, le=MAX_KEY_ID, description="the key's id (GET /v1/keys)"),
                principal: Principal = Depends(require_admin)) -> KeyOut:
     """Revoke an API key: refused at once by this worker and within the config refresh period by every other
     one. Idempotent (revoking a revoked key changes nothing); the last active admin key cannot be revoked (409),

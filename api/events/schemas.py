@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from api.schemas_common import contains_nul
+from api.schemas_common import Timestamp, check_attributes_json
 
 # Why patterns instead of the generic RequestModel check: a batch has up to 10,000 rows, and a pattern is
 # checked inside pydantic-core, while a Python validator per field would cost ~60k calls per batch.
@@ -25,15 +25,14 @@ class EventIn(BaseModel):
     unit_id: UnitIdNoNul
     name: EventNameNoNul
     value: float = Field(1.0, allow_inf_nan=False)
-    timestamp: AwareDatetime
+    timestamp: Timestamp
     attributes: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("attributes", mode="after")
     @classmethod
-    def _no_nul_in_attributes(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if value and contains_nul(value):
-            raise ValueError("must not contain NUL (\\u0000) characters")
-        return value
+    def _attributes_rules(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # no NUL, finite numbers, 64-bit integers, the attribute key and depth limits (api.schemas_common)
+        return check_attributes_json(value)
 
 
 class EventsIn(BaseModel):
