@@ -6,8 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from api.assignment.exposure_writer import ExposureRecord
+from api.db.engine import Database
+from api.db.tables import DeadLetter, Event
+from api.serving.recorder import ServingRecorder, serving_events
 from tests.conftest import Keys
 from tests.factories import create_experiment, create_metrics
 
@@ -69,3 +73,19 @@ def test_paging_through_dead_letters(client: TestClient, keys: Keys) -> None:
     assert len(ids) == 5
     assert ids == sorted(ids, reverse=True)
     assert client.get("/v1/dead-letters?before_id=99999999999999999999999", headers=admin).status_code == 422
+
+
+def test_the_serving_recorder_isolates_refused_rows_too(db: Database) -> None:
+    """Serving events and prediction rows: a refused event is dead-lettered, the rest of the batch is written."""
+    recorder = ServingRecorder(db, flush_seconds=60, max_queued=1000)
+    now = datetime.now(UTC)
+    year_one = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+    recorder.record(serving_events("r-good", "u-1", 12.5, False, now, {}), None)
+    recorder.record(serving_events("r-bad", "u-2", 3.0, True, year_one, {}), None)
+    recorder.flush()
+    assert recorder.pending == 0
+    with db.read() as session:
+        stored = set(session.scalars(select(Event.event_id)))
+        kept = [(d.kind, d.error.split(":")[0]) for d in session.scalars(select(DeadLetter))]
+    assert stored == {"serving.request:r-good", "serving.latency_ms:r-good"}
+    assert sorted(kept) == [("event", "OverflowError")] * 3  # request, latency and error events of r-bad
