@@ -23,6 +23,7 @@ from api.dead_letters.endpoints import router as dead_letters_router
 from api.errors import install_error_handlers
 from api.events.endpoints import router as events_router
 from api.experiments.endpoints import router as experiments_router
+from api.limits import BodyLimitMiddleware, body_limits
 from api.logging_setup import configure_logging
 from api.metrics_catalog.endpoints import router as metrics_router
 from api.ops.endpoints import router as ops_router
@@ -98,6 +99,8 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    default_limit, route_limits = body_limits(settings)  # before auth and parsing; right inside the latency timer
+    app.add_middleware(BodyLimitMiddleware, default=default_limit, routes=route_limits)
     app.add_middleware(LatencyMiddleware)
     # Starlette matches routes in order: the hot paths (assign, events) come first.
     for router in (assignment_router, events_router, ops_router, keys_router, metrics_router, experiments_router,

@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth.dependencies import authorize
 from api.events import service
 from api.events.schemas import EventsIn, EventsOut
+from api.limits import check_batch_length
 from api.ops import observability
 from api.schemas_common import body_schema, parse_body
 
@@ -20,6 +21,8 @@ async def track_events(request: Request) -> EventsOut:
     await authorize(request, "sdk")
     body = parse_body(EventsIn, await request.body())
     state = request.app.state
+    check_batch_length(len(body.events), state.settings.max_events_per_batch, ("body", "events"),
+                       "TITRATE_MAX_EVENTS_PER_BATCH")
 
     def _store() -> tuple[int, int]:
         with state.db.transaction() as session:
