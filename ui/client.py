@@ -75,25 +75,33 @@ def _field_errors(status: int, data: Any) -> list[FieldError]:
     return errors
 
 
+def api_url_from_env() -> str:
+    """The service's base URL: ``TITRATE_API_URL`` (default ``http://127.0.0.1:8000``). Never a key: each person
+    signs in with their own (``ui.auth``)."""
+    return os.environ.get("TITRATE_API_URL", DEFAULT_URL).rstrip("/")
+
+
+def make_http(base_url: str, timeout: float = 15.0, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """The connection pool every console session shares: no credentials in it (each request carries its own)."""
+    return httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
+
+
 class TitrateClient:
-    """A thin, thread-safe wrapper over ``httpx.Client`` (one per console process, see ``ui.state``)."""
+    """The REST calls of one signed-in person: a shared, credential-free ``httpx.Client`` (thread-safe) plus that
+    person's API key, sent with each request and never kept anywhere else (``ui.auth`` holds it in their session).
+    """
 
-    def __init__(self, base_url: str, api_key: str, timeout: float = 15.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
-                                  headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    def __init__(self, http: httpx.Client, api_key: str) -> None:
+        self._http = http
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = str(http.base_url).rstrip("/")
 
-    @classmethod
-    def from_env(cls) -> TitrateClient:
-        return cls(os.environ.get("TITRATE_API_URL", DEFAULT_URL), os.environ.get("TITRATE_API_KEY", ""))
-
-    def close(self) -> None:
-        self._http.close()
+    def __repr__(self) -> str:  # never the key
+        return f"TitrateClient({self.base_url!r})"
 
     def request(self, method: str, path: str, *, json: Any = None, params: Any = None) -> Reply:
         try:
-            response = self._http.request(method, path, json=json, params=params)
+            response = self._http.request(method, path, json=json, params=params, headers=self._headers)
         except httpx.HTTPError as exc:
             return Reply(status=0, error=f"cannot reach the service at {self.base_url}: {exc}")
         try:
@@ -112,6 +120,10 @@ class TitrateClient:
     # The REST contract (DESIGN.md), one method per route the console uses.
     def health(self) -> Reply:
         return self.get("/healthz")
+
+    def whoami(self) -> Reply:
+        """``GET /v1/keys/me``: the key's ``name``, ``role``, ``prefix`` and audit ``actor``."""
+        return self.get("/v1/keys/me")
 
     def metrics(self) -> Reply:
         return self.get("/v1/metrics")

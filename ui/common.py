@@ -1,4 +1,4 @@
-"""Shared pieces of the console pages: the cached client, error display, formatting and charts."""
+"""Shared pieces of the console pages: the signed-in client, error display, formatting and charts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import altair as alt
+import httpx
 import pandas as pd
 import streamlit as st
 
-from ui.client import FieldError, Reply, TitrateClient
+from ui import auth
+from ui.client import FieldError, Reply, TitrateClient, api_url_from_env, make_http
 
 STATUSES = ["draft", "running", "paused", "shipped", "rolled_back", "stopped"]
 GUARDRAIL_LIGHT = {"pass": "🟢", "fail": "🔴", "inconclusive": "🟡"}
@@ -23,10 +25,41 @@ REVIEW_PAGE = "views/review.py"
 OTHER_CONTEXT = "other / missing"
 
 
-@st.cache_resource(on_release=TitrateClient.close)
+@st.cache_resource(on_release=httpx.Client.close)
+def get_http(base_url: str) -> httpx.Client:
+    """One connection pool per console process and service URL, shared by every session: it holds no credentials
+    (the cache key is the URL, nothing secret), each request carries the signed-in person's own key."""
+    return make_http(base_url)
+
+
+def service_client(api_key: str) -> TitrateClient:
+    """A client for ``TITRATE_API_URL`` that sends ``api_key`` (the sign-in page checks a key with it)."""
+    return TitrateClient(get_http(api_url_from_env()), api_key)
+
+
 def get_client() -> TitrateClient:
-    """One HTTP client per console process (connection pooling), from TITRATE_API_URL / TITRATE_API_KEY."""
-    return TitrateClient.from_env()
+    """The signed-in person's client. Before sign-in a page shows nothing and stops here (the navigation offers
+    only the sign-in page then; this guards any page run another way)."""
+    identity = auth.current()
+    if identity is None:
+        st.warning("Sign in with your API key first.", icon="🔒")
+        st.stop()
+    return service_client(identity.api_key)
+
+
+def identity() -> auth.Identity:
+    """The signed-in person (pages call ``get_client()`` first, which stops when nobody is)."""
+    signed_in = auth.current()
+    if signed_in is None:
+        st.stop()
+    return signed_in
+
+
+def needs_role(action: auth.Action, what: str) -> None:
+    """The note shown instead of controls the signed-in key's role may not use."""
+    who = identity()
+    st.info(f"{what} needs the '{auth.REQUIRED_ROLE[action]}' role: you are signed in as **{who.name}** "
+            f"({who.role}).", icon="🔒")
 
 
 def not_available(what: str) -> None:
@@ -38,6 +71,9 @@ def show_refusal(reply: Reply, what: str) -> None:
     """A refused request, in words."""
     if reply.status == 0:
         st.error(reply.message, icon="🔌")
+    elif reply.status == 401:  # revoked since sign-in: forget it, the next run shows the sign-in page
+        auth.sign_out()
+        st.error(f"{what}: the service no longer accepts your API key — sign in again.", icon="🔒")
     elif reply.status == 403:
         st.error(f"{what}: your API key's role is too low for this ({reply.message}).", icon="🔒")
     else:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from api import migrate
 from api.auth.keys import create_api_key
@@ -141,11 +142,19 @@ APP = str(ROOT / "ui" / "app.py")
 
 @pytest.fixture
 def console_env(live_service: Service, monkeypatch: pytest.MonkeyPatch) -> Service:
-    """Point the console (run in-process by AppTest) at the live service with an admin key (the same for the
-    whole session, so the client ``st.cache_resource`` keeps stays right)."""
+    """Point the console (run in-process by AppTest) at the live service. No key in the environment: each test
+    signs in through the sign-in page (``sign_in``), as a person does."""
     monkeypatch.setenv("TITRATE_API_URL", live_service.url)
-    monkeypatch.setenv("TITRATE_API_KEY", live_service.admin_key)
+    monkeypatch.delenv("TITRATE_API_KEY", raising=False)
     return live_service
+
+
+def sign_in(at: AppTest, key: str) -> AppTest:
+    """Sign in through the sign-in page of a fresh ``AppTest`` (its first run shows that page)."""
+    at.run()
+    at.text_input(key="sign_in_key").input(key)
+    at.button(key="FormSubmitter:sign_in-Sign in").click().run()
+    return at
 
 
 

@@ -1,5 +1,7 @@
 """End to end in a real headless browser: Debian's chromium driven by selenium, against the console
-(``streamlit run ui/app.py``) and the service, both real subprocesses.
+(``streamlit run ui/app.py`` with nothing but a port: the shipped ``ui/.streamlit/config.toml`` keeps it headless,
+on 127.0.0.1 and without usage statistics; a fresh HOME, stdin closed) and the service, both real subprocesses.
+People sign in through the page with their own keys; the audit log names the key that acted.
 
 Skips LOUDLY (see ``conftest.pytest_terminal_summary``) when chromium, chromedriver or selenium are absent;
 ``.ci/run`` installs them and sets ``TITRATE_REQUIRE_BROWSER=1``, under which their absence fails instead.
@@ -20,7 +22,7 @@ import httpx
 import pytest
 
 from tests.live import free_port
-from tests.ui.conftest import ROOT, Service, note_browser_skip
+from tests.ui.conftest import ROOT, Service, experiment_body, note_browser_skip
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -48,20 +50,21 @@ def browser_tools() -> None:
 
 
 @pytest.fixture(scope="module")
-def console_url(browser_tools: None, live_service: Service) -> Iterator[str]:
+def console_url(browser_tools: None, live_service: Service,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="titrate-console-", suffix=".log")[1])
-    env = {**os.environ, "TITRATE_API_URL": live_service.url, "TITRATE_API_KEY": live_service.admin_key}
+    home = tmp_path_factory.mktemp("console-home")  # no ~/.streamlit: nothing remembered from an earlier run
+    env = {k: v for k, v in os.environ.items() if k != "TITRATE_API_KEY"}
+    env.update({"TITRATE_API_URL": live_service.url, "HOME": str(home)})
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "ui" / "app.py"), "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "ui" / "app.py"), "--server.port", str(port)],
+            cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"streamlit exited: {log.read_text()[-2000:]}")
@@ -133,11 +136,67 @@ def _type(driver: object, label: str, value: str) -> None:
     _settled(driver)
 
 
+def _click(driver: object, xpath: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    element = WebDriverWait(driver, 30).until(lambda d: d.find_element("xpath", xpath),
+                                              message=f"nothing matches {xpath}")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+    element.click()
+    _settled(driver)
+
+
+def _nav(driver: object, title: str) -> None:
+    """Open a page from the sidebar navigation (in the same browser session: a reload would sign out)."""
+    _click(driver, f"//a[@data-testid='stSidebarNavLink'][.//*[normalize-space(text())='{title}']]")
+
+
+def _link(driver: object, text: str) -> None:
+    """Follow a page link of the page body whose text contains ``text``."""
+    _click(driver, f"//a[not(@data-testid='stSidebarNavLink')][.//*[contains(normalize-space(text()), '{text}')]]")
+
+
+def _button(driver: object, label: str) -> list[object]:
+    return list(driver.find_elements("xpath", f"//button[.//*[normalize-space(text())='{label}']]"))
+
+
+def _body(driver: object) -> str:
+    return str(driver.find_element("tag name", "body").text)
+
+
+def _sign_in(driver: object, console_url: str, key: str, name: str) -> None:
+    """Load the console (a new session: nobody signed in) and sign in through the page."""
+    driver.get(console_url)
+    _wait_text(driver, "Sign in to titrate")
+    _settled(driver)
+    field = driver.find_element("css selector", 'input[aria-label="API key"]')
+    assert field.get_attribute("type") == "password"
+    field.click()
+    field.send_keys(key)
+    _click(driver, "//button[.//*[normalize-space(text())='Sign in']]")
+    _wait_text(driver, f"signed in as {name}")
+    _settled(driver)
+
+
+@pytest.fixture(scope="module")
+def people(live_service: Service) -> dict[str, dict[str, str]]:
+    """An admin and an analyst key of their own for the browser, with the actor each is audited as."""
+    found = {}
+    with live_service.client() as http:
+        for role in ("admin", "analyst"):
+            created = http.post("/v1/keys", json={"role": role, "name": f"browser-{role}"}).raise_for_status().json()
+            with live_service.client(created["key"]) as own:
+                found[role] = {"key": created["key"], **own.get("/v1/keys/me").raise_for_status().json()}
+    return found
+
+
 def test_create_an_experiment_in_the_browser_and_find_it(browser: object, console_url: str,
+                                                         people: dict[str, dict[str, str]],
                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
     shots = tmp_path_factory.mktemp("console-screenshots")
     driver = browser
-    driver.get(f"{console_url}/new")
+    _sign_in(driver, console_url, people["admin"]["key"], "browser-admin")
+    _nav(driver, "New experiment")
     _wait_text(driver, "If we …")
     _settled(driver)
     for label, value in (("Key", "e2e-exp"), ("Name", "E2E ranker"), ("Owner", "selenium"),
@@ -152,7 +211,7 @@ def test_create_an_experiment_in_the_browser_and_find_it(browser: object, consol
     _wait_text(driver, "Created experiment e2e-exp")
     driver.save_screenshot(str(shots / "2-created.png"))
 
-    driver.get(console_url)
+    _nav(driver, "Experiments")
     _wait_text(driver, "e2e-exp — E2E ranker (draft)")
     _settled(driver)
     driver.save_screenshot(str(shots / "3-experiments.png"))
@@ -164,7 +223,8 @@ def test_create_an_experiment_in_the_browser_and_find_it(browser: object, consol
     _settled(driver)
     driver.save_screenshot(str(shots / "4-experiment.png"))
 
-    driver.get(f"{console_url}/experiment?key=live-exp")
+    _nav(driver, "Experiments")
+    _link(driver, "live-exp — ")
     _wait_text(driver, "Relative lift with confidence intervals")
     _settled(driver)
     time.sleep(1.0)  # vega renders the charts after the script run
@@ -176,3 +236,70 @@ def test_create_an_experiment_in_the_browser_and_find_it(browser: object, consol
     for name in ("1-new-experiment", "2-created", "3-experiments", "4-experiment", "5-live-experiment"):
         assert (shots / f"{name}.png").stat().st_size > 10_000
     print(f"screenshots in {shots}")
+
+
+def test_sign_in_roles_and_the_audit_row_in_the_browser(browser: object, console_url: str, live_service: Service,
+                                                        people: dict[str, dict[str, str]]) -> None:
+    """Before sign-in nothing shows or acts; an analyst sees the review but cannot ship; an admin ships through
+    the page and the audit row names the admin's key; the key is in no cookie, storage or URL, and a reload
+    forgets it."""
+    driver = browser
+    with live_service.client() as http:
+        http.post("/v1/experiments", json=experiment_body("browser-ship-exp")).raise_for_status()
+        http.post("/v1/experiments/browser-ship-exp/start").raise_for_status()
+
+    # nobody signed in: a page's URL shows the sign-in page and nothing else
+    driver.get(f"{console_url}/review?key=browser-ship-exp")
+    _wait_text(driver, "Sign in to titrate")
+    _settled(driver)
+    body = _body(driver)
+    assert "Decision" not in body
+    assert "browser-ship-exp" not in body
+    assert not _button(driver, "Ship v2")
+    assert not _button(driver, "Start")
+    assert not driver.find_elements("css selector", '[data-testid="stSidebarNavLink"]')
+
+    # the analyst: the review, no way to ship
+    _sign_in(driver, console_url, people["analyst"]["key"], "browser-analyst")
+    _link(driver, "browser-ship-exp — ")
+    _wait_text(driver, "browser-ship-exp")
+    assert "needs the 'admin' role" in _body(driver)
+    assert not _button(driver, "Pause")
+    assert not _button(driver, "Stop")
+    _link(driver, "Review")
+    _wait_text(driver, "Decision:")
+    _wait_text(driver, "needs the 'admin' role")
+    assert not _button(driver, "Ship v2")
+    assert not _button(driver, "Roll back")
+    _click(driver, "//button[.//*[normalize-space(text())='Sign out']]")
+    _wait_text(driver, "Sign in to titrate")
+
+    # the admin ships through the page
+    _sign_in(driver, console_url, people["admin"]["key"], "browser-admin")
+    _link(driver, "browser-ship-exp — ")
+    _link(driver, "Ship / roll back")
+    _wait_text(driver, "Decision:")
+    reason = driver.find_element("xpath", "//textarea[starts-with(@aria-label, 'Override justification')]")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", reason)
+    reason.click()
+    reason.send_keys("shipped from the browser by its admin")
+    driver.find_element("tag name", "h1").click()  # the text area sends its value when it loses focus
+    _settled(driver)
+    _click(driver, "//button[.//*[normalize-space(text())='Ship v2']]")
+    _wait_text(driver, "Shipped v2.")
+
+    with live_service.client() as http:
+        rows = http.get("/v1/experiments/browser-ship-exp/audit").raise_for_status().json()
+    shipped = [a for a in rows if a["action"] == "experiment.ship"]
+    assert [a["actor"] for a in shipped] == [people["admin"]["actor"]]
+    assert shipped[0]["actor"].startswith("browser-admin (")
+    assert shipped[0]["reason"] == "shipped from the browser by its admin"
+
+    # the key lives in the server-side session only: no cookie, no storage, no URL; a reload forgets it
+    stored = driver.execute_script(
+        "return document.cookie + JSON.stringify(Object.assign({}, localStorage)) "
+        "+ JSON.stringify(Object.assign({}, sessionStorage)) + window.location.href")
+    for person in people.values():
+        assert person["key"] not in stored
+    driver.refresh()
+    _wait_text(driver, "Sign in to titrate")

@@ -11,6 +11,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from ui.auth import Action
 from ui.common import (
     DECISION_BADGE,
     OTHER_CONTEXT,
@@ -21,6 +22,8 @@ from ui.common import (
     experiment_picker,
     forest_plot,
     get_client,
+    identity,
+    needs_role,
     not_available,
     parse_time,
     scorecard_rows,
@@ -28,7 +31,7 @@ from ui.common import (
     stratified_rows,
 )
 
-ACTIONS = {"draft": ["start"], "running": ["pause", "stop"], "paused": ["resume", "stop"]}
+ACTIONS: dict[str, list[Action]] = {"draft": ["start"], "running": ["pause", "stop"], "paused": ["resume", "stop"]}
 
 client = get_client()
 st.title("Experiment")
@@ -58,11 +61,14 @@ c4.metric("Owner", exp["owner"])
 if exp.get("shipped_variant"):
     st.success(f"Shipped variant **{exp['shipped_variant']}**.")
 
-# Lifecycle (admin key): the buttons the current status allows.
+# Lifecycle: the buttons the current status allows, for a key whose role may use them (admin).
 actions = ACTIONS.get(exp["status"], [])
+allowed = [a for a in actions if identity().may(a)]
+if actions and len(allowed) < len(actions):
+    needs_role(actions[0], "Starting, pausing, resuming and stopping")
 if actions:
     cols = st.columns(len(actions) + 3)
-    for col, action in zip(cols, actions, strict=False):
+    for col, action in zip(cols, allowed, strict=False):
         if col.button(action.capitalize(), key=f"action_{action}",
                       type="primary" if action == "start" else "secondary"):
             result = client.transition(key, action)
@@ -72,7 +78,8 @@ if actions:
             else:
                 show_refusal(result, action.capitalize())
     if exp["status"] in ("running", "paused"):
-        cols[-1].page_link(REVIEW_PAGE, label="Ship / roll back…", query_params={"key": key}, icon="🚢")
+        cols[-1].page_link(REVIEW_PAGE, label="Ship / roll back…" if identity().may("ship") else "Review…",
+                           query_params={"key": key}, icon="🚢")
 
 with st.expander("Variants and plan", expanded=exp["status"] == "draft"):
     st.dataframe(pd.DataFrame([{k: v.get(k) for k in ("key", "control", "weight", "current_weight", "model", "shadow")}

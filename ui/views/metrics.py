@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ui.common import ErrorSlots, get_client, show_refusal
+from ui.common import ErrorSlots, get_client, identity, needs_role, show_refusal
 
 client = get_client()
 st.title("Metrics catalog")
@@ -29,6 +29,9 @@ else:
     st.info("No metrics yet.")
 
 st.subheader("Add a metric")
+if not identity().may("create_metric"):
+    needs_role("create_metric", "Adding a metric")
+    st.stop()
 slot = ErrorSlots()
 kind = st.selectbox("Kind", ["proportion", "mean", "ratio"], key="m_kind")
 with st.form("metric_form"):

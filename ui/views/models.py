@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ui.common import ErrorSlots, get_client, not_available, show_refusal
+from ui.common import ErrorSlots, get_client, identity, needs_role, not_available, show_refusal
 
 client = get_client()
 st.title("Models")
@@ -28,6 +28,9 @@ else:
     st.info("No models registered yet.")
 
 st.subheader("Register a model variant")
+if not identity().may("register_model"):
+    needs_role("register_model", "Registering a model")
+    st.stop()
 slot = ErrorSlots()
 with st.form("model_form"):
     slot()

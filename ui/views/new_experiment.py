@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from ui.client import FieldError
-from ui.common import EXPERIMENT_PAGE, ErrorSlots, get_client, not_available, show_refusal
+from ui.common import EXPERIMENT_PAGE, ErrorSlots, get_client, identity, needs_role, not_available, show_refusal
 
 OPERATORS = ["eq", "neq", "in", "not_in", "gt", "gte", "lt", "lte"]
 DEFAULT_STEPS = ('[{"fraction": 0.05, "min_units": 1000, "min_hours": 24},\n'
@@ -20,6 +20,9 @@ DEFAULT_STEPS = ('[{"fraction": 0.05, "min_units": 1000, "min_hours": 24},\n'
 
 client = get_client()
 st.title("New experiment")
+if not identity().may("create_experiment"):
+    needs_role("create_experiment", "Creating an experiment")
+    st.stop()
 
 slot = ErrorSlots()  # a placeholder under each field, filled after a submission names that field
 

@@ -17,6 +17,8 @@ from ui.common import (
     fmt_ci,
     fmt_pct,
     get_client,
+    identity,
+    needs_role,
     not_available,
     show_refusal,
 )
@@ -65,7 +67,10 @@ if exp["status"] not in ("running", "paused"):
     st.info(f"The experiment is {exp['status']}: nothing left to decide.")
     st.stop()
 
-st.subheader("Act (admin key)")
+st.subheader("Act")
+if not identity().may("ship"):
+    needs_role("ship", "Shipping, rolling back and stopping")
+    st.stop()
 treatments = [v["key"] for v in exp["variants"] if not v["control"] and not v.get("shadow")]
 recommended = decision.get("variant") if decision and decision["decision"] == "ship" else None
 variant = st.selectbox("Variant to ship", treatments,
