@@ -25,6 +25,12 @@ raw events never do.  The window test is
 the only dialect-specific piece (:class:`_BeforeOffset`): ``timestamp < exposed_at + h · interval``
 on PostgreSQL (range-friendly for the ``(unit_id, name, timestamp)`` index), ``julianday`` arithmetic
 on SQLite, which stores timestamps as ISO text.
+
+Stored rows the analysis cannot use are left out and counted rather than allowed to fail the query or poison a sum:
+exposures with unreadable attributes (``NaN`` tokens older versions wrote into SQLite JSON text) or dated before
+``earliest`` (:func:`usable_exposure`; :func:`excluded_exposures_query` counts them with those dated after any
+``as_of``), and events whose value is NaN or ±Infinity (left out of every sum, counted per variant in
+``excluded_events``). Events dated outside ``[exposed_at, as_of]`` never enter a sum in the first place.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
 )
 from sqlalchemy.ext.compiler import compiles
@@ -149,10 +156,12 @@ class MetricAggregate:
 
 @dataclass(frozen=True, slots=True)
 class ScorecardAggregates:
-    """Result of :func:`scorecard_query`: exposed units per variant and metric key → variant → sums."""
+    """Result of :func:`scorecard_query`: exposed units per variant, metric key → variant → sums, and the events
+    left out because their stored value is not finite."""
 
     exposed: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, dict[str, MetricAggregate]] = field(default_factory=dict)
+    excluded_events: int = 0
 
     def metric(self, key: str, variant: str) -> MetricAggregate:
         """Sums of ``key`` in ``variant`` (all zero when the variant has no exposed unit)."""
@@ -207,6 +216,62 @@ def _json_string_sqlite(element: _JsonString, compiler: SQLCompiler, **kw: Any) 
     return f"(CASE WHEN json_type({column}, {path}) = 'text' THEN json_extract({column}, {path}) END)"
 
 
+class _JsonValid(FunctionElement[bool]):
+    """Whether a JSON column's stored text parses as JSON: ``json_valid`` on SQLite, where older versions may have
+    stored ``NaN``/``Infinity`` tokens that make every JSON function raise "malformed JSON"; elsewhere the column
+    type guarantees it (PostgreSQL JSONB refuses such text), so only NULL fails."""
+
+    type = Boolean()
+    name = "json_valid_row"
+    inherit_cache = True
+
+
+@compiles(_JsonValid)
+def _json_valid_default(element: _JsonValid, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = list(element.clauses)
+    return f"({compiler.process(column, **kw)} IS NOT NULL)"
+
+
+@compiles(_JsonValid, "sqlite")
+def _json_valid_sqlite(element: _JsonValid, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = list(element.clauses)
+    return f"(json_valid({compiler.process(column, **kw)}) = 1)"
+
+
+#: The largest finite double. why a range test rather than isfinite(): it is the one finiteness test every SQL
+#: dialect can say — NaN compares false (SQLite stores NaN as NULL) or above every number (PostgreSQL, DuckDB),
+#: and ±Infinity lie outside the range.
+_DOUBLE_MAX = 1.7976931348623157e308
+
+
+def _finite(value: ColumnElement[Any]) -> ColumnElement[bool]:
+    """``value`` is a finite number (false for NULL, NaN and ±Infinity)."""
+    low, high = (cast(literal_column(repr(bound)), Float) for bound in (-_DOUBLE_MAX, _DOUBLE_MAX))
+    return value.between(low, high)
+
+
+def usable_exposure(exposures: Any, earliest: datetime | None) -> ColumnElement[bool]:
+    """Exposure rows the analysis reads: exposed at or after ``earliest`` (when given) and, where the table has an
+    ``attributes`` column, with readable JSON there. Rows stored by older versions that break these rules (dates
+    before the accepted range, ``NaN`` in attributes on SQLite) are left out and counted instead
+    (:func:`excluded_exposures_query`), so one bad row never fails a scorecard."""
+    parts: list[ColumnElement[bool]] = []
+    if earliest is not None:
+        parts.append(exposures.c.exposed_at >= earliest)
+    if "attributes" in exposures.c:
+        parts.append(_JsonValid(exposures.c.attributes))
+    return and_(*parts) if parts else literal(True)
+
+
+def excluded_exposures_query(exposures: Table, experiment_id: int, earliest: datetime | None,
+                             latest: datetime) -> Select[Any]:
+    """How many of the experiment's exposure rows the analysis leaves out: those :func:`usable_exposure` refuses
+    and those dated after ``latest`` (beyond any ``as_of``: e.g. year 9999). One column, ``excluded``."""
+    x = exposures
+    bad = or_(~usable_exposure(x, earliest), x.c.exposed_at > latest)
+    return select(func.count().label("excluded")).where(x.c.experiment_id == experiment_id, bad)
+
+
 def _segment_value(attributes: ColumnElement[Any], segment: str, strings_only: bool) -> ColumnElement[Any]:
     """An exposure attribute's value as text (NULL when absent); with ``strings_only`` NULL unless it is a JSON
     string. why: JSON path extraction compiles per dialect (``->>`` on PostgreSQL, ``JSON_EXTRACT`` on SQLite)."""
@@ -257,6 +322,7 @@ def _aggregate_query(
     segment: str | None = None,
     by_version: bool = False,
     segment_strings_only: bool = False,
+    earliest: datetime | None = None,
 ) -> Select[Any]:
     """:func:`scorecard_query`'s ``SELECT``; with ``by_version`` the rows are also grouped by the exposure's
     ``allocation_version`` (an integer column of that name, before ``segment`` and ``variant``); with
@@ -283,8 +349,13 @@ def _aggregate_query(
         seg = _segment_value(x.c.attributes, segment, segment_strings_only)
         per_unit_cols.append(seg.label("segment"))
         group.append(seg)
+    finite = _finite(e.c.value)
+    # why count instead of filter in the join: an event whose stored value is NaN or ±Infinity (older versions)
+    # is left out of every sum below and counted here, per unit, so the scorecard can say how many it refused.
+    per_unit_cols.append(cast(func.count(e.c.value) - func.count(case((finite, 1))), Integer)
+                         .label("excluded_events") if names else literal_column("0", Integer).label("excluded_events"))
     for (event, aggregation, window, lookback), label in components.items():
-        cond: ColumnElement[bool] = e.c.name == event
+        cond: ColumnElement[bool] = and_(e.c.name == event, finite)
         if lookback is not None:
             cond = and_(cond, e.c.timestamp < x.c.exposed_at,
                         ~_BeforeOffset(e.c.timestamp, x.c.exposed_at, _float_literal(-lookback)))
@@ -306,7 +377,7 @@ def _aggregate_query(
     per_unit_stmt = (
         select(*per_unit_cols)
         .select_from(x.outerjoin(e, on) if names else x)
-        .where(x.c.experiment_id == experiment_id, x.c.exposed_at <= as_of)
+        .where(x.c.experiment_id == experiment_id, x.c.exposed_at <= as_of, usable_exposure(x, earliest))
         .group_by(*group)
     )
     u = per_unit_stmt.subquery("u")
@@ -314,7 +385,8 @@ def _aggregate_query(
     keys: list[ColumnElement[Any]] = [u.c.variant] if segment is None else [u.c.segment, u.c.variant]
     if by_version:
         keys.insert(0, u.c.allocation_version)
-    out: list[ColumnElement[Any]] = [*keys, func.count().label("exposed")]
+    out: list[ColumnElement[Any]] = [*keys, func.count().label("exposed"),
+                                     func.coalesce(func.sum(u.c.excluded_events), 0).label("excluded_events")]
     zero = _float_literal(0.0)
     for i, m in enumerate(metrics):
         complete: ColumnElement[bool] | None = None
@@ -362,6 +434,7 @@ def scorecard_query(
     as_of: datetime,
     segment: str | None = None,
     segment_strings_only: bool = False,
+    earliest: datetime | None = None,
 ) -> Select[Any]:
     """One ``SELECT`` giving, per variant (and per segment value), the sufficient statistics of every metric.
 
@@ -375,26 +448,30 @@ def scorecard_query(
             in a ``segment`` column (text; NULL when the attribute was absent).
         segment_strings_only: a value that is not a JSON string counts as absent (the cells of a contextual
             bandit, whose assignment uses per-value weights only for strings: bucketing spec §3.6).
+        earliest: exposures before this time are left out (see :func:`usable_exposure`; rows with unreadable
+            attributes always are), as are events whose value is not finite (counted in ``excluded_events``).
 
     Returns:
-        A Core select with one row per variant and columns ``variant, exposed`` plus, for the i-th
+        A Core select with one row per variant and columns ``variant, exposed, excluded_events`` plus, for the i-th
         unique metric, ``m{i}_n, m{i}_sy, m{i}_syy, m{i}_pending`` (and ``m{i}_sx, m{i}_sxx, m{i}_sxy``
         for ratios, ``m{i}_cx, m{i}_cxx, m{i}_cxy`` for the CUPED covariate); read it with
         :func:`read_scorecard_rows`.
     """
     return _aggregate_query(exposures, events, experiment_id, metrics, as_of, segment,
-                            segment_strings_only=segment_strings_only)
+                            segment_strings_only=segment_strings_only, earliest=earliest)
 
 
 def read_scorecard_rows(rows: Iterable[Any], metrics: Sequence[MetricSpec]) -> ScorecardAggregates:
     """Turn the rows of :func:`scorecard_query` (same ``metrics``) into :class:`ScorecardAggregates`."""
     metrics = _unique(metrics)
     exposed: dict[str, int] = {}
+    excluded_events = 0
     by_metric: dict[str, dict[str, MetricAggregate]] = {m.key: {} for m in metrics}
     for row in rows:
         r = row._mapping
         variant = str(r["variant"])
         exposed[variant] = int(r["exposed"])
+        excluded_events += int(r["excluded_events"])
         for i, m in enumerate(metrics):
             ratio = m.denominator is not None
             by_metric[m.key][variant] = MetricAggregate(
@@ -407,7 +484,7 @@ def read_scorecard_rows(rows: Iterable[Any], metrics: Sequence[MetricSpec]) -> S
                     "covariate_sum": float(r[f"m{i}_cx"]), "covariate_sum_squares": float(r[f"m{i}_cxx"]),
                     "covariate_sum_cross": float(r[f"m{i}_cxy"])}),
             )
-    return ScorecardAggregates(exposed=exposed, metrics=by_metric)
+    return ScorecardAggregates(exposed=exposed, metrics=by_metric, excluded_events=excluded_events)
 
 
 def read_segment_rows(rows: Iterable[Any], metrics: Sequence[MetricSpec]) -> dict[str | None, ScorecardAggregates]:
@@ -420,25 +497,27 @@ def read_segment_rows(rows: Iterable[Any], metrics: Sequence[MetricSpec]) -> dic
 
 
 def exposure_counts_query(exposures: Table, experiment_id: int, as_of: datetime | None = None,
-                          segment: str | None = None, segment_strings_only: bool = False) -> Select[Any]:
+                          segment: str | None = None, segment_strings_only: bool = False,
+                          earliest: datetime | None = None) -> Select[Any]:
     """Exposed units per (allocation_version, variant) — the observed counts of the SRM check.
 
     Columns ``allocation_version, variant, units``; with ``segment`` (an exposure attribute) also ``segment``
     (its value as text, NULL when absent — or, with ``segment_strings_only``, when not a JSON string) after
-    ``allocation_version``.
+    ``allocation_version``. Only rows :func:`usable_exposure` accepts are counted, as in :func:`scorecard_query`.
     """
     x = exposures
     keys: list[ColumnElement[Any]] = [x.c.allocation_version, x.c.variant]
     if segment is not None:
         keys.insert(1, _segment_value(x.c.attributes, segment, segment_strings_only).label("segment"))
-    stmt = select(*keys, func.count().label("units")).where(x.c.experiment_id == experiment_id)
+    stmt = select(*keys, func.count().label("units")).where(x.c.experiment_id == experiment_id,
+                                                             usable_exposure(x, earliest))
     if as_of is not None:
         stmt = stmt.where(x.c.exposed_at <= as_of)
     return stmt.group_by(*keys).order_by(*keys)
 
 
 def version_metric_query(exposures: Table, events: Table, experiment_id: int, metric: MetricSpec,
-                         as_of: datetime) -> Select[Any]:
+                         as_of: datetime, earliest: datetime | None = None) -> Select[Any]:
     """One metric's per-variant sums per allocation version — the strata of ``bandits.stratified``.
 
     The same per-unit aggregation, attribution window, winsorizing and pending rule as :func:`scorecard_query`,
@@ -450,11 +529,11 @@ def version_metric_query(exposures: Table, events: Table, experiment_id: int, me
         ``m0_sx, m0_sxx, m0_sxy`` for ratio metrics); read it with :func:`read_version_rows`.
     """
     spec = replace(metric, cuped_lookback_hours=None)
-    return _aggregate_query(exposures, events, experiment_id, [spec], as_of, by_version=True)
+    return _aggregate_query(exposures, events, experiment_id, [spec], as_of, by_version=True, earliest=earliest)
 
 
 def version_segment_metric_query(exposures: Table, events: Table, experiment_id: int, metric: MetricSpec,
-                                 as_of: datetime, segment: str) -> Select[Any]:
+                                 as_of: datetime, segment: str, earliest: datetime | None = None) -> Select[Any]:
     """:func:`version_metric_query` also grouped by one exposure attribute — the strata of a contextual bandit,
     whose weights are fixed within each (allocation version, context value) cell. Values that are not JSON strings
     count as absent, as assignment treats them (bucketing spec §3.6).
@@ -464,7 +543,7 @@ def version_segment_metric_query(exposures: Table, events: Table, experiment_id:
     """
     spec = replace(metric, cuped_lookback_hours=None)
     return _aggregate_query(exposures, events, experiment_id, [spec], as_of, segment=segment, by_version=True,
-                            segment_strings_only=True)
+                            segment_strings_only=True, earliest=earliest)
 
 
 def read_version_segment_rows(rows: Iterable[Any],

@@ -1,17 +1,24 @@
-"""Queries of the analysis: the scorecard aggregation and SRM counts (SQL built by ``scorecards.sql``)."""
+"""Queries of the analysis: the scorecard aggregation and SRM counts (SQL built by ``scorecards.sql``).
+
+Every query leaves out stored rows the analysis cannot use (exposures dated before ``TITRATE_TIMESTAMP_MIN`` or with
+unreadable attributes, events whose value is not finite — written by older versions): see
+``scorecards.sql.usable_exposure``; :func:`excluded_rows` counts them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from api.db.tables import Event, Exposure
+from api.settings import get_settings
 from scorecards.sql import (
     MetricSpec,
     ScorecardAggregates,
+    excluded_exposures_query,
     exposure_counts_query,
     read_scorecard_rows,
     read_segment_rows,
@@ -22,10 +29,25 @@ _EXPOSURES: Table = Exposure.__table__  # type: ignore[assignment]
 _EVENTS: Table = Event.__table__  # type: ignore[assignment]
 
 
+def earliest_usable() -> datetime:
+    """Stored rows dated before this are left out of analysis: ``TITRATE_TIMESTAMP_MIN``, the earliest time the
+    service accepts (from the process settings, like the request validation of timestamps)."""
+    return get_settings().timestamp_min
+
+
+def excluded_exposures(session: Session, experiment_id: int, now: datetime) -> int:
+    """The experiment's exposure rows the analysis leaves out: unreadable attributes, dated before
+    ``TITRATE_TIMESTAMP_MIN`` or after ``now + TITRATE_TIMESTAMP_MAX_FUTURE_HOURS``."""
+    latest = now + timedelta(hours=get_settings().timestamp_max_future_hours)
+    return int(session.execute(excluded_exposures_query(_EXPOSURES, experiment_id, earliest_usable(),
+                                                        latest)).scalar_one())
+
+
 def metric_aggregates(session: Session, experiment_id: int, metrics: Sequence[MetricSpec],
                       as_of: datetime) -> ScorecardAggregates:
     """Per-variant sufficient statistics of every metric, in one query."""
-    rows = session.execute(scorecard_query(_EXPOSURES, _EVENTS, experiment_id, metrics, as_of)).all()
+    rows = session.execute(scorecard_query(_EXPOSURES, _EVENTS, experiment_id, metrics, as_of,
+                                           earliest=earliest_usable())).all()
     return read_scorecard_rows(rows, metrics)
 
 
@@ -35,13 +57,14 @@ def metric_aggregates_by_segment(session: Session, experiment_id: int, metrics: 
     """The same sums per value of an exposure attribute (one query); ``strings_only``: values that are not JSON
     strings count as absent (contextual bandits' cells)."""
     stmt = scorecard_query(_EXPOSURES, _EVENTS, experiment_id, metrics, as_of, segment=segment,
-                           segment_strings_only=strings_only)
+                           segment_strings_only=strings_only, earliest=earliest_usable())
     return read_segment_rows(session.execute(stmt).all(), metrics)
 
 
 def exposure_counts(session: Session, experiment_id: int, as_of: datetime | None = None) -> dict[tuple[int, str], int]:
     """Exposed units per (allocation version, variant)."""
-    rows = session.execute(exposure_counts_query(_EXPOSURES, experiment_id, as_of)).all()
+    rows = session.execute(exposure_counts_query(_EXPOSURES, experiment_id, as_of,
+                                                 earliest=earliest_usable())).all()
     return {(int(version), str(variant)): int(units) for version, variant, units in rows}
 
 
@@ -50,6 +73,6 @@ def exposure_counts_by_segment(session: Session, experiment_id: int, segment: st
     """Exposed units per (allocation version, string value of exposure attribute ``segment`` or None, variant) —
     the cells of a contextual bandit (bucketing spec §3.6: only string values select per-value weights)."""
     rows = session.execute(exposure_counts_query(_EXPOSURES, experiment_id, as_of, segment,
-                                                 segment_strings_only=True)).all()
+                                                 segment_strings_only=True, earliest=earliest_usable())).all()
     return {(int(version), None if value is None else str(value), str(variant)): int(units)
             for version, value, variant, units in rows}

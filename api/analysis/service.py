@@ -346,18 +346,29 @@ def analyse(session: Session, experiment: Experiment, as_of: datetime | None = N
     )
     if as_of is None and not (srm_result is not None and srm_result.mismatch):
         decision = _bandit_stopping(session, experiment, decision)
+    excluded = {"exposures": repository.excluded_exposures(session, experiment.id, utc_now()),
+                "events": aggregates.excluded_events}
+    if excluded["exposures"] or excluded["events"]:
+        decision = replace(decision, reasons=[*decision.reasons, _excluded_reason(excluded)])
     scorecard = {
         "experiment": experiment.key, "plan_fingerprint": experiment.plan_fingerprint,
         "status": experiment.status, "type": plan["type"], "as_of": when, "alpha": alpha,
         "sequential": sequential, "cuped_applied": cuped, "control": control, "srm": srm_out, "metrics": metrics_out,
         "planned_n_per_variant": planned_n, "planned_n_reached": planned_n_reached,
         "current_n": {v: aggregates.exposed.get(v, 0) for v in [control, *treatments]},
-        **segments, **adaptive,
+        **segments, **adaptive, "excluded_rows": excluded,
         "multiple_testing": "holm across variants for the primary metric and across variants x secondary "
                             "metrics for the secondary ones (p_value_adjusted); guardrails are not adjusted; "
                             "segments: benjamini-hochberg across the values of the attribute",
     }
     return Analysis(scorecard=finite(scorecard), decision=decision)
+
+
+def _excluded_reason(excluded: dict[str, int]) -> str:
+    return (f"{excluded['exposures']} stored exposure rows and {excluded['events']} event rows were left out of the "
+            "analysis (unreadable attributes, a timestamp outside TITRATE_TIMESTAMP_MIN … now + "
+            "TITRATE_TIMESTAMP_MAX_FUTURE_HOURS, or a non-finite value: rows written by older versions); see "
+            "the scorecard's excluded_rows")
 
 
 ADAPTIVE_NOTE = ("estimates stratified by allocation version (post-stratification, weight of a version = its share "
@@ -421,11 +432,11 @@ def _strata(session: Session, experiment: Experiment, spec: MetricSpec, when: da
     """(allocation version, context value or None) → variant → sums: the cells within which weights were fixed."""
     attribute = _context_attribute(experiment)
     if attribute is None:
-        by_version = read_version_rows(session.execute(
-            version_metric_query(exposures, events, experiment.id, spec, when)).all(), spec)
+        by_version = read_version_rows(session.execute(version_metric_query(
+            exposures, events, experiment.id, spec, when, repository.earliest_usable())).all(), spec)
         return {(version, None): sums for version, sums in by_version.items()}
-    return read_version_segment_rows(session.execute(
-        version_segment_metric_query(exposures, events, experiment.id, spec, when, attribute)).all(), spec)
+    return read_version_segment_rows(session.execute(version_segment_metric_query(
+        exposures, events, experiment.id, spec, when, attribute, repository.earliest_usable())).all(), spec)
 
 
 def _arm(est: ArmEstimates | None, k: int) -> dict[str, Any]:
