@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Flags for `titrate demo`, e.g. make demo DEMO_ARGS="--port 8010 --console-port 8511" when 8000/8501 are taken.
+DEMO_ARGS ?=
 
 .PHONY: demo test setup lint bench clean
 
@@ -16,7 +18,7 @@ setup: $(STAMP)
 
 demo: setup
 	$(VENV)/bin/titrate migrate
-	$(VENV)/bin/titrate demo
+	$(VENV)/bin/titrate demo $(DEMO_ARGS)
 
 test: setup
 	$(VENV)/bin/ruff check .

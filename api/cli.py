@@ -5,67 +5,119 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from simulator.options import DriverOptions
 from simulator.overrides import Overrides
 from simulator.presets import PRESETS
 
-app = typer.Typer(help="titrate: experiments and A/B roll-outs for ML model variants", no_args_is_help=True)
+
+def fail(message: str) -> NoReturn:
+    """Print ``message`` as one line on stderr and exit with status 2: a mistake the person fixes by changing the
+    setting or flag the message names (no traceback)."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(2)
+
+
+class _MistakesInOneLine(TyperGroup):
+    """The command group: a configuration mistake (``api.mistakes.Mistake``) raised by any command becomes
+    ``fail(message)``; anything else (a bug) keeps its traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        from api.mistakes import Mistake
+
+        try:
+            return super().invoke(ctx)
+        except Mistake as mistake:
+            fail(str(mistake))
+
+
+app = typer.Typer(help="titrate: experiments and A/B roll-outs for ML model variants", no_args_is_help=True,
+                  cls=_MistakesInOneLine)
 keys_app = typer.Typer(help="API keys", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+
+
+def _database_url() -> str:
+    """TITRATE_DATABASE_URL once the settings are valid and the database answers (else a one-line mistake)."""
+    from api.mistakes import check_database, load_settings
+
+    url = load_settings().database_url
+    check_database(url)
+    return url
 
 
 @app.command()
 def migrate() -> None:
     """Upgrade the database (TITRATE_DATABASE_URL) to the newest schema."""
     from api import migrate as migrations
-    from api.settings import get_settings
+    from api.mistakes import database_errors
 
-    migrations.upgrade(get_settings().database_url)
+    url = _database_url()
+    with database_errors(url):
+        migrations.upgrade(url)
     typer.echo(f"database at {migrations.head_revision()}")
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="migrate before serving")] = True,
 ) -> None:
     """Run the HTTP service (several worker processes share the database)."""
     import uvicorn
 
+    from api.mistakes import load_settings
+    from api.ports import require_free
+
+    load_settings()
+    require_free(host, port)  # before anything starts: a busy port is one line, not a half-started service
     if migrate_first:
         migrate()
+    else:
+        _database_url()
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # /metrics aggregates across processes only through a shared directory.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="titrate-prom-")
-    uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_config=None,
-                timeout_graceful_shutdown=30)
+    try:
+        uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_config=None,
+                    timeout_graceful_shutdown=30)
+    except SystemExit as stopped:
+        if stopped.code not in (None, 0):
+            require_free(host, port)  # someone took the port after the check: say so (exit 2), else uvicorn's code
+        raise
 
 
 @app.command()
 def demo(
     headless: Annotated[bool, typer.Option(help="run the scenarios, print a JSON summary and exit")] = False,
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
     units: Annotated[int, typer.Option(min=100, help="simulated visitors of the A/B scenario")] = 12_000,
     seed: Annotated[int, typer.Option(help="random seed of the simulation")] = 2026,
     model_requests: Annotated[int, typer.Option(min=0, help="requests served by the real MiniLM variants")] = 120,
     adaptive: Annotated[bool, typer.Option("--adaptive/--no-adaptive",
                                            help="also run the ramped roll-out and the bandit scenarios")] = True,
-    console_port: Annotated[int, typer.Option(help="TCP port of the console (not with --headless)")] = 8501,
+    console_port: Annotated[int, typer.Option(min=1, max=65535,
+                                              help="TCP port of the console (not with --headless)")] = 8501,
 ) -> None:
     """The main job: start the service, run the demo scenarios (SDK traffic, real MiniLM variants), report."""
-    from api.demo import run_demo
-    from api.settings import get_settings
+    from api.mistakes import database_errors, load_settings
+    from api.ports import require_service_and_console_ports
 
+    settings = load_settings()
+    require_service_and_console_ports(host, port, console_port, console=not headless)  # before anything starts
     migrate()
-    run_demo(get_settings(), host=host, port=port, units=units, seed=seed, headless=headless,
-             model_requests=model_requests, adaptive=adaptive, console_port=console_port)
+    from api.demo import run_demo  # heavy (the service, the simulator): only once the checks passed
+
+    with database_errors(settings.database_url):
+        run_demo(settings, host=host, port=port, units=units, seed=seed, headless=headless,
+                 model_requests=model_requests, adaptive=adaptive, console_port=console_port)
 
 
 @app.command()
@@ -190,14 +242,18 @@ def keys_create(
     """Create an API key and print it (shown once; stored hashed)."""
     from api.auth.keys import ROLE_RANK, create_api_key
     from api.db.engine import Database
-    from api.settings import get_settings
+    from api.mistakes import database_errors
 
     if role not in ROLE_RANK:
         raise typer.BadParameter(f"role must be one of {', '.join(ROLE_RANK)}", param_hint="--role")
-    db = Database(get_settings().database_url)
-    with db.transaction() as session:
-        _, secret = create_api_key(session, role, name)
-    db.dispose()
+    url = _database_url()
+    with database_errors(url):
+        db = Database(url)
+        try:
+            with db.transaction() as session:
+                _, secret = create_api_key(session, role, name)
+        finally:
+            db.dispose()
     typer.echo(secret)
 
 
@@ -208,11 +264,12 @@ def keys_revoke(key_id: Annotated[int, typer.Option("--id", min=1, help="the key
     from api.auth.service import revoke_api_key
     from api.db.engine import Database
     from api.errors import DomainError
-    from api.settings import get_settings
+    from api.mistakes import database_errors
 
-    db = Database(get_settings().database_url)
+    url = _database_url()
+    db = Database(url)
     try:
-        with db.transaction() as session:
+        with database_errors(url), db.transaction() as session:
             row = revoke_api_key(session, key_id, Principal(key_id=0, name="titrate keys revoke", role="admin",
                                                             prefix="cli"))
             typer.echo(f"key {row.id} ({row.name}, {row.role}) revoked at {row.revoked_at:%Y-%m-%dT%H:%M:%SZ}")

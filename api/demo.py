@@ -34,6 +34,7 @@ from api.app import create_app
 from api.auth.keys import create_api_key
 from api.db.engine import Database
 from api.db.tables import Experiment
+from api.ports import require_free, require_service_and_console_ports
 from api.settings import Settings
 from simulator import traffic
 from simulator.driver import run_scenario
@@ -194,14 +195,26 @@ def _start_console(base_url: str, key: str, port: int) -> subprocess.Popen[bytes
          "--server.headless", "true", "--browser.gatherUsageStats", "false"], cwd=root, env=env)
 
 
+def _wait_until_listening(server: _Server, host: str, port: int, timeout_s: float = 120.0) -> None:
+    """Return once the demo's own service listens. If its thread ended first — someone took the port between the
+    check and the bind, or its start-up failed — raise rather than drive whatever else answers on that port."""
+    deadline = time.monotonic() + timeout_s
+    while not server.server.started:
+        if not server.is_alive() or time.monotonic() > deadline:
+            require_free(host, port, port_flag="--port")  # PortUnavailable when the port was taken meanwhile
+            raise RuntimeError(f"the demo's service did not start on {host}:{port} (see the log above)")
+        time.sleep(0.05)
+
+
 def run_demo(settings: Settings, *, host: str, port: int, units: int, seed: int, headless: bool,
              model_requests: int = 120, adaptive: bool = True, console_port: int = 8501) -> dict[str, Any]:
     """Run the demo and return its JSON summary; unless headless, keep serving until interrupted.
 
     ``units``: expected visitors of the A/B scenario (its preset's daily rate is scaled to them);
     ``model_requests``: requests to the real MiniLM variants (0: skip); ``adaptive``: also run the ramped
-    roll-out and the bandit.
+    roll-out and the bandit. Raises ``api.ports.PortUnavailable`` before starting anything when a port is taken.
     """
+    require_service_and_console_ports(host, port, console_port, console=not headless)
     console = Console(stderr=True)
     # The demo talks to its own service thousands of times: per-request client logs would bury its results.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -211,6 +224,7 @@ def run_demo(settings: Settings, *, host: str, port: int, units: int, seed: int,
     run = _number_this_run(db)
     server = _Server(settings, host, port)
     server.start()
+    _wait_until_listening(server, host, port)
     base_url = f"http://{host}:{port}"
     for _ in range(300):
         try:
