@@ -17,7 +17,7 @@ from api.assignment.exposure_writer import ExposureWriter
 from api.assignment.snapshot import SnapshotHolder
 from api.auth.endpoints import router as keys_router
 from api.auth.keys import KeyCache
-from api.db.engine import Database
+from api.db.engine import Database, DbTimeouts
 from api.db.tables import utc_now
 from api.dead_letters.endpoints import router as dead_letters_router
 from api.errors import install_error_handlers
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_json)
-        db = Database(settings.database_url, settings.db_pool_size)
+        db = Database(settings.database_url, settings.db_pool_size, DbTimeouts.from_settings(settings))
         app.state.settings = settings
         app.state.db = db
         app.state.key_cache = KeyCache(settings.api_key_cache_seconds)

@@ -10,6 +10,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.db.faults import install_database_fault_handlers
+
 
 class DomainError(Exception):
     """Base of errors raised by services; ``status_code`` is the HTTP status endpoints answer with."""
@@ -79,6 +81,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    install_database_fault_handlers(app)  # database unavailable: 503 + Retry-After (api/db/faults.py)
 
 
 def _json_safe(value: Any) -> bool:

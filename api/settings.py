@@ -17,6 +17,21 @@ class Settings(BaseSettings):
 
     database_url: str = Field("sqlite:///./titrate.db", description="SQLAlchemy URL of the database")
     db_pool_size: int = Field(10, ge=1, description="connection pool size (PostgreSQL)")
+    # Database faults (api/db/engine.py, api/db/faults.py): every wait is bounded, faults answer 503.
+    db_connect_timeout_seconds: int = Field(
+        5, ge=2, le=300, description="PostgreSQL connect timeout, also the pre-ping's bound on a pooled connection"
+    )
+    db_statement_timeout_seconds: float = Field(
+        30.0, gt=0, le=86_400, description="PostgreSQL statement_timeout; a server silent for this plus the connect "
+                                           "timeout (e.g. frozen) has its connection closed",
+    )
+    db_pool_timeout_seconds: float = Field(10.0, gt=0, le=600, description="longest wait for a free pooled connection")
+    db_sqlite_busy_timeout_seconds: float = Field(
+        5.0, ge=0, le=600, description="SQLite: longest wait for another writer's lock before 503"
+    )
+    db_retry_after_seconds: int = Field(
+        5, ge=1, le=3600, description="Retry-After of the 503 answered while the database is unavailable"
+    )
     log_level: str = Field("INFO", description="root log level")
     log_json: bool = Field(True, description="structured JSON logs")
     config_refresh_seconds: float = Field(
