@@ -208,14 +208,9 @@ def test_oversized_bodies_are_413_before_the_key_is_checked(small_limits_client:
 
 # --- every setting is read ---------------------------------------------------------------------------------
 
-# Settings whose reader belongs to work in progress elsewhere (issue 12): remove the name once it is wired.
-PENDING: set[str] = {"exposure_queue_max"}
-
-
 def test_every_setting_is_read_outside_settings_py() -> None:
     sources = "\n".join(p.read_text() for p in (ROOT / "api").rglob("*.py") if p.name != "settings.py")
-    unread = sorted(name for name in Settings.model_fields
-                    if name not in PENDING and not re.search(rf"\.{name}\b", sources))
+    unread = sorted(name for name in Settings.model_fields if not re.search(rf"\.{name}\b", sources))
     assert not unread, f"settings nothing reads (wire or remove them): {unread}"
 
 
