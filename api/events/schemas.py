@@ -36,7 +36,8 @@ class EventIn(BaseModel):
 
 
 class EventsIn(BaseModel):
-    """A batch of up to 10,000 events, stored all or nothing."""
+    """A batch of up to 10,000 events, stored all or nothing (the route refuses more than
+    ``TITRATE_MAX_EVENTS_PER_BATCH``, which may set a lower ceiling)."""
 
     model_config = ConfigDict(extra="forbid")
 
