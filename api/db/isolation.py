@@ -3,8 +3,8 @@
 A background writer (exposures, serving events, prediction log) writes rows in batches. When the database
 refuses a batch there are two very different causes:
 
-- the database is *unavailable* (stopped, frozen, locked, read-only, disk full, a timeout): every row would fail
-  the same way, so the whole batch is kept in memory and retried later;
+- the database is *unavailable* (stopped, frozen, locked, read-only, disk full, a timeout) or misconfigured (a
+  missing table): every row would fail the same way, so the whole batch is kept in memory and retried later;
 - the database refuses *a row* (a value out of range, an invalid JSON token, a string too long, a timestamp that
   cannot be converted): retrying would fail forever and block every row queued behind it, so the batch is split
   in halves, recursively, until the refused rows stand alone; the others are written and the refused ones are
@@ -23,42 +23,49 @@ import psycopg
 from sqlalchemy import exc as sa_exc
 
 T = TypeVar("T")
-
-#: Errors that say "the database cannot take writes now", whichever layer raised them: SQLAlchemy (sessions,
-#: pool checkout, pool timeout) or the raw drivers (the bulk paths write through ``driver_connection``).
-#: psycopg's ``QueryCanceled`` (statement timeout) and ``AdminShutdown`` are ``OperationalError`` subclasses;
-#: sqlite3's "database is locked", "attempt to write a readonly database", "disk I/O error" and "database or disk
-#: is full" are ``OperationalError`` too.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, sa_exc.DisconnectionError,
-    psycopg.OperationalError, psycopg.InterfaceError, sqlite3.OperationalError, sqlite3.InterfaceError,
-    ConnectionError, TimeoutError,
-)
+#: PostgreSQL SQLSTATE classes that refuse a row's data: data exceptions (22: a value out of range, an invalid JSON
+#: token, a string too long), integrity violations (23) and program limits (54: a row too big).
+_PG_ROW_CLASSES = ("22", "23", "54")
+#: SQLite result code of a value too big to store (SQLITE_TOOBIG).
+_SQLITE_TOOBIG = 18
 
 
-def is_unavailable(error: BaseException) -> bool:
-    """Whether ``error`` means the database is unavailable (retry everything later) rather than that it refused
-    some row of the batch (split the batch to find it)."""
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+def is_row_refusal(error: BaseException) -> bool:
+    """Whether ``error`` says the database refused some row of the batch (split the batch to find it), as opposed
+    to anything else — an unavailable database (``api.db.faults``), a missing table, a lost connection — after
+    which every row is kept and retried. Unknown errors are *not* row refusals: keeping rows queued (bounded by
+    the queue's limit) is safer than moving a whole batch to ``dead_letters`` because of a deployment fault."""
+    if isinstance(error, sa_exc.DBAPIError) and isinstance(error.orig, BaseException):
+        error = error.orig
+    if isinstance(error, psycopg.Error):
+        return (error.sqlstate or "")[:2] in _PG_ROW_CLASSES
+    if isinstance(error, sqlite3.IntegrityError | sqlite3.DataError):
         return True
-    return isinstance(error, _UNAVAILABLE)
+    if isinstance(error, sqlite3.OperationalError):
+        return getattr(error, "sqlite_errorcode", None) == _SQLITE_TOOBIG
+    if isinstance(error, sqlite3.ProgrammingError):  # "Error binding parameter …: type … is not supported"
+        return "binding" in str(error).lower()
+    # Raised while converting a row for the driver (a timestamp outside UTC's years, a naive timestamp, a
+    # non-finite number in JSON, a string longer than its column, an integer too large for SQLite).
+    return isinstance(error, ValueError | OverflowError | TypeError)
 
 
 def write_isolating(
     rows: Sequence[T], write: Callable[[Sequence[T]], int]
 ) -> tuple[int, list[tuple[T, BaseException]]]:
     """Write ``rows`` with ``write`` (one transaction per call; it returns the rows stored); when a call fails
-    for a reason other than unavailability, split it in halves until each refused row stands alone.
+    because the database refused a row (:func:`is_row_refusal`), split it in halves until each refused row stands
+    alone.
 
-    Returns ``(rows stored, [(refused row, its error), ...])``. Raises the first unavailability error (halves
-    already written stay written: callers retry the whole batch, and the writes are idempotent by unique key).
+    Returns ``(rows stored, [(refused row, its error), ...])``. Raises any other error (halves already written
+    stay written: callers retry the whole batch, and the writes are idempotent by unique key).
     """
     if not rows:
         return 0, []
     try:
         return write(rows), []
     except Exception as error:
-        if is_unavailable(error):
+        if not is_row_refusal(error):
             raise
         if len(rows) == 1:
             return 0, [(rows[0], error)]
