@@ -120,24 +120,40 @@ def demo(
                  model_requests=model_requests, adaptive=adaptive, console_port=console_port)
 
 
-@app.command()
-def console(
-    port: Annotated[int, typer.Option(help="TCP port of the console")] = 8501,
-    api_url: Annotated[str, typer.Option(envvar="TITRATE_API_URL", help="the service's base URL")]
-    = "http://127.0.0.1:8000",
-    api_key: Annotated[str, typer.Option(envvar="TITRATE_API_KEY", show_default=False,
-                                         help="API key (analyst; admin to act)")] = "",
-    headless: Annotated[bool, typer.Option(help="do not open a browser")] = False,
-) -> None:
-    """Run the Streamlit console (talks to the service over REST at TITRATE_API_URL with TITRATE_API_KEY)."""
+#: what ``ui/.streamlit/config.toml`` says, passed again as flags so no other Streamlit config can undo it
+CONSOLE_STREAMLIT_FLAGS = ("--server.showEmailPrompt", "false", "--browser.gatherUsageStats", "false",
+                           "--client.toolbarMode", "minimal", "--server.fileWatcherType", "none")
+
+
+def console_command(host: str, port: int, browser: bool = False) -> list[str]:
+    """The ``streamlit run`` command line of the console: bound to ``host``:``port``, headless unless ``browser``,
+    never prompting and never sending usage statistics."""
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "TITRATE_API_URL": api_url, "TITRATE_API_KEY": api_key}
-    command = [sys.executable, "-m", "streamlit", "run", str(root / "ui" / "app.py"), "--server.port", str(port),
-               "--server.headless", str(headless).lower(), "--browser.gatherUsageStats", "false"]
-    os.chdir(root)
-    os.execve(sys.executable, command, env)  # become streamlit: signals (Ctrl-C, SIGTERM) reach it directly
+    return [sys.executable, "-m", "streamlit", "run", str(root / "ui" / "app.py"), "--server.address", host,
+            "--server.port", str(port), "--server.headless", str(not browser).lower(), *CONSOLE_STREAMLIT_FLAGS]
+
+
+@app.command()
+def console(
+    host: Annotated[str, typer.Option(help="interface to bind; 0.0.0.0 exposes the sign-in page to the network")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port of the console")] = 8501,
+    api_url: Annotated[str, typer.Option(envvar="TITRATE_API_URL", help="the service's base URL")]
+    = "http://127.0.0.1:8000",
+    browser: Annotated[bool, typer.Option("--browser/--headless", help="open a browser tab on start")] = False,
+) -> None:
+    """Run the Streamlit console against the service at TITRATE_API_URL; each person signs in with their own key."""
+    import sys
+
+    from api.ports import require_free
+
+    require_free(host, port)  # a busy port or a foreign --host is one line naming the flag, before Streamlit starts
+    env = {**os.environ, "TITRATE_API_URL": api_url}
+    env.pop("TITRATE_API_KEY", None)  # nobody acts with a shared key: each person signs in with their own
+    os.chdir(Path(__file__).resolve().parent.parent)
+    os.execve(sys.executable, console_command(host, port, browser), env)  # become streamlit: signals reach it
 
 
 def _validation_message(error: Exception) -> str:

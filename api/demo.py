@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -186,13 +185,14 @@ def _contextual_result(base_url: str, key: str, scenario: Scenario, result: Simu
             "decision": decision.get("decision"), "versions": len(steps)}
 
 
-def _start_console(base_url: str, key: str, port: int) -> subprocess.Popen[bytes]:
-    """The Streamlit console, pointed at the demo's service with its admin key."""
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "TITRATE_API_URL": base_url, "TITRATE_API_KEY": key}
-    return subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(root / "ui" / "app.py"), "--server.port", str(port),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"], cwd=root, env=env)
+def _start_console(base_url: str, host: str, port: int) -> subprocess.Popen[bytes]:
+    """The Streamlit console (as ``titrate console``), pointed at the demo's service and bound to the demo's
+    ``host``; nobody is signed in: each person signs in with their own key (the demo prints an admin key)."""
+    from api.cli import console_command
+
+    env = {**os.environ, "TITRATE_API_URL": base_url}
+    env.pop("TITRATE_API_KEY", None)
+    return subprocess.Popen(console_command(host, port), cwd=Path(__file__).resolve().parent.parent, env=env)
 
 
 def _wait_until_listening(server: _Server, host: str, port: int, timeout_s: float = 120.0) -> None:
@@ -263,9 +263,9 @@ def run_demo(settings: Settings, *, host: str, port: int, units: int, seed: int,
                   f"p = {ab['p_value']:.2g}; true lift {ab['true_rel_lift']:+.1%}; segments flagged: "
                   f"{', '.join(ab['flagged_segments']) or 'none'}")
     if not headless:
-        ui = _start_console(base_url, key, console_port)
+        ui = _start_console(base_url, host, console_port)
         console.print(f"service at {base_url} (OpenAPI: {base_url}/docs); console at http://{host}:{console_port}; "
-                      f"admin key: {key}\nCtrl-C to stop.")
+                      f"sign in to the console with the demo's admin key:\n{key}\nCtrl-C to stop.")
         try:
             while server.is_alive():
                 time.sleep(0.5)

@@ -7,7 +7,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ui.common import get_client, not_available
+from ui.common import get_client, not_available, show_refusal
 
 client = get_client()
 st.title("Design calculator")
@@ -39,7 +39,7 @@ if reply.missing:
     not_available("The design calculator (/v1/design)")
     st.stop()
 if not reply.ok:
-    st.error(reply.message, icon="❗")
+    show_refusal(reply, "The design calculator")
     st.stop()
 plan = reply.data
 m1, m2, m3 = st.columns(3)
