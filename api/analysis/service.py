@@ -616,8 +616,14 @@ def design_experiment(body: DesignRequest) -> DesignOut:
     if body.kind == "proportion" and not 0.0 < body.baseline * (1.0 + body.mde) < 1.0:
         raise InvalidInput(("body", "mde"), "baseline * (1 + mde) must lie strictly between 0 and 1")
     try:
-        d = design(body.kind, body.baseline, body.mde, body.alpha, body.power, body.variants, body.daily_units,
-                   body.sd)
+        # why errstate: extreme inputs (an mde of 1e-300, an sd of 1e300) make the closed form overflow to inf or
+        # nan; that is a sample size nobody can run, answered as a 422 below rather than a numpy warning
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            d = design(body.kind, body.baseline, body.mde, body.alpha, body.power, body.variants, body.daily_units,
+                       body.sd)
+    except (OverflowError, ZeroDivisionError) as exc:
+        raise InvalidInput(("body", "mde"), f"the design needs more units than can be counted ({exc}): the mde is "
+                                            "too small for this baseline, sd and daily_units") from None
     except ValueError as exc:
         raise InvalidInput(("body",), str(exc)) from None
     return DesignOut(n_per_variant=d.n_per_variant, total_units=d.total_units, days=d.days, formula=FORMULA)

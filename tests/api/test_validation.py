@@ -231,3 +231,15 @@ def test_path_integers_beyond_the_column_are_422_not_500(served: TestClient, key
         assert response.status_code == 422, response.text
         assert response.json()["detail"][0]["loc"] == ["path", "key_id"]
     assert served.delete(f"/v1/keys/{MAX_KEY_ID}", headers=admin).status_code == 404
+
+
+@pytest.mark.parametrize("body", [
+    {"kind": "proportion", "baseline": 0.5, "mde": 1e-300, "daily_units": 1},
+    {"kind": "mean", "baseline": 1.0, "mde": 0.05, "daily_units": 1e-320, "sd": 1.0},
+    {"kind": "mean", "baseline": 1e300, "mde": 1e-10, "daily_units": 1, "sd": 1e300},
+])
+def test_design_inputs_beyond_what_can_be_counted_are_422(client: TestClient, keys: Keys,
+                                                           body: dict[str, Any]) -> None:
+    response = client.post("/v1/design", json=body, headers=keys.headers("analyst"))
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"][0] == "body"
