@@ -274,7 +274,9 @@ def keys_create(
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[int, typer.Option("--id", min=1, help="the key's id (GET /v1/keys)")]) -> None:
+def keys_revoke(key_id: Annotated[int, typer.Option(
+        "--id", min=1, max=2**31 - 1,  # api_keys.id is a 32-bit INTEGER, as the route's MAX_KEY_ID says
+        help="the key's id (GET /v1/keys)")]) -> None:
     """Revoke an API key (running services refuse it within their config refresh period)."""
     from api.auth.keys import Principal
     from api.auth.service import revoke_api_key

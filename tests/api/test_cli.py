@@ -154,6 +154,15 @@ def test_a_good_database_still_works(cli: CliRunner, tmp_path: Path) -> None:
     assert stdout.startswith("tk_")
 
 
+def test_keys_revoke_with_an_id_beyond_the_column_is_a_usage_error(cli: CliRunner, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ok.db"
+    assert _invoke(cli, "migrate", TITRATE_DATABASE_URL=url)[0] == 0
+    code, stderr, _ = _invoke(cli, "keys", "revoke", "--id", "999999999999999999999", TITRATE_DATABASE_URL=url)
+    assert code == 2
+    assert "--id" in stderr
+    assert "Traceback" not in stderr
+
+
 # --- other settings ---------------------------------------------------------------------------------------------
 
 
