@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,3 +95,48 @@ def live_server(database_url: str, **kwargs: object) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+def start_ranker_v2(server: LiveServer, admin_headers: dict[str, str]) -> None:
+    """Register the DESIGN.md metrics and start the example experiment ``ranker-v2`` on a live server."""
+    from tests.factories import METRICS, experiment_body
+
+    with httpx.Client(base_url=server.url, headers=admin_headers, timeout=30) as http:
+        for metric in METRICS.values():
+            assert http.post("/v1/metrics", json=metric).status_code == 201
+        assert http.post("/v1/experiments", json=experiment_body()).status_code == 201
+        assert http.post("/v1/experiments/ranker-v2/start").status_code == 200
+
+
+class AssignmentLoad:
+    """``workers`` threads assigning a new unit per request to a live server until :meth:`stop` (or the server
+    goes away); ``acknowledged`` maps each unit answered 200 with ``experiment`` to when (``time.monotonic``)."""
+
+    def __init__(self, server: LiveServer, headers: dict[str, str], experiment: str = "ranker-v2",
+                 workers: int = 4, prefix: str = "") -> None:
+        self.acknowledged: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(server.url, headers, experiment, f"{prefix}w{w}"))
+                         for w in range(workers)]
+
+    def _run(self, url: str, headers: dict[str, str], experiment: str, worker: str) -> None:
+        with httpx.Client(base_url=url, headers=headers, timeout=10) as http:
+            i = 0
+            while not self._stop.is_set():
+                unit = f"{worker}-u{i}"
+                try:
+                    response = http.post("/v1/assign", json={"unit_id": unit})
+                except httpx.HTTPError:
+                    return
+                if response.status_code == 200 and experiment in response.json()["assignments"]:
+                    self.acknowledged[unit] = time.monotonic()
+                i += 1
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.assignment.exposure_writer import ExposureRecord
+from api.assignment.exposure_writer import ExposureRecord, ExposureWriter
 from api.db.engine import Database
 from api.db.tables import DeadLetter, Event
 from api.serving.recorder import ServingRecorder, serving_events
@@ -21,13 +22,20 @@ def _record(experiment_id: int, unit: str, exposed_at: datetime) -> ExposureReco
                           exposed_at=exposed_at, attributes={})
 
 
-def test_refused_rows_are_listed_for_admins_counted_and_the_rest_is_written(client: TestClient, keys: Keys) -> None:
-    admin = keys.headers("admin")
-    create_metrics(client, admin)
-    create_experiment(client, admin, start=True)
+@pytest.fixture
+def running(client: TestClient, keys: Keys) -> tuple[int, ExposureWriter]:
+    """``ranker-v2`` started: its id and the service's exposure writer."""
+    create_metrics(client, keys.headers("admin"))
+    create_experiment(client, keys.headers("admin"), start=True)
     state = client.app.state  # type: ignore[attr-defined]
-    experiment_id = state.snapshots.current.experiment_ids["ranker-v2"]
-    writer = state.exposure_writer
+    return state.snapshots.current.experiment_ids["ranker-v2"], state.exposure_writer
+
+
+def test_refused_rows_are_listed_for_admins_counted_and_the_rest_is_written(
+    client: TestClient, keys: Keys, running: tuple[int, ExposureWriter]
+) -> None:
+    admin = keys.headers("admin")
+    experiment_id, writer = running
     now = datetime.now(UTC)
     writer.enqueue(_record(experiment_id, "good-1", now))
     writer.enqueue(_record(experiment_id, "bad", datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))))
@@ -56,15 +64,12 @@ def test_refused_rows_are_listed_for_admins_counted_and_the_rest_is_written(clie
     assert 'titrate_dead_letters_total{kind="exposure"}' in client.get("/metrics").text
 
 
-def test_paging_through_dead_letters(client: TestClient, keys: Keys) -> None:
+def test_paging_through_dead_letters(client: TestClient, keys: Keys, running: tuple[int, ExposureWriter]) -> None:
     admin = keys.headers("admin")
-    create_metrics(client, admin)
-    create_experiment(client, admin, start=True)
-    state = client.app.state  # type: ignore[attr-defined]
-    experiment_id = state.snapshots.current.experiment_ids["ranker-v2"]
+    experiment_id, writer = running
     for i in range(5):
-        state.exposure_writer.enqueue(_record(experiment_id, f"bad-{i}", datetime(2026, 1, 1)))  # naive: refused
-    state.exposure_writer.flush()
+        writer.enqueue(_record(experiment_id, f"bad-{i}", datetime(2026, 1, 1)))  # naive: refused
+    writer.flush()
     first = client.get("/v1/dead-letters?limit=3", headers=admin).json()
     assert len(first["items"]) == 3
     assert first["counts"] == {"exposure": 5}

@@ -5,17 +5,14 @@ none at all."""
 from __future__ import annotations
 
 import signal
-import threading
 import time
 
-import httpx
 from sqlalchemy import select
 
 from api.db.engine import Database
 from api.db.tables import Exposure
 from tests.conftest import Keys
-from tests.factories import METRICS, experiment_body
-from tests.live import LiveServer
+from tests.live import AssignmentLoad, LiveServer, start_ranker_v2
 
 FLUSH_SECONDS = 0.1
 # Time a flush may take beyond its period on this shared 2-core machine (the batch being written when the
@@ -30,41 +27,18 @@ def _kill_during_assignment_load(db: Database, keys: Keys, durability: str) -> t
                                           "TITRATE_EXPOSURE_FLUSH_SECONDS": str(FLUSH_SECONDS),
                                           "TITRATE_SCHEDULER_ENABLED": "false"})
     server.start()
-    acknowledged: dict[str, float] = {}
-    stop = threading.Event()
     try:
-        with httpx.Client(base_url=server.url, headers=keys.headers("admin"), timeout=30) as http:
-            for metric in METRICS.values():
-                assert http.post("/v1/metrics", json=metric).status_code == 201
-            assert http.post("/v1/experiments", json=experiment_body()).status_code == 201
-            assert http.post("/v1/experiments/ranker-v2/start").status_code == 200
-
-        def load(worker: int) -> None:
-            with httpx.Client(base_url=server.url, headers=keys.headers("sdk"), timeout=10) as http:
-                i = 0
-                while not stop.is_set():
-                    unit = f"{durability}-w{worker}-u{i}"
-                    try:
-                        response = http.post("/v1/assign", json={"unit_id": unit})
-                    except httpx.HTTPError:
-                        return
-                    if response.status_code == 200 and "ranker-v2" in response.json()["assignments"]:
-                        acknowledged[unit] = time.monotonic()
-                    i += 1
-
-        threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
-        for t in threads:
-            t.start()
+        start_ranker_v2(server, keys.headers("admin"))
+        load = AssignmentLoad(server, keys.headers("sdk"), prefix=f"{durability}-")
+        load.start()
         time.sleep(2.0)
         killed_at = time.monotonic()
         server.signal(signal.SIGKILL)
         server.wait()
-        stop.set()
-        for t in threads:
-            t.join()
+        load.stop()
     finally:
-        stop.set()
         server.stop()
+    acknowledged = load.acknowledged
     assert len(acknowledged) > 50, "too few requests completed before the kill"
     return acknowledged, killed_at
 

@@ -15,7 +15,7 @@ from api.db.tables import Event, Exposure
 from tests.api.test_events import events
 from tests.conftest import Keys
 from tests.factories import METRICS, experiment_body
-from tests.live import live_server
+from tests.live import AssignmentLoad, live_server, start_ranker_v2
 
 
 def _count(db: Database, table: type) -> int:
@@ -78,39 +78,16 @@ def test_sigkill_mid_stream_loses_no_acknowledged_event(db: Database, keys: Keys
 
 
 def test_sigterm_during_assignment_load_keeps_every_completed_exposure(db: Database, keys: Keys) -> None:
-    admin = keys.headers("admin")
-    completed: list[str] = []
-    stop = threading.Event()
     with live_server(db.url) as server:
-        with httpx.Client(base_url=server.url, headers=admin) as http:
-            for metric in METRICS.values():
-                assert http.post("/v1/metrics", json=metric).status_code == 201
-            assert http.post("/v1/experiments", json=experiment_body()).status_code == 201
-            assert http.post("/v1/experiments/ranker-v2/start").status_code == 200
-
-        def load(worker: int) -> None:
-            with httpx.Client(base_url=server.url, headers=keys.headers("sdk"), timeout=10) as http:
-                i = 0
-                while not stop.is_set():
-                    unit = f"w{worker}-u{i}"
-                    try:
-                        response = http.post("/v1/assign", json={"unit_id": unit})
-                    except httpx.HTTPError:
-                        return
-                    if response.status_code == 200 and "ranker-v2" in response.json()["assignments"]:
-                        completed.append(unit)
-                    i += 1
-
-        threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
-        for t in threads:
-            t.start()
+        start_ranker_v2(server, keys.headers("admin"))
+        load = AssignmentLoad(server, keys.headers("sdk"))
+        load.start()
         time.sleep(1.5)
         server.signal(signal.SIGTERM)
         # uvicorn re-raises the signal after its graceful shutdown, so the exit status is -SIGTERM
         assert server.wait() in (0, -signal.SIGTERM)
-        stop.set()
-        for t in threads:
-            t.join()
+        load.stop()
+    completed = load.acknowledged
     assert completed
     with db.read() as session:
         stored = set(session.scalars(select(Exposure.unit_id)))
