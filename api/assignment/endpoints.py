@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from api.assignment import service
 from api.assignment.schemas import AssignRequest, AssignResponse, ExposuresIn, ExposuresOut
@@ -37,8 +38,10 @@ async def assign(request: Request) -> Response:
     return Response(json.dumps({"assignments": assignments}, separators=(",", ":")), media_type="application/json")
 
 
-@router.post("/v1/exposures", response_model=ExposuresOut)
-def log_exposures(body: ExposuresIn, request: Request, _: Principal = Depends(require_sdk)) -> dict[str, int]:
+@router.post("/v1/exposures", response_model=ExposuresOut,
+             responses={503: {"description": "exposure queue full, or (durability sync) not committed in time: "
+                                             "retry after Retry-After seconds"}})
+async def log_exposures(body: ExposuresIn, request: Request, _: Principal = Depends(require_sdk)) -> dict[str, int]:
     """Log exposures of SDKs that assign locally (re-checked against the server's assignment)."""
     state = request.app.state
     check_batch_length(len(body.exposures), state.settings.max_events_per_batch, ("body", "exposures"),
@@ -46,9 +49,16 @@ def log_exposures(body: ExposuresIn, request: Request, _: Principal = Depends(re
     for i, exposure in enumerate(body.exposures):
         service.check_attributes(exposure.attributes, state.settings.max_attributes_bytes,
                                  ("body", "exposures", i, "attributes"))
-    with state.db.transaction() as session:
-        return service.record_sdk_exposures(session, state.snapshots.current, state.exposure_writer,
-                                            body.exposures)
+
+    def _record() -> dict[str, int]:
+        with state.db.transaction() as session:
+            return service.record_sdk_exposures(session, state.snapshots.current, state.exposure_writer,
+                                                body.exposures)
+
+    counts = await run_in_threadpool(_record)
+    if state.settings.exposure_durability == "sync" and counts["accepted"]:
+        await service.wait_until_durable(state.exposure_writer, state.settings.exposure_sync_timeout_seconds)
+    return counts
 
 
 @router.get("/v1/sdk/config", responses={304: {"description": "unchanged since the given ETag"}})
