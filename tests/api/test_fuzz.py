@@ -24,7 +24,7 @@ from schemathesis.core import NotSet
 from tests.conftest import Keys
 from tests.factories import create_experiment, create_metrics
 
-FUZZED = re.compile(r"^/v1/(metrics|experiments|assign|events|exposures|sdk|keys|scorecards|design)")
+FUZZED = re.compile(r"^/v1/(metrics|experiments|assign|events|exposures|sdk|keys|scorecards|design|dead-letters)")
 _RAW_1E309 = "\ue000raw-1e309\ue000"  # a marker json.dumps keeps as a string, then swapped for the bare token
 POISON_NUMBERS: tuple[Any, ...] = (math.nan, math.inf, -math.inf, _RAW_1E309, 2**63, -(2**63) - 1, 10**30)
 EXTREME_TIMESTAMPS = ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00Z",
