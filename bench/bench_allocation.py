@@ -12,7 +12,7 @@ Measured:
    (Beta posteriors of ~10k units per arm), median and p90 over repeats.
 2. On one environment — K = 10 Bernoulli arms (best 0.10, others 0.08), 100 000 units served in
    batches of 1 000, 10 seeds — cumulative regret, share of traffic to the best arm and time per
-   allocation update of: uniform; titrate batched Thompson (``bandits.simulation``, service
+   allocation update of: uniform; titrate batched Thompson (``bench.sim.simulation``, service
    defaults: 10k draws, floor 1 %/K); titrate per-unit Thompson (reference); mabwiser
    ``MAB(arms, LearningPolicy.ThompsonSampling())`` used the same batched way (``predict`` one arm
    per unit of the batch from the posterior at the batch start, ``partial_fit`` after the batch).
@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bandits.posteriors import ArmStats  # noqa: E402
-from bandits.simulation import BanditEnvironment, simulate  # noqa: E402
 from bandits.thompson import thompson_allocation  # noqa: E402
+from bench.sim.simulation import BanditEnvironment, simulate  # noqa: E402
 
 try:  # optional comparison
     from mabwiser.mab import MAB, LearningPolicy
@@ -150,7 +150,7 @@ def main() -> None:
     seeds = list(range(3 if args.quick else 10))
 
     lines = [SECTION, "", "`bench/bench_allocation.py` — `bandits.thompson.thompson_allocation` and the batched bandit "
-             "loop of `bandits.simulation`, against mabwiser's Thompson sampling in the same run.",
+             "loop of `bench.sim.simulation`, against mabwiser's Thompson sampling in the same run.",
              f"Machine: {machine()}.", ""]
     lines += ["**Allocation update latency** (Beta posteriors, 10 000 Monte Carlo draws; posterior → P(best) → floors; "
               f"{repeats} repeats):", "", "| K arms | median ms | p90 ms |", "|---:|---:|---:|"]

@@ -13,7 +13,7 @@ Measured:
    a contextual update costs about C + 1 plain ones — the pooled weights plus one per context).
 2. Regret against each context's best arm on three platforms whose best headline differs (shares 0.5/0.3/0.2;
    40 000 units in batches of 1 000; 10 seeds): uniform; pooled batched Thompson (the service without
-   ``allocation.context``); contextual batched Thompson (``bandits.simulation_contextual``, floor 1 %/K);
+   ``allocation.context``); contextual batched Thompson (``bench.sim.simulation_contextual``, floor 1 %/K);
    mabwiser ``LinTS`` on a one-hot platform context used the same batched way (``predict`` per unit from the
    batch-start model, ``partial_fit`` after the batch). Also the cost of context where platforms agree.
 """
@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from bandits.contextual import contextual_thompson_allocation  # noqa: E402
 from bandits.posteriors import ArmStats  # noqa: E402
-from bandits.simulation_contextual import ContextualEnvironment, simulate_contextual  # noqa: E402
 from bandits.thompson import thompson_allocation  # noqa: E402
 from bench.bench_allocation import HAVE_MABWISER, machine, write_section  # noqa: E402
+from bench.sim.simulation_contextual import ContextualEnvironment, simulate_contextual  # noqa: E402
 
 SECTION = "## Contextual allocation (bandits)"
 HORIZON, BATCH = 40_000, 1_000

@@ -9,8 +9,8 @@ import pytest
 
 from bandits.contextual import contextual_thompson_allocation
 from bandits.posteriors import ArmStats, RatioArmStats
-from bandits.simulation_contextual import ContextualEnvironment, simulate_contextual
 from bandits.thompson import thompson_allocation
+from bench.sim.simulation_contextual import ContextualEnvironment, simulate_contextual
 
 VALUES = ["ios", "android"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bandits.simulation import BanditEnvironment, lai_robbins_bound, simulate
+from bench.sim.simulation import BanditEnvironment, lai_robbins_bound, simulate
 
 SEEDS = list(range(10))
 

@@ -4,7 +4,7 @@ Environment: C contexts (values of one attribute, e.g. platform) arriving with s
 Bernoulli arms whose success probability μ_{c,k} depends on the context.  Every block of
 ``batch_size`` units: the contexts are drawn (multinomial with s), each context's units are split
 over the arms by that context's weights (multinomial), and rewards are drawn per (context, arm) cell
-(binomial) — the same exact sufficient-statistic draws as ``bandits.simulation``.
+(binomial) — the same exact sufficient-statistic draws as ``bench.sim.simulation``.
 
 Policies:
 
