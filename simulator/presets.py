@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from simulator.scenario import Scenario
+from simulator.weights import shipped_minilm_dir
 
 CONVERSION_METRIC: dict[str, Any] = {"key": "conversion", "kind": "proportion", "event": "purchase",
                                      "direction": "higher_is_better"}
@@ -128,11 +129,9 @@ def minilm_serving() -> Scenario:
     """The real MiniLM served in float32 and bfloat16 (module docstring).
 
     Raises:
-        models.errors.ModelSpecError: the package shipping the weights is not installed.
+        simulator.weights.MissingWeights: the package shipping the weights is not installed.
     """
-    from models.shipped import shipped_minilm_path  # only this preset needs the local weights' path
-
-    path = str(shipped_minilm_path())
+    path = str(shipped_minilm_dir())  # resolved only when this preset is chosen
     models = [{"key": key, "task": "embedding", "path": path, "dtype": dtype, "device": "auto", "max_batch": 32,
                "max_length": 128} for key, dtype in (("minilm-f32", "float32"), ("minilm-bf16", "bfloat16"))]
     return Scenario.model_validate({
