@@ -227,6 +227,33 @@ def ramp_weights(variant_keys: Sequence[str], control_key: str, fraction: float)
     return {k: float(w) for k, w in zip(keys, exact, strict=True)}
 
 
+def ramp_split(variant_keys: Sequence[str], control_key: str, fraction: float,
+               registered: Sequence[float] | None = None) -> dict[str, float]:
+    """Weights of a ramp step when the treatments were registered with weights: the one ramp-weights rule.
+
+    Control gets 1 − fraction; the treatments share ``fraction`` in proportion to their ``registered`` weights
+    (aligned with ``variant_keys``; control's entry is ignored): treatment i gets fraction·wᵢ/Σw and control
+    1 − fsum(treatments). When the treatments' registered weights are all equal, sum to 0 or are not given,
+    they share equally and this is exactly ``ramp_weights`` (f/m each, control absorbs the rounding).
+    Used for allocation version 1 of a ramp (its first step) and for every ramp step after it.
+    """
+    keys = list(variant_keys)
+    if registered is None:
+        return ramp_weights(keys, control_key, fraction)
+    if len(registered) != len(keys):
+        raise ValueError("registered weights must align with variant_keys")
+    base = ramp_weights(keys, control_key, fraction)
+    treatments = [(k, w) for k, w in zip(keys, registered, strict=True) if k != control_key]
+    shares = [w for _, w in treatments]
+    total = math.fsum(shares)
+    # why: equal weights keep ramp_weights' exact f/m split; only unequal ones need the proportional share.
+    if len(set(shares)) > 1 and total > 0:
+        for key, weight in treatments:
+            base[key] = fraction * weight / total
+        base[control_key] = 1.0 - math.fsum(base[key] for key, _ in treatments)
+    return base
+
+
 def guardrail_detection_power(rel_std_error: float, margin: float, alpha: float = 0.05) -> float:
     """Power of the one-sided level-α test of harm to detect a relative harm of exactly ``margin``, given the
     standard error of the relative lift measured so far: 1 − β = Φ(margin / SE − z_{1−α}).

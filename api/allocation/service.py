@@ -52,7 +52,7 @@ from api.experiments import repository as experiments_repository
 from api.experiments import service as experiments_service
 from api.experiments.schemas import AllocationSpec
 from bandits.contextual import ContextualAllocation, contextual_thompson_allocation
-from bandits.ramp import guardrail_detection_power, next_ramp_action, ramp_weights
+from bandits.ramp import guardrail_detection_power, next_ramp_action, ramp_split
 from bandits.thompson import Direction, thompson_allocation
 from scorecards.sql import MetricSpec
 
@@ -381,20 +381,12 @@ def _guardrail_power(guards: dict[str, dict[str, dict[str, Any]]], alpha: float)
 
 
 def step_weights(experiment: Experiment, fraction: float) -> dict[str, float]:
-    """Weights of a ramp step: control 1 − fraction, the treatments share ``fraction`` (as ``initial_weights``:
-    in proportion to their registered weights, equally when those are equal — ``bandits.ramp.ramp_weights``)."""
+    """Weights of a ramp step: ``bandits.ramp.ramp_split`` over the served variants (the rule ``initial_weights``
+    uses for version 1), shadow variants 0."""
     served = [v for v in experiment.variants if not v.shadow]
     control = next(v for v in served if v.is_control)
-    treatments = [v for v in served if not v.is_control]
     weights = {v.key: 0.0 for v in experiment.variants}
-    base = ramp_weights([v.key for v in served], control.key, fraction)
-    registered = [v.weight for v in treatments]
-    if len(set(registered)) > 1 and math.fsum(registered) > 0:
-        total = math.fsum(registered)
-        for v in treatments:
-            base[v.key] = fraction * v.weight / total
-        base[control.key] = 1.0 - math.fsum(base[v.key] for v in treatments)
-    weights.update(base)
+    weights.update(ramp_split([v.key for v in served], control.key, fraction, [v.weight for v in served]))
     return weights
 
 

@@ -23,6 +23,7 @@ from api.experiments.schemas import (
 from api.metrics_catalog import repository as metrics_repository
 from api.serving.service import check_variant_models
 from bandits.bucketing import BUCKETS
+from bandits.ramp import ramp_split
 
 # status → the actions allowed from it and the status each leads to
 TRANSITIONS: dict[str, dict[str, str]] = {
@@ -266,19 +267,15 @@ def _resize_layer_range(session: Session, experiment: Experiment, traffic: float
 
 
 def initial_weights(experiment: Experiment) -> dict[str, float]:
-    """Weights of allocation version 1: the registered weights, or the first ramp step's split."""
+    """Weights of allocation version 1: the registered weights, or the first ramp step's split
+    (``bandits.ramp.ramp_split``, the rule every later ramp step uses)."""
     allocation = AllocationSpec.model_validate(experiment.allocation)
     served = [v for v in experiment.variants if not v.shadow]
     weights = {v.key: (v.weight if not v.shadow else 0.0) for v in experiment.variants}
     if allocation.strategy == "ramp" and allocation.steps:
-        fraction = allocation.steps[0].fraction
-        treatments = [v for v in served if not v.is_control]
-        total = math.fsum(v.weight for v in treatments)
-        for v in treatments:
-            share = v.weight / total if total > 0 else 1.0 / len(treatments)
-            weights[v.key] = fraction * share
         control = next(v for v in served if v.is_control)
-        weights[control.key] = 1.0 - math.fsum(weights[v.key] for v in treatments)
+        weights.update(ramp_split([v.key for v in served], control.key, allocation.steps[0].fraction,
+                                  [v.weight for v in served]))
     return weights
 
 

@@ -15,6 +15,7 @@ from bandits.ramp import (
     guardrail_detection_power,
     next_ramp_action,
     ramp_bucket_order,
+    ramp_split,
     ramp_weights,
     units_for_guardrail_power,
 )
@@ -143,6 +144,26 @@ def test_ramp_weights_give_control_one_minus_fraction() -> None:
     assert w["control"] == pytest.approx(0.7)
     assert math.fsum(w.values()) == 1.0
     assert ramp_weights(["control"], "control", 0.5) == {"control": 1.0}
+
+
+def test_ramp_split_shares_the_fraction_in_proportion_to_registered_weights() -> None:
+    w = ramp_split(["control", "a", "b"], "control", 0.4, [0.5, 0.3, 0.1])
+    assert list(w) == ["control", "a", "b"]
+    assert w["a"] == pytest.approx(0.3)
+    assert w["b"] == pytest.approx(0.1)
+    assert w["control"] == 1.0 - math.fsum([w["a"], w["b"]])
+
+
+@pytest.mark.parametrize("registered", [None, [0.5, 0.25, 0.25], [0.0, 0.0, 0.0], [9.0, 1.0, 1.0]])
+def test_ramp_split_is_ramp_weights_when_treatments_weigh_the_same(registered: list[float] | None) -> None:
+    for fraction in (0.01, 0.05, 0.3, 0.9, 1.0):
+        assert ramp_split(["control", "a", "b"], "control", fraction, registered) == ramp_weights(
+            ["control", "a", "b"], "control", fraction)
+
+
+def test_ramp_split_refuses_misaligned_weights() -> None:
+    with pytest.raises(ValueError, match="align"):
+        ramp_split(["control", "a"], "control", 0.1, [1.0])
 
 
 def _spec_assign(weights: list[float], buckets: np.ndarray) -> np.ndarray:
