@@ -26,13 +26,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 from scorecards.frequentist import Comparison
 from scorecards.guardrails import GuardrailResult, GuardrailStatus
-from scorecards.kinds import ExperimentType, HypothesisDirection
-
-DecisionKind = Literal["ship", "no_ship", "rollback", "keep_running"]
+from scorecards.kinds import DecisionKind, ExperimentType, HypothesisDirection
 
 
 @dataclass(frozen=True)

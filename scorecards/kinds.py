@@ -1,4 +1,6 @@
-"""Literal vocabularies shared by the statistics (spelled exactly as in the REST contract)."""
+"""Literal vocabularies shared by the statistics, the plan and the API schemas (spelled exactly as in the REST
+contract). Each is defined here once; ``api`` schemas import them. (``bandits`` keeps its own spelling of
+``MetricKind``/``Direction``: by DESIGN.md it imports only numpy and scipy.)"""
 
 from __future__ import annotations
 
@@ -8,6 +10,12 @@ MetricKind = Literal["proportion", "mean", "ratio"]
 Direction = Literal["higher_is_better", "lower_is_better"]
 HypothesisDirection = Literal["increase", "decrease"]
 ExperimentType = Literal["ab", "rollout"]
+Aggregation = Literal["sum", "count", "any"]
+AllocationStrategy = Literal["fixed", "ramp", "thompson"]
+RampMode = Literal["auto", "suggest"]
+MetricRole = Literal["primary", "secondary", "guardrail"]
+DecisionKind = Literal["ship", "no_ship", "rollback", "keep_running"]
+PowerKind = Literal["proportion", "mean"]
 
 METRIC_KINDS: tuple[str, ...] = get_args(MetricKind)
 DIRECTIONS: tuple[str, ...] = get_args(Direction)

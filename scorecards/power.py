@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 from scipy import optimize, stats
 
 from scorecards.inference import check_alpha
-from scorecards.kinds import check_kind
-
-PowerKind = Literal["proportion", "mean"]
+from scorecards.kinds import PowerKind, check_kind
 
 # why: floating error in the closed form can land a hair above an exact integer (e.g.
 # 3841.0000000000005); shaving this relative amount before ceil avoids charging an extra unit.

@@ -39,7 +39,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 from typing import cast as type_cast
 
 from sqlalchemy import (
@@ -63,10 +63,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from scorecards.kinds import MetricKind
+from scorecards.kinds import Aggregation, MetricKind
 from scorecards.sample_stats import CovariateStats, RatioStats, SampleStats
-
-Aggregation = Literal["sum", "count", "any"]
 
 
 @dataclass(frozen=True, slots=True)

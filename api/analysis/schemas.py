@@ -11,12 +11,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas_common import RequestModel
+from scorecards.kinds import DecisionKind, MetricRole, PowerKind
 
 
 class DesignRequest(RequestModel):
     """Inputs of the sample-size calculator (relative MDE; ``sd`` is required for ``mean``)."""
 
-    kind: Literal["proportion", "mean"]
+    kind: PowerKind
     baseline: float = Field(allow_inf_nan=False, description="control mean (a rate in (0, 1) for proportions)")
     mde: float = Field(allow_inf_nan=False, description="relative minimum detectable effect, e.g. 0.05 for +5 %")
     alpha: float = Field(0.05, gt=0, lt=1, allow_inf_nan=False)
@@ -65,7 +66,7 @@ class MetricResultOut(_Open):
     """One metric of the plan with its results per treatment variant."""
 
     metric: str
-    role: Literal["primary", "secondary", "guardrail"]
+    role: MetricRole
     kind: str
     direction: str
     variants: list[VariantResultOut]
@@ -116,7 +117,7 @@ class CrossExperimentOut(_Open):
 class DecisionOut(_Open):
     """What to do with the experiment now, and why."""
 
-    decision: Literal["ship", "no_ship", "rollback", "keep_running"]
+    decision: DecisionKind
     variant: str | None
     reasons: list[str]
     plan_fingerprint: str | None

@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from api.schemas_common import Key, RequestModel
+from scorecards.kinds import AllocationStrategy as Strategy
+from scorecards.kinds import ExperimentType, HypothesisDirection, RampMode
 
-ExperimentType = Literal["ab", "rollout"]
-Strategy = Literal["fixed", "ramp", "thompson"]
 Status = Literal["draft", "running", "paused", "shipped", "rolled_back", "stopped"]
 Operator = Literal["eq", "neq", "in", "not_in", "gt", "gte", "lt", "lte"]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
@@ -26,7 +26,7 @@ class Hypothesis(RequestModel):
 
     change: ShortText
     metric: Key
-    direction: Literal["increase", "decrease"]
+    direction: HypothesisDirection
     rationale: ShortText
 
 
@@ -72,7 +72,7 @@ class AllocationSpec(RequestModel):
 
     strategy: Strategy = "fixed"
     steps: list[RampStep] | None = Field(None, min_length=1, max_length=20)
-    mode: Literal["auto", "suggest"] = "auto"
+    mode: RampMode = "auto"
     floor: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False)
     top_two: bool = False
     update_every_minutes: float | None = Field(None, gt=0, allow_inf_nan=False)

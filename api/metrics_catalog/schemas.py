@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Self
+from typing import Self
 
 from pydantic import ConfigDict, Field, model_validator
 
 from api.schemas_common import EventName, Key, RequestModel
-
-MetricKind = Literal["proportion", "mean", "ratio"]
-Aggregation = Literal["sum", "count", "any"]
-Direction = Literal["higher_is_better", "lower_is_better"]
+from scorecards.kinds import Aggregation, Direction, MetricKind
 
 
 class EventAggregate(RequestModel):
