@@ -113,11 +113,17 @@ def demo(
     settings = load_settings()
     require_service_and_console_ports(host, port, console_port, console=not headless)  # before anything starts
     migrate()
-    from api.demo import run_demo  # heavy (the service, the simulator): only once the checks passed
+    # heavy (the service, the simulator): only once the checks passed. The CLI is the one place that wires the
+    # client-side scenario runner (simulator) into the service side (api.demo).
+    from api.demo import run_demo
+    from simulator.demo import DemoPlan, run_demo_scenarios
 
+    plan = DemoPlan(units=units, seed=seed, model_requests=model_requests, adaptive=adaptive,
+                    # the driver waits out the exposure writer's flush interval before each allocation step
+                    settle_seconds=max(0.3, settings.exposure_flush_seconds * 2))
     with database_errors(settings.database_url):
-        run_demo(settings, host=host, port=port, units=units, seed=seed, headless=headless,
-                 model_requests=model_requests, adaptive=adaptive, console_port=console_port)
+        run_demo(settings, host=host, port=port, headless=headless, console_port=console_port,
+                 scenarios=lambda base_url, key: run_demo_scenarios(base_url, key, plan))
 
 
 #: what ``ui/.streamlit/config.toml`` says, passed again as flags so no other Streamlit config can undo it
