@@ -57,7 +57,7 @@ RANK = {role: i for i, role in enumerate(ROLES)}
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from models.testing import make_tiny_bert
+    from tests.factories.models import make_tiny_bert
 
     return str(make_tiny_bert(tmp_path_factory.mktemp("auth-model"), "text-classification"))
 

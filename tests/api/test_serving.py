@@ -31,10 +31,10 @@ from api.settings import Settings
 from bandits.bucketing import assign
 from models.monitoring import label_agreement_rate, latency_percentiles, mean_cosine_similarity
 from models.spec import ModelSpec
-from models.testing import FailingVariant, SlowVariant, make_tiny_bert, tiny_spec
 from models.variants import ModelVariant, load_variant
 from tests.conftest import Keys
 from tests.factories import create_experiment, create_metrics, experiment_body, register_model
+from tests.factories.models import FailingVariant, SlowVariant, make_tiny_bert, tiny_spec
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

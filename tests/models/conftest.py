@@ -14,8 +14,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from models.testing import make_tiny_bert, tiny_spec  # noqa: E402
 from models.variants import ModelVariant, load_variant  # noqa: E402
+from tests.factories.models import make_tiny_bert, tiny_spec  # noqa: E402
 
 T = TypeVar("T")
 

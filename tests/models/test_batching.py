@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from models import DynamicBatcher, ModelServingError
-from models.testing import FailingVariant, SlowVariant
 from models.variants import ModelVariant
+from tests.factories.models import FailingVariant, SlowVariant
 
 WORDS = ["the", "cat", "dog", "sat", "on", "mat", "good", "bad", "movie", "hello", "world", "zq", "x1"]
 

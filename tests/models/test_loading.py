@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from models import ModelSpec, ModelSpecError, load_model, resolve_device, resolve_dtype, validate_model_dir
-from models.testing import tiny_spec
 from models.variants import EmbeddingVariant, TextClassificationVariant, load_variant
+from tests.factories.models import tiny_spec
 
 
 def test_loads_both_tasks_from_disk(tiny_dirs: dict[str, Path]) -> None:

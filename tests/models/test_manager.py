@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from models import ModelManager, ModelServingError, ModelSpec, ModelSpecError
-from models.testing import tiny_spec
 from models.variants import ModelVariant, load_variant
+from tests.factories.models import tiny_spec
 
 
 class CountingLoader:

@@ -67,7 +67,7 @@ def test_import_models_is_cheap(tmp_path: Path) -> None:
 
     code = (
         "import sys, models, models.spec, models.loading, models.variants, models.batching, "
-        "models.manager, models.shipped, models.testing\n"
+        "models.manager, models.shipped, tests.factories.models\n"
         "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

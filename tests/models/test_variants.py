@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.testing import tiny_spec
 from models.variants import ModelVariant, load_variant
+from tests.factories.models import tiny_spec
 
 # Inputs of very different lengths in one batch, so most rows are padded.
 TEXTS = [

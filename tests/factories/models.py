@@ -1,4 +1,4 @@
-"""Test helpers: tiny on-disk models and misbehaving variants.
+"""Test helpers (not shipped: they lived in ``models/testing.py``): tiny on-disk models and misbehaving variants.
 
 ``make_tiny_bert`` writes a randomly initialised 2-layer BERT (hidden size 32) with its tokenizer to a
 directory, exactly as ``save_pretrained`` would for a real model, so tests exercise the real loading
