@@ -1,35 +1,80 @@
-"""A periodic flusher: the one background loop behind every batched writer (exposures, serving records).
+"""The one background-loop primitive behind every periodic worker of a service process.
 
-Writers queue rows in memory; this thread calls their ``flush`` every ``period`` seconds, doubles the wait
-(up to 10 s) while the database refuses, so rows are kept and retried rather than lost, and on ``stop`` flushes
-what is left, retrying until a deadline (graceful shutdown: SIGTERM → lifespan → ``stop``).
+* :class:`PeriodicLoop` — a daemon thread calling ``run_once`` every ``period`` seconds. A failing round is
+  logged, never fatal; with ``backoff`` the wait doubles after each failure (up to ``max_backoff``) and returns
+  to ``period`` after a success; :meth:`~PeriodicLoop.wake` starts a round now (ignored while backing off, so
+  waiters cannot turn the backoff into a busy loop); with ``run_at_stop`` :meth:`~PeriodicLoop.stop` runs one
+  last round, retrying until its timeout (graceful shutdown: SIGTERM → lifespan → ``stop``).
+* :class:`PeriodicFlusher` — that loop configured for the batched writers (exposures, serving records):
+  backoff on, one flush at stop, the rows kept named in the log.
+* :class:`AsyncPeriodicLoop` — the same contract for a job that must run on the event loop (it awaits
+  coroutines bound to it, e.g. unloading models whose batchers live there); stopped by cancelling it.
+
+Users: the exposure writer and the serving recorder (flushers), the config-snapshot refresher and the
+allocation scheduler (threads, no backoff), the serving runtime's model unloading (event loop).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 10.0
+#: Pause between the retries of the last round at stop.
+STOP_RETRY_SECONDS = 0.5
 
 
-class PeriodicFlusher:
-    """Runs ``flush`` in a daemon thread every ``period`` seconds and once more at ``stop``."""
+def next_wait(current: float, period: float, failed: bool, backoff: bool, max_backoff: float) -> float:
+    """The wait before the next round: ``period`` after a success (or without backoff), else double the
+    current wait, capped at ``max_backoff`` (never below ``period``)."""
+    if not failed or not backoff:
+        return period
+    return max(period, min(current * 2, max_backoff))
 
-    def __init__(self, name: str, flush: Callable[[], int], pending: Callable[[], int], period: float,
-                 after_round: Callable[[], None] | None = None) -> None:
+
+class PeriodicLoop:
+    """Runs ``run_once`` in a daemon thread every ``period`` seconds (see the module docstring).
+
+    Args:
+        name: the thread's name, also the prefix of its log lines.
+        run_once: one round; its return value is ignored, an exception is logged with ``failure()``.
+        period: seconds between rounds (the first round runs one period after :meth:`start`).
+        backoff: double the wait after a failed round, up to ``max_backoff`` seconds.
+        run_at_stop: :meth:`stop` runs one more round after the thread ended (retried until the timeout).
+        after_round: called after every round in the thread, failed or not (e.g. a queue-depth gauge).
+        failure: the log message of a failed round (called when it fails, so it may count what is kept).
+        shutdown_failure: the log message when the last round at stop still fails at its deadline.
+        stop_timeout: default seconds :meth:`stop` waits for a round in progress.
+    """
+
+    def __init__(self, name: str, run_once: Callable[[], object], period: float, *, backoff: bool = False,
+                 max_backoff: float = MAX_BACKOFF_SECONDS, run_at_stop: bool = False,
+                 after_round: Callable[[], None] | None = None, failure: Callable[[], str] | None = None,
+                 shutdown_failure: Callable[[], str] | None = None, stop_timeout: float = 30.0) -> None:
         self._name = name
-        self._flush = flush
-        self._pending = pending
+        self._run_once = run_once
         self._period = period
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._run_at_stop = run_at_stop
         self._after_round = after_round
+        self._failure = failure or (lambda: f"{name}: round failed")
+        self._shutdown_failure = shutdown_failure or (lambda: f"{name}: last round at shutdown failed")
+        self._stop_timeout = stop_timeout
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        """The loop's (and its thread's) name."""
+        return self._name
 
     def start(self) -> None:
         """Start the thread."""
@@ -37,42 +82,89 @@ class PeriodicFlusher:
         self._thread.start()
 
     def wake(self) -> None:
-        """Flush now rather than at the end of the period (callers waiting for durability: group commit).
-        Ignored while the database is refusing, so waiters cannot turn the backoff into a busy loop."""
+        """Run a round now rather than at the end of the period (e.g. group commit: callers wait for a flush).
+        Ignored while backing off."""
         self._wake.set()
 
     def _run(self) -> None:
-        backoff = self._period
+        wait = self._period
         while not self._stop.is_set():
-            if backoff > self._period:  # backing off: only stop ends the wait early
-                self._stop.wait(backoff)
+            if wait > self._period:  # backing off: only stop ends the wait early
+                self._stop.wait(wait)
             else:
-                self._wake.wait(backoff)
+                self._wake.wait(wait)
             self._wake.clear()
             if self._stop.is_set():
                 break
+            failed = False
             try:
-                self._flush()
-                backoff = self._period
-            except Exception:  # keep the rows and retry with backoff: nothing is lost while we live
-                log.exception("%s: flush failed; %d rows kept for retry", self._name, self._pending())
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                self._run_once()
+            except Exception:  # a failed round must not end the loop: the next one retries
+                failed = True
+                log.exception(self._failure())
+            wait = next_wait(wait, self._period, failed, self._backoff, self._max_backoff)
             if self._after_round is not None:
                 self._after_round()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the thread and flush what is left (retrying until ``timeout``)."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread (waiting up to ``timeout`` for a round in progress); with ``run_at_stop`` run one
+        last round, retrying every 0.5 s until ``timeout`` has passed, then log what could not be done."""
+        timeout = self._stop_timeout if timeout is None else timeout
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=timeout)
+        if not self._run_at_stop:
+            return
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._flush()
+                self._run_once()
                 return
             except Exception:
                 if time.monotonic() > deadline:
-                    log.exception("%s: could not flush %d rows at shutdown", self._name, self._pending())
+                    log.exception(self._shutdown_failure())
                     return
-                time.sleep(0.5)
+                time.sleep(STOP_RETRY_SECONDS)
+
+
+class PeriodicFlusher(PeriodicLoop):
+    """Runs ``flush`` every ``period`` seconds with backoff while it fails, and once more at ``stop``."""
+
+    def __init__(self, name: str, flush: Callable[[], int], pending: Callable[[], int], period: float,
+                 after_round: Callable[[], None] | None = None) -> None:
+        super().__init__(name, flush, period, backoff=True, run_at_stop=True, after_round=after_round,
+                         failure=lambda: f"{name}: flush failed; {pending()} rows kept for retry",
+                         shutdown_failure=lambda: f"{name}: could not flush {pending()} rows at shutdown")
+
+
+class AsyncPeriodicLoop:
+    """Awaits ``run_once()`` every ``period`` seconds in a task on the running event loop; a failed round is
+    logged with ``failure`` and the loop goes on (no backoff: the job is local, not a database)."""
+
+    def __init__(self, name: str, run_once: Callable[[], Awaitable[object]], period: float, *,
+                 failure: str | None = None) -> None:
+        self._name = name
+        self._run_once = run_once
+        self._period = period
+        self._failure = failure or f"{name}: round failed"
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the task (call from the event loop; the first round runs one period later)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._period)
+            try:
+                await self._run_once()
+            except Exception:  # never let one failure stop the loop for good
+                log.exception(self._failure)
+
+    async def stop(self) -> None:
+        """Cancel the task and wait until it has ended."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

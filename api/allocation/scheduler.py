@@ -18,7 +18,6 @@ goes on with the next experiment.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from api.allocation import repository
 from api.allocation.service import StepResult, run_allocation_step
 from api.assignment.snapshot import SnapshotHolder
+from api.background import PeriodicLoop
 from api.db.engine import Database
 from api.db.tables import utc_now
 from api.experiments import repository as experiments_repository
@@ -97,7 +97,8 @@ def _steps(db: Database, min_interval_seconds: float) -> RoundResult:
 
 
 class AllocationScheduler:
-    """Runs ``run_round`` every ``interval_seconds`` in a daemon thread (started in the app lifespan)."""
+    """Runs ``run_round`` every ``interval_seconds`` in a :class:`~api.background.PeriodicLoop` (started in the
+    app lifespan; no backoff: the next round simply retries)."""
 
     def __init__(self, db: Database, snapshots: SnapshotHolder | None, interval_seconds: float,
                  maintenance: Callable[[], object] | None = None) -> None:
@@ -105,8 +106,9 @@ class AllocationScheduler:
         self._snapshots = snapshots
         self._interval = interval_seconds
         self._maintenance = maintenance  # housekeeping run by the replica that held the lock (e.g. retention)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # a database blip must not kill the updater: a failed round is logged and the next one retries
+        self._loop = PeriodicLoop("titrate-allocation-updater", self.run_once, interval_seconds,
+                                  failure=lambda: "allocation round failed", stop_timeout=30.0)
         self.rounds = 0
 
     def run_once(self) -> RoundResult:
@@ -128,18 +130,8 @@ class AllocationScheduler:
 
     def start(self) -> None:
         """Start the loop (the first round runs one interval after start)."""
-        self._thread = threading.Thread(target=self._run, name="titrate-allocation-updater", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.run_once()
-            except Exception:  # a database blip must not kill the updater; the next round retries
-                log.exception("allocation round failed")
+        self._loop.start()
 
     def stop(self) -> None:
-        """Stop the loop and wait for a round in progress."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        """Stop the loop and wait (up to 30 s) for a round in progress."""
+        self._loop.stop()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.background import PeriodicLoop
 from api.db.engine import Database
 from api.db.tables import Experiment, utc_now
 from api.experiments import repository
@@ -98,8 +99,10 @@ class SnapshotHolder:
         self._refresh_seconds = refresh_seconds
         self._on_change = on_change  # e.g. forget cached API keys: a revocation also moves the config version
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # a database blip must not kill the refresher: the failure is logged, the old snapshot keeps serving
+        self._loop = PeriodicLoop("titrate-config-refresh", self.reload_if_changed, refresh_seconds,
+                                  failure=lambda: "config refresh failed; serving the previous snapshot",
+                                  stop_timeout=5.0)
         self.current = build_snapshot(db)
 
     def reload(self) -> ConfigSnapshot:
@@ -121,18 +124,8 @@ class SnapshotHolder:
 
     def start(self) -> None:
         """Poll the config version in a daemon thread."""
-        self._thread = threading.Thread(target=self._run, name="titrate-config-refresh", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._refresh_seconds):
-            try:
-                self.reload_if_changed()
-            except Exception:  # a database blip must not kill the refresher; the old snapshot keeps serving
-                log.exception("config refresh failed; serving the previous snapshot")
+        self._loop.start()
 
     def stop(self) -> None:
-        """Stop polling."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        """Stop polling (waiting up to 5 s for a refresh in progress)."""
+        self._loop.stop()

@@ -9,7 +9,6 @@ database writes in the recorder's thread, so the event loop never blocks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -22,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from api.assignment.exposure_writer import ExposureWriter
 from api.assignment.service import assign_unit
 from api.assignment.snapshot import ConfigSnapshot, SnapshotHolder
+from api.background import AsyncPeriodicLoop
 from api.db.engine import Database
 from api.db.tables import utc_now
 from api.errors import Conflict, DomainError, InvalidInput, NotFound
@@ -122,10 +122,10 @@ class ServingRuntime:
         self.manager = manager
         self.recorder = recorder
         self.specs = SpecCache(db)
-        self._retain_seconds = retain_seconds
         self._shadow_max_pending = shadow_max_pending
         self._shadow_tasks: set[asyncio.Task[None]] = set()
-        self._retain_task: asyncio.Task[None] | None = None
+        self._retain_loop = AsyncPeriodicLoop("titrate-model-retain", self.retain, retain_seconds,
+                                              failure="unloading unreferenced models failed")
         self._closing = False
         self.shadow_skipped = 0
 
@@ -133,15 +133,12 @@ class ServingRuntime:
     async def start(self) -> None:
         """Start the recorder and the periodic unloading of models no served experiment references."""
         self.recorder.start()
-        self._retain_task = asyncio.get_running_loop().create_task(self._retain_loop(), name="titrate-model-retain")
+        self._retain_loop.start()
 
     async def close(self) -> None:
         """Let shadow runs finish (briefly), unload every model, and write every queued record."""
         self._closing = True
-        if self._retain_task is not None:
-            self._retain_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retain_task
+        await self._retain_loop.stop()
         try:
             await self.wait_for_shadows(timeout=10.0)
             await self.manager.close()
@@ -154,14 +151,6 @@ class ServingRuntime:
         """Wait until the shadow runs in flight now have finished (tests; shutdown)."""
         if self._shadow_tasks:
             await asyncio.wait(set(self._shadow_tasks), timeout=timeout)
-
-    async def _retain_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._retain_seconds)
-            try:
-                await self.retain()
-            except Exception:  # never let one failure stop the unloading for good
-                log.exception("unloading unreferenced models failed")
 
     async def retain(self) -> list[str]:
         """Unload models no served experiment references (after a stop, a ship or a rollback); returns them.
