@@ -186,10 +186,12 @@ def _before_offset_default(element: _BeforeOffset, compiler: SQLCompiler, **kw: 
 @compiles(_BeforeOffset, "sqlite")
 def _before_offset_sqlite(element: _BeforeOffset, compiler: SQLCompiler, **kw: Any) -> str:
     ts, start, hours = list(element.clauses)
-    # why: SQLite stores timestamps as ISO text; julianday() turns them into fractional days (a double,
-    # ~50 µs resolution today), which is plenty for windows measured in hours.
-    return (f"(julianday({compiler.process(ts, **kw)}) < julianday({compiler.process(start, **kw)}) "
-            f"+ {compiler.process(hours, **kw)} / 24.0)")
+    # why: SQLite stores timestamps as ISO text; julianday() reads them to the whole millisecond, as fractional
+    # days (a double whose last bit is ~40 µs today). Adding hours / 24.0 to that double rounds, so an event exactly
+    # at a fractional-hour window end (0.5 h, 6.5 h) could fall inside the window; in whole milliseconds (integers
+    # far below 2^53, exact as doubles) the bound is exact at SQLite's resolution.
+    ms = (f"round(julianday({compiler.process(c, **kw)}) * 86400000.0)" for c in (ts, start))
+    return f"({next(ms)} < {next(ms)} + round({compiler.process(hours, **kw)} * 3600000.0))"
 
 
 class _JsonString(FunctionElement[str]):
