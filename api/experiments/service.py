@@ -299,8 +299,8 @@ def start(session: Session, key: str, principal: Principal) -> Experiment:
     if experiment.layer is not None:
         _claim_layer_range(session, experiment)
     plan = plan_module.build_plan(experiment)
-    experiment.plan = plan
-    experiment.plan_fingerprint = plan_module.fingerprint(plan)
+    experiment.plan = plan.to_document()
+    experiment.plan_fingerprint = plan.fingerprint
     experiment.started_at = utc_now()
     session.add(Allocation(experiment_id=experiment.id, version=1, weights=initial_weights(experiment),
                            reason="start", seed=None, details={}, created_at=utc_now()))

@@ -1,0 +1,341 @@
+"""The analysis plan frozen when an experiment starts: a typed, frozen :class:`Plan` and its fingerprint.
+
+The stored form is a JSON document (``experiments.plan``, serialisation ``v1``)::
+
+    {"hypothesis": {...}, "type": "ab", "allocation": {...}, "salt": "...",
+     "variants": [{"key", "control", "shadow"}],
+     "metrics": {"primary": [definition], "secondary": [definition], "guardrails": [definition + "margin"]},
+     "design": {"alpha", "power", "mde", "sequential", "cuped", "cuped_lookback_days"},
+     "decision_rule": "titrate-decision-v1"}          # + "analysis": {"source": key} only when one is named
+
+and the fingerprint is the SHA-256 of its canonical JSON (sorted keys, no whitespace, UTF-8). A stored fingerprint is
+verified against the stored document as it is (:func:`plan_fingerprint`), so plans written by older code — with
+fewer design keys, say — stay valid; :meth:`Plan.from_document` fills what they lack from the defaults below, the
+one place where the analysis' defaults live. :meth:`Plan.to_document` writes serialisation v1: for a document
+written by the current code, ``Plan.from_document(d).to_document() == d`` (numbers are kept as given, never
+coerced, so the canonical JSON — and the fingerprint — is byte-identical).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, cast
+
+from scorecards.kinds import (
+    Aggregation,
+    AllocationStrategy,
+    Direction,
+    ExperimentType,
+    HypothesisDirection,
+    MetricKind,
+    MetricRole,
+    RampMode,
+)
+from scorecards.sql import EventAggregate, MetricSpec
+
+#: Bumped whenever the decision rule in ``scorecards`` changes meaning, so old fingerprints stay honest.
+DECISION_RULE = "titrate-decision-v1"
+DEFAULT_ALPHA = 0.05
+DEFAULT_POWER = 0.8
+DEFAULT_MDE = 0.05
+DEFAULT_CUPED_LOOKBACK_DAYS = 14
+DEFAULT_DIRECTION: Direction = "higher_is_better"
+DEFAULT_HYPOTHESIS_DIRECTION: HypothesisDirection = "increase"
+DEFAULT_PROB_BEST_TO_SHIP = 0.95
+#: Plan document key of each metric role (the REST ``metrics`` object spells guardrails in the plural).
+ROLE_KEYS: tuple[tuple[str, MetricRole], ...] = (("primary", "primary"), ("secondary", "secondary"),
+                                                ("guardrails", "guardrail"))
+
+
+def plan_fingerprint(document: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the plan document's canonical JSON: sorted keys, no whitespace, non-ASCII kept (UTF-8)."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def event_aggregate(d: Mapping[str, Any] | None) -> EventAggregate | None:
+    """One side of a ratio metric from its document ``{"event", "aggregation"}`` (None stays None)."""
+    if d is None:
+        return None
+    return EventAggregate(d["event"], cast(Aggregation, d.get("aggregation") or "sum"))
+
+
+def _aggregate_document(a: EventAggregate | None) -> dict[str, Any] | None:
+    return None if a is None else {"event": a.event, "aggregation": a.aggregation}
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDefinition:
+    """The parts of a catalog metric that change what is measured (the REST metric fields)."""
+
+    key: str
+    kind: MetricKind
+    direction: Direction = DEFAULT_DIRECTION
+    event: str | None = None
+    aggregation: Aggregation | None = None
+    numerator: EventAggregate | None = None
+    denominator: EventAggregate | None = None
+    winsorize: float | None = None
+    window_hours: float | None = None
+
+    @classmethod
+    def from_document(cls, d: Mapping[str, Any]) -> MetricDefinition:
+        """From a plan/catalog definition; a missing or null ``direction`` is ``higher_is_better``."""
+        return cls(key=d["key"], kind=d["kind"], direction=d.get("direction") or DEFAULT_DIRECTION,
+                   event=d.get("event"), aggregation=d.get("aggregation"),
+                   numerator=event_aggregate(d.get("numerator")), denominator=event_aggregate(d.get("denominator")),
+                   winsorize=d.get("winsorize"), window_hours=d.get("window_hours"))
+
+    def to_document(self) -> dict[str, Any]:
+        """The nine fields of the plan document (nulls included)."""
+        return {"key": self.key, "kind": self.kind, "event": self.event, "aggregation": self.aggregation,
+                "numerator": _aggregate_document(self.numerator),
+                "denominator": _aggregate_document(self.denominator), "direction": self.direction,
+                "winsorize": self.winsorize, "window_hours": self.window_hours}
+
+    def spec(self, cuped_lookback_hours: float | None = None) -> MetricSpec:
+        """What the SQL needs; ``cuped_lookback_hours`` also aggregates the pre-exposure covariate (not ratios)."""
+        spec = MetricSpec.from_definition(self.to_document())
+        if cuped_lookback_hours is not None and spec.kind != "ratio":
+            spec = replace(spec, cuped_lookback_hours=cuped_lookback_hours)
+        return spec
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedMetric:
+    """A metric in its role; ``margin``: the relative non-inferiority margin (guardrails only)."""
+
+    role: MetricRole
+    definition: MetricDefinition
+    margin: float | None = None
+
+    @property
+    def key(self) -> str:
+        """The metric key."""
+        return self.definition.key
+
+
+@dataclass(frozen=True, slots=True)
+class Hypothesis:
+    """"If we [change], then [metric] will [direction] because [rationale]"."""
+
+    change: str
+    metric: str
+    direction: HypothesisDirection
+    rationale: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanDesign:
+    """The statistical design (defaults for keys an older document lacks: alpha 0.05, power 0.8, no MDE, fixed
+    horizon, no CUPED, a 14-day CUPED lookback)."""
+
+    alpha: float = DEFAULT_ALPHA
+    power: float = DEFAULT_POWER
+    mde: float | None = DEFAULT_MDE
+    sequential: bool = False
+    cuped: bool = False
+    cuped_lookback_days: float = DEFAULT_CUPED_LOOKBACK_DAYS
+
+    @classmethod
+    def from_document(cls, d: Mapping[str, Any] | None) -> PlanDesign:
+        """From the plan's ``design`` (absent or null keys take the defaults; an absent ``mde`` is none)."""
+        d = d or {}
+        return cls(alpha=d.get("alpha") or DEFAULT_ALPHA, power=d.get("power") or DEFAULT_POWER, mde=d.get("mde"),
+                   sequential=bool(d.get("sequential")), cuped=bool(d.get("cuped")),
+                   cuped_lookback_days=d.get("cuped_lookback_days") or DEFAULT_CUPED_LOOKBACK_DAYS)
+
+    def to_document(self) -> dict[str, Any]:
+        """All six keys."""
+        return {"alpha": self.alpha, "power": self.power, "mde": self.mde, "sequential": self.sequential,
+                "cuped": self.cuped, "cuped_lookback_days": self.cuped_lookback_days}
+
+    @property
+    def cuped_applied(self) -> bool:
+        """CUPED adjusts fixed-horizon comparisons only (there is no always-valid CUPED here yet)."""
+        return self.cuped and not self.sequential
+
+    @property
+    def cuped_lookback_hours(self) -> float | None:
+        """The covariate's lookback in hours when CUPED applies, else None."""
+        return float(self.cuped_lookback_days) * 24.0 if self.cuped_applied else None
+
+
+@dataclass(frozen=True, slots=True)
+class RampStepPlan:
+    """One ramp step: the non-control share and the gates before the next one."""
+
+    fraction: float
+    min_units: int = 0
+    min_hours: float = 0
+    min_power: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContextPlan:
+    """Contextual Thompson sampling: one posterior per declared value of one exposure attribute."""
+
+    attribute: str
+    values: tuple[str, ...]
+
+
+# the allocation document's keys written only when set (the API stores it with ``exclude_none``)
+_OPTIONAL_ALLOCATION = ("steps", "floor", "update_every_minutes", "update_every_events", "context")
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationPlan:
+    """How traffic is split (REST ``allocation``): fixed, a ramp schedule, or a (contextual) Thompson bandit."""
+
+    strategy: AllocationStrategy = "fixed"
+    steps: tuple[RampStepPlan, ...] | None = None
+    mode: RampMode = "auto"
+    floor: float | None = None
+    top_two: bool = False
+    update_every_minutes: float | None = None
+    update_every_events: int | None = None
+    prob_best_to_ship: float = DEFAULT_PROB_BEST_TO_SHIP
+    context: ContextPlan | None = None
+
+    @classmethod
+    def from_document(cls, d: Mapping[str, Any] | None) -> AllocationPlan:
+        """From the plan's ``allocation`` (absent keys take the defaults)."""
+        d = d or {}
+        steps = d.get("steps")
+        context = d.get("context")
+        return cls(strategy=d.get("strategy") or "fixed",
+                   steps=None if steps is None else tuple(RampStepPlan(**s) for s in steps),
+                   mode=d.get("mode") or "auto", floor=d.get("floor"), top_two=bool(d.get("top_two")),
+                   update_every_minutes=d.get("update_every_minutes"), update_every_events=d.get("update_every_events"),
+                   prob_best_to_ship=d.get("prob_best_to_ship") or DEFAULT_PROB_BEST_TO_SHIP,
+                   context=None if context is None else ContextPlan(context["attribute"], tuple(context["values"])))
+
+    def to_document(self) -> dict[str, Any]:
+        """The REST ``allocation`` object; unset optional keys are left out (as the API stores it)."""
+        out: dict[str, Any] = {
+            "strategy": self.strategy, "mode": self.mode, "top_two": self.top_two,
+            "prob_best_to_ship": self.prob_best_to_ship, "floor": self.floor,
+            "update_every_minutes": self.update_every_minutes, "update_every_events": self.update_every_events,
+            "steps": None if self.steps is None else [
+                {k: v for k, v in (("fraction", s.fraction), ("min_units", s.min_units), ("min_hours", s.min_hours),
+                                   ("min_power", s.min_power)) if v is not None} for s in self.steps],
+            "context": None if self.context is None else {"attribute": self.context.attribute,
+                                                          "values": list(self.context.values)},
+        }
+        return {k: v for k, v in out.items() if k not in _OPTIONAL_ALLOCATION or v is not None}
+
+    @property
+    def context_attribute(self) -> str | None:
+        """The contextual bandit's attribute, or None."""
+        return None if self.context is None else self.context.attribute
+
+
+@dataclass(frozen=True, slots=True)
+class PlanVariant:
+    """A variant as the analysis sees it: shadow variants are served no traffic and never compared."""
+
+    key: str
+    control: bool = False
+    shadow: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything the analysis depends on, frozen when the experiment started.
+
+    ``metrics`` are in role order (primary, secondary, guardrails); ``analysis_source`` names a registered analysis
+    source (DESIGN.md "Analysis sources") or None for the built-in tables; ``fingerprint`` is
+    :func:`plan_fingerprint` of the document the plan was read from (or of :meth:`to_document` when built in code).
+    """
+
+    type: ExperimentType
+    hypothesis: Hypothesis | None
+    allocation: AllocationPlan
+    salt: str | None
+    variants: tuple[PlanVariant, ...]
+    metrics: tuple[PlannedMetric, ...]
+    design: PlanDesign
+    decision_rule: str = DECISION_RULE
+    analysis_source: str | None = None
+    fingerprint: str = ""
+
+    @classmethod
+    def from_document(cls, d: Mapping[str, Any]) -> Plan:
+        """Read a stored plan document (any version this module has written); ``fingerprint`` is over ``d``."""
+        hypothesis = d.get("hypothesis")
+        metrics = d.get("metrics") or {}
+        return cls(
+            type=d["type"],
+            hypothesis=None if hypothesis is None else Hypothesis(
+                change=hypothesis.get("change", ""), metric=hypothesis.get("metric", ""),
+                direction=hypothesis.get("direction") or DEFAULT_HYPOTHESIS_DIRECTION,
+                rationale=hypothesis.get("rationale", "")),
+            allocation=AllocationPlan.from_document(d.get("allocation")),
+            salt=d.get("salt"),
+            variants=tuple(PlanVariant(v["key"], bool(v.get("control")), bool(v.get("shadow")))
+                           for v in d["variants"]),
+            metrics=tuple(PlannedMetric(role, MetricDefinition.from_document(m),
+                                        m.get("margin") if role == "guardrail" else None)
+                          for plan_key, role in ROLE_KEYS for m in metrics.get(plan_key) or []),
+            design=PlanDesign.from_document(d.get("design")),
+            decision_rule=d.get("decision_rule") or DECISION_RULE,
+            analysis_source=(d.get("analysis") or {}).get("source"),
+            fingerprint=plan_fingerprint(d),
+        )
+
+    def to_document(self) -> dict[str, Any]:
+        """Serialisation v1 (see the module docstring); ``analysis`` only when a source is named."""
+        h = self.hypothesis
+        document: dict[str, Any] = {
+            "hypothesis": None if h is None else {"change": h.change, "metric": h.metric, "direction": h.direction,
+                                                  "rationale": h.rationale},
+            "type": self.type, "allocation": self.allocation.to_document(), "salt": self.salt,
+            "variants": [{"key": v.key, "control": v.control, "shadow": v.shadow} for v in self.variants],
+            "metrics": {plan_key: [{**m.definition.to_document(), **({"margin": m.margin} if role == "guardrail"
+                                                                     else {})}
+                                   for m in self.metrics if m.role == role] for plan_key, role in ROLE_KEYS},
+            "design": self.design.to_document(), "decision_rule": self.decision_rule,
+        }
+        if self.analysis_source is not None:
+            document["analysis"] = {"source": self.analysis_source}
+        return document
+
+    def sealed(self) -> Plan:
+        """This plan with ``fingerprint`` set from :meth:`to_document` (what starting an experiment stores)."""
+        return replace(self, fingerprint=plan_fingerprint(self.to_document()))
+
+    @property
+    def hypothesis_direction(self) -> HypothesisDirection:
+        """The hypothesised move of the primary metric ("increase" when the plan has no hypothesis)."""
+        return DEFAULT_HYPOTHESIS_DIRECTION if self.hypothesis is None else self.hypothesis.direction
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        """Keys of the variants served traffic (not shadow), control first."""
+        return (self.control, *self.treatments)
+
+    @property
+    def control(self) -> str:
+        """The control variant's key."""
+        return next(v.key for v in self.variants if v.control and not v.shadow)
+
+    @property
+    def treatments(self) -> tuple[str, ...]:
+        """Keys of the served non-control variants, in plan order."""
+        return tuple(v.key for v in self.variants if not v.shadow and not v.control)
+
+    @property
+    def primary(self) -> PlannedMetric:
+        """The primary metric."""
+        return next(m for m in self.metrics if m.role == "primary")
+
+    def by_role(self, role: MetricRole) -> tuple[PlannedMetric, ...]:
+        """The metrics of one role, in plan order."""
+        return tuple(m for m in self.metrics if m.role == role)
+
+    def uses_metric(self, key: str) -> bool:
+        """Whether ``key`` is one of the plan's metrics (any role)."""
+        return any(m.key == key for m in self.metrics)
