@@ -518,7 +518,7 @@ def exposure_counts_query(exposures: Table, experiment_id: int, as_of: datetime 
 
 def version_metric_query(exposures: Table, events: Table, experiment_id: int, metric: MetricSpec,
                          as_of: datetime, earliest: datetime | None = None) -> Select[Any]:
-    """One metric's per-variant sums per allocation version — the strata of ``bandits.stratified``.
+    """One metric's per-variant sums per allocation version — the strata of ``scorecards.stratified``.
 
     The same per-unit aggregation, attribution window, winsorizing and pending rule as :func:`scorecard_query`,
     grouped by ``(allocation_version, variant)``; without CUPED (the stratified estimator uses ``n, Σy, Σy²``,

@@ -22,13 +22,6 @@ from api.db.tables import Allocation, Event, Experiment, Exposure, utc_now
 from api.errors import Conflict, InvalidInput
 from api.experiments import repository as experiments_repository
 from api.experiments import service as experiments_service
-from bandits.stratified import (
-    ArmEstimates,
-    naive_estimates,
-    naive_ratio_estimates,
-    stratified_estimates,
-    stratified_ratio_estimates,
-)
 from scorecards import (
     AllocationPeriod,
     Comparison,
@@ -60,6 +53,13 @@ from scorecards.sql import (
     read_version_segment_rows,
     version_metric_query,
     version_segment_metric_query,
+)
+from scorecards.stratified import (
+    ArmEstimates,
+    naive_estimates,
+    naive_ratio_estimates,
+    stratified_estimates,
+    stratified_ratio_estimates,
 )
 
 ROLES = (("primary", "primary"), ("secondary", "secondary"), ("guardrails", "guardrail"))
@@ -379,7 +379,7 @@ ADAPTIVE_NOTE = ("estimates stratified by allocation version (post-stratificatio
 
 def _stratify(session: Session, experiment: Experiment, planned: list[_PlannedMetric], control: str,
               treatments: list[str], when: datetime, alpha: float, metrics_out: list[dict[str, Any]]) -> str:
-    """Adds ``stratified`` (``bandits.stratified``, one query per primary metric) to each primary-metric variant
+    """Adds ``stratified`` (``scorecards.stratified``, one query per primary metric) to each primary-metric variant
     entry of a thompson experiment and returns the scorecard note."""
     served = [control, *treatments]
     attribute = _context_attribute(experiment)
@@ -440,7 +440,7 @@ def _strata(session: Session, experiment: Experiment, spec: MetricSpec, when: da
 
 
 def _arm(est: ArmEstimates | None, k: int) -> dict[str, Any]:
-    """One treatment's numbers from ``bandits.stratified`` (NaN → null via ``finite``)."""
+    """One treatment's numbers from ``scorecards.stratified`` (NaN → null via ``finite``)."""
     if est is None:
         return {"method": None, "mean": None, "mean_ci": [None, None], "control_mean": None, "abs_lift": None,
                 "abs_ci": [None, None], "rel_lift": None, "rel_ci": [None, None], "p_value": None}

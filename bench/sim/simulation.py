@@ -18,7 +18,7 @@ Policies:
 
 Reported per seed: cumulative (pseudo-)regret Σ_t (μ*_t − μ_{a_t,t}) at the end of every block,
 share of traffic to the best arm, and the per-(block × arm) sufficient statistics, from which the
-stratified and naive lift estimates (``bandits.stratified``) are compared with the true lift
+stratified and naive lift estimates (``scorecards.stratified``) are compared with the true lift
 averaged over the experiment's population.  For the per-unit policy the blocks play the role of
 allocation versions (an approximation: its weights also move within a block).
 
@@ -37,8 +37,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bandits.posteriors import ArmStats, MetricKind
-from bandits.stratified import ArmEstimates, EstimateMethod, naive_estimates, stratified_estimates
 from bandits.thompson import thompson_allocation
+from scorecards.stratified import ArmEstimates, EstimateMethod, naive_estimates, stratified_estimates
 
 FloatArray = npt.NDArray[np.float64]
 PolicyName = Literal["uniform", "thompson_batched", "thompson_per_unit"]

@@ -16,7 +16,7 @@ Policies:
 
 Regret is measured against each context's own best arm, Σ_t (max_k μ_{c_t,k} − μ_{c_t,a_t}), so a
 policy that plays the best arm *on average* still pays in the contexts where another arm wins.  The
-per-(block × context × arm) statistics are the strata of ``bandits.stratified``: with the blocks as
+per-(block × context × arm) statistics are the strata of ``scorecards.stratified``: with the blocks as
 allocation versions and the contexts as segments, the stratified estimate targets the population
 lift Σ_c s_c (μ_{c,k} − μ_{c,0}).
 """
@@ -32,8 +32,8 @@ import numpy.typing as npt
 
 from bandits.contextual import contextual_thompson_allocation
 from bandits.posteriors import ArmStats
-from bandits.stratified import ArmEstimates, stratified_estimates
 from bandits.thompson import thompson_allocation
+from scorecards.stratified import ArmEstimates, stratified_estimates
 
 FloatArray = npt.NDArray[np.float64]
 ContextualPolicy = Literal["uniform", "thompson_pooled", "thompson_contextual"]

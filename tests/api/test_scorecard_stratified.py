@@ -18,7 +18,7 @@ from sqlalchemy import insert, select
 
 from api.db.engine import Database
 from api.db.tables import Allocation, Event, Experiment, Exposure, utc_now
-from bandits.stratified import naive_estimates, stratified_estimates, stratified_ratio_estimates
+from scorecards.stratified import naive_estimates, stratified_estimates, stratified_ratio_estimates
 from tests.conftest import Keys
 from tests.factories import create_experiment, create_metrics
 
@@ -102,7 +102,7 @@ def test_thompson_scorecard_is_stratified_by_allocation_version(client: TestClie
     assert entry["rel_lift"] == pytest.approx((460 / 2800) / (140 / 1200) - 1.0)
     assert card["srm"]["ok"] is True  # the SRM check follows the allocation history (10/90 in v2)
 
-    # Same numbers as bandits.stratified on the same counts (0/1 outcomes: Σy² = Σy).
+    # Same numbers as scorecards.stratified on the same counts (0/1 outcomes: Σy² = Σy).
     n, total = _counts()
     for got, est in ((strat, stratified_estimates(n, total, total)), (naive, naive_estimates(n, total, total))):
         assert got["mean"] == pytest.approx(est.mean[1])
@@ -127,7 +127,7 @@ def test_fixed_allocation_scorecard_has_no_stratified_block(client: TestClient, 
 
 def test_ratio_primary_is_stratified_with_the_delta_method(client: TestClient, keys: Keys, db: Database) -> None:
     """A latency-per-request bandit (ratio primary): each (version, arm) cell's ratio with its delta-method
-    variance, combined by version weight — the same numbers as ``bandits.stratified`` on the same sums."""
+    variance, combined by version weight — the same numbers as ``scorecards.stratified`` on the same sums."""
     create_metrics(client, keys.headers("admin"))
     create_experiment(client, keys.headers("admin"), start=True, key="latency-bandit", variants=ARMS,
                       allocation={"strategy": "thompson"},

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bandits.stratified import (
+from scorecards import compare
+from scorecards.sample_stats import RatioStats
+from scorecards.stratified import (
     naive_estimates,
     naive_ratio_estimates,
     stratified_estimates,
     stratified_ratio_estimates,
 )
-from scorecards import compare
-from scorecards.sample_stats import RatioStats
 
 
 def _cells(n: np.ndarray, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
