@@ -609,3 +609,63 @@ def test_sql_sums_equal_python_sums(store: Store, xs: list[tuple[str, str, timed
         assert_same(again, want)
     finally:
         store.clear_events()  # events are not per experiment: the next example starts without them
+
+
+COUNTRY = st.one_of(st.just(None), st.sampled_from(["US", "CA"]), st.integers(0, 2))  # None: attribute missing
+cell_rows = st.lists(st.tuples(st.sampled_from(UNITS), st.sampled_from(["a", "b"]), offsets, st.integers(1, 3),
+                               COUNTRY), max_size=6, unique_by=lambda row: row[0])
+
+
+def _segment_key(value: object, strings_only: bool) -> str | None:
+    """The segment a value falls in: its text (numbers included), or, ``strings_only``, only JSON strings."""
+    if value is None or (strings_only and not isinstance(value, str)):
+        return None
+    return str(value)
+
+
+@DB_PROPERTY
+@given(cell_rows, event_rows, as_of_offsets)
+def test_segment_and_version_cells_equal_python_cells(store: Store, xs: list[tuple[str, str, timedelta, int, Any]],
+                                                      es: list[tuple[str, str, float, timedelta]],
+                                                      as_of: datetime) -> None:
+    exposures = [Exp(u, v, T0 + dt, version, {} if c is None else {"country": c}) for u, v, dt, version, c in xs]
+    events = [Ev(u, n, value, T0 + dt) for u, n, value, dt in es]
+    ratio = METRICS[3]
+    exp = store.experiment()
+    store.add(exp, exposures, events)
+    try:
+        rows = store.conn.execute(scorecard_query(EXPOSURES, EVENTS, exp, METRICS, as_of, segment="country")).all()
+        by_segment = read_segment_rows(rows, METRICS)
+        visible = [x for x in exposures if x.at <= as_of]
+        segments = {_segment_key(x.attributes.get("country"), False) for x in visible}
+        assert set(by_segment) == segments
+        for value in segments:
+            subset = [x for x in exposures if _segment_key(x.attributes.get("country"), False) == value]
+            assert_same(by_segment[value], reference(subset, events, METRICS, as_of=as_of))
+
+        cells = read_version_segment_rows(store.conn.execute(version_segment_metric_query(
+            EXPOSURES, EVENTS, exp, ratio, as_of, "country")).all(), ratio)
+        keys = {(x.version, _segment_key(x.attributes.get("country"), True)) for x in visible}
+        assert set(cells) == keys
+        for version, value in keys:
+            subset = [x for x in exposures
+                      if x.version == version and _segment_key(x.attributes.get("country"), True) == value]
+            want_cell = reference(subset, events, [ratio], as_of=as_of).metrics[ratio.key]
+            assert_same_cells(cells[(version, value)], want_cell)
+
+        by_version = read_version_rows(store.conn.execute(version_metric_query(
+            EXPOSURES, EVENTS, exp, ratio, as_of)).all(), ratio)
+        assert set(by_version) == {x.version for x in visible}
+        for version, cell in by_version.items():
+            subset = [x for x in exposures if x.version == version]
+            assert_same_cells(cell, reference(subset, events, [ratio], as_of=as_of).metrics[ratio.key])
+
+        counts = store.conn.execute(exposure_counts_query(EXPOSURES, exp, as_of, segment="country",
+                                                          segment_strings_only=True)).all()
+        want: dict[tuple[int, str | None, str], int] = {}
+        for x in visible:
+            key = (x.version, _segment_key(x.attributes.get("country"), True), x.variant)
+            want[key] = want.get(key, 0) + 1
+        assert {(int(v), s, str(var)): int(n) for v, s, var, n in counts} == want
+    finally:
+        store.clear_events()
