@@ -568,6 +568,38 @@ def test_no_events_of_any_metric_and_empty_experiment(store: Store) -> None:
     assert store.scorecard(exp, []) == ScorecardAggregates(exposed={"a": 1}, metrics={})
 
 
+def test_metric_spec_from_the_rest_definition() -> None:
+    assert MetricSpec.from_definition({"key": "c", "kind": "proportion", "event": "purchase"}) == MetricSpec(
+        "c", "proportion", EventAggregate("purchase", "any"))
+    assert MetricSpec.from_definition({"key": "r", "kind": "mean", "event": "purchase", "winsorize": 1000,
+                                       "window_hours": 72}) == MetricSpec(
+        "r", "mean", EventAggregate("purchase", "sum"), winsorize=1000, window_hours=72)
+    latency = {"key": "latency", "kind": "ratio", "numerator": {"event": "serving.latency_ms", "aggregation": "sum"},
+               "denominator": {"event": "serving.request", "aggregation": "count"}}
+    assert MetricSpec.from_definition(latency) == MetricSpec(
+        "latency", "ratio", EventAggregate("serving.latency_ms", "sum"),
+        denominator=EventAggregate("serving.request", "count"))
+
+
+@pytest.mark.parametrize("bad", [
+    {"kind": "median"},
+    {"kind": "ratio"},  # no denominator
+    {"denominator": EventAggregate("request", "count")},  # a denominator on a mean
+    {"kind": "ratio", "denominator": EventAggregate("request"), "cuped_lookback_hours": 24.0},
+    {"window_hours": 0.0}, {"window_hours": math.inf}, {"winsorize": -1.0}, {"cuped_lookback_hours": math.nan},
+])
+def test_metric_spec_refuses_what_the_sql_cannot_compute(bad: dict[str, Any]) -> None:
+    fields: dict[str, Any] = {"key": "m", "kind": "mean", "value": EventAggregate("purchase"), **bad}
+    with pytest.raises(ValueError):  # noqa: PT011 — each rule has its own message
+        MetricSpec(**fields)
+
+
+def test_a_metric_key_given_twice_must_mean_the_same_metric() -> None:
+    with pytest.raises(ValueError, match="given twice"):
+        scorecard_query(EXPOSURES, EVENTS, 1, [REVENUE, MetricSpec("revenue", "mean", EventAggregate("view"))],
+                        AS_OF)
+
+
 # ------------------------------------------------------------------------------------------- property tests
 
 METRICS = [
