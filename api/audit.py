@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.auth.keys import Principal
 from api.db.tables import AuditEntry, utc_now
+from api.principal import Principal
 
 
 def record(

@@ -6,14 +6,13 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from api.assignment import repository
 from api.assignment.exposure_writer import ExposureRecord, ExposureWriter
 from api.assignment.schemas import ExposureIn
 from api.assignment.snapshot import ConfigSnapshot
 from api.attributes import check_attributes_size, encode_attributes
-from api.db.tables import Experiment
 from api.errors import Unavailable
 from api.ops import observability
 from bandits.bucketing import assign
@@ -101,9 +100,8 @@ def record_sdk_exposures(
         ), force=True) == "queued"
         accepted += int(queued)
         duplicates += int(not queued)
-    for key, count in mismatches.items():
-        session.execute(update(Experiment).where(Experiment.key == key)
-                        .values(exposure_mismatches=Experiment.exposure_mismatches + count))
+    repository.add_exposure_mismatches(session, mismatches)
+    for count in mismatches.values():
         observability.EXPOSURE_MISMATCHES.inc(count)
     return {"accepted": accepted, "duplicates": duplicates, "mismatches": sum(mismatches.values()),
             "unknown": unknown}

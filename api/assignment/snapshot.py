@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.background import PeriodicLoop
+from api.db.config_version import config_version
 from api.db.engine import Database
 from api.db.tables import Experiment, utc_now
 from api.experiments import repository
@@ -63,7 +64,7 @@ def experiment_document(experiment: Experiment, weights: dict[str, float], versi
 def build_snapshot(db: Database) -> ConfigSnapshot:
     """Read served experiments and their newest allocations and build a snapshot."""
     with db.read() as session:
-        version = repository.config_version(session)
+        version = config_version(session)
         experiments = repository.list_experiments(session, repository.SERVED_STATUSES)
         allocations = repository.latest_allocations(session, [e.id for e in experiments])
         docs = []
@@ -114,7 +115,7 @@ class SnapshotHolder:
     def reload_if_changed(self) -> bool:
         """Rebuild when the database's config version differs from the snapshot's."""
         with self._db.read() as session:
-            version = repository.config_version(session)
+            version = config_version(session)
         if version != self.current.version:
             self.reload()
             if self._on_change is not None:

@@ -7,13 +7,12 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from api.audit import record
+from api.auth import repository
 from api.auth.dependencies import require_admin, require_sdk
 from api.auth.keys import Principal, create_api_key
 from api.auth.service import revoke_api_key
-from api.db.tables import ApiKey
 from api.schemas_common import RequestModel
 
 #: ``api_keys.id`` is a 32-bit INTEGER column: a larger id is a 422 naming it, never a database error (500).
@@ -77,7 +76,7 @@ def create_key(body: KeyCreate, request: Request, principal: Principal = Depends
 def list_keys(request: Request, _: Principal = Depends(require_admin)) -> list[KeyOut]:
     """List API keys (never their secrets)."""
     with request.app.state.db.read() as session:
-        rows = session.scalars(select(ApiKey).order_by(ApiKey.id))
+        rows = repository.list_keys(session)
         return [KeyOut(id=r.id, name=r.name, role=r.role, prefix=r.prefix, created_at=r.created_at,
                        revoked_at=r.revoked_at) for r in rows]
 

@@ -6,34 +6,17 @@ import hashlib
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.auth import repository
 from api.db.tables import ROLES, ApiKey, utc_now
 
-ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
+# Principal and the role order live below every domain (api.principal); re-exported for the routes' imports.
+from api.principal import ROLE_RANK as ROLE_RANK
+from api.principal import Principal as Principal
+
 KEY_PREFIX = "tk_"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the key's id, name, role and public prefix (never the secret)."""
-
-    key_id: int
-    name: str
-    role: str
-    prefix: str
-
-    def has_role(self, required: str) -> bool:
-        """Roles are ordered ``sdk < analyst < admin``."""
-        return ROLE_RANK[self.role] >= ROLE_RANK[required]
-
-    @property
-    def actor(self) -> str:
-        """How audit rows name the caller."""
-        return f"{self.name} ({self.prefix}…)"
 
 
 def hash_key(secret: str) -> str:
@@ -46,17 +29,14 @@ def create_api_key(session: Session, role: str, name: str) -> tuple[ApiKey, str]
     if role not in ROLE_RANK:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, role=role, prefix=secret[:10], key_hash=hash_key(secret), created_at=utc_now())
-    session.add(row)
-    session.flush()
+    row = repository.add(session, ApiKey(name=name, role=role, prefix=secret[:10], key_hash=hash_key(secret),
+                                         created_at=utc_now()))
     return row, secret
 
 
 def find_principal(session: Session, secret: str) -> Principal | None:
     """The principal of an unrevoked key, or None."""
-    row = session.scalars(
-        select(ApiKey).where(ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None))
-    ).first()
+    row = repository.active_by_hash(session, hash_key(secret))
     if row is None:
         return None
     return Principal(key_id=row.id, name=row.name, role=row.role, prefix=row.prefix)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.audit import record
-from api.auth.keys import Principal
+from api.auth import repository
+from api.db.config_version import bump_config_version
 from api.db.tables import ApiKey, utc_now
 from api.errors import Conflict, NotFound
-from api.experiments import repository as experiments_repository
+from api.principal import Principal
 
 
 def revoke_api_key(session: Session, key_id: int, principal: Principal) -> ApiKey:
@@ -23,7 +23,7 @@ def revoke_api_key(session: Session, key_id: int, principal: Principal) -> ApiKe
         NotFound: no key has that id.
         Conflict: it is the last active admin key.
     """
-    row = session.scalars(select(ApiKey).where(ApiKey.id == key_id).with_for_update()).first()
+    row = repository.get_for_update(session, key_id)
     if row is None:
         raise NotFound(f"key {key_id} does not exist")
     if row.revoked_at is not None:
@@ -31,12 +31,10 @@ def revoke_api_key(session: Session, key_id: int, principal: Principal) -> ApiKe
     if row.role == "admin":
         # why lock every active admin row: two admins revoking each other's keys at once must not both see
         # "one other admin left" (PostgreSQL; SQLite serialises writers anyway)
-        active_admins = len(session.scalars(select(ApiKey.id).where(
-            ApiKey.role == "admin", ApiKey.revoked_at.is_(None)).with_for_update()).all())
-        if active_admins <= 1:
+        if repository.lock_active_admins(session) <= 1:
             raise Conflict(f"key {key_id} is the last active admin key; create another admin key first")
     row.revoked_at = utc_now()
     record(session, principal, "key.revoke", experiment_id=None,
            after={"id": row.id, "name": row.name, "role": row.role, "prefix": row.prefix})
-    experiments_repository.bump_config_version(session)
+    bump_config_version(session)
     return row

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.base import ExecutableOption
 
-from api.db.tables import Allocation, ConfigVersion, Experiment, ExperimentMetric, utc_now
+# The config version lives below every domain (api.db.config_version); re-exported for the registry's users.
+from api.db.config_version import bump_config_version as bump_config_version
+from api.db.config_version import config_version as config_version
+from api.db.tables import Allocation, Experiment, ExperimentMetric
 
 LIVE_STATUSES = ("running", "paused")
 SERVED_STATUSES = ("running", "shipped", "rolled_back")
@@ -70,16 +73,3 @@ def layer_ranges(session: Session, layer: str, exclude_id: int | None = None) ->
     if exclude_id is not None:
         stmt = stmt.where(Experiment.id != exclude_id)
     return sorted((int(s or 0), int(e or 0)) for s, e in session.execute(stmt).all())
-
-
-def bump_config_version(session: Session) -> None:
-    """Increment the config version; on PostgreSQL this row lock also serialises config writers."""
-    session.execute(
-        update(ConfigVersion).where(ConfigVersion.id == 1)
-        .values(version=ConfigVersion.version + 1, updated_at=utc_now())
-    )
-
-
-def config_version(session: Session) -> int:
-    """The current config version."""
-    return int(session.scalar(select(ConfigVersion.version).where(ConfigVersion.id == 1)) or 0)

@@ -16,14 +16,13 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import insert
 
 from api.background import PeriodicFlusher
 from api.db.engine import Database
 from api.db.isolation import write_isolating
-from api.db.tables import Prediction
 from api.dead_letters import repository as dead_letters
 from api.events import repository as events_repository
+from api.serving import repository as serving_repository
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +114,7 @@ class ServingRecorder:
         predictions = [row for kind, row in rows if kind == "prediction"]
         with self._db.transaction() as session:
             written = events_repository.insert_events(session, events)
-            if predictions:
-                session.execute(insert(Prediction), predictions)
-                written += len(predictions)
+            written += serving_repository.insert_predictions(session, predictions)
         return written
 
     def start(self) -> None:

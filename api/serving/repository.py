@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, case, func, select
+from sqlalchemy import Row, case, func, insert, select
 from sqlalchemy.orm import Session
 
 from api.db.tables import ModelSpecRow, Prediction
@@ -58,3 +58,11 @@ def recent_predictions(session: Session, experiment_id: int, variant: str, shado
     if before is not None:
         stmt = stmt.where(Prediction.created_at < before)
     return session.execute(stmt.order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(limit)).all()
+
+
+def insert_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert prediction log rows (one executemany in the caller's transaction); returns how many."""
+    if not rows:
+        return 0
+    session.execute(insert(Prediction), list(rows))
+    return len(rows)
