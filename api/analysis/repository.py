@@ -16,13 +16,18 @@ from sqlalchemy.orm import Session
 from api.db.tables import Event, Exposure
 from api.settings import get_settings
 from scorecards.sql import (
+    MetricAggregate,
     MetricSpec,
     ScorecardAggregates,
     excluded_exposures_query,
     exposure_counts_query,
     read_scorecard_rows,
     read_segment_rows,
+    read_version_rows,
+    read_version_segment_rows,
     scorecard_query,
+    version_metric_query,
+    version_segment_metric_query,
 )
 
 _EXPOSURES: Table = Exposure.__table__  # type: ignore[assignment]
@@ -76,3 +81,15 @@ def exposure_counts_by_segment(session: Session, experiment_id: int, segment: st
                                                  segment_strings_only=True, earliest=earliest_usable())).all()
     return {(int(version), None if value is None else str(value), str(variant)): int(units)
             for version, value, variant, units in rows}
+
+
+def metric_strata(session: Session, experiment_id: int, metric: MetricSpec, as_of: datetime,
+                  context_attribute: str | None = None) -> dict[tuple[int, str | None], dict[str, MetricAggregate]]:
+    """(allocation version, context value or None) → variant → sums of one metric: the cells within which the
+    weights were fixed (one query; by the string value of ``context_attribute`` for contextual bandits)."""
+    if context_attribute is None:
+        by_version = read_version_rows(session.execute(version_metric_query(
+            _EXPOSURES, _EVENTS, experiment_id, metric, as_of, earliest_usable())).all(), metric)
+        return {(version, None): sums for version, sums in by_version.items()}
+    return read_version_segment_rows(session.execute(version_segment_metric_query(
+        _EXPOSURES, _EVENTS, experiment_id, metric, as_of, context_attribute, earliest_usable())).all(), metric)

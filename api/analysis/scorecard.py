@@ -1,0 +1,79 @@
+"""Fetch what a scorecard needs (through ``api.analysis.repository``) and build it with the pure
+``scorecards.build_scorecard`` — the one place the analysis and the allocation updater get a
+:class:`~scorecards.scorecard.Scorecard` from."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from api.analysis import repository
+from api.db.tables import Experiment, utc_now
+from api.experiments import repository as experiments_repository
+from api.experiments.plan import plan_of
+from scorecards.adaptive import Strata
+from scorecards.decision import Decision
+from scorecards.plan import Plan
+from scorecards.scorecard import (
+    AllocationVersion,
+    BanditStop,
+    ExcludedRows,
+    ExposureCounts,
+    Scorecard,
+    build_scorecard,
+)
+from scorecards.segments import SegmentInput
+
+
+def effective_as_of(as_of: datetime | None) -> datetime:
+    """``as_of`` in UTC (naive = UTC), never later than now; now when None."""
+    now = utc_now()
+    if as_of is None:
+        return now
+    as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
+    return min(as_of, now)
+
+
+def _bandit_stop(session: Session, experiment: Experiment) -> BanditStop | None:
+    """The stopping-rule decision the allocation updater stored with the newest allocation version, if any."""
+    latest = experiments_repository.latest_allocations(session, [experiment.id]).get(experiment.id)
+    stop = (latest.details or {}).get("decision") if latest is not None else None
+    if latest is None or not isinstance(stop, dict):
+        return None
+    return BanditStop(latest.version, Decision(stop.get("decision"), stop.get("variant"),  # type: ignore[arg-type]
+                                               list(stop.get("reasons", []))))
+
+
+def _strata(session: Session, experiment: Experiment, plan: Plan, when: datetime) -> dict[str, Strata]:
+    attribute = plan.allocation.context_attribute
+    return {m.key: repository.metric_strata(session, experiment.id,
+                                     m.definition.spec(plan.design.cuped_lookback_hours), when, attribute)
+            for m in plan.by_role("primary")}
+
+
+def load_scorecard(session: Session, experiment: Experiment, as_of: datetime | None = None,
+                   segment: str | None = None) -> Scorecard:
+    """The scorecard of a started experiment at ``as_of`` (default now; a live read also applies the bandit
+    stopping rule), broken down by the exposure attribute ``segment`` when given."""
+    plan = plan_of(experiment)
+    when = effective_as_of(as_of)
+    specs = [m.definition.spec(plan.design.cuped_lookback_hours) for m in plan.metrics]
+    aggregates = repository.metric_aggregates(session, experiment.id, specs, when)
+    attribute = plan.allocation.context_attribute
+    exposures = ExposureCounts(
+        repository.exposure_counts(session, experiment.id, when),
+        None if attribute is None else repository.exposure_counts_by_segment(session, experiment.id, attribute,
+                                                                              when))
+    history = [AllocationVersion(a.version, a.weights, a.context_weights)
+               for a in experiments_repository.allocation_history(session, experiment.id)]
+    thompson = plan.allocation.strategy == "thompson"
+    return build_scorecard(
+        plan, aggregates, history, exposures, as_of=when,
+        strata=_strata(session, experiment, plan, when) if thompson else None,
+        segment=None if segment is None else SegmentInput(segment, repository.metric_aggregates_by_segment(
+            session, experiment.id, specs, when, segment)),
+        bandit_stop=_bandit_stop(session, experiment) if thompson and as_of is None else None,
+        excluded=ExcludedRows(repository.excluded_exposures(session, experiment.id, utc_now()),
+                              aggregates.excluded_events),
+    )

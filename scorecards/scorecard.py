@@ -1,0 +1,396 @@
+"""The scorecard as a typed value: :func:`build_scorecard` turns a frozen :class:`~scorecards.plan.Plan` and the
+sufficient statistics the SQL produced into a frozen :class:`Scorecard` — pure, no database, no clock.
+
+Call chain (the service fetches, this module computes, the API serialises)::
+
+    api.analysis.scorecard.load_scorecard(session, experiment, as_of, segment)
+      ├─ api.analysis.repository: metric_aggregates, exposure_counts(+ by context cell), strata, segment sums
+      └─ scorecards.scorecard.build_scorecard(plan, aggregates, allocation_history, exposures, ...)
+           ├─ per metric × treatment: compare / compare_cuped / compare_sequential, guardrail_status, MDE, power
+           ├─ Holm across primary and across secondary p-values
+           ├─ SRM against the allocation history (srm_check_history, sequential_srm_check)
+           ├─ thompson: stratified estimates by allocation version (scorecards.stratified)
+           ├─ segments: scorecards.segments.build_segments
+           └─ scorecards.decision.decide (+ the bandit stopping rule stored with the newest allocation version)
+    api.analysis.serialise.scorecard_json(card) → the REST JSON
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from scorecards.adaptive import Strata, StratifiedResult, stratified_by_cell
+from scorecards.cuped import CupedAdjustment, compare_cuped, cuped_adjustment
+from scorecards.decision import Decision, decide
+from scorecards.frequentist import Comparison, arm_estimate, compare
+from scorecards.guardrails import GuardrailResult, guardrail_status
+from scorecards.kinds import MetricKind, PowerKind
+from scorecards.multiple_testing import holm
+from scorecards.plan import Plan, PlannedMetric
+from scorecards.power import achieved_power, mde_at_n, sample_size_per_arm
+from scorecards.sample_stats import RatioStats, SampleStats
+from scorecards.segments import SegmentInput, Segments, build_segments
+from scorecards.sequential import compare_sequential
+from scorecards.sql import MetricAggregate, ScorecardAggregates
+from scorecards.srm import AllocationPeriod, SrmResult, sequential_srm_check, srm_check_history
+
+__all__ = ["AllocationVersion", "BanditStop", "ExcludedRows", "ExposureCounts", "MetricResult", "Scorecard",
+           "SrmSummary", "VariantResult", "build_scorecard"]
+
+#: The scorecard's SRM threshold and test when nothing could be computed (no units yet).
+_NO_UNITS_THRESHOLD = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationVersion:
+    """One published allocation: pooled weights and, for contextual bandits, weights per context value."""
+
+    version: int
+    weights: Mapping[str, float]
+    context_weights: Mapping[str, Mapping[str, float]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureCounts:
+    """Exposed units per (allocation version, variant); contextual bandits also per (version, value, variant)."""
+
+    by_version: Mapping[tuple[int, str], int]
+    by_cell: Mapping[tuple[int, str | None, str], int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BanditStop:
+    """The bandit stopping rule's decision stored with the newest allocation ``version``."""
+
+    version: int
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class ExcludedRows:
+    """Stored rows the analysis left out (unreadable, out of range, non-finite)."""
+
+    exposures: int = 0
+    events: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CupedResult:
+    """The CUPED fit behind an adjusted comparison, with the unadjusted means beside it."""
+
+    fit: CupedAdjustment
+    lookback_hours: float
+    unadjusted_mean: float | None
+    unadjusted_control_mean: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class VariantResult:
+    """One treatment vs control on one metric."""
+
+    variant: str
+    comparison: Comparison
+    p_value_adjusted: float | None
+    guardrail: GuardrailResult | None
+    mde: float | None
+    power: float | None
+    pending_units: int
+    cuped: CupedResult | None = None
+    stratified: StratifiedResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    """One planned metric with its results per treatment."""
+
+    metric: PlannedMetric
+    variants: tuple[VariantResult, ...]
+    pending_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class SrmSummary:
+    """SRM against the allocation history; ``result`` is None when no unit was exposed yet."""
+
+    result: SrmResult | None
+    observed: Mapping[str, int]
+    expected: Mapping[str, float] | None
+    sequential_p_value: float | None
+    other_variants: Mapping[str, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Scorecard:
+    """Everything ``GET /scorecard`` and ``GET /decision`` show, computed from one set of sums."""
+
+    plan: Plan
+    as_of: datetime
+    metrics: tuple[MetricResult, ...]
+    srm: SrmSummary
+    planned_n_per_variant: int | None
+    planned_n_reached: bool
+    current_n: Mapping[str, int]
+    segments: Segments | None
+    adaptive_note: str | None
+    excluded_rows: ExcludedRows
+    decision: Decision
+
+    @property
+    def guardrails(self) -> dict[str, dict[str, tuple[GuardrailResult, Comparison]]]:
+        """variant → guardrail metric → (its status, the comparison behind it)."""
+        out: dict[str, dict[str, tuple[GuardrailResult, Comparison]]] = {}
+        for m in self.metrics:
+            for v in m.variants:
+                if v.guardrail is not None:
+                    out.setdefault(v.variant, {})[m.metric.key] = (v.guardrail, v.comparison)
+        return out
+
+
+def power_kind(kind: MetricKind) -> PowerKind:
+    """Ratio metrics are sized like means of the linearised per-unit values (delta method), whose standard
+    deviation is √(n · Var(R̂))."""
+    return "proportion" if kind == "proportion" else "mean"
+
+
+def _unit_sd(kind: MetricKind, stats: SampleStats | RatioStats) -> float | None:
+    if kind == "proportion":
+        return None
+    est = arm_estimate(stats, kind)  # type: ignore[arg-type]
+    sd = math.sqrt(est.var_estimate * est.n) if est.n >= 2 and est.var_estimate >= 0 else math.nan
+    return sd if math.isfinite(sd) and sd > 0 else None
+
+
+def _baseline(kind: MetricKind, stats: SampleStats | RatioStats) -> float:
+    return float(arm_estimate(stats, kind).estimate)  # type: ignore[arg-type]
+
+
+def _safe(fn: Callable[..., Any], *args: Any) -> Any:
+    """Power helpers raise ``ValueError`` on degenerate baselines (0, 1, no variance): report None instead."""
+    try:
+        value = fn(*args)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What every comparison of one scorecard shares."""
+
+    plan: Plan
+    aggregates: ScorecardAggregates
+    alpha: float
+    power: float
+    signed_mde: float | None
+    planned_n: int | None
+
+
+def _planned_n(plan: Plan, aggregates: ScorecardAggregates, alpha: float,
+               power: float) -> tuple[float | None, int | None]:
+    """The design's MDE (signed by the hypothesis) and the n per variant it needs against the observed control
+    mean/variance of the primary metric."""
+    mde = plan.design.mde
+    signed = None if mde is None else (float(mde) if plan.hypothesis_direction == "increase" else -float(mde))
+    kind = plan.primary.definition.kind
+    c = aggregates.metric(plan.primary.key, plan.control).stats(kind)
+    if signed is None or c.n < 2:
+        return signed, None
+    return signed, _safe(sample_size_per_arm, power_kind(kind), _baseline(kind, c), signed, alpha, power,
+                         _unit_sd(kind, c))
+
+
+def _comparison(ctx: _Context, pm: PlannedMetric, c_agg: MetricAggregate, t_agg: MetricAggregate,
+                lookback_hours: float | None) -> tuple[Comparison, CupedResult | None]:
+    kind, direction = pm.definition.kind, pm.definition.direction
+    c_stats, t_stats = c_agg.stats(kind), t_agg.stats(kind)
+    if ctx.plan.design.sequential:
+        horizon = {"horizon_n_per_arm": ctx.planned_n} if ctx.planned_n else {}
+        return compare_sequential(c_stats, t_stats, kind, ctx.alpha, direction=direction, **horizon), None
+    if lookback_hours is not None and kind != "ratio":
+        c_cov, t_cov = c_agg.covariate_stats(), t_agg.covariate_stats()
+        cuped = CupedResult(cuped_adjustment(c_cov, t_cov), lookback_hours,
+                            t_stats.mean if isinstance(t_stats, SampleStats) else None,
+                            c_stats.mean if isinstance(c_stats, SampleStats) else None)
+        return compare_cuped(c_cov, t_cov, kind, ctx.alpha, direction=direction), cuped
+    return compare(c_stats, t_stats, kind, ctx.alpha, direction=direction), None
+
+
+def _guardrail(ctx: _Context, pm: PlannedMetric, c_stats: SampleStats | RatioStats,
+               t_stats: SampleStats | RatioStats) -> GuardrailResult:
+    # why: the always-valid regression test is tuned (mSPRT mixture) to the n at which a regression of the
+    # margin's size is detectable, not to the primary's planned n: tuned to a far larger n it would miss even a
+    # tenfold regression at early looks, which is exactly when a guardrail matters.
+    kind, margin = pm.definition.kind, float(pm.margin or 0.0)
+    margin_n = (_safe(sample_size_per_arm, power_kind(kind), _baseline(kind, c_stats), margin, ctx.alpha,
+                      ctx.power, _unit_sd(kind, c_stats)) if c_stats.n >= 2 and pm.margin else None)
+    horizon_n = margin_n or ctx.planned_n
+    horizon = {"horizon_n_per_arm": horizon_n} if horizon_n else {}
+    return guardrail_status(c_stats, t_stats, kind, pm.definition.direction, margin, ctx.alpha,
+                            sequential=ctx.plan.design.sequential, **horizon)
+
+
+def _variant(ctx: _Context, pm: PlannedMetric, treatment: str, lookback_hours: float | None) -> VariantResult:
+    kind = pm.definition.kind
+    c_agg, t_agg = ctx.aggregates.metric(pm.key, ctx.plan.control), ctx.aggregates.metric(pm.key, treatment)
+    c_stats, t_stats = c_agg.stats(kind), t_agg.stats(kind)
+    cmp_, cuped = _comparison(ctx, pm, c_agg, t_agg, lookback_hours)
+    guard = _guardrail(ctx, pm, c_stats, t_stats) if pm.role == "guardrail" else None
+    n_now = min(c_stats.n, t_stats.n)
+    pkind, baseline, sd = power_kind(kind), _baseline(kind, c_stats), _unit_sd(kind, c_stats)
+    mde_now = _safe(mde_at_n, pkind, baseline, n_now, ctx.alpha, ctx.power, sd) if n_now >= 2 else None
+    design_mde = ctx.plan.design.mde
+    metric_mde = ctx.signed_mde if pm.role == "primary" else (float(design_mde) if design_mde else None)
+    power_now = (_safe(achieved_power, pkind, baseline, metric_mde, n_now, ctx.alpha, sd)
+                 if n_now >= 2 and metric_mde else None)
+    return VariantResult(treatment, cmp_, None, guard, mde_now, power_now, t_agg.pending, cuped)
+
+
+def _holm(metrics: list[MetricResult], role: str, alpha: float) -> list[MetricResult]:
+    """Holm across every (variant, metric) of ``role``: ``p_value_adjusted`` beside the raw ``p_value``."""
+    cells = [(i, j) for i, m in enumerate(metrics) if m.metric.role == role for j in range(len(m.variants))]
+    if not cells:
+        return metrics
+    adjusted = holm([metrics[i].variants[j].comparison.p_value for i, j in cells], alpha).adjusted
+    out = list(metrics)
+    for (i, j), p in zip(cells, adjusted, strict=True):
+        variants = list(out[i].variants)
+        variants[j] = replace(variants[j], p_value_adjusted=p if math.isfinite(p) else None)
+        out[i] = replace(out[i], variants=tuple(variants))
+    return out
+
+
+def _cells(plan: Plan, history: Sequence[AllocationVersion],
+           exposures: ExposureCounts) -> list[tuple[tuple[float, ...], int]]:
+    """(weights of the served variants, units) per cell within which the weights were fixed: allocation versions,
+    and for contextual bandits (allocation version, context value) — the weights of that value when the version
+    has them (bucketing spec §3.6), else the version's pooled weights."""
+    served = plan.served
+    cells: dict[tuple[int, str | None], int] = {}
+    if plan.allocation.context_attribute is None or exposures.by_cell is None:
+        for (version, variant), n in exposures.by_version.items():
+            if variant in served:
+                cells[(version, None)] = cells.get((version, None), 0) + n
+    else:
+        for (version, value, variant), n in exposures.by_cell.items():
+            if variant in served:
+                cells[(version, value)] = cells.get((version, value), 0) + n
+    by_version = {a.version: a for a in history}
+    latest = history[-1] if history else None
+    out = []
+    for (version, value), units in sorted(cells.items(), key=lambda item: (item[0][0], item[0][1] or "")):
+        allocation = by_version.get(version, latest)
+        weights: Mapping[str, float] = {}
+        if allocation is not None:
+            weights = allocation.weights
+            if value is not None and allocation.context_weights and value in allocation.context_weights:
+                weights = allocation.context_weights[value]
+        out.append((tuple(float(weights.get(k, 0.0)) for k in served), units))
+    return out
+
+
+def _srm(plan: Plan, history: Sequence[AllocationVersion], exposures: ExposureCounts) -> SrmSummary:
+    """Chi-square SRM of exposed units per variant against the allocation history (expected counts follow the
+    weights in force when each unit was exposed)."""
+    served = plan.served
+    totals: dict[str, int] = {}
+    for (_, variant), n in exposures.by_version.items():
+        totals[variant] = totals.get(variant, 0) + n
+    observed = [totals.get(k, 0) for k in served]
+    periods = [AllocationPeriod(weights=w, units=units) for w, units in _cells(plan, history, exposures)
+               if units > 0 and sum(w) > 0]
+    if not periods:
+        return SrmSummary(None, dict(zip(served, observed, strict=True)), None, None, None)
+    result = srm_check_history(observed, periods)
+    sequential = sequential_srm_check(observed, result.expected) if sum(result.expected) > 0 else None
+    return SrmSummary(result, dict(zip(served, result.observed, strict=True)),
+                      dict(zip(served, result.expected, strict=True)),
+                      sequential.p_value if sequential is not None else None,
+                      {v: n for v, n in totals.items() if v not in served})
+
+
+def _excluded_reason(excluded: ExcludedRows) -> str:
+    return (f"{excluded.exposures} stored exposure rows and {excluded.events} event rows were left out of the "
+            "analysis (unreadable attributes, a timestamp outside TITRATE_TIMESTAMP_MIN … now + "
+            "TITRATE_TIMESTAMP_MAX_FUTURE_HOURS, or a non-finite value: rows written by older versions); see "
+            "the scorecard's excluded_rows")
+
+
+def _decision(plan: Plan, metrics: Sequence[MetricResult], srm: SrmResult | None, planned_n_reached: bool,
+              bandit_stop: BanditStop | None, excluded: ExcludedRows) -> Decision:
+    """``decide`` on the primary comparisons and guardrails; a thompson experiment's stored stopping rule may
+    turn it into ``ship`` (never over a rollback or an SRM); excluded rows add a reason."""
+    primary = {v.variant: v.comparison for m in metrics if m.metric.role == "primary" for v in m.variants}
+    guards: dict[str, dict[str, GuardrailResult]] = {t: {} for t in plan.treatments}
+    for m in metrics:
+        for v in m.variants:
+            if v.guardrail is not None:
+                guards[v.variant][m.metric.key] = v.guardrail
+    mismatch = srm is not None and srm.mismatch
+    decision = decide(plan.type, plan.hypothesis_direction, primary, guards, srm_mismatch=mismatch,
+                      srm_p_value=srm.p_value if srm is not None else None, planned_n_reached=planned_n_reached,
+                      sequential=plan.design.sequential, primary_metric=plan.primary.key)
+    if (bandit_stop is not None and not mismatch and plan.allocation.strategy == "thompson"
+            and decision.decision != "rollback" and bandit_stop.decision.decision == "ship"):
+        head = f"bandit stopping rule (allocation version {bandit_stop.version}): "
+        decision = Decision("ship", bandit_stop.decision.variant,
+                            [head + r for r in bandit_stop.decision.reasons] + decision.reasons)
+    if excluded.exposures or excluded.events:
+        decision = replace(decision, reasons=[*decision.reasons, _excluded_reason(excluded)])
+    return decision
+
+
+def _overall_lifts(metrics: Sequence[MetricResult]) -> dict[tuple[str, str], float]:
+    return {(m.metric.key, v.variant): v.comparison.abs_lift for m in metrics for v in m.variants}
+
+
+def build_scorecard(plan: Plan, aggregates: ScorecardAggregates, allocation_history: Sequence[AllocationVersion],
+                    exposures: ExposureCounts, *, as_of: datetime, strata: Mapping[str, Strata] | None = None,
+                    segment: SegmentInput | None = None, bandit_stop: BanditStop | None = None,
+                    excluded: ExcludedRows | None = None) -> Scorecard:
+    """The scorecard and its decision from sufficient statistics (pure; see the module docstring).
+
+    Args:
+        plan: the frozen plan.
+        aggregates: per-variant sums of every planned metric (``Plan`` metric specs; with the CUPED covariate when
+            ``plan.design.cuped_applied``).
+        allocation_history: every allocation version, oldest first (the SRM's expected split).
+        exposures: exposed units per (version, variant) and, for contextual bandits, per context cell.
+        as_of: the time the sums were taken at (shown, not used in any computation).
+        strata: thompson experiments: primary metric key → (version, context value) → variant → sums; adds the
+            stratified estimates.
+        segment: the breakdown by one exposure attribute (its sums per value).
+        bandit_stop: the stopping rule stored with the newest allocation version (pass it only for a live read).
+        excluded: stored rows left out of the sums.
+    """
+    alpha, power = float(plan.design.alpha), float(plan.design.power)
+    signed_mde, planned_n = _planned_n(plan, aggregates, alpha, power)
+    ctx = _Context(plan, aggregates, alpha, power, signed_mde, planned_n)
+    lookback = plan.design.cuped_lookback_hours
+    metrics = []
+    for pm in plan.metrics:
+        variants = tuple(_variant(ctx, pm, t, lookback) for t in plan.treatments)
+        control_pending = aggregates.metric(pm.key, plan.control).pending
+        metrics.append(MetricResult(pm, variants, control_pending + sum(v.pending_units for v in variants)))
+    metrics = _holm(_holm(metrics, "primary", alpha), "secondary", alpha)
+    note = None
+    if plan.allocation.strategy == "thompson":
+        by_metric, note = stratified_by_cell(plan, strata or {}, alpha)
+        metrics = [replace(m, variants=tuple(replace(v, stratified=by_metric[m.metric.key][v.variant])
+                                             for v in m.variants)) if m.metric.key in by_metric else m
+                   for m in metrics]
+    primary_n = [aggregates.metric(plan.primary.key, v).n for v in plan.served]
+    reached = planned_n is not None and all(n >= planned_n for n in primary_n)
+    srm = _srm(plan, allocation_history, exposures)
+    excluded = excluded or ExcludedRows()
+    return Scorecard(
+        plan=plan, as_of=as_of, metrics=tuple(metrics), srm=srm, planned_n_per_variant=planned_n,
+        planned_n_reached=reached, current_n={v: aggregates.exposed.get(v, 0) for v in plan.served},
+        segments=None if segment is None else build_segments(plan, segment, _overall_lifts(metrics), srm.expected,
+                                                             alpha),
+        adaptive_note=note, excluded_rows=excluded,
+        decision=_decision(plan, metrics, srm.result, reached, bandit_stop, excluded),
+    )
