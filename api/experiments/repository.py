@@ -11,7 +11,7 @@ from sqlalchemy.sql.base import ExecutableOption
 # The config version lives below every domain (api.db.config_version); re-exported for the registry's users.
 from api.db.config_version import bump_config_version as bump_config_version
 from api.db.config_version import config_version as config_version
-from api.db.tables import Allocation, Experiment, ExperimentMetric
+from api.db.tables import Allocation, Experiment, ExperimentMetric, ModelSpecRow
 
 LIVE_STATUSES = ("running", "paused")
 SERVED_STATUSES = ("running", "shipped", "rolled_back")
@@ -73,3 +73,12 @@ def layer_ranges(session: Session, layer: str, exclude_id: int | None = None) ->
     if exclude_id is not None:
         stmt = stmt.where(Experiment.id != exclude_id)
     return sorted((int(s or 0), int(e or 0)) for s, e in session.execute(stmt).all())
+
+
+def model_tasks(session: Session, keys: Sequence[str]) -> dict[str, str]:
+    """The task of each registered model among ``keys`` (unregistered keys are absent) — the one read of the model
+    registry the experiment registry needs (validating variants' models)."""
+    if not keys:
+        return {}
+    rows = session.execute(select(ModelSpecRow.key, ModelSpecRow.task).where(ModelSpecRow.key.in_(set(keys))))
+    return {key: task for key, task in rows}

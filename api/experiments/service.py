@@ -20,8 +20,8 @@ from api.experiments.schemas import (
     MetricsByRole,
     VariantIn,
 )
+from api.experiments.variant_models import check_variant_models
 from api.metrics_catalog import repository as metrics_repository
-from api.serving.service import check_variant_models
 from bandits.bucketing import BUCKETS
 from bandits.ramp import ramp_split
 

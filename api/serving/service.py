@@ -1,10 +1,11 @@
-"""Rules of the model registry (register, look up, validate variants' references) and the serving report."""
+"""Rules of the model registry (register, look up) and the serving report; whether an experiment's variants name
+registered models is checked by the experiment registry (``api.experiments.variant_models``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -17,11 +18,6 @@ from api.serving import report, repository
 from api.serving.schemas import ModelCreate
 from models.errors import ModelSpecError
 from models.spec import ModelSpec
-
-
-class _VariantLike(Protocol):
-    key: str
-    model: str | None
 
 
 def spec_from_row(row: ModelSpecRow) -> ModelSpec:
@@ -73,27 +69,6 @@ def register_model(session: Session, spec: ModelSpec, principal: Principal) -> M
         raise Conflict(f"model '{spec.key}' already exists: model specs are immutable, register a new key") from None
     record(session, principal, "model.create", experiment_id=None, after=data)
     return row
-
-
-def check_variant_models(session: Session, variants: Sequence[_VariantLike]) -> None:
-    """Every variant's ``model`` is registered, and an experiment's models share one task (their outputs are
-    compared: scores with scores, embeddings with embeddings); 422 naming ``variants.<i>.model``."""
-    wanted = [v.model for v in variants if v.model is not None]
-    found = repository.get_specs(session, wanted)
-    first: tuple[str, str] | None = None
-    for i, variant in enumerate(variants):
-        if variant.model is None:
-            continue
-        row = found.get(variant.model)
-        if row is None:
-            raise InvalidInput(("body", "variants", i, "model"),
-                               f"unknown model '{variant.model}': register it with POST /v1/models")
-        if first is None:
-            first = (variant.key, row.task)
-        elif row.task != first[1]:
-            raise InvalidInput(("body", "variants", i, "model"),
-                               f"model '{variant.model}' is a {row.task} model but variant '{first[0]}' serves a "
-                               f"{first[1]} model: an experiment's models share one task")
 
 
 def serving_report(session: Session, experiment: Experiment, max_rows: int) -> dict[str, Any]:
