@@ -24,7 +24,7 @@ Reasons are full sentences with the numbers behind them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scorecards.frequentist import Comparison
@@ -223,3 +223,75 @@ def _decide_rollout(
         return Decision("keep_running", None, [
             "planned sample reached but not every guardrail passes yet: keep running", *reasons])
     return Decision("keep_running", None, ["planned sample not reached and no guardrail failed", *reasons])
+
+
+# --- Bandit stopping rules (thompson; the allocation updater stores the result with the allocation version) ---
+
+
+@dataclass(frozen=True, slots=True)
+class ContextLeaders:
+    """One context value of a contextual bandit: the leading arm (None without data) and P(best) per arm
+    (None where not computable)."""
+
+    leader: str | None
+    prob_best: Mapping[str, float | None]
+
+
+def decide_thompson(arms: Sequence[str], control: str, prob_best: Sequence[float], posterior_ok: bool,
+                    threshold: float, guardrails: Mapping[str, Mapping[str, str | None]],
+                    excluded: Mapping[str, Sequence[str]]) -> Decision:
+    """Thompson stopping rule: an arm with P(best) ≥ ``threshold`` whose guardrails all pass → ``ship`` (the
+    control best → ``no_ship``); otherwise ``keep_running``.
+
+    Args:
+        arms: the served arms, in the order of ``prob_best``.
+        control: the control arm's key.
+        prob_best: P(best) per arm (Monte Carlo, ``bandits.thompson``).
+        posterior_ok: every arm's posterior is proper (enough data).
+        threshold: ``allocation.prob_best_to_ship``.
+        guardrails: arm → guardrail metric → its status ("pass", "fail", "inconclusive").
+        excluded: arm → the reasons it was given weight 0 (quoted first).
+    """
+    reasons = [f"{variant} excluded: {r}" for variant, rs in excluded.items() for r in rs]
+    if not posterior_ok:
+        return Decision("keep_running", None,
+                        [*reasons, "posterior not yet proper for every arm (insufficient data)"])
+    best = max(range(len(arms)), key=lambda i: prob_best[i])
+    p = prob_best[best]
+    variant = arms[best]
+    if p < threshold:
+        return Decision("keep_running", None, [*reasons, f"highest P(best) is {variant} at {p:.4f} < {threshold:g}"])
+    if variant == control:
+        return Decision("no_ship", None, [*reasons, f"control {control} is best with P(best) {p:.4f} >= {threshold:g}"])
+    statuses = guardrails.get(variant, {})
+    pending = sorted(m for m, s in statuses.items() if s != "pass")
+    if pending:
+        return Decision("keep_running", variant, [
+            *reasons, f"{variant} has P(best) {p:.4f} >= {threshold:g} but guardrails "
+            + ", ".join(f"{m} {statuses[m]}" for m in pending) + " (must pass to ship)"])
+    return Decision("ship", variant, [*reasons, f"{variant} has P(best) {p:.4f} >= {threshold:g}"
+                                      + (" and every guardrail passes" if statuses else " (no guardrails)")])
+
+
+def decide_contextual(pooled: Decision, threshold: float, attribute: str,
+                      values: Mapping[str, ContextLeaders]) -> Decision:
+    """A contextual bandit ships one arm everywhere only if every declared value agrees: the pooled rule
+    (:func:`decide_thompson`) says ship and that arm also has P(best) ≥ ``threshold`` within each value. When
+    values prefer different arms, serving each value its own best is the point — ``keep_running``, naming the
+    leaders."""
+    if pooled.decision != "ship":
+        return pooled
+    variant = pooled.variant
+    disagree = {value: v for value, v in values.items()
+                if ((v.prob_best or {}).get(variant or "") or 0.0) < threshold}
+    if not disagree:
+        return Decision(pooled.decision, variant, [
+            *pooled.reasons, f"{variant} also leads within every {attribute} value with P(best) >= {threshold:g}"])
+    shown = ", ".join(
+        f"{value}: {v.leader or 'no data'}"
+        + (f" ({p:.2f})" if (p := ((v.prob_best or {}).get(v.leader) if v.leader else None)) is not None else "")
+        for value, v in sorted(disagree.items()))
+    return Decision("keep_running", None, [
+        *pooled.reasons,
+        f"but not within every {attribute} value (leader and P(best): {shown}); the contextual policy keeps "
+        f"serving each value its own best rather than shipping {variant} everywhere"])

@@ -45,15 +45,17 @@ from sqlalchemy.orm import Session
 from api import audit
 from api.allocation import repository
 from api.analysis import repository as analysis_repository
-from api.analysis import service as analysis_service
+from api.analysis.scorecard import load_scorecard
 from api.auth.keys import Principal
 from api.db.tables import Allocation, Experiment, utc_now
 from api.experiments import repository as experiments_repository
 from api.experiments import service as experiments_service
+from api.experiments.plan import plan_of
 from api.experiments.schemas import AllocationSpec
 from bandits.contextual import ContextualAllocation, contextual_thompson_allocation
 from bandits.ramp import guardrail_detection_power, next_ramp_action, ramp_split
 from bandits.thompson import Direction, thompson_allocation
+from scorecards.decision import ContextLeaders, Decision, decide_contextual, decide_thompson
 from scorecards.sql import MetricSpec
 
 #: Who the audit rows name when the scheduler acts (the recompute endpoint passes the calling admin).
@@ -98,24 +100,19 @@ def _units_under(session: Session, experiment_id: int, version: int) -> int:
 
 
 def _guardrails(session: Session, experiment: Experiment, now: datetime) -> dict[str, dict[str, dict[str, Any]]]:
-    """variant → guardrail metric → {status, description, rel_lift, ...} from the scorecard service."""
-    plan = experiment.plan or {}
-    if not plan.get("metrics", {}).get("guardrails"):
+    """variant → guardrail metric → {status, description, rel_lift, ...} from the scorecard's guardrails
+    (``Scorecard.guardrails``; numbers that cannot be computed are None)."""
+    if not plan_of(experiment).by_role("guardrail"):
         return {}
-    card = analysis_service.analyse(session, experiment, now).scorecard
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for metric in card["metrics"]:
-        if metric["role"] != "guardrail":
-            continue
-        for row in metric["variants"]:
-            detail = row.get("guardrail_detail") or {}
-            out.setdefault(row["variant"], {})[metric["metric"]] = {
-                "status": row["guardrail"], "description": detail.get("description"),
-                "rel_lift": row.get("rel_lift"), "n": row.get("n"), "control_n": row.get("control_n"),
-                "mean": row.get("mean"), "control_mean": row.get("control_mean"),
-                "non_inferiority_bound": detail.get("non_inferiority_bound"),
-                "regression_p_value": detail.get("regression_p_value"), "margin": detail.get("margin"),
-                "rel_std_error": detail.get("rel_std_error"),
+    for variant, by_metric in load_scorecard(session, experiment, now).guardrails.items():
+        for metric, (g, c) in by_metric.items():
+            out.setdefault(variant, {})[metric] = {
+                "status": g.status.value, "description": g.describe(metric), "rel_lift": _finite(c.rel_lift),
+                "n": c.treatment_n, "control_n": c.control_n, "mean": _finite(c.treatment_mean),
+                "control_mean": _finite(c.control_mean), "non_inferiority_bound": _finite(g.non_inferiority_bound),
+                "regression_p_value": _finite(g.regression_p_value), "margin": _finite(g.margin),
+                "rel_std_error": _finite(g.rel_std_error),
             }
     return out
 
@@ -202,7 +199,6 @@ def _due(spec: AllocationSpec, latest: Allocation, units_since: int, now: dateti
 def _thompson_step(session: Session, experiment: Experiment, spec: AllocationSpec, latest: Allocation,
                    now: datetime, rng_seed: int | None, actor: Principal, force: bool,
                    min_interval_seconds: float = 0.0) -> StepResult:
-    plan = experiment.plan or {}
     units_since = _units_under(session, experiment.id, latest.version)
     due, why = _due(spec, latest, units_since, now, min_interval_seconds)
     if not due and not force:
@@ -211,9 +207,9 @@ def _thompson_step(session: Session, experiment: Experiment, spec: AllocationSpe
 
     served = [v for v in experiment.variants if not v.shadow]
     keys = [v.key for v in served]
-    primary = plan["metrics"]["primary"][0]
-    metric = MetricSpec.from_definition(primary)
-    direction = primary.get("direction") or "higher_is_better"
+    primary = plan_of(experiment).primary.definition
+    metric = primary.spec()
+    direction = primary.direction
     aggregates = analysis_repository.metric_aggregates(session, experiment.id, [metric], now)
     stats = [aggregates.metric(metric.key, k).stats(metric.kind) for k in keys]
 
@@ -309,53 +305,24 @@ def _context_details(spec: AllocationSpec, contextual: ContextualAllocation, key
 def _thompson_decision(spec: AllocationSpec, keys: list[str], control: str, prob_best: tuple[float, ...], status: str,
                        guards: dict[str, dict[str, dict[str, Any]]],
                        excluded: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stopping rule: an arm with P(best) ≥ prob_best_to_ship whose guardrails pass → ship (control → no_ship)."""
-    threshold = spec.prob_best_to_ship
-    reasons = [f"{e['variant']} excluded: {r}" for e in excluded for r in e["reasons"]]
-    if status != "ok":
-        return {"decision": "keep_running", "variant": None,
-                "reasons": [*reasons, "posterior not yet proper for every arm (insufficient data)"]}
-    best = max(range(len(keys)), key=lambda i: prob_best[i])
-    p = prob_best[best]
-    variant = keys[best]
-    if p < threshold:
-        return {"decision": "keep_running", "variant": None,
-                "reasons": [*reasons, f"highest P(best) is {variant} at {p:.4f} < {threshold:g}"]}
-    if variant == control:
-        return {"decision": "no_ship", "variant": None,
-                "reasons": [*reasons, f"control {control} is best with P(best) {p:.4f} >= {threshold:g}"]}
-    statuses = {m: g["status"] for m, g in guards.get(variant, {}).items()}
-    pending = sorted(m for m, s in statuses.items() if s != "pass")
-    if pending:
-        return {"decision": "keep_running", "variant": variant,
-                "reasons": [*reasons, f"{variant} has P(best) {p:.4f} >= {threshold:g} but guardrails "
-                                      + ", ".join(f"{m} {statuses[m]}" for m in pending) + " (must pass to ship)"]}
-    return {"decision": "ship", "variant": variant,
-            "reasons": [*reasons, f"{variant} has P(best) {p:.4f} >= {threshold:g}"
-                        + (" and every guardrail passes" if statuses else " (no guardrails)")]}
+    """The stopping rule (``scorecards.decision.decide_thompson``) as stored in the allocation details."""
+    decision = decide_thompson(keys, control, prob_best, status == "ok", spec.prob_best_to_ship,
+                               {v: {m: g["status"] for m, g in by_metric.items()} for v, by_metric in guards.items()},
+                               {e["variant"]: list(e["reasons"]) for e in excluded})
+    return _decision_dict(decision)
 
 
 def _contextual_decision(spec: AllocationSpec, pooled: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """A contextual bandit ships one arm everywhere only if every declared value agrees: the pooled rule says ship
-    and that arm also has P(best) ≥ prob_best_to_ship within each value. When values prefer different arms, the
-    policy that serves each value its own best is the point — the decision is keep_running, naming the leaders."""
-    if pooled["decision"] != "ship":
-        return pooled
-    threshold = spec.prob_best_to_ship
-    variant = pooled["variant"]
-    leaders = {value: (v["leader"], (v["prob_best"] or {}).get(v["leader"]) if v["leader"] else None)
-               for value, v in context["values"].items()}
-    disagree = {value: lead for value, lead in leaders.items()
-                if ((context["values"][value]["prob_best"] or {}).get(variant) or 0.0) < threshold}
-    if not disagree:
-        return {**pooled, "reasons": [*pooled["reasons"], f"{variant} also leads within every "
-                                      f"{context['attribute']} value with P(best) >= {threshold:g}"]}
-    shown = ", ".join(f"{value}: {lead or 'no data'}" + (f" ({p:.2f})" if p is not None else "")
-                      for value, (lead, p) in sorted(disagree.items()))
-    return {"decision": "keep_running", "variant": None, "reasons": [
-        *pooled["reasons"],
-        f"but not within every {context['attribute']} value (leader and P(best): {shown}); the contextual policy "
-        f"keeps serving each value its own best rather than shipping {variant} everywhere"]}
+    """The contextual stopping rule (``scorecards.decision.decide_contextual``) as stored in the allocation
+    details: ship one arm everywhere only if it also leads within every declared value."""
+    values = {value: ContextLeaders(v["leader"], v["prob_best"] or {}) for value, v in context["values"].items()}
+    decision = decide_contextual(Decision(pooled["decision"], pooled["variant"], list(pooled["reasons"])),
+                                 spec.prob_best_to_ship, context["attribute"], values)
+    return _decision_dict(decision)
+
+
+def _decision_dict(decision: Decision) -> dict[str, Any]:
+    return {"decision": decision.decision, "variant": decision.variant, "reasons": list(decision.reasons)}
 
 
 # --- Ramped roll-outs ----------------------------------------------------------------------------------------
@@ -406,7 +373,7 @@ def _ramp_step(session: Session, experiment: Experiment, spec: AllocationSpec, l
             if rank[status] >= rank.get(statuses.get(m, "pass"), 0):
                 statuses[m] = status
     mode = "auto" if accept else spec.mode
-    power = _guardrail_power(guards, float((experiment.plan or {}).get("design", {}).get("alpha", 0.05)))
+    power = _guardrail_power(guards, float(plan_of(experiment).design.alpha))
     action = next_ramp_action(steps, current, units, hours, statuses, mode,  # type: ignore[arg-type]
                               guardrail_power=power)
     summary = {"step": current, "fraction": steps[current]["fraction"], "units_at_step": units,
