@@ -7,7 +7,7 @@ DESIGN.md's notebook API::
 
 from scorecards.bayesian import BayesianSummary, beta_chance_to_beat, normal_chance_to_beat
 from scorecards.cuped import CupedAdjustment, compare_cuped, compare_cuped_arrays, cuped_adjustment
-from scorecards.decision import Decision, decide, describe_primary
+from scorecards.decision import ContextLeaders, Decision, decide, decide_contextual, decide_thompson, describe_primary
 from scorecards.frequentist import ArmEstimate, Comparison, arm_estimate, compare, compare_arrays
 from scorecards.guardrails import GuardrailResult, GuardrailStatus, guardrail_status
 from scorecards.inference import (
@@ -18,9 +18,11 @@ from scorecards.inference import (
     welch_satterthwaite_df,
 )
 from scorecards.multiple_testing import AdjustedPValues, adjust_p_values, benjamini_hochberg, holm
+from scorecards.plan import Plan, plan_fingerprint
 from scorecards.power import Design, achieved_power, design, mde_at_n, sample_size_per_arm
 from scorecards.reasons import Reason
 from scorecards.sample_stats import CovariateStats, RatioStats, SampleStats
+from scorecards.scorecard import Scorecard, build_scorecard
 from scorecards.sequential import (
     SequentialInference,
     accumulate_looks,
@@ -50,6 +52,7 @@ __all__ = [
     "ArmEstimate",
     "BayesianSummary",
     "Comparison",
+    "ContextLeaders",
     "CovariateStats",
     "CupedAdjustment",
     "Decision",
@@ -58,9 +61,11 @@ __all__ = [
     "GuardrailResult",
     "GuardrailStatus",
     "RatioStats",
+    "Plan",
     "Reason",
     "RelativeInference",
     "SampleStats",
+    "Scorecard",
     "SegmentSrm",
     "SequentialInference",
     "SrmResult",
@@ -70,6 +75,7 @@ __all__ = [
     "arm_estimate",
     "benjamini_hochberg",
     "beta_chance_to_beat",
+    "build_scorecard",
     "compare",
     "compare_arrays",
     "compare_cuped",
@@ -77,6 +83,8 @@ __all__ = [
     "compare_sequential",
     "cuped_adjustment",
     "decide",
+    "decide_contextual",
+    "decide_thompson",
     "describe_primary",
     "design",
     "difference_inference",
@@ -88,6 +96,7 @@ __all__ = [
     "msprt",
     "normal_chance_to_beat",
     "optimal_mixture_ratio",
+    "plan_fingerprint",
     "relative_inference",
     "sample_size_per_arm",
     "sequential_srm_check",

@@ -7,12 +7,16 @@ import pytest
 
 from scorecards import (
     Comparison,
+    ContextLeaders,
+    Decision,
     GuardrailResult,
     GuardrailStatus,
     SampleStats,
     compare,
     compare_sequential,
     decide,
+    decide_contextual,
+    decide_thompson,
     guardrail_status,
 )
 
@@ -127,3 +131,39 @@ def test_invalid_arguments() -> None:
         decide("ab", "up", {"v2": WIN})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="variant"):
         decide("ab", "increase", {})
+
+
+# --- bandit stopping rules ----------------------------------------------------------------------------------
+
+
+def test_thompson_stopping_rule() -> None:
+    arms, guards = ["control", "a", "b"], {"b": {"latency": "pass"}, "a": {"latency": "fail"}}
+    excluded = {"a": ["a: guardrail latency failed"]}
+    ship = decide_thompson(arms, "control", (0.01, 0.0, 0.99), True, 0.95, guards, excluded)
+    assert ship == Decision("ship", "b", ["a excluded: a: guardrail latency failed",
+                                          "b has P(best) 0.9900 >= 0.95 and every guardrail passes"])
+    assert decide_thompson(arms, "control", (0.01, 0.0, 0.99), False, 0.95, guards, {}).decision == "keep_running"
+    low = decide_thompson(arms, "control", (0.1, 0.0, 0.9), True, 0.95, guards, {})
+    assert low == Decision("keep_running", None, ["highest P(best) is b at 0.9000 < 0.95"])
+    assert decide_thompson(arms, "control", (0.97, 0.0, 0.03), True, 0.95, guards, {}).decision == "no_ship"
+    pending = decide_thompson(arms, "control", (0.0, 0.0, 1.0), True, 0.95, {"b": {"latency": "inconclusive"}}, {})
+    assert pending.decision == "keep_running"
+    assert pending.variant == "b"
+    assert "latency inconclusive (must pass to ship)" in pending.reasons[-1]
+    unguarded = decide_thompson(arms, "control", (0.0, 0.0, 1.0), True, 0.95, {}, {})
+    assert unguarded.reasons == ["b has P(best) 1.0000 >= 0.95 (no guardrails)"]
+
+
+def test_contextual_stopping_rule_ships_only_when_every_value_agrees() -> None:
+    pooled = Decision("ship", "b", ["b has P(best) 0.9700 >= 0.95 (no guardrails)"])
+    agree = {"ios": ContextLeaders("b", {"b": 0.99, "c": 0.01}), "android": ContextLeaders("b", {"b": 0.96})}
+    shipped = decide_contextual(pooled, 0.95, "platform", agree)
+    assert shipped.decision == "ship"
+    assert shipped.reasons[-1] == "b also leads within every platform value with P(best) >= 0.95"
+    split = {"ios": ContextLeaders("b", {"b": 0.99}), "android": ContextLeaders("c", {"b": 0.01, "c": 0.99}),
+             "web": ContextLeaders(None, {})}
+    kept = decide_contextual(pooled, 0.95, "platform", split)
+    assert kept.decision == "keep_running"
+    assert kept.variant is None
+    assert "android: c (0.99), web: no data" in kept.reasons[-1]
+    assert decide_contextual(Decision("keep_running", None, []), 0.95, "platform", split).decision == "keep_running"
