@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
+from api.console import console_command
 from simulator.options import DriverOptions
 from simulator.overrides import Overrides
 from simulator.presets import PRESETS
@@ -124,21 +125,6 @@ def demo(
     with database_errors(settings.database_url):
         run_demo(settings, host=host, port=port, headless=headless, console_port=console_port,
                  scenarios=lambda base_url, key: run_demo_scenarios(base_url, key, plan))
-
-
-#: what ``ui/.streamlit/config.toml`` says, passed again as flags so no other Streamlit config can undo it
-CONSOLE_STREAMLIT_FLAGS = ("--server.showEmailPrompt", "false", "--browser.gatherUsageStats", "false",
-                           "--client.toolbarMode", "minimal", "--server.fileWatcherType", "none")
-
-
-def console_command(host: str, port: int, browser: bool = False) -> list[str]:
-    """The ``streamlit run`` command line of the console: bound to ``host``:``port``, headless unless ``browser``,
-    never prompting and never sending usage statistics."""
-    import sys
-
-    root = Path(__file__).resolve().parent.parent
-    return [sys.executable, "-m", "streamlit", "run", str(root / "ui" / "app.py"), "--server.address", host,
-            "--server.port", str(port), "--server.headless", str(not browser).lower(), *CONSOLE_STREAMLIT_FLAGS]
 
 
 @app.command()

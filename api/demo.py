@@ -24,6 +24,7 @@ from rich.console import Console
 
 from api.app import create_app
 from api.auth.keys import create_api_key
+from api.console import console_command
 from api.db.engine import Database
 from api.ports import require_free, require_service_and_console_ports
 from api.settings import Settings
@@ -49,8 +50,6 @@ class _Server(threading.Thread):
 def _start_console(base_url: str, host: str, port: int) -> subprocess.Popen[bytes]:
     """The Streamlit console (as ``titrate console``), pointed at the demo's service and bound to the demo's
     ``host``; nobody is signed in: each person signs in with their own key (the demo prints an admin key)."""
-    from api.cli import console_command
-
     env = {**os.environ, "TITRATE_API_URL": base_url}
     env.pop("TITRATE_API_KEY", None)
     return subprocess.Popen(console_command(host, port), cwd=Path(__file__).resolve().parent.parent, env=env)
