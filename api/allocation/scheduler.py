@@ -21,7 +21,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from api.allocation import repository
@@ -61,16 +60,13 @@ def run_round(db: Database, min_interval_seconds: float = 0.0) -> RoundResult:
     if db.dialect != "postgresql":
         return _steps(db, min_interval_seconds)
     with db.engine.connect() as conn:
-        got = bool(conn.scalar(select(func.pg_try_advisory_lock(ADVISORY_LOCK_KEY))))
-        conn.commit()
-        if not got:
+        if not repository.try_advisory_lock(conn, ADVISORY_LOCK_KEY):
             log.info("allocation round skipped: another updater holds the lock")
             return RoundResult(ran=False)
         try:
             return _steps(db, min_interval_seconds)
         finally:
-            conn.scalar(select(func.pg_advisory_unlock(ADVISORY_LOCK_KEY)))
-            conn.commit()
+            repository.advisory_unlock(conn, ADVISORY_LOCK_KEY)
 
 
 def _steps(db: Database, min_interval_seconds: float) -> RoundResult:
