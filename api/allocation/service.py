@@ -43,9 +43,8 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from api import audit
-from api.allocation import repository
+from api.allocation import guardrails, repository
 from api.analysis import repository as analysis_repository
-from api.analysis.scorecard import load_scorecard
 from api.auth.keys import Principal
 from api.db.tables import Allocation, Experiment, utc_now
 from api.experiments import repository as experiments_repository
@@ -53,7 +52,7 @@ from api.experiments import service as experiments_service
 from api.experiments.plan import plan_of
 from api.experiments.schemas import AllocationSpec
 from bandits.contextual import ContextualAllocation, contextual_thompson_allocation
-from bandits.ramp import guardrail_detection_power, next_ramp_action, ramp_split
+from bandits.ramp import next_ramp_action, ramp_split
 from bandits.thompson import Direction, thompson_allocation
 from scorecards.decision import ContextLeaders, Decision, decide_contextual, decide_thompson
 from scorecards.sql import MetricSpec
@@ -99,30 +98,6 @@ def _units_under(session: Session, experiment_id: int, version: int) -> int:
     return sum(n for (ver, _), n in counts.items() if ver == version)
 
 
-def _guardrails(session: Session, experiment: Experiment, now: datetime) -> dict[str, dict[str, dict[str, Any]]]:
-    """variant → guardrail metric → {status, description, rel_lift, ...} from the scorecard's guardrails
-    (``Scorecard.guardrails``; numbers that cannot be computed are None)."""
-    if not plan_of(experiment).by_role("guardrail"):
-        return {}
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for variant, by_metric in load_scorecard(session, experiment, now).guardrails.items():
-        for metric, (g, c) in by_metric.items():
-            out.setdefault(variant, {})[metric] = {
-                "status": g.status.value, "description": g.describe(metric), "rel_lift": _finite(c.rel_lift),
-                "n": c.treatment_n, "control_n": c.control_n, "mean": _finite(c.treatment_mean),
-                "control_mean": _finite(c.control_mean), "non_inferiority_bound": _finite(g.non_inferiority_bound),
-                "regression_p_value": _finite(g.regression_p_value), "margin": _finite(g.margin),
-                "rel_std_error": _finite(g.rel_std_error),
-            }
-    return out
-
-
-def _failures(guards: dict[str, dict[str, dict[str, Any]]], variant: str) -> list[str]:
-    """Human-readable reasons (metric and numbers) for each failing guardrail of ``variant``."""
-    return [f"{variant}: {g['description'] or f'guardrail {metric} failed'}"
-            for metric, g in sorted(guards.get(variant, {}).items()) if g["status"] == "fail"]
-
-
 def _publish(session: Session, experiment: Experiment, version: int, weights: dict[str, float], reason: str,
              seed: int | None, details: dict[str, Any], now: datetime,
              context_weights: dict[str, dict[str, float]] | None = None) -> Allocation:
@@ -160,7 +135,7 @@ def run_allocation_step(session: Session, experiment: Experiment, now: datetime 
     now = now or utc_now()
     if experiment.status != "running" or experiment.plan is None:
         raise ValueError(f"experiment '{experiment.key}' is '{experiment.status}', not running")
-    spec = AllocationSpec.model_validate(experiment.plan.get("allocation") or experiment.allocation)
+    spec = AllocationSpec.model_validate(plan_of(experiment).allocation.to_document())
     latest = experiments_repository.latest_allocations(session, [experiment.id]).get(experiment.id)
     if latest is None:  # every started experiment has version 1; guard anyway
         raise ValueError(f"experiment '{experiment.key}' has no allocation")
@@ -213,11 +188,11 @@ def _thompson_step(session: Session, experiment: Experiment, spec: AllocationSpe
     aggregates = analysis_repository.metric_aggregates(session, experiment.id, [metric], now)
     stats = [aggregates.metric(metric.key, k).stats(metric.kind) for k in keys]
 
-    guards = _guardrails(session, experiment, now)
+    guards = guardrails.by_variant(session, experiment, now)
     previously_excluded = {e["variant"] for e in latest.details.get("excluded", []) if isinstance(e, dict)}
     excluded: list[dict[str, Any]] = []
     for k in keys:
-        failures = _failures(guards, k)
+        failures = guardrails.failures(guards, k)
         if not failures:
             continue
         excluded.append({"variant": k, "reasons": failures,
@@ -328,25 +303,6 @@ def _decision_dict(decision: Decision) -> dict[str, Any]:
 # --- Ramped roll-outs ----------------------------------------------------------------------------------------
 
 
-def _guardrail_power(guards: dict[str, dict[str, dict[str, Any]]], alpha: float) -> dict[str, float | None]:
-    """Guardrail metric → the lowest power across treatments to detect a harm of its margin, from the standard
-    error of the relative lift measured so far (``bandits.ramp.guardrail_detection_power``); None until every
-    treatment has one."""
-    out: dict[str, float | None] = {}
-    for per_metric in guards.values():
-        for metric, g in per_metric.items():
-            se, margin = g.get("rel_std_error"), g.get("margin")
-            achieved = guardrail_detection_power(float(se), float(margin), alpha) if (
-                isinstance(se, int | float) and isinstance(margin, int | float) and margin > 0) else math.nan
-            if not math.isfinite(achieved):
-                out[metric] = None
-            elif metric not in out:
-                out[metric] = achieved
-            elif (previous := out[metric]) is not None:
-                out[metric] = min(previous, achieved)
-    return out
-
-
 def step_weights(experiment: Experiment, fraction: float) -> dict[str, float]:
     """Weights of a ramp step: ``bandits.ramp.ramp_split`` over the served variants (the rule ``initial_weights``
     uses for version 1), shadow variants 0."""
@@ -363,7 +319,7 @@ def _ramp_step(session: Session, experiment: Experiment, spec: AllocationSpec, l
     current = int(latest.details.get("step", 0))
     units = _units_under(session, experiment.id, latest.version)
     hours = _hours_since(now, latest.created_at)
-    guards = _guardrails(session, experiment, now)
+    guards = guardrails.by_variant(session, experiment, now)
     # worst status of each guardrail metric across the treatments
     rank = {"fail": 2, "inconclusive": 1, "pass": 0}
     statuses: dict[str, str] = {}
@@ -373,7 +329,7 @@ def _ramp_step(session: Session, experiment: Experiment, spec: AllocationSpec, l
             if rank[status] >= rank.get(statuses.get(m, "pass"), 0):
                 statuses[m] = status
     mode = "auto" if accept else spec.mode
-    power = _guardrail_power(guards, float(plan_of(experiment).design.alpha))
+    power = guardrails.detection_power(guards, float(plan_of(experiment).design.alpha))
     action = next_ramp_action(steps, current, units, hours, statuses, mode,  # type: ignore[arg-type]
                               guardrail_power=power)
     summary = {"step": current, "fraction": steps[current]["fraction"], "units_at_step": units,
@@ -383,7 +339,7 @@ def _ramp_step(session: Session, experiment: Experiment, spec: AllocationSpec, l
     base = (experiment.key, "ramp")
 
     if action.action == "rollback":
-        failures = [r for variant in sorted(guards) for r in _failures(guards, variant)]
+        failures = [r for variant in sorted(guards) for r in guardrails.failures(guards, variant)]
         reason = (f"automatic rollback at ramp step {current} (fraction {steps[current]['fraction']:g}): "
                   + "; ".join(failures))
         served = [v for v in experiment.variants if not v.shadow]
