@@ -1,12 +1,14 @@
-"""Queries of the model registry and the prediction log (the only module here that builds SELECTs on them)."""
+"""Statements on the model registry and the prediction log (the only module here that builds them): lookups,
+the serving report's reads, the recorder's inserts and the retention purge."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, case, func, insert, select
+from sqlalchemy import Row, case, delete, func, insert, select
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from api.db.tables import ModelSpecRow, Prediction
@@ -66,3 +68,10 @@ def insert_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> int:
         return 0
     session.execute(insert(Prediction), list(rows))
     return len(rows)
+
+
+def delete_predictions_before(session: Session, cutoff: datetime, limit: int) -> int:
+    """Delete at most ``limit`` predictions created before ``cutoff`` (the oldest ids first found); returns how many."""
+    oldest = select(Prediction.id).where(Prediction.created_at < cutoff).limit(limit).scalar_subquery()
+    result = cast(CursorResult[Any], session.execute(delete(Prediction).where(Prediction.id.in_(oldest))))
+    return result.rowcount

@@ -9,13 +9,9 @@ one replica deletes at a time; each batch is its own short transaction, so it ne
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, cast
-
-from sqlalchemy import delete, select
-from sqlalchemy.engine import CursorResult
 
 from api.db.engine import Database
-from api.db.tables import Prediction
+from api.serving import repository
 
 
 def purge_predictions(db: Database, now: datetime, retain_days: float, batch_size: int = 10_000) -> int:
@@ -27,9 +23,7 @@ def purge_predictions(db: Database, now: datetime, retain_days: float, batch_siz
     deleted = 0
     while True:
         with db.transaction() as session:
-            oldest = select(Prediction.id).where(Prediction.created_at < cutoff).limit(batch_size).scalar_subquery()
-            result = cast(CursorResult[Any], session.execute(delete(Prediction).where(Prediction.id.in_(oldest))))
-            removed = result.rowcount
+            removed = repository.delete_predictions_before(session, cutoff, batch_size)
         deleted += removed
         if removed < batch_size:
             return deleted
