@@ -11,6 +11,13 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 from api.schemas_common import Key, RequestModel
 from scorecards.kinds import AllocationStrategy as Strategy
 from scorecards.kinds import ExperimentType, HypothesisDirection, RampMode
+from scorecards.plan import (
+    DEFAULT_ALPHA,
+    DEFAULT_CUPED_LOOKBACK_DAYS,
+    DEFAULT_MDE,
+    DEFAULT_POWER,
+    DEFAULT_PROB_BEST_TO_SHIP,
+)
 
 Status = Literal["draft", "running", "paused", "shipped", "rolled_back", "stopped"]
 Operator = Literal["eq", "neq", "in", "not_in", "gt", "gte", "lt", "lte"]
@@ -77,7 +84,7 @@ class AllocationSpec(RequestModel):
     top_two: bool = False
     update_every_minutes: float | None = Field(None, gt=0, allow_inf_nan=False)
     update_every_events: int | None = Field(None, gt=0)
-    prob_best_to_ship: float = Field(0.95, gt=0.5, lt=1)
+    prob_best_to_ship: float = Field(DEFAULT_PROB_BEST_TO_SHIP, gt=0.5, lt=1)
     context: ContextSpec | None = None
 
     @model_validator(mode="after")
@@ -142,12 +149,12 @@ class Design(RequestModel):
     """The statistical design: alpha, power and the relative minimum detectable effect."""
 
 
-    alpha: float = Field(0.05, gt=0, le=0.5, allow_inf_nan=False)
-    power: float = Field(0.8, ge=0.5, lt=1, allow_inf_nan=False)
-    mde: float = Field(0.05, gt=0, le=10, allow_inf_nan=False, description="relative minimum detectable effect")
+    alpha: float = Field(DEFAULT_ALPHA, gt=0, le=0.5, allow_inf_nan=False)
+    power: float = Field(DEFAULT_POWER, ge=0.5, lt=1, allow_inf_nan=False)
+    mde: float = Field(DEFAULT_MDE, gt=0, le=10, allow_inf_nan=False, description="relative minimum detectable effect")
     sequential: bool = False
     cuped: bool = False
-    cuped_lookback_days: float = Field(14, gt=0, le=365, allow_inf_nan=False)
+    cuped_lookback_days: float = Field(DEFAULT_CUPED_LOOKBACK_DAYS, gt=0, le=365, allow_inf_nan=False)
 
 
 class Condition(RequestModel):
