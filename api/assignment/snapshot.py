@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,8 +20,6 @@ from api.db.tables import Experiment, utc_now
 from api.experiments import repository
 from bandits.bucketing import BUCKETS, CONTEXT_SPEC_VERSION, ExperimentConfig, experiment_config_from_document
 from bandits.index import ExperimentIndex, build_index
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,6 @@ class SnapshotHolder:
     def __init__(self, db: Database, refresh_seconds: float,
                  on_change: Callable[[], None] | None = None) -> None:
         self._db = db
-        self._refresh_seconds = refresh_seconds
         self._on_change = on_change  # e.g. forget cached API keys: a revocation also moves the config version
         self._lock = threading.Lock()
         # a database blip must not kill the refresher: the failure is logged, the old snapshot keeps serving
