@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scorecards.aggregates import MetricAggregate
 from scorecards.plan import Plan
-from scorecards.sql import MetricAggregate
 from scorecards.stratified import (
     ArmEstimates,
     naive_estimates,

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
+from scorecards.aggregates import EventAggregate, MetricSpec
 from scorecards.kinds import (
     Aggregation,
     AllocationStrategy,
@@ -34,7 +35,6 @@ from scorecards.kinds import (
     MetricRole,
     RampMode,
 )
-from scorecards.sql import EventAggregate, MetricSpec
 
 #: Bumped whenever the decision rule in ``scorecards`` changes meaning, so old fingerprints stay honest.
 DECISION_RULE = "titrate-decision-v1"

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from scorecards.adaptive import Strata, StratifiedResult, stratified_by_cell
+from scorecards.aggregates import MetricAggregate, ScorecardAggregates
 from scorecards.cuped import CupedAdjustment, compare_cuped, cuped_adjustment
 from scorecards.decision import Decision, decide
 from scorecards.frequentist import Comparison, arm_estimate, compare
@@ -35,7 +36,6 @@ from scorecards.power import achieved_power, mde_at_n, sample_size_per_arm
 from scorecards.sample_stats import RatioStats, SampleStats
 from scorecards.segments import SegmentInput, Segments, build_segments
 from scorecards.sequential import compare_sequential
-from scorecards.sql import MetricAggregate, ScorecardAggregates
 from scorecards.srm import AllocationPeriod, SrmResult, sequential_srm_check, srm_check_history
 
 __all__ = ["AllocationVersion", "BanditStop", "ExcludedRows", "ExposureCounts", "MetricResult", "Scorecard",

@@ -8,10 +8,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from scorecards.aggregates import ScorecardAggregates
 from scorecards.frequentist import Comparison, compare
 from scorecards.multiple_testing import benjamini_hochberg
 from scorecards.plan import Plan, PlannedMetric
-from scorecards.sql import ScorecardAggregates
 from scorecards.srm import SegmentSrm, srm_drill_down
 
 

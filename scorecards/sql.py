@@ -22,7 +22,7 @@ With ``segment`` the rows are also grouped by one exposure attribute's value; wi
 ``cuped_lookback_hours`` the same per-unit value over ``[exposed_at − lookback, exposed_at)`` is summed
 as the CUPED covariate (``Σx, Σx², Σxy``).  Only a handful of numbers per variant leave the database;
 raw events never do.  The window test is
-the only dialect-specific piece (:class:`_BeforeOffset`): ``timestamp < exposed_at + h · interval``
+the only dialect-specific piece (``scorecards.sql_dialect.BeforeOffset``): ``timestamp < exposed_at + h · interval``
 on PostgreSQL (range-friendly for the ``(unit_id, name, timestamp)`` index), ``julianday`` arithmetic
 on SQLite, which stores timestamps as ISO text.
 
@@ -35,15 +35,12 @@ exposures with unreadable attributes (``NaN`` tokens older versions wrote into S
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
-from typing import cast as type_cast
 
 from sqlalchemy import (
-    Boolean,
     ColumnElement,
     Float,
     Integer,
@@ -59,183 +56,16 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 
-from scorecards.kinds import Aggregation, MetricKind
-from scorecards.sample_stats import CovariateStats, RatioStats, SampleStats
+from scorecards.aggregates import EventAggregate, MetricAggregate, MetricSpec, ScorecardAggregates
+from scorecards.sql_dialect import BeforeOffset as _BeforeOffset
+from scorecards.sql_dialect import JsonString as _JsonString
+from scorecards.sql_dialect import JsonValid as _JsonValid
 
-
-@dataclass(frozen=True, slots=True)
-class EventAggregate:
-    """One event aggregated per unit: Σ value (``sum``), number of events (``count``) or 0/1 (``any``)."""
-
-    event: str
-    aggregation: Aggregation = "sum"
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSpec:
-    """What the SQL needs of a metric definition.
-
-    Attributes:
-        key: metric key (names the output).
-        kind: "proportion" | "mean" | "ratio".
-        value: the per-unit value (the numerator for ratio metrics).
-        denominator: the per-unit denominator (ratio metrics only).
-        winsorize: cap on the per-unit value y (numerator for ratios), or None.
-        window_hours: attribution window after first exposure, or None (every later event counts).
-        cuped_lookback_hours: when set (proportion and mean metrics), also aggregate the same per-unit value
-            over ``[exposed_at − lookback, exposed_at)`` as the CUPED covariate x (``Σx, Σx², Σxy``).
-    """
-
-    key: str
-    kind: MetricKind
-    value: EventAggregate
-    denominator: EventAggregate | None = None
-    winsorize: float | None = None
-    window_hours: float | None = None
-    cuped_lookback_hours: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("proportion", "mean", "ratio"):
-            raise ValueError(f"kind must be proportion, mean or ratio, got {self.kind!r}")
-        if (self.kind == "ratio") != (self.denominator is not None):
-            raise ValueError("a ratio metric needs a denominator, and only a ratio metric has one")
-        if self.kind == "ratio" and self.cuped_lookback_hours is not None:
-            raise ValueError("CUPED applies to proportion and mean metrics")
-        for name in ("winsorize", "window_hours", "cuped_lookback_hours"):
-            v = getattr(self, name)
-            if v is not None and not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {v}")
-
-    @classmethod
-    def from_definition(cls, d: Mapping[str, Any]) -> MetricSpec:
-        """From a catalog / frozen-plan metric definition (the REST metric fields)."""
-        if d["kind"] == "ratio":
-            num, den = d["numerator"], d["denominator"]
-            value = EventAggregate(num["event"], type_cast(Aggregation, num.get("aggregation") or "sum"))
-            denominator: EventAggregate | None = EventAggregate(
-                den["event"], type_cast(Aggregation, den.get("aggregation") or "sum"))
-        else:
-            agg = d.get("aggregation") or ("any" if d["kind"] == "proportion" else "sum")
-            value, denominator = EventAggregate(d["event"], type_cast(Aggregation, agg)), None
-        return cls(key=d["key"], kind=d["kind"], value=value, denominator=denominator,
-                   winsorize=d.get("winsorize"), window_hours=d.get("window_hours"))
-
-
-@dataclass(frozen=True, slots=True)
-class MetricAggregate:
-    """Sums of one metric in one variant (units whose window has elapsed) and the pending count."""
-
-    n: int = 0
-    sum_y: float = 0.0
-    sum_squares_y: float = 0.0
-    sum_x: float = 0.0
-    sum_squares_x: float = 0.0
-    sum_xy: float = 0.0
-    pending: int = 0
-    covariate_sum: float = 0.0
-    covariate_sum_squares: float = 0.0
-    covariate_sum_cross: float = 0.0
-
-    def covariate_stats(self) -> CovariateStats:
-        """CUPED input: y the metric, x the same unit's pre-exposure value."""
-        return CovariateStats(self.n, self.sum_y, self.sum_squares_y, self.covariate_sum,
-                              self.covariate_sum_squares, self.covariate_sum_cross)
-
-    def stats(self, kind: MetricKind) -> SampleStats | RatioStats:
-        """:class:`RatioStats` for ratio metrics, :class:`SampleStats` otherwise."""
-        if kind == "ratio":
-            return RatioStats(self.n, self.sum_y, self.sum_squares_y, self.sum_x, self.sum_squares_x, self.sum_xy)
-        return SampleStats(self.n, self.sum_y, self.sum_squares_y)
-
-
-@dataclass(frozen=True, slots=True)
-class ScorecardAggregates:
-    """Result of :func:`scorecard_query`: exposed units per variant, metric key → variant → sums, and the events
-    left out because their stored value is not finite."""
-
-    exposed: dict[str, int] = field(default_factory=dict)
-    metrics: dict[str, dict[str, MetricAggregate]] = field(default_factory=dict)
-    excluded_events: int = 0
-
-    def metric(self, key: str, variant: str) -> MetricAggregate:
-        """Sums of ``key`` in ``variant`` (all zero when the variant has no exposed unit)."""
-        return self.metrics.get(key, {}).get(variant, MetricAggregate())
-
-
-class _BeforeOffset(FunctionElement[bool]):
-    """``ts < start + hours`` for timestamp columns, rendered per dialect."""
-
-    type = Boolean()
-    name = "before_offset"
-    inherit_cache = True
-
-
-@compiles(_BeforeOffset)
-def _before_offset_default(element: _BeforeOffset, compiler: SQLCompiler, **kw: Any) -> str:
-    ts, start, hours = list(element.clauses)
-    # why: the hours are a validated finite float rendered as a literal, so PostgreSQL sees
-    # ``number * interval`` (a typed expression) rather than an untyped parameter times an interval.
-    ts_sql, start_sql, hours_sql = (compiler.process(c, **kw) for c in (ts, start, hours))
-    return f"({ts_sql} < {start_sql} + {hours_sql} * INTERVAL '1 hour')"
-
-
-@compiles(_BeforeOffset, "sqlite")
-def _before_offset_sqlite(element: _BeforeOffset, compiler: SQLCompiler, **kw: Any) -> str:
-    ts, start, hours = list(element.clauses)
-    # why: SQLite stores timestamps as ISO text; julianday() reads them to the whole millisecond, as fractional
-    # days (a double whose last bit is ~40 µs today). Adding hours / 24.0 to that double rounds, so an event exactly
-    # at a fractional-hour window end (0.5 h, 6.5 h) could fall inside the window; in whole milliseconds (integers
-    # far below 2^53, exact as doubles) the bound is exact at SQLite's resolution.
-    ms = (f"round(julianday({compiler.process(c, **kw)}) * 86400000.0)" for c in (ts, start))
-    return f"({next(ms)} < {next(ms)} + round({compiler.process(hours, **kw)} * 3600000.0))"
-
-
-class _JsonString(FunctionElement[str]):
-    """The value of a JSON object's key when it is a JSON *string*, else NULL (numbers, booleans, null, lists and
-    objects never match a string) — the rule by which assignment picks contextual weights (bucketing spec §3.6)."""
-
-    type = String()
-    name = "json_string"
-    inherit_cache = True
-
-
-@compiles(_JsonString)
-def _json_string_postgresql(element: _JsonString, compiler: SQLCompiler, **kw: Any) -> str:
-    column, key = (compiler.process(c, **kw) for c in element.clauses)
-    return f"(CASE WHEN jsonb_typeof({column} -> {key}) = 'string' THEN {column} ->> {key} END)"
-
-
-@compiles(_JsonString, "sqlite")
-def _json_string_sqlite(element: _JsonString, compiler: SQLCompiler, **kw: Any) -> str:
-    column, key = (compiler.process(c, **kw) for c in element.clauses)
-    path = f"'$.\"' || {key} || '\"'"
-    return f"(CASE WHEN json_type({column}, {path}) = 'text' THEN json_extract({column}, {path}) END)"
-
-
-class _JsonValid(FunctionElement[bool]):
-    """Whether a JSON column's stored text parses as JSON: ``json_valid`` on SQLite, where older versions may have
-    stored ``NaN``/``Infinity`` tokens that make every JSON function raise "malformed JSON"; elsewhere the column
-    type guarantees it (PostgreSQL JSONB refuses such text), so only NULL fails."""
-
-    type = Boolean()
-    name = "json_valid_row"
-    inherit_cache = True
-
-
-@compiles(_JsonValid)
-def _json_valid_default(element: _JsonValid, compiler: SQLCompiler, **kw: Any) -> str:
-    (column,) = list(element.clauses)
-    return f"({compiler.process(column, **kw)} IS NOT NULL)"
-
-
-@compiles(_JsonValid, "sqlite")
-def _json_valid_sqlite(element: _JsonValid, compiler: SQLCompiler, **kw: Any) -> str:
-    (column,) = list(element.clauses)
-    return f"(json_valid({compiler.process(column, **kw)}) = 1)"
+__all__ = ["EventAggregate", "MetricAggregate", "MetricSpec", "ScorecardAggregates", "excluded_exposures_query",
+           "exposure_counts_query", "read_scorecard_rows", "read_segment_rows", "read_version_rows",
+           "read_version_segment_rows", "scorecard_query", "usable_exposure", "version_metric_query",
+           "version_segment_metric_query"]
 
 
 #: The largest finite double. why a range test rather than isfinite(): it is the one finiteness test every SQL

@@ -1,0 +1,83 @@
+"""The dialect-specific pieces of the scorecard SQL (``scorecards.sql``): one small SQLAlchemy compiler hook per
+construct and dialect, on top of SQLAlchemy's own compiler — never copies of the query."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Boolean, String
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+
+class BeforeOffset(FunctionElement[bool]):
+    """``ts < start + hours`` for timestamp columns, rendered per dialect."""
+
+    type = Boolean()
+    name = "before_offset"
+    inherit_cache = True
+
+
+@compiles(BeforeOffset)
+def _before_offset_default(element: BeforeOffset, compiler: SQLCompiler, **kw: Any) -> str:
+    ts, start, hours = list(element.clauses)
+    # why: the hours are a validated finite float rendered as a literal, so PostgreSQL sees
+    # ``number * interval`` (a typed expression) rather than an untyped parameter times an interval.
+    ts_sql, start_sql, hours_sql = (compiler.process(c, **kw) for c in (ts, start, hours))
+    return f"({ts_sql} < {start_sql} + {hours_sql} * INTERVAL '1 hour')"
+
+
+@compiles(BeforeOffset, "sqlite")
+def _before_offset_sqlite(element: BeforeOffset, compiler: SQLCompiler, **kw: Any) -> str:
+    ts, start, hours = list(element.clauses)
+    # why: SQLite stores timestamps as ISO text; julianday() reads them to the whole millisecond, as fractional
+    # days (a double whose last bit is ~40 µs today). Adding hours / 24.0 to that double rounds, so an event exactly
+    # at a fractional-hour window end (0.5 h, 6.5 h) could fall inside the window; in whole milliseconds (integers
+    # far below 2^53, exact as doubles) the bound is exact at SQLite's resolution.
+    ms = (f"round(julianday({compiler.process(c, **kw)}) * 86400000.0)" for c in (ts, start))
+    return f"({next(ms)} < {next(ms)} + round({compiler.process(hours, **kw)} * 3600000.0))"
+
+
+class JsonString(FunctionElement[str]):
+    """The value of a JSON object's key when it is a JSON *string*, else NULL (numbers, booleans, null, lists and
+    objects never match a string) — the rule by which assignment picks contextual weights (bucketing spec §3.6)."""
+
+    type = String()
+    name = "json_string"
+    inherit_cache = True
+
+
+@compiles(JsonString)
+def _json_string_postgresql(element: JsonString, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(CASE WHEN jsonb_typeof({column} -> {key}) = 'string' THEN {column} ->> {key} END)"
+
+
+@compiles(JsonString, "sqlite")
+def _json_string_sqlite(element: JsonString, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = (compiler.process(c, **kw) for c in element.clauses)
+    path = f"'$.\"' || {key} || '\"'"
+    return f"(CASE WHEN json_type({column}, {path}) = 'text' THEN json_extract({column}, {path}) END)"
+
+
+class JsonValid(FunctionElement[bool]):
+    """Whether a JSON column's stored text parses as JSON: ``json_valid`` on SQLite, where older versions may have
+    stored ``NaN``/``Infinity`` tokens that make every JSON function raise "malformed JSON"; elsewhere the column
+    type guarantees it (PostgreSQL JSONB refuses such text), so only NULL fails."""
+
+    type = Boolean()
+    name = "json_valid_row"
+    inherit_cache = True
+
+
+@compiles(JsonValid)
+def _json_valid_default(element: JsonValid, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = list(element.clauses)
+    return f"({compiler.process(column, **kw)} IS NOT NULL)"
+
+
+@compiles(JsonValid, "sqlite")
+def _json_valid_sqlite(element: JsonValid, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = list(element.clauses)
+    return f"(json_valid({compiler.process(column, **kw)}) = 1)"
