@@ -45,7 +45,6 @@ from sqlalchemy import (
     Float,
     Integer,
     Select,
-    String,
     Table,
     and_,
     case,
@@ -59,25 +58,15 @@ from sqlalchemy import (
 
 from scorecards.aggregates import EventAggregate, MetricAggregate, MetricSpec, ScorecardAggregates
 from scorecards.sql_dialect import BeforeOffset as _BeforeOffset
-from scorecards.sql_dialect import JsonString as _JsonString
 from scorecards.sql_dialect import JsonValid as _JsonValid
+from scorecards.sql_dialect import finite_number as _finite
+from scorecards.sql_dialect import float_literal as _float_literal
+from scorecards.sql_dialect import segment_value as _segment_value
 
 __all__ = ["EventAggregate", "MetricAggregate", "MetricSpec", "ScorecardAggregates", "excluded_exposures_query",
            "exposure_counts_query", "read_scorecard_rows", "read_segment_rows", "read_version_rows",
            "read_version_segment_rows", "scorecard_query", "usable_exposure", "version_metric_query",
            "version_segment_metric_query"]
-
-
-#: The largest finite double. why a range test rather than isfinite(): it is the one finiteness test every SQL
-#: dialect can say — NaN compares false (SQLite stores NaN as NULL) or above every number (PostgreSQL, DuckDB),
-#: and ±Infinity lie outside the range.
-_DOUBLE_MAX = 1.7976931348623157e308
-
-
-def _finite(value: ColumnElement[Any]) -> ColumnElement[bool]:
-    """``value`` is a finite number (false for NULL, NaN and ±Infinity)."""
-    low, high = (cast(literal_column(repr(bound)), Float) for bound in (-_DOUBLE_MAX, _DOUBLE_MAX))
-    return value.between(low, high)
 
 
 def usable_exposure(exposures: Any, earliest: datetime | None) -> ColumnElement[bool]:
@@ -100,19 +89,6 @@ def excluded_exposures_query(exposures: Table, experiment_id: int, earliest: dat
     x = exposures
     bad = or_(~usable_exposure(x, earliest), x.c.exposed_at > latest)
     return select(func.count().label("excluded")).where(x.c.experiment_id == experiment_id, bad)
-
-
-def _segment_value(attributes: ColumnElement[Any], segment: str, strings_only: bool) -> ColumnElement[Any]:
-    """An exposure attribute's value as text (NULL when absent); with ``strings_only`` NULL unless it is a JSON
-    string. why: JSON path extraction compiles per dialect (``->>`` on PostgreSQL, ``JSON_EXTRACT`` on SQLite)."""
-    if strings_only:
-        return _JsonString(attributes, cast(literal(segment), String))
-    return attributes[segment].as_string()
-
-
-def _float_literal(value: float) -> ColumnElement[float]:
-    """A float rendered inline (values come from validated metric definitions, never from users' SQL)."""
-    return literal_column(repr(float(value)), Float)
 
 
 _Component = tuple[str, str, float | None, float | None]  # event, aggregation, window after, lookback before
@@ -143,26 +119,40 @@ def _unique(metrics: Iterable[MetricSpec]) -> list[MetricSpec]:
     return list(seen.values())
 
 
-def _aggregate_query(
-    exposures: Table,
-    events: Table,
-    experiment_id: int,
-    metrics: Sequence[MetricSpec],
-    as_of: datetime,
-    segment: str | None = None,
-    by_version: bool = False,
-    segment_strings_only: bool = False,
-    earliest: datetime | None = None,
-) -> Select[Any]:
-    """:func:`scorecard_query`'s ``SELECT``; with ``by_version`` the rows are also grouped by the exposure's
-    ``allocation_version`` (an integer column of that name, before ``segment`` and ``variant``); with
-    ``segment_strings_only`` a segment value that is not a JSON string counts as absent (contextual cells)."""
-    metrics = _unique(metrics)
+def _component_column(x: Any, e: Any, component: _Component, finite: ColumnElement[bool],
+                      after_exposure: ColumnElement[bool], any_lookback: bool) -> ColumnElement[Any]:
+    """One per-unit aggregate: Σ value, number of events or 0/1 over the unit's events of one name within its
+    window (after exposure) or its CUPED lookback (before exposure), finite values only."""
+    event, aggregation, window, lookback = component
+    cond: ColumnElement[bool] = and_(e.c.name == event, finite)
+    if lookback is not None:
+        cond = and_(cond, e.c.timestamp < x.c.exposed_at,
+                    ~_BeforeOffset(e.c.timestamp, x.c.exposed_at, _float_literal(-lookback)))
+    elif any_lookback:
+        cond = and_(cond, after_exposure)
+    if window is not None:
+        cond = and_(cond, _BeforeOffset(e.c.timestamp, x.c.exposed_at, _float_literal(window)))
+    if aggregation == "sum":
+        expr: ColumnElement[Any] = func.coalesce(func.sum(case((cond, e.c.value))), 0.0)
+    elif aggregation == "count":
+        expr = func.count(case((cond, 1)))
+    elif aggregation == "any":
+        expr = func.coalesce(func.max(case((cond, 1), else_=0)), 0)
+    else:
+        raise ValueError(f"aggregation must be sum, count or any, got {aggregation!r}")
+    # why: one numeric type (double precision) for every per-unit value, so the sums below come
+    # back as floats on both databases rather than NUMERIC/Decimal on PostgreSQL.
+    return cast(expr, Float)
+
+
+def _per_unit(exposures: Table, events: Table, experiment_id: int, components: dict[_Component, str],
+              as_of: datetime, segment: str | None, by_version: bool, segment_strings_only: bool,
+              earliest: datetime | None) -> Any:
+    """The per-unit subquery ``u``: one row per usable exposure with its variant, exposure time, (version,
+    segment), excluded-event count and one column per component."""
     x = exposures.alias("x")
     e = events.alias("e")
-    components = _components(metrics)
     names = sorted({key[0] for key in components})
-
     lookbacks = [k[3] for k in components if k[3] is not None]
     after_exposure: ColumnElement[bool] = e.c.timestamp >= x.c.exposed_at
     # why: without CUPED the join itself keeps only events after exposure; with it, the join reaches back by
@@ -184,75 +174,77 @@ def _aggregate_query(
     # is left out of every sum below and counted here, per unit, so the scorecard can say how many it refused.
     per_unit_cols.append(cast(func.count(e.c.value) - func.count(case((finite, 1))), Integer)
                          .label("excluded_events") if names else literal_column("0", Integer).label("excluded_events"))
-    for (event, aggregation, window, lookback), label in components.items():
-        cond: ColumnElement[bool] = and_(e.c.name == event, finite)
-        if lookback is not None:
-            cond = and_(cond, e.c.timestamp < x.c.exposed_at,
-                        ~_BeforeOffset(e.c.timestamp, x.c.exposed_at, _float_literal(-lookback)))
-        elif lookbacks:
-            cond = and_(cond, after_exposure)
-        if window is not None:
-            cond = and_(cond, _BeforeOffset(e.c.timestamp, x.c.exposed_at, _float_literal(window)))
-        if aggregation == "sum":
-            expr: ColumnElement[Any] = func.coalesce(func.sum(case((cond, e.c.value))), 0.0)
-        elif aggregation == "count":
-            expr = func.count(case((cond, 1)))
-        elif aggregation == "any":
-            expr = func.coalesce(func.max(case((cond, 1), else_=0)), 0)
-        else:
-            raise ValueError(f"aggregation must be sum, count or any, got {aggregation!r}")
-        # why: one numeric type (double precision) for every per-unit value, so the sums below come
-        # back as floats on both databases rather than NUMERIC/Decimal on PostgreSQL.
-        per_unit_cols.append(cast(expr, Float).label(label))
-    per_unit_stmt = (
+    per_unit_cols += [_component_column(x, e, component, finite, after_exposure, bool(lookbacks)).label(label)
+                      for component, label in components.items()]
+    return (
         select(*per_unit_cols)
         .select_from(x.outerjoin(e, on) if names else x)
         .where(x.c.experiment_id == experiment_id, x.c.exposed_at <= as_of, usable_exposure(x, earliest))
         .group_by(*group)
-    )
-    u = per_unit_stmt.subquery("u")
+    ).subquery("u")
 
+
+def _metric_columns(u: Any, i: int, m: MetricSpec, components: dict[_Component, str],
+                    as_of: datetime) -> list[ColumnElement[Any]]:
+    """Metric ``i``'s per-variant sums over ``u``: n, Σy, Σy², pending (+ Σx, Σx², Σxy for ratios, + the CUPED
+    covariate's sums), counting only units whose attribution window has elapsed."""
+    zero = _float_literal(0.0)
+    complete: ColumnElement[bool] | None = None
+    if m.window_hours is not None:
+        complete = u.c.exposed_at <= as_of - timedelta(hours=m.window_hours)
+
+    def total(value: ColumnElement[Any]) -> ColumnElement[Any]:
+        summed = func.sum(value) if complete is None else func.sum(case((complete, value), else_=zero))
+        return func.coalesce(summed, zero)
+
+    if complete is None:
+        n: ColumnElement[Any] = func.count()
+        pending: ColumnElement[Any] = literal_column("0", Integer)
+    else:
+        n = func.coalesce(func.sum(case((complete, 1), else_=0)), 0)
+        pending = func.coalesce(func.sum(case((complete, 0), else_=1)), 0)
+    y: ColumnElement[Any] = u.c[components[_component_key(m.value, m.window_hours)]]
+    if m.winsorize is not None:
+        cap = _float_literal(m.winsorize)
+        y = case((y > cap, cap), else_=y)
+    out: list[ColumnElement[Any]] = [n.label(f"m{i}_n"), total(y).label(f"m{i}_sy"), total(y * y).label(f"m{i}_syy"),
+           pending.label(f"m{i}_pending")]
+    if m.denominator is not None:
+        xd: ColumnElement[Any] = u.c[components[_component_key(m.denominator, m.window_hours)]]
+        out += [total(xd).label(f"m{i}_sx"), total(xd * xd).label(f"m{i}_sxx"), total(y * xd).label(f"m{i}_sxy")]
+    if m.cuped_lookback_hours is not None:
+        xc: ColumnElement[Any] = u.c[components[_component_key(m.value, None, m.cuped_lookback_hours)]]
+        if m.winsorize is not None:
+            xc = case((xc > cap, cap), else_=xc)
+        out += [total(xc).label(f"m{i}_cx"), total(xc * xc).label(f"m{i}_cxx"), total(y * xc).label(f"m{i}_cxy")]
+    return out
+
+
+def _aggregate_query(
+    exposures: Table,
+    events: Table,
+    experiment_id: int,
+    metrics: Sequence[MetricSpec],
+    as_of: datetime,
+    segment: str | None = None,
+    by_version: bool = False,
+    segment_strings_only: bool = False,
+    earliest: datetime | None = None,
+) -> Select[Any]:
+    """:func:`scorecard_query`'s ``SELECT``; with ``by_version`` the rows are also grouped by the exposure's
+    ``allocation_version`` (an integer column of that name, before ``segment`` and ``variant``); with
+    ``segment_strings_only`` a segment value that is not a JSON string counts as absent (contextual cells)."""
+    metrics = _unique(metrics)
+    components = _components(metrics)
+    u = _per_unit(exposures, events, experiment_id, components, as_of, segment, by_version, segment_strings_only,
+                  earliest)
     keys: list[ColumnElement[Any]] = [u.c.variant] if segment is None else [u.c.segment, u.c.variant]
     if by_version:
         keys.insert(0, u.c.allocation_version)
     out: list[ColumnElement[Any]] = [*keys, func.count().label("exposed"),
                                      func.coalesce(func.sum(u.c.excluded_events), 0).label("excluded_events")]
-    zero = _float_literal(0.0)
     for i, m in enumerate(metrics):
-        complete: ColumnElement[bool] | None = None
-        if m.window_hours is not None:
-            complete = u.c.exposed_at <= as_of - timedelta(hours=m.window_hours)
-
-        def total(value: ColumnElement[Any], complete: ColumnElement[bool] | None = complete) -> ColumnElement[Any]:
-            summed = func.sum(value) if complete is None else func.sum(case((complete, value), else_=zero))
-            return func.coalesce(summed, zero)
-
-        if complete is None:
-            n: ColumnElement[Any] = func.count()
-            pending: ColumnElement[Any] = literal_column("0", Integer)
-        else:
-            n = func.coalesce(func.sum(case((complete, 1), else_=0)), 0)
-            pending = func.coalesce(func.sum(case((complete, 0), else_=1)), 0)
-        y: ColumnElement[Any] = u.c[components[_component_key(m.value, m.window_hours)]]
-        if m.winsorize is not None:
-            cap = _float_literal(m.winsorize)
-            y = case((y > cap, cap), else_=y)
-        out += [
-            n.label(f"m{i}_n"),
-            total(y).label(f"m{i}_sy"),
-            total(y * y).label(f"m{i}_syy"),
-            pending.label(f"m{i}_pending"),
-        ]
-        if m.denominator is not None:
-            xd: ColumnElement[Any] = u.c[components[_component_key(m.denominator, m.window_hours)]]
-            out += [total(xd).label(f"m{i}_sx"), total(xd * xd).label(f"m{i}_sxx"),
-                    total(y * xd).label(f"m{i}_sxy")]
-        if m.cuped_lookback_hours is not None:
-            xc: ColumnElement[Any] = u.c[components[_component_key(m.value, None, m.cuped_lookback_hours)]]
-            if m.winsorize is not None:
-                xc = case((xc > cap, cap), else_=xc)
-            out += [total(xc).label(f"m{i}_cx"), total(xc * xc).label(f"m{i}_cxx"),
-                    total(y * xc).label(f"m{i}_cxy")]
+        out += _metric_columns(u, i, m, components, as_of)
     return select(*out).group_by(*keys).order_by(*keys)
 
 

@@ -1,11 +1,12 @@
 """The dialect-specific pieces of the scorecard SQL (``scorecards.sql``): one small SQLAlchemy compiler hook per
-construct and dialect, on top of SQLAlchemy's own compiler — never copies of the query."""
+construct and dialect, on top of SQLAlchemy's own compiler — never copies of the query — and the few expressions
+every dialect must spell the same way (finiteness, inline floats, an attribute's value)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, String
+from sqlalchemy import Boolean, ColumnElement, Float, String, cast, literal, literal_column
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -81,3 +82,28 @@ def _json_valid_default(element: JsonValid, compiler: SQLCompiler, **kw: Any) ->
 def _json_valid_sqlite(element: JsonValid, compiler: SQLCompiler, **kw: Any) -> str:
     (column,) = list(element.clauses)
     return f"(json_valid({compiler.process(column, **kw)}) = 1)"
+
+
+#: The largest finite double. why a range test rather than isfinite(): it is the one finiteness test every SQL
+#: dialect can say — NaN compares false (SQLite stores NaN as NULL) or above every number (PostgreSQL, DuckDB),
+#: and ±Infinity lie outside the range.
+_DOUBLE_MAX = 1.7976931348623157e308
+
+
+def finite_number(value: ColumnElement[Any]) -> ColumnElement[bool]:
+    """``value`` is a finite number (false for NULL, NaN and ±Infinity)."""
+    low, high = (cast(literal_column(repr(bound)), Float) for bound in (-_DOUBLE_MAX, _DOUBLE_MAX))
+    return value.between(low, high)
+
+
+def segment_value(attributes: ColumnElement[Any], segment: str, strings_only: bool) -> ColumnElement[Any]:
+    """An exposure attribute's value as text (NULL when absent); with ``strings_only`` NULL unless it is a JSON
+    string. why: JSON path extraction compiles per dialect (``->>`` on PostgreSQL, ``JSON_EXTRACT`` on SQLite)."""
+    if strings_only:
+        return JsonString(attributes, cast(literal(segment), String))
+    return attributes[segment].as_string()
+
+
+def float_literal(value: float) -> ColumnElement[float]:
+    """A float rendered inline (values come from validated metric definitions, never from users' SQL)."""
+    return literal_column(repr(float(value)), Float)
