@@ -27,7 +27,7 @@ from enum import StrEnum
 
 from scipy import stats
 
-from scorecards.frequentist import arm_estimate, build_comparison
+from scorecards.frequentist import Comparison, arm_estimate, build_comparison
 from scorecards.kinds import Direction, MetricKind, check_direction, check_kind, sign_of
 from scorecards.reasons import Reason
 from scorecards.sample_stats import RatioStats, SampleStats
@@ -86,6 +86,25 @@ def _p(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.3g}"
 
 
+def _non_inferiority(fixed: Comparison, s: float, margin: float, alpha: float, sequential: bool,
+                     tau2: float) -> tuple[float, float]:
+    """One-sided non-inferiority of the relative lift against ``-margin`` (in the metric's good direction ``s``):
+    (p-value, bound on the relative lift). Fixed horizon: a z test; sequential: the always-valid confidence
+    sequence (mSPRT with ``tau2`` mapped to the relative scale)."""
+    shifted = s * fixed.rel_lift + margin  # > 0 means better than "worse by the margin"
+    se_rel = fixed.rel_std_error
+    if sequential:
+        # why: map τ² to the relative scale with the same delta-method factor as the estimate.
+        # (x * x rather than x ** 2: a Python float power raises OverflowError, a product gives inf.)
+        scale = se_rel / fixed.std_error
+        tau2_rel = tau2 * scale * scale
+        seq = msprt(shifted, se_rel * se_rel, tau2_rel, alpha)
+        # why: the CS is two-sided at α — conservative for a one-sided claim, but always valid.
+        return (float(seq.p_value) if shifted > 0 else 1.0), -s * margin + s * float(seq.ci_low)
+    z = shifted / se_rel
+    return float(stats.norm.sf(z)), fixed.rel_lift - s * float(stats.norm.isf(alpha)) * se_rel
+
+
 def guardrail_status(
     control: SampleStats | RatioStats,
     treatment: SampleStats | RatioStats,
@@ -129,23 +148,11 @@ def guardrail_status(
     if reason is Reason.OK and not c.estimate > 0:
         # why: with μc ≤ 0 the sign of μt/μc − 1 no longer says "better" or "worse".
         reason = Reason.NONPOSITIVE_CONTROL_MEAN
-    shifted = s * fixed.rel_lift + margin  # > 0 means better than "worse by the margin"
     se_rel = fixed.rel_std_error
     if reason is not Reason.OK or not se_rel > 0:
         ni_p, bound = math.nan, math.nan
-    elif sequential:
-        # why: map τ² to the relative scale with the same delta-method factor as the estimate.
-        # (x * x rather than x ** 2: a Python float power raises OverflowError, a product gives inf.)
-        scale = se_rel / fixed.std_error
-        tau2_rel = tau2 * scale * scale
-        seq = msprt(shifted, se_rel * se_rel, tau2_rel, alpha)
-        ni_p = float(seq.p_value) if shifted > 0 else 1.0
-        # why: the CS is two-sided at α — conservative for a one-sided claim, but always valid.
-        bound = -s * margin + s * float(seq.ci_low)
     else:
-        z = shifted / se_rel
-        ni_p = float(stats.norm.sf(z))
-        bound = fixed.rel_lift - s * float(stats.norm.isf(alpha)) * se_rel
+        ni_p, bound = _non_inferiority(fixed, s, margin, alpha, sequential, tau2)
     passed = bool(ni_p < alpha)
 
     if passed:
