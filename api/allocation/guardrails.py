@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 
 from sqlalchemy.orm import Session
 
@@ -15,17 +15,37 @@ from api.experiments.plan import plan_of
 from bandits.ramp import guardrail_detection_power
 
 
+class GuardrailView(TypedDict):
+    """One guardrail of one variant as allocation details and audit rows store it (None: not computable)."""
+
+    status: str
+    description: str | None
+    rel_lift: float | None
+    n: int
+    control_n: int
+    mean: float | None
+    control_mean: float | None
+    non_inferiority_bound: float | None
+    regression_p_value: float | None
+    margin: float | None
+    rel_std_error: float | None
+
+
+#: variant → guardrail metric → its view.
+Guards = dict[str, dict[str, GuardrailView]]
+
+
 def finite_or_none(x: float) -> float | None:
     """``x`` as a float, None when NaN or infinite (the stored JSON holds no non-finite numbers)."""
     return float(x) if math.isfinite(x) else None
 
 
-def by_variant(session: Session, experiment: Experiment, now: datetime) -> dict[str, dict[str, dict[str, Any]]]:
+def by_variant(session: Session, experiment: Experiment, now: datetime) -> Guards:
     """variant → guardrail metric → {status, description, rel_lift, ...} from the scorecard's guardrails
     (``Scorecard.guardrails``; numbers that cannot be computed are None)."""
     if not plan_of(experiment).by_role("guardrail"):
         return {}
-    out: dict[str, dict[str, dict[str, Any]]] = {}
+    out: Guards = {}
     for variant, by_metric in load_scorecard(session, experiment, now).guardrails.items():
         for metric, (g, c) in by_metric.items():
             out.setdefault(variant, {})[metric] = {
@@ -39,13 +59,13 @@ def by_variant(session: Session, experiment: Experiment, now: datetime) -> dict[
     return out
 
 
-def failures(guards: dict[str, dict[str, dict[str, Any]]], variant: str) -> list[str]:
+def failures(guards: Guards, variant: str) -> list[str]:
     """Human-readable reasons (metric and numbers) for each failing guardrail of ``variant``."""
     return [f"{variant}: {g['description'] or f'guardrail {metric} failed'}"
             for metric, g in sorted(guards.get(variant, {}).items()) if g["status"] == "fail"]
 
 
-def detection_power(guards: dict[str, dict[str, dict[str, Any]]], alpha: float) -> dict[str, float | None]:
+def detection_power(guards: Guards, alpha: float) -> dict[str, float | None]:
     """Guardrail metric → the lowest power across treatments to detect a harm of its margin, from the standard
     error of the relative lift measured so far (``bandits.ramp.guardrail_detection_power``); None until every
     treatment has one."""

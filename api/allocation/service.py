@@ -278,8 +278,7 @@ def _context_details(spec: AllocationSpec, contextual: ContextualAllocation, key
 
 
 def _thompson_decision(spec: AllocationSpec, keys: list[str], control: str, prob_best: tuple[float, ...], status: str,
-                       guards: dict[str, dict[str, dict[str, Any]]],
-                       excluded: list[dict[str, Any]]) -> dict[str, Any]:
+                       guards: guardrails.Guards, excluded: list[dict[str, Any]]) -> dict[str, Any]:
     """The stopping rule (``scorecards.decision.decide_thompson``) as stored in the allocation details."""
     decision = decide_thompson(keys, control, prob_best, status == "ok", spec.prob_best_to_ship,
                                {v: {m: g["status"] for m, g in by_metric.items()} for v, by_metric in guards.items()},
