@@ -35,7 +35,7 @@ frequentist scorecard decision unchanged).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -50,11 +50,11 @@ from api.db.tables import Allocation, Experiment, utc_now
 from api.experiments import repository as experiments_repository
 from api.experiments import service as experiments_service
 from api.experiments.plan import plan_of
-from api.experiments.schemas import AllocationSpec
 from bandits.contextual import ContextualAllocation, contextual_thompson_allocation
 from bandits.ramp import next_ramp_action, ramp_split
 from bandits.thompson import Direction, thompson_allocation
 from scorecards.decision import ContextLeaders, Decision, decide_contextual, decide_thompson
+from scorecards.plan import AllocationPlan
 from scorecards.sql import MetricSpec
 
 #: Who the audit rows name when the scheduler acts (the recompute endpoint passes the calling admin).
@@ -135,7 +135,7 @@ def run_allocation_step(session: Session, experiment: Experiment, now: datetime 
     now = now or utc_now()
     if experiment.status != "running" or experiment.plan is None:
         raise ValueError(f"experiment '{experiment.key}' is '{experiment.status}', not running")
-    spec = AllocationSpec.model_validate(plan_of(experiment).allocation.to_document())
+    spec = plan_of(experiment).allocation
     latest = experiments_repository.latest_allocations(session, [experiment.id]).get(experiment.id)
     if latest is None:  # every started experiment has version 1; guard anyway
         raise ValueError(f"experiment '{experiment.key}' has no allocation")
@@ -150,7 +150,7 @@ def run_allocation_step(session: Session, experiment: Experiment, now: datetime 
 # --- Thompson sampling ---------------------------------------------------------------------------------------
 
 
-def _due(spec: AllocationSpec, latest: Allocation, units_since: int, now: datetime,
+def _due(spec: AllocationPlan, latest: Allocation, units_since: int, now: datetime,
          min_interval_seconds: float = 0.0) -> tuple[bool, str]:
     minutes, events = spec.update_every_minutes, spec.update_every_events
     elapsed = _hours_since(now, latest.created_at) * 60.0
@@ -171,7 +171,7 @@ def _due(spec: AllocationSpec, latest: Allocation, units_since: int, now: dateti
     return False, f"not due: {' and '.join(parts)} since version {latest.version}"
 
 
-def _thompson_step(session: Session, experiment: Experiment, spec: AllocationSpec, latest: Allocation,
+def _thompson_step(session: Session, experiment: Experiment, spec: AllocationPlan, latest: Allocation,
                    now: datetime, rng_seed: int | None, actor: Principal, force: bool,
                    min_interval_seconds: float = 0.0) -> StepResult:
     units_since = _units_under(session, experiment.id, latest.version)
@@ -248,7 +248,7 @@ def _thompson_step(session: Session, experiment: Experiment, spec: AllocationSpe
                       context_weights)
 
 
-def _contextual(session: Session, experiment: Experiment, spec: AllocationSpec, metric: MetricSpec, keys: list[str],
+def _contextual(session: Session, experiment: Experiment, spec: AllocationPlan, metric: MetricSpec, keys: list[str],
                 pooled: list[Any], seed: int, now: datetime, policy: dict[str, Any]) -> ContextualAllocation:
     """Per-value Thompson weights from the primary metric's sums per value of the context attribute (one query)."""
     assert spec.context is not None
@@ -260,7 +260,7 @@ def _contextual(session: Session, experiment: Experiment, spec: AllocationSpec, 
                                           values=spec.context.values, **policy)
 
 
-def _context_details(spec: AllocationSpec, contextual: ContextualAllocation, keys: list[str],
+def _context_details(spec: AllocationPlan, contextual: ContextualAllocation, keys: list[str],
                      kind: str) -> dict[str, Any]:
     """What the allocation row shows per context value: posterior status and means, P(best) and the leading arm."""
     assert spec.context is not None
@@ -277,7 +277,7 @@ def _context_details(spec: AllocationSpec, contextual: ContextualAllocation, key
             "others": "units whose value is missing or not declared get the pooled weights"}
 
 
-def _thompson_decision(spec: AllocationSpec, keys: list[str], control: str, prob_best: tuple[float, ...], status: str,
+def _thompson_decision(spec: AllocationPlan, keys: list[str], control: str, prob_best: tuple[float, ...], status: str,
                        guards: guardrails.Guards, excluded: list[dict[str, Any]]) -> dict[str, Any]:
     """The stopping rule (``scorecards.decision.decide_thompson``) as stored in the allocation details."""
     decision = decide_thompson(keys, control, prob_best, status == "ok", spec.prob_best_to_ship,
@@ -286,7 +286,7 @@ def _thompson_decision(spec: AllocationSpec, keys: list[str], control: str, prob
     return _decision_dict(decision)
 
 
-def _contextual_decision(spec: AllocationSpec, pooled: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+def _contextual_decision(spec: AllocationPlan, pooled: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     """The contextual stopping rule (``scorecards.decision.decide_contextual``) as stored in the allocation
     details: ship one arm everywhere only if it also leads within every declared value."""
     values = {value: ContextLeaders(v["leader"], v["prob_best"] or {}) for value, v in context["values"].items()}
@@ -312,9 +312,9 @@ def step_weights(experiment: Experiment, fraction: float) -> dict[str, float]:
     return weights
 
 
-def _ramp_step(session: Session, experiment: Experiment, spec: AllocationSpec, latest: Allocation,
+def _ramp_step(session: Session, experiment: Experiment, spec: AllocationPlan, latest: Allocation,
                now: datetime, actor: Principal, accept: bool = False) -> StepResult:
-    steps = [s.model_dump() for s in spec.steps or []]
+    steps = [asdict(s) for s in spec.steps or ()]
     current = int(latest.details.get("step", 0))
     units = _units_under(session, experiment.id, latest.version)
     hours = _hours_since(now, latest.created_at)
