@@ -2,7 +2,7 @@
 stop exposure logging — 10,000 valid acknowledged exposures all reach the scorecard (both databases).
 
 The writer-level half (poison rows that got past the edge are split out into ``dead_letters`` while the rest is
-written) is ``tests/api/test_exposure_writer.py::test_poison_rows_never_block_10k_valid_ones``; the other
+written) is ``tests/api/assignment/test_exposure_writer.py::test_poison_rows_never_block_10k_valid_ones``; the other
 defects of the issue are replayed where their fix lives: ``test_validation.py`` (non-finite numbers, huge
 integers, extreme timestamps, path integers), ``test_bad_stored_rows.py`` (rows stored by older versions),
 ``test_limits.py`` (body and batch sizes), ``test_faults.py`` (database faults), ``test_durability.py``

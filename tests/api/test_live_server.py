@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from api.db.engine import Database
 from api.db.tables import Event, Exposure
-from tests.api.test_events import events
+from tests.api.events.test_events import events
 from tests.conftest import Keys
 from tests.factories import METRICS, experiment_body
 from tests.live import AssignmentLoad, live_server, start_ranker_v2

@@ -28,12 +28,12 @@ from api.app import create_app
 from api.db.engine import Database
 from api.limits import BodyLimit, BodyLimitMiddleware, RouteLimit, body_limits
 from api.settings import Settings
-from tests.api.test_events import events
+from tests.api.events.test_events import events
 from tests.conftest import Keys
 from tests.live import LiveServer
 
 MB = 1024 * 1024
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 # --- the middleware, driven with ASGI messages -------------------------------------------------------------
 

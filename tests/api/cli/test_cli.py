@@ -20,7 +20,7 @@ from api.cli import app
 from api.ports import PortUnavailable, port_problem, require_free, require_service_and_console_ports
 from api.settings import get_settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 POSTGRES_URL = os.environ.get("TITRATE_TEST_POSTGRES_URL")  # read before the ``cli`` fixture clears TITRATE_*
 
 
