@@ -44,6 +44,7 @@ class RouteLimit:
     suffix: str = ""
 
     def matches(self, path: str) -> bool:
+        """Whether ``path`` is this route: equal to ``prefix``, or (with a ``suffix``) starting and ending with them."""
         if not self.suffix:
             return path == self.prefix
         return path.startswith(self.prefix) and path.endswith(self.suffix)
@@ -77,6 +78,7 @@ class BodyLimitMiddleware:
         return self.default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry: non-HTTP scopes pass through; an HTTP body over its route's limit gets 413."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

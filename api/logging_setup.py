@@ -13,6 +13,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, extra fields, exception."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """Returns ``record`` as one line of JSON (extra fields and the formatted exception included)."""
         entry = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,

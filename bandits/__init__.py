@@ -1,1 +1,1 @@
-
+"""Allocation policies as pure functions: bucketing, targeting, floors, ramps, Thompson sampling, contextual bandits."""

@@ -49,28 +49,37 @@ class MeanStatsLike(Protocol):
     """Per-arm sums of one per-unit metric: n, Σy, Σy²."""
 
     @property
-    def n(self) -> int: ...
+    def n(self) -> int:
+        """Number of units."""
     @property
-    def sum(self) -> float: ...
+    def sum(self) -> float:
+        """Σy over the arm's units."""
     @property
-    def sum_squares(self) -> float: ...
+    def sum_squares(self) -> float:
+        """Σy² over the arm's units."""
 
 
 class RatioStatsLike(Protocol):
     """Per-arm sums of a per-unit numerator y and denominator x: n, Σy, Σy², Σx, Σx², Σxy."""
 
     @property
-    def n(self) -> int: ...
+    def n(self) -> int:
+        """Number of units."""
     @property
-    def sum_y(self) -> float: ...
+    def sum_y(self) -> float:
+        """Σy (numerator) over the arm's units."""
     @property
-    def sum_squares_y(self) -> float: ...
+    def sum_squares_y(self) -> float:
+        """Σy² (numerator) over the arm's units."""
     @property
-    def sum_x(self) -> float: ...
+    def sum_x(self) -> float:
+        """Σx (denominator) over the arm's units."""
     @property
-    def sum_squares_x(self) -> float: ...
+    def sum_squares_x(self) -> float:
+        """Σx² (denominator) over the arm's units."""
     @property
-    def sum_xy(self) -> float: ...
+    def sum_xy(self) -> float:
+        """Σxy over the arm's units."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ class BatcherStats:
 
     @property
     def mean_batch_size(self) -> float:
+        """Texts per forward pass so far (0.0 before the first batch)."""
         return self.texts / self.batches if self.batches else 0.0
 
 

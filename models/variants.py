@@ -120,13 +120,16 @@ class TransformersVariant(ModelVariant):
 
     @property
     def device(self) -> str:
+        """The torch device the weights were loaded on, as a string (``"cpu"``, ``"cuda:0"``)."""
         return str(self._device)
 
     @property
     def dtype(self) -> str:
+        """The loaded weights' torch dtype without the ``torch.`` prefix (``"bfloat16"``)."""
         return str(self._dtype).removeprefix("torch.")
 
     def describe(self) -> dict[str, Any]:
+        """The base description plus the attention implementation the loader chose (``"sdpa"``, ``"eager"``)."""
         return {**super().describe(), "attn_implementation": self.attn_implementation}
 
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -142,6 +145,7 @@ class TransformersVariant(ModelVariant):
         return {name: tensor.to(self._device) for name, tensor in encoded.items()}
 
     def close(self) -> None:
+        """Drops the model reference and, on CUDA, returns cached blocks to the driver."""
         import torch
 
         # Drop the references so the weights can be collected, then hand cached blocks back to CUDA.
@@ -190,6 +194,7 @@ class EmbeddingVariant(TransformersVariant):
         return int(self.model.config.hidden_size)
 
     def describe(self) -> dict[str, Any]:
+        """The base description plus the pooling mode and the embedding dimension."""
         return {**super().describe(), "pooling": self.spec.pooling, "dimension": self.dimension}
 
     def _predict(self, texts: list[str]) -> list[Any]:

@@ -151,5 +151,6 @@ def relative_inference(
 
 
 def check_alpha(alpha: float) -> None:
+    """Refuses (``ValueError``) a significance level outside the open interval (0, 1)."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")

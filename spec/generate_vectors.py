@@ -44,6 +44,7 @@ def _cases(configs: list[dict[str, object]], attribute_sets: list[dict[str, obje
 
 
 def main() -> None:
+    """Writes ``spec/bucketing_vectors.json`` (seeded: a rerun writes the same file)."""
     rng = random.Random(20261123)
     seeds = ["exp", "ranker-v2", "ranker-v2:traffic", "layer:search", "ünïcødé", ""]
     units = ["u-1", "u-123", "user:42", "", "😀", "a" * 64] + [f"u-{rng.randrange(10**9)}" for _ in range(30)]

@@ -24,6 +24,7 @@ class FieldError:
 
     @property
     def dotted(self) -> str:
+        """The location joined with dots (``"hypothesis.metric"``); empty for the whole body."""
         return ".".join(str(p) for p in self.path)
 
 
@@ -38,6 +39,7 @@ class Reply:
 
     @property
     def ok(self) -> bool:
+        """Whether the status is 2xx (a transport error has status 0, so is never ok)."""
         return 200 <= self.status < 300
 
     @property
@@ -100,6 +102,7 @@ class TitrateClient:
         return f"TitrateClient({self.base_url!r})"
 
     def request(self, method: str, path: str, *, json: Any = None, params: Any = None) -> Reply:
+        """Sends one request with this person's key; returns a ``Reply`` (status 0 when unreachable), never raises."""
         try:
             response = self._http.request(method, path, json=json, params=params, headers=self._headers)
         except httpx.HTTPError as exc:
@@ -112,13 +115,16 @@ class TitrateClient:
                      field_errors=_field_errors(response.status_code, data))
 
     def get(self, path: str, **params: Any) -> Reply:
+        """``GET path`` with the non-``None`` keyword arguments as query parameters."""
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None} or None)
 
     def post(self, path: str, body: Any = None) -> Reply:
+        """``POST path`` with ``body`` as JSON."""
         return self.request("POST", path, json=body)
 
     # The REST contract (DESIGN.md), one method per route the console uses.
     def health(self) -> Reply:
+        """``GET /healthz``: the service's liveness."""
         return self.get("/healthz")
 
     def whoami(self) -> Reply:
@@ -126,43 +132,57 @@ class TitrateClient:
         return self.get("/v1/keys/me")
 
     def metrics(self) -> Reply:
+        """``GET /v1/metrics``: the metrics catalog."""
         return self.get("/v1/metrics")
 
     def create_metric(self, body: dict[str, Any]) -> Reply:
+        """``POST /v1/metrics``: registers a metric definition."""
         return self.post("/v1/metrics", body)
 
     def experiments(self, status: list[str] | None = None) -> Reply:
+        """``GET /v1/experiments``, optionally only those in the given statuses."""
         return self.get("/v1/experiments", status=status or None)
 
     def experiment(self, key: str) -> Reply:
+        """``GET /v1/experiments/{key}``: one experiment with its plan and status."""
         return self.get(f"/v1/experiments/{key}")
 
     def create_experiment(self, body: dict[str, Any]) -> Reply:
+        """``POST /v1/experiments``: registers an experiment (a draft)."""
         return self.post("/v1/experiments", body)
 
     def transition(self, key: str, action: str, body: dict[str, Any] | None = None) -> Reply:
+        """``POST /v1/experiments/{key}/{action}``: a lifecycle transition (start, pause, ship, ...)."""
         return self.post(f"/v1/experiments/{key}/{action}", body)
 
     def audit(self, key: str) -> Reply:
+        """``GET /v1/experiments/{key}/audit``: the experiment's audit trail."""
         return self.get(f"/v1/experiments/{key}/audit")
 
     def allocations(self, key: str) -> Reply:
+        """``GET /v1/experiments/{key}/allocations``: the history of variant weights."""
         return self.get(f"/v1/experiments/{key}/allocations")
 
     def scorecard(self, key: str, as_of: str | None = None) -> Reply:
+        """``GET /v1/experiments/{key}/scorecard``, now or ``as_of`` an ISO timestamp."""
         return self.get(f"/v1/experiments/{key}/scorecard", as_of=as_of)
 
     def decision(self, key: str) -> Reply:
+        """``GET /v1/experiments/{key}/decision``: the ship/no-ship recommendation."""
         return self.get(f"/v1/experiments/{key}/decision")
 
     def design(self, body: dict[str, Any]) -> Reply:
+        """``POST /v1/design``: sample size, total units and duration for a planned test."""
         return self.post("/v1/design", body)
 
     def models(self) -> Reply:
+        """``GET /v1/models``: the registered model variants."""
         return self.get("/v1/models")
 
     def create_model(self, body: dict[str, Any]) -> Reply:
+        """``POST /v1/models``: registers a model variant."""
         return self.post("/v1/models", body)
 
     def serving(self, key: str) -> Reply:
+        """``GET /v1/experiments/{key}/serving``: per-variant latency, errors, output drift and shadow agreement."""
         return self.get(f"/v1/experiments/{key}/serving")

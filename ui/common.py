@@ -91,9 +91,11 @@ class ErrorSlots:
         self.slots: dict[tuple[str | int, ...], Any] = {}
 
     def __call__(self, *path: str | int) -> None:
+        """Registers an empty slot for the errors at ``path`` (no path: the general slot), at the caller's position."""
         self.slots[tuple(path)] = st.empty()
 
     def place(self, errors: Sequence[FieldError]) -> None:
+        """Shows each error in the slot of the longest registered prefix of its location (else the general slot)."""
         grouped: dict[tuple[str | int, ...], list[FieldError]] = {}
         for error in errors:
             target: tuple[str | int, ...] = ()
@@ -107,18 +109,21 @@ class ErrorSlots:
 
 
 def fmt_pct(x: float | None, digits: int = 1) -> str:
+    """A relative change as signed percent text (``0.031`` → ``"+3.1%"``); ``"—"`` for None or non-finite."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "—"
     return f"{x * 100:+.{digits}f}%"
 
 
 def fmt_ci(ci: Sequence[float | None] | None, digits: int = 1) -> str:
+    """A relative interval as signed percent text (``"[-1.2%, +4.0%]"``); ``"—"`` without two bounds."""
     if not ci or len(ci) != 2 or ci[0] is None or ci[1] is None:
         return "—"
     return f"[{ci[0] * 100:+.{digits}f}%, {ci[1] * 100:+.{digits}f}%]"
 
 
 def fmt_num(x: float | None, digits: int = 4) -> str:
+    """A number with ``digits`` significant digits; ``"—"`` for None."""
     if x is None:
         return "—"
     return f"{x:.{digits}g}"
@@ -132,6 +137,7 @@ def fmt_ci_abs(ci: Sequence[float | None] | None) -> str:
 
 
 def parse_time(value: str | None) -> datetime | None:
+    """An ISO-8601 timestamp (``Z`` accepted) as an aware datetime, naive ones read as UTC; None for empty."""
     if not value:
         return None
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -180,6 +186,7 @@ def primary_lift(scorecard: dict[str, Any] | None) -> str:
 
 
 def exposed_units(scorecard: dict[str, Any] | None) -> int | None:
+    """Total exposed units over variants (the scorecard's ``current_n``); None when absent."""
     if not scorecard or not isinstance(scorecard.get("current_n"), dict):
         return None
     return int(sum(scorecard["current_n"].values()))

@@ -22,6 +22,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Returns the value in UTC to store (naive UTC on SQLite); refuses a naive datetime with ``ValueError``."""
         if value is None:
             return None
         if value.tzinfo is None:
@@ -32,6 +33,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Returns the stored value as a timezone-aware UTC datetime (SQLite's naive values are read as UTC)."""
         if value is None:
             return None
         if value.tzinfo is None:

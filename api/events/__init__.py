@@ -1,0 +1,1 @@
+"""Event ingestion: metric events validated and stored idempotently (in bulk) for the scorecards."""

@@ -1,0 +1,1 @@
+"""The experiment registry: definitions, plans, the lifecycle and its audit trail."""

@@ -1,0 +1,1 @@
+"""The metrics catalog: registered metric definitions the experiments and scorecards refer to."""

@@ -1,0 +1,1 @@
+"""Operability: liveness, readiness, Prometheus metrics and request-latency observation."""

@@ -51,6 +51,7 @@ class LatencyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry: times each HTTP request into the latency histogram by method, route template and status."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -1,0 +1,1 @@
+"""The console's pages (``st.Page`` scripts), one per screen."""

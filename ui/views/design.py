@@ -27,6 +27,7 @@ daily = c5.number_input("units per day", min_value=1, value=20000, step=1000, ke
 
 
 def body_for(effect: float) -> dict[str, object]:
+    """The ``POST /v1/design`` body of the inputs above, with ``effect`` as the MDE."""
     body: dict[str, object] = {"kind": kind, "baseline": baseline, "mde": effect, "alpha": alpha, "power": power,
                                "variants": variants, "daily_units": daily}
     if sd is not None:
