@@ -9,9 +9,11 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api.analysis import service
 from api.analysis.schemas import CrossExperimentOut, DecisionOut, DesignOut, DesignRequest, ScorecardOut
-from api.auth.dependencies import require_analyst
+from api.auth.dependencies import require_admin, require_analyst
 from api.auth.keys import Principal
 from api.errors import InvalidInput
+from api.experiments.endpoints import write_experiment
+from api.experiments.schemas import ExperimentOut, ShipRequest
 from api.schemas_common import KEY_PATTERN, KeyPath, sane_timestamp
 from api.serving import service as serving_service
 
@@ -48,6 +50,14 @@ def get_decision(key: KeyPath, request: Request, _: Principal = Depends(require_
     with request.app.state.db.read() as session:
         experiment = service.get_analysable(session, key)
         return service.decision_out(experiment, service.analyse(session, experiment))
+
+
+@router.post("/v1/experiments/{key}/ship", response_model=ExperimentOut, tags=["experiments"])
+def ship_experiment(key: KeyPath, body: ShipRequest, request: Request,
+                    principal: Principal = Depends(require_admin)) -> ExperimentOut:
+    """Ship a variant to everyone eligible (409 unless the decision is to ship it, or ``override_reason`` is given)."""
+    return write_experiment(
+        request, lambda s: service.guarded_ship(s, key, body.variant, principal, body.override_reason))
 
 
 @router.post("/v1/design", response_model=DesignOut)

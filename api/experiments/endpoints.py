@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from api import audit
-from api.analysis.service import guarded_ship
 from api.auth.dependencies import require_admin, require_analyst
 from api.auth.keys import Principal
 from api.db.tables import Experiment
@@ -21,7 +20,6 @@ from api.experiments.schemas import (
     ExperimentOut,
     ExperimentUpdate,
     RollbackRequest,
-    ShipRequest,
     Status,
 )
 from api.schemas_common import KeyPath
@@ -29,8 +27,9 @@ from api.schemas_common import KeyPath
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
 
-def _write(request: Request, action: Callable[[Session], Experiment]) -> ExperimentOut:
-    """Run a change in one transaction, answer with the result, and refresh this worker's snapshot."""
+def write_experiment(request: Request, action: Callable[[Session], Experiment]) -> ExperimentOut:
+    """Run a change in one transaction, answer with the result, and refresh this worker's snapshot (also the
+    ship route's, which lives with the ship guard in ``api.analysis``)."""
     with request.app.state.db.transaction() as session:
         experiment = action(session)
         allocation = repository.latest_allocations(session, [experiment.id]).get(experiment.id)
@@ -43,7 +42,7 @@ def _write(request: Request, action: Callable[[Session], Experiment]) -> Experim
 def create_experiment(body: ExperimentCreate, request: Request,
                       principal: Principal = Depends(require_analyst)) -> ExperimentOut:
     """Register an experiment as a draft."""
-    return _write(request, lambda s: service.create_experiment(s, body, principal))
+    return write_experiment(request, lambda s: service.create_experiment(s, body, principal))
 
 
 @router.get("", response_model=list[ExperimentOut])
@@ -69,18 +68,18 @@ def get_experiment(key: KeyPath, request: Request, _: Principal = Depends(requir
 def update_experiment(key: KeyPath, body: ExperimentUpdate, request: Request,
                       principal: Principal = Depends(require_analyst)) -> ExperimentOut:
     """Edit an experiment (drafts freely; running ones name, owner, description; targeting and traffic as admin)."""
-    return _write(request, lambda s: service.update_experiment(s, key, body, principal))
+    return write_experiment(request, lambda s: service.update_experiment(s, key, body, principal))
 
 
 @router.post("/{key}/start", response_model=ExperimentOut)
 def start_experiment(key: KeyPath, request: Request, principal: Principal = Depends(require_admin)) -> ExperimentOut:
     """Start: freeze and fingerprint the analysis plan and begin assigning."""
-    return _write(request, lambda s: service.start(s, key, principal))
+    return write_experiment(request, lambda s: service.start(s, key, principal))
 
 
 def _simple(action: Literal["pause", "resume", "stop"]) -> Callable[..., ExperimentOut]:
     def _endpoint(key: KeyPath, request: Request, principal: Principal = Depends(require_admin)) -> ExperimentOut:
-        return _write(request, lambda s: service.simple_transition(s, key, action, principal))
+        return write_experiment(request, lambda s: service.simple_transition(s, key, action, principal))
 
     _endpoint.__name__ = f"{action}_experiment"
     _endpoint.__doc__ = {"pause": "Pause: stop assigning and exposing (running → paused).",
@@ -94,18 +93,11 @@ for _action in ("pause", "resume", "stop"):
                          response_model=ExperimentOut)
 
 
-@router.post("/{key}/ship", response_model=ExperimentOut)
-def ship_experiment(key: KeyPath, body: ShipRequest, request: Request,
-                    principal: Principal = Depends(require_admin)) -> ExperimentOut:
-    """Ship a variant to everyone eligible (409 unless the decision is to ship it, or ``override_reason`` is given)."""
-    return _write(request, lambda s: guarded_ship(s, key, body.variant, principal, body.override_reason))
-
-
 @router.post("/{key}/rollback", response_model=ExperimentOut)
 def rollback_experiment(key: KeyPath, body: RollbackRequest, request: Request,
                         principal: Principal = Depends(require_admin)) -> ExperimentOut:
     """Roll back: everyone eligible gets control."""
-    return _write(request, lambda s: service.simple_transition(s, key, "rollback", principal, body.reason))
+    return write_experiment(request, lambda s: service.simple_transition(s, key, "rollback", principal, body.reason))
 
 
 @router.get("/{key}/audit", response_model=list[AuditOut])

@@ -17,11 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 API = ROOT / "api"
 
 #: Edges known to close a cycle, left for their owners in issue 13 (remove an entry once its edge is gone):
-KNOWN_REMAINING: dict[tuple[str, str], str] = {
-    # api/experiments/endpoints.py's POST /{key}/ship calls api.analysis.service.guarded_ship, while analysis
-    # reads experiments: the ship route (or the guard) belongs above experiments, e.g. in api/analysis/endpoints.py.
-    ("api.experiments", "api.analysis"): "the ship route calls the ship guard of api.analysis",
-}
+KNOWN_REMAINING: dict[tuple[str, str], str] = {}  # none: the ship route lives with its guard in api.analysis
 
 
 def _package(module: str) -> str | None:
