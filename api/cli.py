@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -14,6 +14,9 @@ from api.console import console_command
 from simulator.options import DriverOptions
 from simulator.overrides import Overrides
 from simulator.presets import PRESETS
+
+if TYPE_CHECKING:
+    from simulator.scenario import Scenario
 
 
 def fail(message: str) -> NoReturn:
@@ -201,29 +204,9 @@ def simulate(
 
     from simulator.driver import SimulationError, run_scenario
     from simulator.overrides import apply_overrides
-    from simulator.presets import preset as build_preset
-    from simulator.scenario import Scenario
 
-    if (preset is None) == (scenario_file is None):
-        raise typer.BadParameter("give exactly one of --preset or --scenario", param_hint="--preset / --scenario")
-    if scenario_file is not None:
-        try:
-            scenario = Scenario.model_validate_json(scenario_file.read_text())
-        except ValidationError as error:
-            raise typer.BadParameter(_validation_message(error), param_hint="--scenario") from None
-    else:
-        try:
-            scenario = build_preset(str(preset))
-        except KeyError as error:
-            raise typer.BadParameter(str(error.args[0]), param_hint="--preset") from None
-    segment: tuple[str, str] | None = None
-    if harm_segment is not None:
-        attribute, sep, value = harm_segment.partition("=")
-        if not (sep and attribute and value):
-            raise typer.BadParameter("expected ATTRIBUTE=VALUE, e.g. country=DE", param_hint="--harm-segment")
-        segment = (attribute, value)
-    elif harm_effect is not None:
-        raise typer.BadParameter("--harm-effect needs --harm-segment", param_hint="--harm-effect")
+    scenario = _load_scenario(preset, scenario_file)
+    segment = _harm_segment(harm_segment, harm_effect)
     given = {"days": days, "units_per_day": units_per_day, "lift": lift, "harm_segment": segment,
              "harm_effect": harm_effect, "slower_ms": slower_ms, "seed": seed, "allocation_step": step,
              "experiment": experiment}
@@ -240,6 +223,38 @@ def simulate(
         typer.echo(f"simulation failed: {error} {detail}".rstrip(), err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result.model_dump(mode="json")))
+
+
+def _load_scenario(preset: str | None, scenario_file: Path | None) -> Scenario:
+    """The scenario of ``--preset`` or ``--scenario`` (exactly one), or a usage error naming the option."""
+    from pydantic import ValidationError
+
+    from simulator.presets import preset as build_preset
+    from simulator.scenario import Scenario
+
+    if (preset is None) == (scenario_file is None):
+        raise typer.BadParameter("give exactly one of --preset or --scenario", param_hint="--preset / --scenario")
+    if scenario_file is not None:
+        try:
+            return Scenario.model_validate_json(scenario_file.read_text())
+        except ValidationError as error:
+            raise typer.BadParameter(_validation_message(error), param_hint="--scenario") from None
+    try:
+        return build_preset(str(preset))
+    except KeyError as error:
+        raise typer.BadParameter(str(error.args[0]), param_hint="--preset") from None
+
+
+def _harm_segment(harm_segment: str | None, harm_effect: float | None) -> tuple[str, str] | None:
+    """``--harm-segment ATTRIBUTE=VALUE`` as a pair (``--harm-effect`` needs it), or a usage error."""
+    if harm_segment is None:
+        if harm_effect is not None:
+            raise typer.BadParameter("--harm-effect needs --harm-segment", param_hint="--harm-effect")
+        return None
+    attribute, sep, value = harm_segment.partition("=")
+    if not (sep and attribute and value):
+        raise typer.BadParameter("expected ATTRIBUTE=VALUE, e.g. country=DE", param_hint="--harm-segment")
+    return attribute, value
 
 
 @keys_app.command("create")
