@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from api.analysis import service
 from api.analysis.schemas import CrossExperimentOut, DecisionOut, DesignOut, DesignRequest, ScorecardOut
+from api.analysis.wire import CrossExperimentJson, DecisionJson, ScorecardJson
 from api.auth.dependencies import require_admin, require_analyst
 from api.auth.keys import Principal
 from api.errors import InvalidInput
@@ -27,7 +27,7 @@ def get_scorecard(key: KeyPath, request: Request,
                   as_of: datetime | None = Query(None, description=AS_OF_HELP),
                   segment: str | None = Query(None, pattern=KEY_PATTERN,
                                               description="break down by this exposure attribute, e.g. country"),
-                  _: Principal = Depends(require_analyst)) -> dict[str, Any]:
+                  _: Principal = Depends(require_analyst)) -> ScorecardJson:
     """The experiment's scorecard: per-metric lifts, intervals, p-values, guardrails, SRM and power."""
     state = request.app.state
     if as_of is not None:
@@ -45,7 +45,7 @@ def get_scorecard(key: KeyPath, request: Request,
 
 
 @router.get("/v1/experiments/{key}/decision", response_model=DecisionOut)
-def get_decision(key: KeyPath, request: Request, _: Principal = Depends(require_analyst)) -> dict[str, Any]:
+def get_decision(key: KeyPath, request: Request, _: Principal = Depends(require_analyst)) -> DecisionJson:
     """Ship, no_ship, rollback or keep_running, with the reasons."""
     with request.app.state.db.read() as session:
         experiment = service.get_analysable(session, key)
@@ -69,7 +69,7 @@ def post_design(body: DesignRequest, _: Principal = Depends(require_analyst)) ->
 @router.get("/v1/scorecards", response_model=CrossExperimentOut)
 def get_scorecards(request: Request,
                    metric: str = Query(pattern=KEY_PATTERN, description="compare every experiment on this metric"),
-                   _: Principal = Depends(require_analyst)) -> dict[str, Any]:
+                   _: Principal = Depends(require_analyst)) -> CrossExperimentJson:
     """One metric's results across every started experiment that measures it, newest first."""
     with request.app.state.db.read() as session:
         return service.across_experiments(session, metric)

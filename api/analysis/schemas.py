@@ -6,11 +6,12 @@ Every float that could not be computed is ``null`` — the JSON never holds NaN 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas_common import RequestModel
+from scorecards.guardrails import GuardrailStatus
 from scorecards.kinds import DecisionKind, MetricRole, PowerKind
 
 
@@ -57,7 +58,7 @@ class VariantResultOut(_Open):
     significant: bool
     chance_to_beat: float | None
     expected_loss: float | None
-    guardrail: Literal["pass", "fail", "inconclusive"] | None
+    guardrail: GuardrailStatus | None
     mde: float | None
     power: float | None
 

@@ -3,9 +3,22 @@ serialisation only — every number was computed by ``scorecards.build_scorecard
 
 from __future__ import annotations
 
-from typing import Any
-
 from api.analysis.schemas import finite
+from api.analysis.wire import (
+    AdaptiveNoteJson,
+    ArmJson,
+    ComparisonJson,
+    GuardrailDetailJson,
+    MetricJson,
+    OppositeSegmentJson,
+    ScorecardJson,
+    SegmentRowJson,
+    SegmentsJson,
+    SrmDrillDownJson,
+    SrmJson,
+    StratifiedJson,
+    VariantJson,
+)
 from api.db.tables import Experiment
 from scorecards.adaptive import StratifiedResult
 from scorecards.frequentist import Comparison
@@ -17,12 +30,9 @@ from scorecards.stratified import ArmEstimates
 MULTIPLE_TESTING = ("holm across variants for the primary metric and across variants x secondary metrics for the "
                     "secondary ones (p_value_adjusted); guardrails are not adjusted; segments: benjamini-hochberg "
                     "across the values of the attribute")
-#: The SRM block when no unit was exposed yet.
-_NO_UNITS = {"p_value": None, "ok": True, "test": "chi_square", "threshold": 0.001, "expected": None,
-             "sequential_p_value": None, "reason": "no_units"}
 
 
-def _comparison(variant: str, c: Comparison) -> dict[str, Any]:
+def _comparison(variant: str, c: Comparison) -> ComparisonJson:
     d = c.as_dict()
     return {"variant": variant, "n": d["treatment_n"], "mean": d["treatment_mean"], "control_n": d["control_n"],
             "control_mean": d["control_mean"], "abs_lift": d["abs_lift"], "abs_ci": d["abs_ci"],
@@ -30,14 +40,14 @@ def _comparison(variant: str, c: Comparison) -> dict[str, Any]:
             "significant": d["significant"], "chance_to_beat": d["chance_to_beat"]}
 
 
-def _guardrail_detail(metric: str, g: GuardrailResult) -> dict[str, Any]:
+def _guardrail_detail(metric: str, g: GuardrailResult) -> GuardrailDetailJson:
     return {"margin": g.margin, "non_inferiority_bound": g.non_inferiority_bound,
             "non_inferiority_p_value": g.non_inferiority_p_value, "regression_p_value": g.regression_p_value,
             "sequential": g.sequential, "rel_std_error": g.rel_std_error, "reason": g.reason.value,
             "description": g.describe(metric)}
 
 
-def _arm(est: ArmEstimates | None, k: int) -> dict[str, Any]:
+def _arm(est: ArmEstimates | None, k: int) -> ArmJson:
     """One treatment's numbers from ``scorecards.stratified`` (NaN → null via ``finite``)."""
     if est is None:
         return {"method": None, "mean": None, "mean_ci": [None, None], "control_mean": None, "abs_lift": None,
@@ -50,18 +60,19 @@ def _arm(est: ArmEstimates | None, k: int) -> dict[str, Any]:
             "rel_ci": [float(est.rel_ci_low[k]), float(est.rel_ci_high[k])], "p_value": float(est.p_value[k])}
 
 
-def _stratified(s: StratifiedResult) -> dict[str, Any]:
-    out = {**_arm(s.stratified, s.index), "versions": list(s.versions), "n_by_version": list(s.n_by_version),
-           "control_n_by_version": list(s.control_n_by_version), "naive": _arm(s.naive, s.index)}
+def _stratified(s: StratifiedResult) -> StratifiedJson:
+    out: StratifiedJson = {
+        **_arm(s.stratified, s.index), "versions": list(s.versions), "n_by_version": list(s.n_by_version),
+        "control_n_by_version": list(s.control_n_by_version), "naive": _arm(s.naive, s.index)}
     if s.attribute is not None and s.strata is not None:
         out["strata"] = [{"version": v, s.attribute: value} for v, value in s.strata]
     return out
 
 
-def _variant(metric: str, v: VariantResult) -> dict[str, Any]:
+def _variant(metric: str, v: VariantResult) -> VariantJson:
     d = v.comparison.as_dict()
     g = v.guardrail
-    out = {
+    out: VariantJson = {
         **_comparison(v.variant, v.comparison), "p_value_adjusted": v.p_value_adjusted,
         "expected_loss": d["expected_loss"], "test": d["test"], "std_error": d["std_error"], "reason": d["reason"],
         "guardrail": g.status.value if g is not None else None,
@@ -78,48 +89,55 @@ def _variant(metric: str, v: VariantResult) -> dict[str, Any]:
     return out
 
 
-def _metric(m: MetricResult) -> dict[str, Any]:
+def _metric(m: MetricResult) -> MetricJson:
     d = m.metric.definition
     return {"metric": d.key, "role": m.metric.role, "kind": d.kind, "direction": d.direction,
             "margin": m.metric.margin, "window_hours": d.window_hours,
             "variants": [_variant(d.key, v) for v in m.variants], "pending_units": m.pending_units}
 
 
-def _srm(s: SrmSummary) -> dict[str, Any]:
+def _srm(s: SrmSummary) -> SrmJson:
     if s.result is None:
-        return {**_NO_UNITS, "observed": dict(s.observed)}
+        # the SRM block when no unit was exposed yet
+        return {"p_value": None, "ok": True, "test": "chi_square", "threshold": 0.001, "expected": None,
+                "sequential_p_value": None, "reason": "no_units", "observed": dict(s.observed)}
     r = s.result
     return {"p_value": r.p_value, "ok": r.ok, "test": r.test, "threshold": r.threshold, "observed": dict(s.observed),
             "expected": dict(s.expected or {}), "sequential_p_value": s.sequential_p_value,
             "reason": r.reason.value, "other_variants": dict(s.other_variants or {})}
 
 
-def _segments(s: Segments, served: list[str]) -> dict[str, Any]:
-    rows = [{"segment": s.attribute, "value": row.value, "current_n": dict(row.current_n),
-             "metrics": [{"metric": pm.key, "role": pm.role, "variants": [
-                 {**_comparison(c.variant, c.comparison), "p_value_adjusted": c.p_value_adjusted,
-                  "opposite": c.opposite} for c in cells]} for pm, cells in row.metrics]} for row in s.rows]
-    opposite = [{"value": o.value, "metric": o.metric, "variant": o.variant, "abs_lift": o.abs_lift,
-                 "overall_abs_lift": o.overall_abs_lift, "p_value_adjusted": o.p_value_adjusted} for o in s.opposite]
-    drill = [{"value": d.segment, "observed": dict(zip(served, d.observed, strict=True)), "p_value": d.p_value,
-              "p_value_adjusted": d.adjusted_p_value, "mismatch": d.mismatch} for d in s.drill_down]
+def _segments(s: Segments, served: list[str]) -> SegmentsJson:
+    rows: list[SegmentRowJson] = [
+        {"segment": s.attribute, "value": row.value, "current_n": dict(row.current_n),
+         "metrics": [{"metric": pm.key, "role": pm.role, "variants": [
+             {**_comparison(c.variant, c.comparison), "p_value_adjusted": c.p_value_adjusted,
+              "opposite": c.opposite} for c in cells]} for pm, cells in row.metrics]} for row in s.rows]
+    opposite: list[OppositeSegmentJson] = [
+        {"value": o.value, "metric": o.metric, "variant": o.variant, "abs_lift": o.abs_lift,
+         "overall_abs_lift": o.overall_abs_lift, "p_value_adjusted": o.p_value_adjusted} for o in s.opposite]
+    drill: list[SrmDrillDownJson] = [
+        {"value": d.segment, "observed": dict(zip(served, d.observed, strict=True)), "p_value": d.p_value,
+         "p_value_adjusted": d.adjusted_p_value, "mismatch": d.mismatch} for d in s.drill_down]
     return {"segments": rows, "segment_attribute": s.attribute, "opposite_segments": opposite,
             "srm_drill_down": drill}
 
 
-def scorecard_json(experiment: Experiment, card: Scorecard) -> dict[str, Any]:
+def scorecard_json(experiment: Experiment, card: Scorecard) -> ScorecardJson:
     """The REST scorecard of ``card`` (``experiment`` supplies key, status and the stored plan fingerprint)."""
     plan = card.plan
-    out: dict[str, Any] = {
+    segments: SegmentsJson = ({"segments": [], "segment_attribute": None} if card.segments is None
+                              else _segments(card.segments, list(plan.served)))
+    adaptive: AdaptiveNoteJson = {} if card.adaptive_note is None else {"adaptive_allocation": card.adaptive_note}
+    out: ScorecardJson = {
         "experiment": experiment.key, "plan_fingerprint": experiment.plan_fingerprint,
         "status": experiment.status, "type": plan.type, "as_of": card.as_of, "alpha": float(plan.design.alpha),
         "sequential": plan.design.sequential, "cuped_applied": plan.design.cuped_applied, "control": plan.control,
         "srm": _srm(card.srm), "metrics": [_metric(m) for m in card.metrics],
         "planned_n_per_variant": card.planned_n_per_variant, "planned_n_reached": card.planned_n_reached,
         "current_n": dict(card.current_n),
-        **({"segments": [], "segment_attribute": None} if card.segments is None
-           else _segments(card.segments, list(plan.served))),
-        **({} if card.adaptive_note is None else {"adaptive_allocation": card.adaptive_note}),
+        **segments,
+        **adaptive,
         "excluded_rows": {"exposures": card.excluded_rows.exposures, "events": card.excluded_rows.events},
         "multiple_testing": MULTIPLE_TESTING,
     }

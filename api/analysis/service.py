@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 from api.analysis.schemas import DesignOut, DesignRequest
 from api.analysis.scorecard import load_scorecard
 from api.analysis.serialise import scorecard_json
+from api.analysis.wire import CrossExperimentJson, DecisionJson, ExperimentOnMetricJson, ScorecardJson
 from api.auth.keys import Principal
 from api.db.tables import Experiment
 from api.errors import Conflict, InvalidInput
@@ -34,7 +34,7 @@ FORMULA = ("n = ceil((z_{1-alpha/2} + z_{1-beta})^2 * (var_c + var_t) / (mu_t - 
 class Analysis:
     """A computed scorecard (JSON-ready) and the decision taken from the same numbers."""
 
-    scorecard: dict[str, Any]
+    scorecard: ScorecardJson
     decision: Decision
 
 
@@ -55,11 +55,11 @@ def analyse(session: Session, experiment: Experiment, as_of: datetime | None = N
     return Analysis(scorecard=scorecard_json(experiment, card), decision=card.decision)
 
 
-def across_experiments(session: Session, metric: str) -> dict[str, Any]:
+def across_experiments(session: Session, metric: str) -> CrossExperimentJson:
     """Every started experiment whose frozen plan uses ``metric`` (any role), newest first, with that metric's
     results per variant, the SRM flag and the decision — comparing what one metric did across experiments."""
     started = [s for s in experiments_service.TRANSITIONS if s != "draft"]
-    out = []
+    out: list[ExperimentOnMetricJson] = []
     for experiment in experiments_repository.list_experiments(session, started):
         if experiment.plan is None or not plan_of(experiment).uses_metric(metric):
             continue
@@ -78,7 +78,7 @@ def across_experiments(session: Session, metric: str) -> dict[str, Any]:
     return {"metric": metric, "experiments": out}
 
 
-def decision_out(experiment: Experiment, analysis: Analysis) -> dict[str, Any]:
+def decision_out(experiment: Experiment, analysis: Analysis) -> DecisionJson:
     """The REST decision payload."""
     d = analysis.decision
     return {"decision": d.decision, "variant": d.variant, "reasons": list(d.reasons),
