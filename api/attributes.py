@@ -5,15 +5,15 @@ answer everywhere."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from api.errors import InvalidInput
+from api.json_types import JsonObject
 
 #: Compact, non-ASCII kept (one C-accelerated encoder built once: this runs on the assignment hot path).
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def encode_attributes(attributes: dict[str, Any]) -> str:
+def encode_attributes(attributes: JsonObject) -> str:
     """The attributes as the compact JSON text that is stored (``{}`` when empty)."""
     return _encode(attributes) if attributes else "{}"
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.db.tables import AuditEntry, utc_now
+from api.json_types import JsonObject
 from api.principal import Principal
 
 
@@ -17,8 +16,8 @@ def record(
     action: str,
     *,
     experiment_id: int | None,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
+    before: JsonObject | None = None,
+    after: JsonObject | None = None,
     reason: str | None = None,
 ) -> AuditEntry:
     """Write one audit row in the caller's transaction (so it commits or rolls back with the change)."""

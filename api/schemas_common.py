@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from api.json_types import JsonObject
 from api.settings import Settings, get_settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -109,7 +110,7 @@ def json_validation_error(problem: JsonProblem, value: Any, title: str = "body")
         loc=tuple(problem.path), input=value)])
 
 
-def check_attributes_json(value: dict[str, Any]) -> dict[str, Any]:
+def check_attributes_json(value: JsonObject) -> JsonObject:
     """Validator of a unit's attributes: :func:`check_json` with the configured limits ``TITRATE_MAX_ATTRIBUTE_KEYS``
     and ``TITRATE_MAX_ATTRIBUTE_DEPTH`` (from the process settings: pydantic validates a body before any route
     code runs)."""

@@ -35,6 +35,7 @@ from api.db.bulk import copy_ignoring_conflicts_postgres, executemany_ignoring_c
 from api.db.engine import Database
 from api.db.isolation import write_isolating
 from api.dead_letters import repository as dead_letters
+from api.json_types import JsonObject
 from api.ops import observability
 
 # The ``exposures`` columns the writer fills (``id`` is generated) and their PostgreSQL staging types.
@@ -58,7 +59,7 @@ class ExposureRecord:
     variant: str
     allocation_version: int
     exposed_at: datetime
-    attributes: dict[str, Any]
+    attributes: JsonObject
     source: str = "server"
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
+from api.json_types import JsonObject
 from api.schemas_common import Key, RequestModel, Timestamp, UnitId
 
 
@@ -15,7 +14,7 @@ class AssignRequest(RequestModel):
 
 
     unit_id: UnitId
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: JsonObject = Field(default_factory=dict)
     experiments: list[Key] | None = Field(None, max_length=1000)
 
 
@@ -23,7 +22,7 @@ class AssignedVariant(BaseModel):
     """The variant a unit gets and its payload."""
 
     variant: str
-    payload: dict[str, Any]
+    payload: JsonObject
 
 
 class AssignResponse(BaseModel):
@@ -40,7 +39,7 @@ class ExposureIn(RequestModel):
     unit_id: UnitId
     variant: Key
     timestamp: Timestamp
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: JsonObject = Field(default_factory=dict)
 
 
 class ExposuresIn(RequestModel):

@@ -14,6 +14,7 @@ from api.assignment.schemas import ExposureIn
 from api.assignment.snapshot import ConfigSnapshot
 from api.attributes import check_attributes_size, encode_attributes
 from api.errors import Unavailable
+from api.json_types import JsonObject
 from api.ops import observability
 from bandits.bucketing import assign
 from bandits.index import assign_all
@@ -23,14 +24,14 @@ from bandits.index import assign_all
 QUEUE_FULL_RETRY_AFTER_SECONDS = 2
 
 
-def check_attributes(attributes: dict[str, Any], max_bytes: int, loc: tuple[str | int, ...]) -> None:
+def check_attributes(attributes: JsonObject, max_bytes: int, loc: tuple[str | int, ...]) -> None:
     """Refuse attributes too large to store with every exposure (422 naming the field; ``api.attributes``' rule,
     the same as for events)."""
     check_attributes_size(encode_attributes(attributes), max_bytes, loc)
 
 
 def assign_unit(
-    snapshot: ConfigSnapshot, writer: ExposureWriter, unit_id: str, attributes: dict[str, Any],
+    snapshot: ConfigSnapshot, writer: ExposureWriter, unit_id: str, attributes: JsonObject,
     experiment_keys: list[str] | None, now: datetime, *, force_enqueue: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Assign one unit to every requested (or every served) experiment and queue the exposures (an exposure

@@ -9,10 +9,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from api.db.rows import EventRow
+
 EVENT_COLUMNS = ("event_id", "unit_id", "name", "value", "timestamp", "attributes", "received_at")
 
 
-def _attributes_json(row: dict[str, Any]) -> str:
+def _attributes_json(row: EventRow) -> str:
     """The row's attributes as JSON text (pre-encoded by the service when it checked their size)."""
     encoded = row.get("attributes_json")
     return encoded if encoded is not None else json.dumps(row["attributes"])
@@ -79,7 +81,7 @@ def copy_ignoring_conflicts_postgres(
     return int(inserted)
 
 
-def executemany_events_sqlite(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+def executemany_events_sqlite(session: Session, rows: Sequence[EventRow]) -> int:
     """Events on SQLite: :func:`executemany_ignoring_conflicts_sqlite` keyed on ``event_id``; returns the rows
     inserted."""
     if not rows:
@@ -94,7 +96,7 @@ def executemany_events_sqlite(session: Session, rows: Sequence[dict[str, Any]]) 
 _EVENT_STAGE_TYPES = ("text", "text", "text", "double precision", "timestamptz", "jsonb", "timestamptz")
 
 
-def copy_events_postgres(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+def copy_events_postgres(session: Session, rows: Sequence[EventRow]) -> int:
     """Events on PostgreSQL: :func:`copy_ignoring_conflicts_postgres` keyed on ``event_id``; returns the rows
     inserted."""
     if not rows:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from api.db.base import Base, BigIntPK
 from api.db.types import JSONType, UTCDateTime
+from api.json_types import JsonObject
 
 
 def utc_now() -> datetime:
@@ -58,8 +59,8 @@ class Metric(Base):
     kind: Mapped[str] = mapped_column(String(16))
     event: Mapped[str | None] = mapped_column(String(200), nullable=True)
     aggregation: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    numerator: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
-    denominator: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    numerator: Mapped[JsonObject | None] = mapped_column(JSONType, nullable=True)
+    denominator: Mapped[JsonObject | None] = mapped_column(JSONType, nullable=True)
     direction: Mapped[str] = mapped_column(String(32))
     winsorize: Mapped[float | None] = mapped_column(Float, nullable=True)
     window_hours: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -132,7 +133,7 @@ class Variant(Base):
     is_control: Mapped[bool] = mapped_column(Boolean, default=False)
     weight: Mapped[float] = mapped_column(Float)
     model: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    payload: Mapped[JsonObject] = mapped_column(JSONType)
     shadow: Mapped[bool] = mapped_column(Boolean, default=False)
 
     experiment: Mapped[Experiment] = relationship(back_populates="variants", lazy="raise")
@@ -191,7 +192,7 @@ class Exposure(Base):
     variant: Mapped[str] = mapped_column(String(100))
     allocation_version: Mapped[int] = mapped_column(Integer)
     exposed_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    attributes: Mapped[JsonObject] = mapped_column(JSONType)
     source: Mapped[str] = mapped_column(String(16), default="server")
 
 
@@ -207,7 +208,7 @@ class Event(Base):
     name: Mapped[str] = mapped_column(String(200))
     value: Mapped[float] = mapped_column(Float)
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
-    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    attributes: Mapped[JsonObject] = mapped_column(JSONType)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
 
@@ -242,8 +243,8 @@ class AuditEntry(Base):
     )
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(64))
-    before: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
-    after: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    before: Mapped[JsonObject | None] = mapped_column(JSONType, nullable=True)
+    after: Mapped[JsonObject | None] = mapped_column(JSONType, nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 

@@ -6,12 +6,12 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from api.db.tables import DeadLetter, Experiment, utc_now
+from api.json_types import JsonObject
 from api.ops import observability
 
 #: Longest error message kept per row (driver messages can quote the whole row back).
@@ -25,11 +25,11 @@ class RefusedRow:
 
     kind: str
     experiment_id: int | None
-    payload: dict[str, Any]
+    payload: JsonObject
     error: BaseException
 
 
-def payload_text(payload: dict[str, Any]) -> str:
+def payload_text(payload: JsonObject) -> str:
     """The row as JSON text that always encodes: datetimes and other objects as ``str``, non-finite numbers as
     ``NaN``/``Infinity`` tokens (this is a record of what was refused, not data to compute on), NUL escaped."""
     return json.dumps(payload, default=str, allow_nan=True, ensure_ascii=False).replace("\x00", "\\u0000")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from api.db.bulk import copy_events_postgres, executemany_events_sqlite
+from api.db.rows import EventRow
 
 
-def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+def insert_events(session: Session, rows: Sequence[EventRow]) -> int:
     """Insert events skipping known ``event_id``s; returns how many were new
     (COPY on PostgreSQL, executemany on SQLite)."""
     if session.get_bind().dialect.name == "postgresql":

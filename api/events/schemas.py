@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from api.json_types import JsonObject
 from api.schemas_common import Timestamp, check_attributes_json
 
 # Why patterns instead of the generic RequestModel check: a batch has up to 10,000 rows, and a pattern is
@@ -26,11 +27,11 @@ class EventIn(BaseModel):
     name: EventNameNoNul
     value: float = Field(1.0, allow_inf_nan=False)
     timestamp: Timestamp
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: JsonObject = Field(default_factory=dict)
 
     @field_validator("attributes", mode="after")
     @classmethod
-    def _attributes_rules(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _attributes_rules(cls, value: JsonObject) -> JsonObject:
         # no NUL, finite numbers, 64-bit integers, the attribute key and depth limits (api.schemas_common)
         return check_attributes_json(value)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from api.attributes import check_attributes_size, encode_attributes
+from api.db.rows import EventRow
 from api.db.tables import utc_now
 from api.events import repository
 from api.events.schemas import EventIn
@@ -16,7 +17,7 @@ def ingest(session: Session, events: list[EventIn], max_attributes_bytes: int) -
     Repeats of an ``event_id`` inside the batch count as duplicates like repeats of stored ones.
     """
     received_at = utc_now()
-    rows = []
+    rows: list[EventRow] = []
     seen: set[str] = set()
     for i, event in enumerate(events):
         encoded = encode_attributes(event.attributes)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
+from api.json_types import JsonObject
 from api.schemas_common import Key, RequestModel
 from scorecards.kinds import AllocationStrategy as Strategy
 from scorecards.kinds import ExperimentType, HypothesisDirection, RampMode
@@ -112,7 +113,7 @@ class VariantIn(RequestModel):
     control: bool = False
     weight: float = Field(ge=0, le=1, allow_inf_nan=False)
     model: Key | None = None
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: JsonObject = Field(default_factory=dict)
     shadow: bool = False
     description: str | None = Field(None, max_length=2000)
 
@@ -273,7 +274,7 @@ class VariantOut(BaseModel):
     weight: float
     current_weight: float
     model: str | None
-    payload: dict[str, Any]
+    payload: JsonObject
     shadow: bool
     description: str | None = None
 
@@ -329,6 +330,6 @@ class AuditOut(BaseModel):
     at: datetime
     actor: str
     action: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
+    before: JsonObject | None
+    after: JsonObject | None
     reason: str | None

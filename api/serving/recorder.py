@@ -13,15 +13,17 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import cast
 
 from prometheus_client import Counter
 
 from api.background import PeriodicFlusher
 from api.db.engine import Database
 from api.db.isolation import write_isolating
+from api.db.rows import EventRow, PredictionRow
 from api.dead_letters import repository as dead_letters
 from api.events import repository as events_repository
+from api.json_types import JsonObject
 from api.serving import repository as serving_repository
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ EVENT_ERROR = "serving.error"
 
 
 def serving_events(request_id: str, unit_id: str, latency_ms: float, failed: bool, at: datetime,
-                   attributes: dict[str, Any]) -> list[dict[str, Any]]:
+                   attributes: JsonObject) -> list[EventRow]:
     """The serving events of one prediction request, as rows of the events table.
 
     Every request has a ``serving.request`` (value 1) and a ``serving.latency_ms`` (value = latency, also for a
@@ -49,6 +51,12 @@ def serving_events(request_id: str, unit_id: str, latency_ms: float, failed: boo
              "timestamp": at, "attributes": attributes, "received_at": at} for name, value in names]
 
 
+def _refused(kind: str, row: EventRow | PredictionRow, error: BaseException) -> dead_letters.RefusedRow:
+    """A row the database refused, for the dead-letter table (its JSON as written, its experiment if it has one)."""
+    payload: JsonObject = dict(row)
+    return dead_letters.RefusedRow(kind, payload.get("experiment_id"), payload, error)
+
+
 class ServingRecorder:
     """Background batched writer of serving events and prediction log rows."""
 
@@ -56,8 +64,8 @@ class ServingRecorder:
         self._db = db
         self._max_queued = max_queued
         self._batch_size = batch_size
-        self._events: deque[dict[str, Any]] = deque()
-        self._predictions: deque[dict[str, Any]] = deque()
+        self._events: deque[EventRow] = deque()
+        self._predictions: deque[PredictionRow] = deque()
         self._flush_lock = threading.Lock()
         self._flusher = PeriodicFlusher("titrate-serving-recorder", self.flush, lambda: self.pending, flush_seconds)
         self.dropped = 0
@@ -67,7 +75,7 @@ class ServingRecorder:
         """Rows queued and not yet written."""
         return len(self._events) + len(self._predictions)
 
-    def record(self, events: list[dict[str, Any]], prediction: dict[str, Any] | None) -> bool:
+    def record(self, events: list[EventRow], prediction: PredictionRow | None) -> bool:
         """Queue one request's events and prediction row; never blocks on I/O.
 
         When the queue is full (the database is down for long) the record is dropped and counted rather than
@@ -92,15 +100,14 @@ class ServingRecorder:
                 events = [self._events.popleft() for _ in range(min(self._batch_size, len(self._events)))]
                 predictions = [self._predictions.popleft()
                                for _ in range(min(self._batch_size, len(self._predictions)))]
-                rows: list[tuple[str, dict[str, Any]]] = [("event", e) for e in events]
+                rows: list[tuple[str, EventRow | PredictionRow]] = [("event", e) for e in events]
                 rows += [("prediction", p) for p in predictions]
                 try:
                     stored, refused = write_isolating(rows, self._write)
                     if refused:
                         with self._db.transaction() as session:
                             dead_letters.store(session, [
-                                dead_letters.RefusedRow(kind, row.get("experiment_id"), row, error)
-                                for (kind, row), error in refused])
+                                _refused(kind, row, error) for (kind, row), error in refused])
                 except Exception:
                     self._events.extendleft(reversed(events))
                     self._predictions.extendleft(reversed(predictions))
@@ -108,10 +115,10 @@ class ServingRecorder:
                 written += stored
         return written
 
-    def _write(self, rows: Sequence[tuple[str, dict[str, Any]]]) -> int:
+    def _write(self, rows: Sequence[tuple[str, EventRow | PredictionRow]]) -> int:
         """One transaction: the events (idempotent by ``event_id``) and the prediction rows among ``rows``."""
-        events = [row for kind, row in rows if kind == "event"]
-        predictions = [row for kind, row in rows if kind == "prediction"]
+        events = [cast(EventRow, row) for kind, row in rows if kind == "event"]
+        predictions = [cast(PredictionRow, row) for kind, row in rows if kind == "prediction"]
         with self._db.transaction() as session:
             written = events_repository.insert_events(session, events)
             written += serving_repository.insert_predictions(session, predictions)

@@ -11,6 +11,7 @@ from sqlalchemy import Row, case, delete, func, insert, select
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
+from api.db.rows import PredictionRow
 from api.db.tables import ModelSpecRow, Prediction
 
 
@@ -62,7 +63,7 @@ def recent_predictions(session: Session, experiment_id: int, variant: str, shado
     return session.execute(stmt.order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(limit)).all()
 
 
-def insert_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+def insert_predictions(session: Session, rows: Sequence[PredictionRow]) -> int:
     """Insert prediction log rows (one executemany in the caller's transaction); returns how many."""
     if not rows:
         return 0

@@ -23,9 +23,11 @@ from api.assignment.service import assign_unit
 from api.assignment.snapshot import ConfigSnapshot, SnapshotHolder
 from api.background import AsyncPeriodicLoop
 from api.db.engine import Database
+from api.db.rows import PredictionRow
 from api.db.tables import utc_now
 from api.errors import Conflict, DomainError, InvalidInput, NotFound
 from api.experiments import repository as experiments_repository
+from api.json_types import JsonObject
 from api.serving import report
 from api.serving import repository as serving_repository
 from api.serving.recorder import ServingRecorder, serving_events
@@ -163,7 +165,7 @@ class ServingRuntime:
         return unloaded
 
     # --- prediction ------------------------------------------------------------------------------------------
-    async def predict(self, key: str, unit_id: str, attributes: dict[str, Any], inputs: list[str]) -> dict[str, Any]:
+    async def predict(self, key: str, unit_id: str, attributes: JsonObject, inputs: list[str]) -> dict[str, Any]:
         """Assign the unit exactly as ``/v1/assign`` does (and log the exposure), run the variant's model.
 
         Refusals (no exposure logged, no serving events): 404 unknown experiment; 409 experiment not served,
@@ -251,7 +253,7 @@ class ServingRuntime:
             {"experiment": experiment, "variant": variant, "model": spec.key},
         )
         summary = report.summarise(spec.task, served.outputs) if served.outputs is not None else {}
-        prediction = {"request_id": request_id, "experiment_id": experiment_id, "variant": variant,
+        prediction: PredictionRow = {"request_id": request_id, "experiment_id": experiment_id, "variant": variant,
                       "unit_id": unit_id, "model": spec.key, "latency_ms": served.latency_ms,
                       "n_inputs": len(inputs), "error": served.error, "summary": summary, "shadow": shadow,
                       "agreement": agreement, "created_at": now}

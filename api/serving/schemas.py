@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
+from api.json_types import JsonObject
 from api.schemas_common import Key, RequestModel, UnitId
 
 Task = Literal["text-classification", "embedding"]
@@ -51,7 +52,7 @@ class PredictRequest(RequestModel):
     """Serve ``inputs`` with the model of the variant the unit is assigned to."""
 
     unit_id: UnitId
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: JsonObject = Field(default_factory=dict)
     inputs: list[InputText] = Field(min_length=1, max_length=MAX_INPUTS)
 
 
