@@ -44,6 +44,21 @@ from sqlalchemy.orm import Session
 
 from api import audit
 from api.allocation import guardrails, repository
+from api.allocation.details import (
+    ContextDetails,
+    ContextValueDetails,
+    DecisionDetails,
+    ExcludedVariant,
+    NoDetails,
+    PosteriorDetails,
+    RampAdvanceDetails,
+    RampProposal,
+    RampRollbackDetails,
+    RampSuggestDetails,
+    RampSummary,
+    StepDetails,
+    ThompsonDetails,
+)
 from api.analysis import repository as analysis_repository
 from api.auth.keys import Principal
 from api.db.tables import Allocation, Experiment, utc_now
@@ -80,8 +95,8 @@ class StepResult:
     new_version: bool
     weights: dict[str, float]
     reasons: list[str] = field(default_factory=list)
-    decision: dict[str, Any] | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    decision: DecisionDetails | None = None
+    details: StepDetails = field(default_factory=NoDetails)
     context_weights: dict[str, dict[str, float]] | None = None
 
 
@@ -99,7 +114,7 @@ def _units_under(session: Session, experiment_id: int, version: int) -> int:
 
 
 def _publish(session: Session, experiment: Experiment, version: int, weights: dict[str, float], reason: str,
-             seed: int | None, details: dict[str, Any], now: datetime,
+             seed: int | None, details: ThompsonDetails | RampAdvanceDetails | RampRollbackDetails, now: datetime,
              context_weights: dict[str, dict[str, float]] | None = None) -> Allocation:
     """Insert allocation ``version`` and bump the config version so every worker's snapshot serves it.
 
@@ -107,7 +122,7 @@ def _publish(session: Session, experiment: Experiment, version: int, weights: di
     ``(experiment_id, version)`` unique constraint: the caller's transaction rolls back and the step is skipped.
     """
     row = Allocation(experiment_id=experiment.id, version=version, weights=weights, reason=reason, seed=seed,
-                     details=details, created_at=now, context_weights=context_weights)
+                     details=dict(details), created_at=now, context_weights=context_weights)
     session.add(row)
     session.flush()
     experiments_repository.bump_config_version(session)
@@ -190,7 +205,7 @@ def _thompson_step(session: Session, experiment: Experiment, spec: AllocationPla
 
     guards = guardrails.by_variant(session, experiment, now)
     previously_excluded = {e["variant"] for e in latest.details.get("excluded", []) if isinstance(e, dict)}
-    excluded: list[dict[str, Any]] = []
+    excluded: list[ExcludedVariant] = []
     for k in keys:
         failures = guardrails.failures(guards, k)
         if not failures:
@@ -209,7 +224,7 @@ def _thompson_step(session: Session, experiment: Experiment, spec: AllocationPla
     policy = {"draws": DRAWS, "floor": spec.floor, "top_two": spec.top_two,
               "direction": cast(Direction, direction), "excluded": excluded_idx}
     context_weights: dict[str, dict[str, float]] | None = None
-    context_details: dict[str, Any] | None = None
+    context_details: ContextDetails | None = None
     if spec.context is None:
         result = thompson_allocation(cast(Any, stats), metric.kind, rng=seed, **policy)  # type: ignore[arg-type]
         stored_seed = result.seed
@@ -226,12 +241,12 @@ def _thompson_step(session: Session, experiment: Experiment, spec: AllocationPla
     decision = _thompson_decision(spec, keys, control, result.prob_best, result.status, guards, excluded)
     if context_details is not None:
         decision = _contextual_decision(spec, decision, context_details)
-    posterior = {
+    posterior: dict[str, PosteriorDetails] = {
         k: {"n": s.n, "mean": _finite(p.mean), "ci_low": _finite(p.ci_low), "ci_high": _finite(p.ci_high),
             "prob_best": _finite(pb), "pending": aggregates.metric(metric.key, k).pending}
         for k, s, p, pb in zip(keys, stats, result.posteriors, result.prob_best, strict=True)
     }
-    details = {
+    details: ThompsonDetails = {
         "strategy": "thompson", "metric": metric.key, "kind": metric.kind, "direction": direction,
         "as_of": now.isoformat(), "status": result.status, "draws": result.draws, "top_two": result.top_two,
         "floor": dict(zip(keys, result.floor, strict=True)), "posterior": posterior,
@@ -261,10 +276,10 @@ def _contextual(session: Session, experiment: Experiment, spec: AllocationPlan, 
 
 
 def _context_details(spec: AllocationPlan, contextual: ContextualAllocation, keys: list[str],
-                     kind: str) -> dict[str, Any]:
+                     kind: str) -> ContextDetails:
     """What the allocation row shows per context value: posterior status and means, P(best) and the leading arm."""
     assert spec.context is not None
-    values: dict[str, Any] = {}
+    values: dict[str, ContextValueDetails] = {}
     for value, alloc in zip(contextual.values, contextual.by_value, strict=True):
         prob_best = {k: _finite(p) for k, p in zip(keys, alloc.prob_best, strict=True)}
         ranked = [k for k in keys if prob_best[k] is not None]
@@ -278,7 +293,7 @@ def _context_details(spec: AllocationPlan, contextual: ContextualAllocation, key
 
 
 def _thompson_decision(spec: AllocationPlan, keys: list[str], control: str, prob_best: tuple[float, ...], status: str,
-                       guards: guardrails.Guards, excluded: list[dict[str, Any]]) -> dict[str, Any]:
+                       guards: guardrails.Guards, excluded: list[ExcludedVariant]) -> DecisionDetails:
     """The stopping rule (``scorecards.decision.decide_thompson``) as stored in the allocation details."""
     decision = decide_thompson(keys, control, prob_best, status == "ok", spec.prob_best_to_ship,
                                {v: {m: g["status"] for m, g in by_metric.items()} for v, by_metric in guards.items()},
@@ -286,7 +301,7 @@ def _thompson_decision(spec: AllocationPlan, keys: list[str], control: str, prob
     return _decision_dict(decision)
 
 
-def _contextual_decision(spec: AllocationPlan, pooled: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+def _contextual_decision(spec: AllocationPlan, pooled: DecisionDetails, context: ContextDetails) -> DecisionDetails:
     """The contextual stopping rule (``scorecards.decision.decide_contextual``) as stored in the allocation
     details: ship one arm everywhere only if it also leads within every declared value."""
     values = {value: ContextLeaders(v["leader"], v["prob_best"] or {}) for value, v in context["values"].items()}
@@ -295,7 +310,7 @@ def _contextual_decision(spec: AllocationPlan, pooled: dict[str, Any], context: 
     return _decision_dict(decision)
 
 
-def _decision_dict(decision: Decision) -> dict[str, Any]:
+def _decision_dict(decision: Decision) -> DecisionDetails:
     return {"decision": decision.decision, "variant": decision.variant, "reasons": list(decision.reasons)}
 
 
@@ -331,7 +346,7 @@ def _ramp_step(session: Session, experiment: Experiment, spec: AllocationPlan, l
     power = guardrails.detection_power(guards, float(plan_of(experiment).design.alpha))
     action = next_ramp_action(steps, current, units, hours, statuses, mode,  # type: ignore[arg-type]
                               guardrail_power=power)
-    summary = {"step": current, "fraction": steps[current]["fraction"], "units_at_step": units,
+    summary: RampSummary = {"step": current, "fraction": steps[current]["fraction"], "units_at_step": units,
                "hours_at_step": round(hours, 4), "guardrails": statuses, "version": latest.version,
                "guardrail_power": power}
     reasons = list(action.reasons)
@@ -344,8 +359,11 @@ def _ramp_step(session: Session, experiment: Experiment, spec: AllocationPlan, l
         served = [v for v in experiment.variants if not v.shadow]
         control = next(v.key for v in served if v.is_control)
         weights = {v.key: (1.0 if v.key == control else 0.0) for v in experiment.variants}
-        details = {"strategy": "ramp", "step": current, "rollback": True, "reasons": [reason, *reasons],
-                   "guardrail_detail": guards, **{k: v for k, v in summary.items() if k != "step"}}
+        details: RampRollbackDetails = {
+            "strategy": "ramp", "step": current, "rollback": True, "reasons": [reason, *reasons],
+            "guardrail_detail": guards, "fraction": summary["fraction"], "units_at_step": summary["units_at_step"],
+            "hours_at_step": summary["hours_at_step"], "guardrails": summary["guardrails"],
+            "version": summary["version"], "guardrail_power": summary["guardrail_power"]}
         version = latest.version + 1
         _publish(session, experiment, version, weights, "rollback", None, details, now)
         experiments_service.simple_transition(session, experiment.key, "rollback", actor, reason=reason)
@@ -356,25 +374,26 @@ def _ramp_step(session: Session, experiment: Experiment, spec: AllocationPlan, l
         assert action.next_step_index is not None
         nxt = action.next_step_index
         weights = step_weights(experiment, steps[nxt]["fraction"])
-        details = {"strategy": "ramp", "step": nxt, "fraction": steps[nxt]["fraction"], "reasons": reasons,
-                   "previous": summary}
+        advance: RampAdvanceDetails = {"strategy": "ramp", "step": nxt, "fraction": steps[nxt]["fraction"],
+                                       "reasons": reasons, "previous": summary}
         version = latest.version + 1
-        _publish(session, experiment, version, weights, "ramp", None, details, now)
+        _publish(session, experiment, version, weights, "ramp", None, advance, now)
         audit.record(session, actor, "allocation.advance", experiment_id=experiment.id,
-                     before=summary, after={"version": version, "step": nxt, "weights": weights},
+                     before=dict(summary), after={"version": version, "step": nxt, "weights": weights},
                      reason="; ".join(reasons))
-        return StepResult(*base, "advanced", version, True, weights, reasons, None, details)
+        return StepResult(*base, "advanced", version, True, weights, reasons, None, advance)
 
     if action.action == "suggest_advance":
         assert action.next_step_index is not None
         nxt = action.next_step_index
-        proposal = {"version": latest.version, "suggested_step": nxt, "fraction": steps[nxt]["fraction"],
-                    "weights": step_weights(experiment, steps[nxt]["fraction"])}
+        proposal: RampProposal = {"version": latest.version, "suggested_step": nxt,
+                                  "fraction": steps[nxt]["fraction"],
+                                  "weights": step_weights(experiment, steps[nxt]["fraction"])}
         if not repository.has_audit(session, experiment.id, "allocation.suggest", latest.version):
-            audit.record(session, actor, "allocation.suggest", experiment_id=experiment.id, before=summary,
-                         after=proposal, reason="; ".join(reasons))
-        return StepResult(*base, "suggested", latest.version, False, dict(latest.weights), reasons, None,
-                          {**summary, "proposal": proposal})
+            audit.record(session, actor, "allocation.suggest", experiment_id=experiment.id, before=dict(summary),
+                         after=dict(proposal), reason="; ".join(reasons))
+        suggest: RampSuggestDetails = {**summary, "proposal": proposal}
+        return StepResult(*base, "suggested", latest.version, False, dict(latest.weights), reasons, None, suggest)
 
     kind = "completed" if action.action == "complete" else "held"
     return StepResult(*base, kind, latest.version, False, dict(latest.weights), reasons, None, summary)
