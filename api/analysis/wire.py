@@ -8,8 +8,9 @@ NaN/inf until ``api.analysis.schemas.finite`` turns them into null.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
+from api.serving.wire import ServingReport
 from scorecards.kinds import DecisionKind
 
 
@@ -215,7 +216,7 @@ class ScorecardJson(TypedDict):
     excluded_rows: ExcludedRowsJson
     multiple_testing: str
     #: added by the endpoint for experiments between model variants: the serving report (``api.serving.report``)
-    serving: NotRequired[Any]
+    serving: NotRequired[ServingReport]
 
 
 class CrossSrmJson(TypedDict):

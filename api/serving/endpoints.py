@@ -14,6 +14,7 @@ from api.experiments import service as experiments_service
 from api.schemas_common import KEY_PATTERN, KeyPath
 from api.serving import repository, service
 from api.serving.schemas import ModelCreate, ModelOut, PredictRequest, PredictResponse, ServingReportOut
+from api.serving.wire import ServingReport
 
 router = APIRouter(tags=["serving"])
 
@@ -69,7 +70,7 @@ async def predict(key: KeyPath, body: PredictRequest, request: Request,
 
 
 @router.get("/v1/experiments/{key}/serving", response_model=ServingReportOut)
-def serving_report(key: KeyPath, request: Request, _: Principal = Depends(require_analyst)) -> dict[str, Any]:
+def serving_report(key: KeyPath, request: Request, _: Principal = Depends(require_analyst)) -> ServingReport:
     """Per-variant serving health: latency, errors, output drift (PSI) and shadow agreement."""
     state = request.app.state
     with state.db.read() as session:

@@ -16,10 +16,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from api.serving.wire import (
+    AgreementJson,
+    DailyRow,
+    LatencyJson,
+    OutputDistribution,
+    PredictionSummary,
+    PredictionTotals,
+    Quantiles,
+    VariantReport,
+)
 from models.monitoring import (
     label_agreement_rate,
     latency_percentiles,
@@ -31,7 +41,7 @@ CLASSIFICATION = "text-classification"
 FIRST_DAY = timedelta(days=1)
 
 
-def summarise(task: str, outputs: Sequence[Any]) -> dict[str, Any]:
+def summarise(task: str, outputs: Sequence[Any]) -> PredictionSummary:
     """The monitoring summary of one request's outputs (stored as the prediction row's ``summary``).
 
     Scores are rounded to 6 decimals: far below any drift a PSI bin can see, and it keeps rows small.
@@ -57,7 +67,7 @@ def agreement(task: str, control: Sequence[Any], shadow: Sequence[Any]) -> float
         return None
 
 
-def _values(summaries: Sequence[dict[str, Any]]) -> list[float]:
+def _values(summaries: Sequence[PredictionSummary]) -> list[float]:
     """Per-input monitored values of many requests: classifier scores or embedding norms."""
     out: list[float] = []
     for summary in summaries:
@@ -65,7 +75,7 @@ def _values(summaries: Sequence[dict[str, Any]]) -> list[float]:
     return out
 
 
-def _quantiles(values: Sequence[float]) -> dict[str, float]:
+def _quantiles(values: Sequence[float]) -> Quantiles:
     array = np.asarray(values, dtype=np.float64)
     p10, p50, p90 = np.percentile(array, [10.0, 50.0, 90.0])
     return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if array.size > 1 else 0.0,
@@ -73,7 +83,7 @@ def _quantiles(values: Sequence[float]) -> dict[str, float]:
             "max": float(array.max())}
 
 
-def output_distribution(task: str | None, summaries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def output_distribution(task: str | None, summaries: Sequence[PredictionSummary]) -> OutputDistribution | None:
     """Label shares and score quantiles (classifiers) or the norm summary (embeddings); None without data."""
     values = _values(summaries)
     if not values:
@@ -93,12 +103,12 @@ def psi(reference: Sequence[float], current: Sequence[float]) -> float | None:
     return population_stability_index(reference, current)
 
 
-def daily(rows: Sequence[Any]) -> list[dict[str, Any]]:
+def daily(rows: Sequence[Any]) -> list[DailyRow]:
     """Per UTC day: requests, errors, mean monitored value and median latency of successful requests."""
     days: dict[str, list[Any]] = {}
     for row in rows:
         days.setdefault(row.created_at.date().isoformat(), []).append(row)
-    out = []
+    out: list[DailyRow] = []
     for day in sorted(days):
         group = days[day]
         ok = [r for r in group if r.error is None]
@@ -111,9 +121,9 @@ def daily(rows: Sequence[Any]) -> list[dict[str, Any]]:
 
 def variant_report(
     *, variant: str, model: str | None, shadow: bool, control: bool, task: str | None,
-    totals: dict[str, Any] | None, rows: Sequence[Any], first_day_rows: Sequence[Any],
+    totals: PredictionTotals | None, rows: Sequence[Any], first_day_rows: Sequence[Any],
     control_rows: Sequence[Any] | None, window_start: datetime | None,
-) -> dict[str, Any]:
+) -> VariantReport:
     """One variant of the serving report.
 
     Args:
@@ -128,7 +138,7 @@ def variant_report(
     n = int(totals["n"]) if totals else 0
     errors = int(totals["errors"]) if totals else 0
     ok = [r for r in rows if r.error is None]
-    latency = None
+    latency: LatencyJson | None = None
     if ok:
         summary = latency_percentiles([r.latency_ms for r in ok])
         latency = {"n": summary.n, "mean_ms": summary.mean_ms, "p50_ms": summary.p50_ms, "p95_ms": summary.p95_ms,
@@ -153,11 +163,12 @@ def variant_report(
             notes.append("psi_vs_first_day: no predictions after this variant's first day yet")
     else:
         notes.append("no predictions yet")
-    agreement_out = None
+    agreement_out: AgreementJson | None = None
     if shadow:
         if totals and int(totals["agreement_n"]) > 0:
+            # the mean is not null: it averages agreement_n > 0 non-null values
             agreement_out = {"measure": "label_agreement" if task == CLASSIFICATION else "mean_cosine",
-                             "n": int(totals["agreement_n"]), "mean": float(totals["agreement_mean"])}
+                             "n": int(totals["agreement_n"]), "mean": float(cast(float, totals["agreement_mean"]))}
         else:
             notes.append("agreement_vs_control: no shadow run compared with control yet")
     return {

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.db.rows import PredictionRow
 from api.db.tables import ModelSpecRow, Prediction
+from api.serving.wire import PredictionTotals
 
 
 def get_spec(session: Session, key: str) -> ModelSpecRow | None:
@@ -32,7 +33,7 @@ def list_specs(session: Session) -> list[ModelSpecRow]:
     return list(session.scalars(select(ModelSpecRow).order_by(ModelSpecRow.key)))
 
 
-def prediction_totals(session: Session, experiment_id: int) -> dict[tuple[str, bool], dict[str, Any]]:
+def prediction_totals(session: Session, experiment_id: int) -> dict[tuple[str, bool], PredictionTotals]:
     """Per (variant, shadow): requests, inputs, errors, mean shadow agreement, first and last time (all rows)."""
     stmt = (
         select(
@@ -47,7 +48,7 @@ def prediction_totals(session: Session, experiment_id: int) -> dict[tuple[str, b
         .where(Prediction.experiment_id == experiment_id)
         .group_by(Prediction.variant, Prediction.shadow)
     )
-    return {(row.variant, bool(row.shadow)): row._asdict() for row in session.execute(stmt)}
+    return {(row.variant, bool(row.shadow)): cast(PredictionTotals, row._asdict()) for row in session.execute(stmt)}
 
 
 def recent_predictions(session: Session, experiment_id: int, variant: str, shadow: bool, limit: int,

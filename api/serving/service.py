@@ -16,6 +16,7 @@ from api.db.tables import Experiment, ModelSpecRow, utc_now
 from api.errors import Conflict, InvalidInput, NotFound
 from api.serving import report, repository
 from api.serving.schemas import ModelCreate
+from api.serving.wire import ServingReport, VariantReport
 from models.errors import ModelSpecError
 from models.spec import ModelSpec
 
@@ -71,7 +72,7 @@ def register_model(session: Session, spec: ModelSpec, principal: Principal) -> M
     return row
 
 
-def serving_report(session: Session, experiment: Experiment, max_rows: int) -> dict[str, Any]:
+def serving_report(session: Session, experiment: Experiment, max_rows: int) -> ServingReport:
     """Per variant: requests, errors, latency percentiles, output distribution, drift (PSI) against control and
     against its own first day, shadow agreement with control, and a daily series."""
     variants = list(experiment.variants)
@@ -86,7 +87,7 @@ def serving_report(session: Session, experiment: Experiment, max_rows: int) -> d
     control_rows = rows_of(control.key, False) if control is not None else []
     newest = [t["last_at"] for t in totals.values() if t["last_at"] is not None]
     window_start = max(newest) - report.FIRST_DAY if newest else None
-    out = []
+    out: list[VariantReport] = []
     for variant in variants:
         variant_totals = totals.get((variant.key, variant.shadow))
         is_control = control is not None and variant.key == control.key
