@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -92,13 +92,22 @@ def _json_safe(value: Any) -> bool:
     return True
 
 
-def safe_validation_errors(errors: Any) -> list[dict[str, Any]]:
+class ValidationErrorJson(TypedDict):
+    """One entry of a 422's ``detail``: where, what, which rule, and the input when it is small and JSON-safe."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: NotRequired[Any]
+
+
+def safe_validation_errors(errors: Any) -> list[ValidationErrorJson]:
     """Validation errors as JSON that always serialises: location, message and type of each error, and the
     offending input only when it is small and JSON-safe (an ``inf`` or a huge blob would otherwise turn a
     422 into a 500)."""
     out = []
     for error in errors:
-        item: dict[str, Any] = {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", "")),
+        item: ValidationErrorJson = {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", "")),
                                 "type": str(error.get("type", "value_error"))}
         value = error.get("input")
         if value is not None and _json_safe(value) and len(json.dumps(jsonable_encoder(value))) <= 200:

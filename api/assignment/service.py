@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy.orm import Session
 
@@ -30,10 +31,17 @@ def check_attributes(attributes: JsonObject, max_bytes: int, loc: tuple[str | in
     check_attributes_size(encode_attributes(attributes), max_bytes, loc)
 
 
+class AssignmentJson(TypedDict):
+    """One experiment's answer in ``POST /v1/assign``: the variant and its free-form payload."""
+
+    variant: str
+    payload: Mapping[str, Any]
+
+
 def assign_unit(
     snapshot: ConfigSnapshot, writer: ExposureWriter, unit_id: str, attributes: JsonObject,
     experiment_keys: list[str] | None, now: datetime, *, force_enqueue: bool = False,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, AssignmentJson]:
     """Assign one unit to every requested (or every served) experiment and queue the exposures (an exposure
     the full queue cannot take is dropped and counted by the writer, and the assignment is answered all the same —
     unless ``force_enqueue``: a caller that checked the queue's room and waits for the commit)."""
@@ -46,7 +54,7 @@ def assign_unit(
             config = snapshot.experiments.get(key)
             if config is not None and (result := assign(config, unit_id, attributes)) is not None:
                 results.append(result)
-    assignments: dict[str, dict[str, Any]] = {}
+    assignments: dict[str, AssignmentJson] = {}
     for result in results:
         key = result.experiment
         assignments[key] = {"variant": result.variant, "payload": result.payload}
