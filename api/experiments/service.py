@@ -21,6 +21,7 @@ from api.experiments.schemas import (
     VariantIn,
 )
 from api.experiments.variant_models import check_variant_models
+from api.experiments.wire import MetricsByRoleJson, RegisteredVariantJson
 from api.metrics_catalog import repository as metrics_repository
 from bandits.bucketing import BUCKETS
 from bandits.ramp import ramp_split
@@ -50,7 +51,7 @@ def get_or_404(session: Session, key: str, *, for_update: bool = False) -> Exper
     return experiment
 
 
-def metrics_by_role(experiment: Experiment) -> dict[str, Any]:
+def metrics_by_role(experiment: Experiment) -> MetricsByRoleJson:
     """The ``metrics`` object of the REST contract, from the experiment's metric links."""
     links = experiment.metric_links
     return {
@@ -61,7 +62,7 @@ def metrics_by_role(experiment: Experiment) -> dict[str, Any]:
     }
 
 
-def variants_out(experiment: Experiment) -> list[dict[str, Any]]:
+def variants_out(experiment: Experiment) -> list[RegisteredVariantJson]:
     """Variants in bucket order, as registered."""
     return [
         {"key": v.key, "control": v.is_control, "weight": v.weight, "model": v.model, "payload": v.payload,
