@@ -21,6 +21,7 @@ Regenerate after an intended change with ``TITRATE_UPDATE_GOLDEN=1`` and review 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict
@@ -68,7 +69,27 @@ def _check(dialect: str, name: str, got: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
     expected = json.loads(path.read_text())
-    assert got == expected, f"{name}: output differs from {path} (TITRATE_UPDATE_GOLDEN=1 rewrites it)"
+    difference = _first_difference(got, expected)
+    assert difference is None, (f"{name}: output differs from {path} at {difference} "
+                                f"(TITRATE_UPDATE_GOLDEN=1 rewrites it)")
+
+
+def _first_difference(got: Any, expected: Any, where: str = "$") -> str | None:
+    """Where ``got`` and ``expected`` first differ: everything exactly, except floats, which may differ by
+    floating-point rounding (relative 1e-9). Why: PostgreSQL may sum a column with a parallel plan whose number of
+    workers depends on what else the server runs, so the order of additions, and the last bits, can vary."""
+    if isinstance(got, float) and isinstance(expected, float):
+        return None if math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12) else f"{where}: {got!r} != {expected!r}"
+    if isinstance(got, dict) and isinstance(expected, dict):
+        if got.keys() != expected.keys():
+            return f"{where}: keys {sorted(got.keys() ^ expected.keys())}"
+        return next((d for k in got if (d := _first_difference(got[k], expected[k], f"{where}.{k}"))), None)
+    if isinstance(got, list) and isinstance(expected, list):
+        if len(got) != len(expected):
+            return f"{where}: {len(got)} items != {len(expected)}"
+        return next((d for i, (g, e) in enumerate(zip(got, expected, strict=True))
+                     if (d := _first_difference(g, e, f"{where}[{i}]"))), None)
+    return None if type(got) is type(expected) and got == expected else f"{where}: {got!r} != {expected!r}"
 
 
 def _insert(db: Database, key: str, exposures: list[dict[str, Any]], events: list[dict[str, Any]],
