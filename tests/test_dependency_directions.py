@@ -22,7 +22,7 @@ FORBIDDEN: dict[str, frozenset[str]] = {
 WIRING = {Path("api/cli.py"): "the CLI wires the simulator (titrate simulate, titrate demo) into the service"}
 
 
-def _imports(path: Path) -> set[str]:
+def imported_roots(path: Path) -> set[str]:
     """Top-level modules ``path`` imports (absolute imports, at any depth of the file, lazy ones included)."""
     roots: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -35,6 +35,6 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("package", SHIPPED)
 def test_imports_run_one_way(package: str) -> None:
-    broken = {str(path.relative_to(ROOT)): sorted(_imports(path) & FORBIDDEN[package])
+    broken = {str(path.relative_to(ROOT)): sorted(imported_roots(path) & FORBIDDEN[package])
               for path in sorted((ROOT / package).rglob("*.py")) if path.relative_to(ROOT) not in WIRING}
     assert not {file: modules for file, modules in broken.items() if modules}

@@ -3,7 +3,6 @@ not ``models`` (nor torch) — yet finds the shipped MiniLM weights the service 
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -11,24 +10,15 @@ from pathlib import Path
 import pytest
 
 from simulator.weights import MissingWeights, shipped_minilm_dir
+from tests.test_dependency_directions import imported_roots
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_SIDE = ("api", "models", "bandits", "scorecards", "migrations", "ui")
 
 
-def _imported_roots(path: Path) -> set[str]:
-    roots: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
-
-
 @pytest.mark.parametrize("path", sorted((ROOT / "simulator").rglob("*.py")), ids=lambda p: p.name)
 def test_no_simulator_module_imports_the_service(path: Path) -> None:
-    assert not _imported_roots(path) & set(SERVICE_SIDE)
+    assert not imported_roots(path) & set(SERVICE_SIDE)
 
 
 def test_every_preset_builds_without_loading_the_service_or_torch() -> None:
