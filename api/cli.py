@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -255,6 +256,43 @@ def _harm_segment(harm_segment: str | None, harm_effect: float | None) -> tuple[
     if not (sep and attribute and value):
         raise typer.BadParameter("expected ATTRIBUTE=VALUE, e.g. country=DE", param_hint="--harm-segment")
     return attribute, value
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="folder for exposures.parquet and events.parquet")],
+    file_format: Annotated[str, typer.Option("--format", help="file format: parquet")] = "parquet",
+    since: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S"],
+        help="only exposures exposed and events received at or after this time (UTC unless an offset is given)")]
+    = None,
+    experiment: Annotated[str | None, typer.Option(
+        help="only this experiment's exposures and the events of its exposed units")] = None,
+    force: Annotated[bool, typer.Option(help="write into a non-empty --out folder (replacing the two files)")]
+    = False,
+) -> None:
+    """Write titrate's own exposures and events (TITRATE_DATABASE_URL) as Parquet files for a warehouse."""
+    from datetime import UTC
+
+    from api.export import FORMATS, ExportError, export_parquet
+    from api.mistakes import database_errors
+
+    if file_format not in FORMATS:
+        fail(f"--format {file_format!r} is not supported; use one of: {', '.join(FORMATS)}")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        fail(f"--out {out} is not empty; choose an empty or new folder, or pass --force to replace its files")
+    url = _database_url()
+    with database_errors(url):
+        try:
+            result = export_parquet(url, out, experiment=experiment,
+                                    since=None if since is None else
+                                    since if since.tzinfo else since.replace(tzinfo=UTC))
+        except ExportError as error:
+            fail(str(error))
+    typer.echo(f"exported {result.exposures} exposures to {out / 'exposures.parquet'} and {result.events} "
+               f"events to {out / 'events.parquet'}")
 
 
 @keys_app.command("create")
