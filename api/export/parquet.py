@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from sqlalchemy import Select, select
 
 from api.db.engine import create_db_engine
-from api.db.tables import Event, Experiment, Exposure
+from api.export import repository
 
 FORMATS = ("parquet",)
-_Rows = Select[*tuple[Any, ...]]  # a query of any columns
 CHUNK_ROWS = 50_000
 
 # (name, DuckDB type) of each exported column, in file order.
@@ -47,29 +45,6 @@ class ExportResult:
 
     exposures: int
     events: int
-
-
-def _exposures_query(since: datetime | None, experiment_id: int | None) -> _Rows:
-    query: _Rows = (select(Experiment.key, Exposure.unit_id, Exposure.variant, Exposure.allocation_version,
-                                 Exposure.exposed_at, Exposure.attributes, Exposure.source)
-                          .join(Experiment, Experiment.id == Exposure.experiment_id)
-                          .order_by(Exposure.id))
-    if since is not None:
-        query = query.where(Exposure.exposed_at >= since)
-    if experiment_id is not None:
-        query = query.where(Exposure.experiment_id == experiment_id)
-    return query
-
-
-def _events_query(since: datetime | None, experiment_id: int | None) -> _Rows:
-    query: _Rows = select(Event.event_id, Event.unit_id, Event.name, Event.value, Event.timestamp,
-                                Event.attributes, Event.received_at).order_by(Event.id)
-    if since is not None:
-        query = query.where(Event.received_at >= since)
-    if experiment_id is not None:
-        exposed = select(Exposure.unit_id).where(Exposure.experiment_id == experiment_id)
-        query = query.where(Event.unit_id.in_(exposed))
-    return query
 
 
 def _utc(value: datetime) -> datetime:
@@ -127,20 +102,20 @@ def export_parquet(url: str, out: Path, *, since: datetime | None = None, experi
         with engine.connect() as conn, tempfile.TemporaryDirectory(prefix="titrate-export-") as scratch:
             experiment_id: int | None = None
             if experiment is not None:
-                experiment_id = conn.execute(select(Experiment.id).where(Experiment.key == experiment)).scalar()
+                experiment_id = repository.experiment_id(conn, experiment)
                 if experiment_id is None:
                     raise ExportError(f"--experiment {experiment!r}: no experiment with that key")
             duck = duckdb.connect(str(Path(scratch) / "export.duckdb"))
             try:
                 duck.execute("SET TimeZone = 'UTC'")
                 duck.execute(f"SET temp_directory = '{scratch.replace(chr(39), chr(39) * 2)}'")
-                streamed = conn.execution_options(stream_results=True, yield_per=chunk_rows)
                 counts = []
                 for query, table, columns, name in (
-                        (_exposures_query(since, experiment_id), "exposures", EXPOSURE_COLUMNS, "exposures"),
-                        (_events_query(since, experiment_id), "events", EVENT_COLUMNS, "events")):
-                    partitions = streamed.execute(query).partitions(chunk_rows)
-                    counts.append(_write(duck, partitions, table, columns, out / f"{name}.parquet"))
+                        (repository.exposures_query(since, experiment_id), "exposures", EXPOSURE_COLUMNS,
+                         "exposures"),
+                        (repository.events_query(since, experiment_id), "events", EVENT_COLUMNS, "events")):
+                    chunks = repository.stream(conn, query, chunk_rows)
+                    counts.append(_write(duck, chunks, table, columns, out / f"{name}.parquet"))
             finally:
                 duck.close()
     finally:
