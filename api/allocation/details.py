@@ -102,20 +102,13 @@ class RampAdvanceDetails(TypedDict):
     previous: RampSummary
 
 
-class RampRollbackDetails(TypedDict):
-    """A ramp rolled back automatically because a guardrail failed."""
+class RampRollbackDetails(RampSummary):
+    """A ramp rolled back automatically because a guardrail failed: where it stood, and why."""
 
     strategy: str
-    step: int
     rollback: bool
     reasons: list[str]
     guardrail_detail: Guards
-    fraction: float
-    units_at_step: int
-    hours_at_step: float
-    guardrails: dict[str, str]
-    version: int
-    guardrail_power: dict[str, float | None]
 
 
 class RampProposal(TypedDict):
