@@ -43,9 +43,9 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Float,
+    FromClause,
     Integer,
     Select,
-    Table,
     and_,
     case,
     cast,
@@ -82,7 +82,7 @@ def usable_exposure(exposures: Any, earliest: datetime | None) -> ColumnElement[
     return and_(*parts) if parts else literal(True)
 
 
-def excluded_exposures_query(exposures: Table, experiment_id: int, earliest: datetime | None,
+def excluded_exposures_query(exposures: FromClause, experiment_id: int, earliest: datetime | None,
                              latest: datetime) -> Select[Any]:
     """How many of the experiment's exposure rows the analysis leaves out: those :func:`usable_exposure` refuses
     and those dated after ``latest`` (beyond any ``as_of``: e.g. year 9999). One column, ``excluded``."""
@@ -91,22 +91,26 @@ def excluded_exposures_query(exposures: Table, experiment_id: int, earliest: dat
     return select(func.count().label("excluded")).where(x.c.experiment_id == experiment_id, bad)
 
 
-_Component = tuple[str, str, float | None, float | None]  # event, aggregation, window after, lookback before
+#: One per-unit aggregate: (event, aggregation, window hours after exposure, CUPED lookback hours before it).
+Component = tuple[str, str, float | None, float | None]
 
 
-def _component_key(agg: EventAggregate, window_hours: float | None, lookback: float | None = None) -> _Component:
+def component_key(agg: EventAggregate, window_hours: float | None, lookback: float | None = None) -> Component:
+    """The component of one event aggregate: within ``window_hours`` after exposure, or (with ``lookback``) over the
+    ``lookback`` hours before it (the CUPED covariate, whatever the window)."""
     return (agg.event, agg.aggregation, None if lookback is not None else window_hours, lookback)
 
 
-def _components(metrics: Sequence[MetricSpec]) -> dict[_Component, str]:
-    """Distinct per-unit aggregates (event, aggregation, window or pre-exposure lookback) → column label."""
-    out: dict[_Component, str] = {}
+def components(metrics: Sequence[MetricSpec]) -> dict[Component, str]:
+    """Distinct per-unit aggregates (event, aggregation, window or pre-exposure lookback) → column label (``c0``,
+    ``c1`` … in order of first use by ``metrics``, the order every query of this module labels them)."""
+    out: dict[Component, str] = {}
     for m in metrics:
         for agg in (m.value, m.denominator):
             if agg is not None:
-                out.setdefault(_component_key(agg, m.window_hours), f"c{len(out)}")
+                out.setdefault(component_key(agg, m.window_hours), f"c{len(out)}")
         if m.cuped_lookback_hours is not None:
-            out.setdefault(_component_key(m.value, None, m.cuped_lookback_hours), f"c{len(out)}")
+            out.setdefault(component_key(m.value, None, m.cuped_lookback_hours), f"c{len(out)}")
     return out
 
 
@@ -119,7 +123,7 @@ def _unique(metrics: Iterable[MetricSpec]) -> list[MetricSpec]:
     return list(seen.values())
 
 
-def _component_column(x: Any, e: Any, component: _Component, finite: ColumnElement[bool],
+def _component_column(x: Any, e: Any, component: Component, finite: ColumnElement[bool],
                       after_exposure: ColumnElement[bool], any_lookback: bool) -> ColumnElement[Any]:
     """One per-unit aggregate: Σ value, number of events or 0/1 over the unit's events of one name within its
     window (after exposure) or its CUPED lookback (before exposure), finite values only."""
@@ -145,11 +149,15 @@ def _component_column(x: Any, e: Any, component: _Component, finite: ColumnEleme
     return cast(expr, Float)
 
 
-def _per_unit(exposures: Table, events: Table, experiment_id: int, components: dict[_Component, str],
+def _per_unit(exposures: FromClause, events: FromClause, experiment_id: int, components: dict[Component, str],
               as_of: datetime, segment: str | None, by_version: bool, segment_strings_only: bool,
-              earliest: datetime | None) -> Any:
+              earliest: datetime | None, *, units: Any = None, whole_rows: bool = False) -> Any:
     """The per-unit subquery ``u``: one row per usable exposure with its variant, exposure time, (version,
-    segment), excluded-event count and one column per component."""
+    segment), excluded-event count and one column per component.
+
+    ``units`` (a one-column ``SELECT`` of unit ids) keeps only those units; ``whole_rows`` also selects the
+    exposure's ``unit_id``, ``allocation_version`` and ``attributes`` (the rows ``scorecards.incremental``
+    materialises) and returns the ``SELECT`` rather than a subquery."""
     x = exposures.alias("x")
     e = events.alias("e")
     names = sorted({key[0] for key in components})
@@ -162,6 +170,10 @@ def _per_unit(exposures: Table, events: Table, experiment_id: int, components: d
     on = and_(x.c.unit_id == e.c.unit_id, e.c.name.in_(names), lower, e.c.timestamp <= as_of)
     per_unit_cols: list[ColumnElement[Any]] = [x.c.variant.label("variant"), x.c.exposed_at.label("exposed_at")]
     group: list[ColumnElement[Any]] = [x.c.id, x.c.variant, x.c.exposed_at]
+    if whole_rows:
+        per_unit_cols.insert(0, x.c.unit_id.label("unit_id"))
+        per_unit_cols += [x.c.allocation_version.label("allocation_version"), x.c.attributes.label("attributes")]
+        group += [x.c.unit_id, x.c.allocation_version, x.c.attributes]
     if by_version:
         per_unit_cols.append(x.c.allocation_version.label("allocation_version"))
         group.append(x.c.allocation_version)
@@ -176,15 +188,18 @@ def _per_unit(exposures: Table, events: Table, experiment_id: int, components: d
                          .label("excluded_events") if names else literal_column("0", Integer).label("excluded_events"))
     per_unit_cols += [_component_column(x, e, component, finite, after_exposure, bool(lookbacks)).label(label)
                       for component, label in components.items()]
-    return (
+    stmt = (
         select(*per_unit_cols)
         .select_from(x.outerjoin(e, on) if names else x)
         .where(x.c.experiment_id == experiment_id, x.c.exposed_at <= as_of, usable_exposure(x, earliest))
-        .group_by(*group)
-    ).subquery("u")
+    )
+    if units is not None:
+        stmt = stmt.where(x.c.unit_id.in_(units))
+    stmt = stmt.group_by(*group)
+    return stmt if whole_rows else stmt.subquery("u")
 
 
-def _metric_columns(u: Any, i: int, m: MetricSpec, components: dict[_Component, str],
+def _metric_columns(u: Any, i: int, m: MetricSpec, components: dict[Component, str],
                     as_of: datetime) -> list[ColumnElement[Any]]:
     """Metric ``i``'s per-variant sums over ``u``: n, Σy, Σy², pending (+ Σx, Σx², Σxy for ratios, + the CUPED
     covariate's sums), counting only units whose attribution window has elapsed."""
@@ -203,26 +218,47 @@ def _metric_columns(u: Any, i: int, m: MetricSpec, components: dict[_Component, 
     else:
         n = func.coalesce(func.sum(case((complete, 1), else_=0)), 0)
         pending = func.coalesce(func.sum(case((complete, 0), else_=1)), 0)
-    y: ColumnElement[Any] = u.c[components[_component_key(m.value, m.window_hours)]]
+    y: ColumnElement[Any] = u.c[components[component_key(m.value, m.window_hours)]]
     if m.winsorize is not None:
         cap = _float_literal(m.winsorize)
         y = case((y > cap, cap), else_=y)
     out: list[ColumnElement[Any]] = [n.label(f"m{i}_n"), total(y).label(f"m{i}_sy"), total(y * y).label(f"m{i}_syy"),
            pending.label(f"m{i}_pending")]
     if m.denominator is not None:
-        xd: ColumnElement[Any] = u.c[components[_component_key(m.denominator, m.window_hours)]]
+        xd: ColumnElement[Any] = u.c[components[component_key(m.denominator, m.window_hours)]]
         out += [total(xd).label(f"m{i}_sx"), total(xd * xd).label(f"m{i}_sxx"), total(y * xd).label(f"m{i}_sxy")]
     if m.cuped_lookback_hours is not None:
-        xc: ColumnElement[Any] = u.c[components[_component_key(m.value, None, m.cuped_lookback_hours)]]
+        xc: ColumnElement[Any] = u.c[components[component_key(m.value, None, m.cuped_lookback_hours)]]
         if m.winsorize is not None:
             xc = case((xc > cap, cap), else_=xc)
         out += [total(xc).label(f"m{i}_cx"), total(xc * xc).label(f"m{i}_cxx"), total(y * xc).label(f"m{i}_cxy")]
     return out
 
 
+def aggregate_units(u: Any, metrics: Sequence[MetricSpec], as_of: datetime, segment: bool = False,
+                    by_version: bool = False) -> Select[Any]:
+    """The per-variant aggregation of :func:`scorecard_query` over any ``u``-shaped FromClause.
+
+    ``u`` must have the columns of the per-unit subquery: ``variant, exposed_at, excluded_events`` and one column per
+    component of :func:`components` (``metrics`` unique, labelled as there), plus ``segment`` when ``segment`` and
+    ``allocation_version`` when ``by_version``. The live query passes the per-unit join of exposures and events;
+    ``scorecards.incremental`` passes the same rows read back from their materialised copy, so both are one
+    aggregation (same pending rule, winsorizing, ratio and CUPED sums)."""
+    metrics = _unique(metrics)
+    labels = components(metrics)
+    keys: list[ColumnElement[Any]] = [u.c.variant] if not segment else [u.c.segment, u.c.variant]
+    if by_version:
+        keys.insert(0, u.c.allocation_version)
+    out: list[ColumnElement[Any]] = [*keys, func.count().label("exposed"),
+                                     func.coalesce(func.sum(u.c.excluded_events), 0).label("excluded_events")]
+    for i, m in enumerate(metrics):
+        out += _metric_columns(u, i, m, labels, as_of)
+    return select(*out).group_by(*keys).order_by(*keys)
+
+
 def _aggregate_query(
-    exposures: Table,
-    events: Table,
+    exposures: FromClause,
+    events: FromClause,
     experiment_id: int,
     metrics: Sequence[MetricSpec],
     as_of: datetime,
@@ -235,22 +271,14 @@ def _aggregate_query(
     ``allocation_version`` (an integer column of that name, before ``segment`` and ``variant``); with
     ``segment_strings_only`` a segment value that is not a JSON string counts as absent (contextual cells)."""
     metrics = _unique(metrics)
-    components = _components(metrics)
-    u = _per_unit(exposures, events, experiment_id, components, as_of, segment, by_version, segment_strings_only,
-                  earliest)
-    keys: list[ColumnElement[Any]] = [u.c.variant] if segment is None else [u.c.segment, u.c.variant]
-    if by_version:
-        keys.insert(0, u.c.allocation_version)
-    out: list[ColumnElement[Any]] = [*keys, func.count().label("exposed"),
-                                     func.coalesce(func.sum(u.c.excluded_events), 0).label("excluded_events")]
-    for i, m in enumerate(metrics):
-        out += _metric_columns(u, i, m, components, as_of)
-    return select(*out).group_by(*keys).order_by(*keys)
+    u = _per_unit(exposures, events, experiment_id, components(metrics), as_of, segment, by_version,
+                  segment_strings_only, earliest)
+    return aggregate_units(u, metrics, as_of, segment is not None, by_version)
 
 
 def scorecard_query(
-    exposures: Table,
-    events: Table,
+    exposures: FromClause,
+    events: FromClause,
     experiment_id: int,
     metrics: Sequence[MetricSpec],
     as_of: datetime,
@@ -318,7 +346,7 @@ def read_segment_rows(rows: Iterable[Any], metrics: Sequence[MetricSpec]) -> dic
     return {value: read_scorecard_rows(group, metrics) for value, group in grouped.items()}
 
 
-def exposure_counts_query(exposures: Table, experiment_id: int, as_of: datetime | None = None,
+def exposure_counts_query(exposures: FromClause, experiment_id: int, as_of: datetime | None = None,
                           segment: str | None = None, segment_strings_only: bool = False,
                           earliest: datetime | None = None) -> Select[Any]:
     """Exposed units per (allocation_version, variant) — the observed counts of the SRM check.
@@ -338,7 +366,7 @@ def exposure_counts_query(exposures: Table, experiment_id: int, as_of: datetime 
     return stmt.group_by(*keys).order_by(*keys)
 
 
-def version_metric_query(exposures: Table, events: Table, experiment_id: int, metric: MetricSpec,
+def version_metric_query(exposures: FromClause, events: FromClause, experiment_id: int, metric: MetricSpec,
                          as_of: datetime, earliest: datetime | None = None) -> Select[Any]:
     """One metric's per-variant sums per allocation version — the strata of ``scorecards.stratified``.
 
@@ -354,8 +382,9 @@ def version_metric_query(exposures: Table, events: Table, experiment_id: int, me
     return _aggregate_query(exposures, events, experiment_id, [spec], as_of, by_version=True, earliest=earliest)
 
 
-def version_segment_metric_query(exposures: Table, events: Table, experiment_id: int, metric: MetricSpec,
-                                 as_of: datetime, segment: str, earliest: datetime | None = None) -> Select[Any]:
+def version_segment_metric_query(exposures: FromClause, events: FromClause, experiment_id: int,
+                                 metric: MetricSpec, as_of: datetime, segment: str,
+                                 earliest: datetime | None = None) -> Select[Any]:
     """:func:`version_metric_query` also grouped by one exposure attribute — the strata of a contextual bandit,
     whose weights are fixed within each (allocation version, context value) cell. Values that are not JSON strings
     count as absent, as assignment treats them (bucketing spec §3.6).

@@ -1,0 +1,143 @@
+"""SQL of incremental scorecards: the per-unit rows of ``scorecards.sql`` materialised, refreshed, and read back.
+
+The live scorecard (:func:`scorecards.sql.scorecard_query`) is two levels: a per-unit subquery ``u`` (one row per
+usable exposure: variant, exposure time, version, attributes, excluded-event count and one value per *component* —
+``(event, aggregation, window, lookback)``, see :func:`scorecards.sql.components`) and a per-variant aggregation
+over it (:func:`scorecards.sql.aggregate_units`). The rows of ``u`` are what this module materialises:
+
+* :func:`unit_rows_query` — the ``u`` rows of every unit (a full refresh) or of some units (an incremental one),
+  with ``unit_id``, ``allocation_version`` and ``attributes``, every component of the plan's metrics, computed at
+  ``as_of`` (the refresh time) from *all* the unit's events, exactly as the live query computes them;
+* :func:`touched_units_query` — the units a refresh must recompute: those with an event of a plan event name
+  dated after ``since`` (= previous watermark − lookback), or exposed after ``since``;
+* :func:`stored_units` — the stored rows pivoted back into a ``u``-shaped subquery (components stored long, one row
+  per nonzero value, keyed by :func:`component_text`), on which :func:`stored_scorecard_query`,
+  :func:`stored_version_metric_query`, :func:`stored_version_segment_metric_query` run the same per-variant
+  aggregation as the live queries, and ``scorecards.sql.exposure_counts_query`` runs unchanged (the stored unit
+  table has the exposure columns it reads).
+
+Why recomputing the touched units is exact: a unit's stored values are a function of its exposure and its events
+dated ``<= as_of``. A unit not touched at refresh time ``R2`` (previous refresh ``R1``, lookback ``L``) has no event
+dated in ``(R1 − L, R2]`` and was exposed at or before ``R1 − L``; all its events dated ``<= R1 − L`` had arrived at
+``R1`` unless one arrived more than ``L`` after its own timestamp. So between full refreshes the materialised rows
+equal a full recomputation except for rows (events, or exposures) that arrived more than ``L`` after their own
+timestamp; each such row changes only its own unit's values, until a full refresh (or a later event of that unit,
+which recomputes the unit) picks it up.
+
+Tables are passed in (this package never imports the service's ORM): the stored unit table needs
+``experiment_id, unit_id, variant, allocation_version, exposed_at, attributes, excluded_events``; the value table
+``experiment_id, unit_id, component, value``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Float, FromClause, Integer, Select, Table, case, cast, func, select, union
+
+from scorecards.aggregates import MetricSpec
+from scorecards.sql import Component, _per_unit, _unique, aggregate_units, components, usable_exposure
+from scorecards.sql_dialect import float_literal as _float_literal
+from scorecards.sql_dialect import segment_value as _segment_value
+
+__all__ = ["component_text", "plan_components", "stored_scorecard_query", "stored_units",
+           "stored_version_metric_query", "stored_version_segment_metric_query", "touched_units_query",
+           "unit_rows_query"]
+
+
+def component_text(component: Component) -> str:
+    """The stable text key of a component in the value table: its JSON list, e.g.
+    ``["purchase", "sum", 24.0, null]`` (unambiguous whatever characters an event name holds)."""
+    event, aggregation, window, lookback = component
+    return json.dumps([event, aggregation, None if window is None else float(window),
+                       None if lookback is None else float(lookback)])
+
+
+def plan_components(metrics: Sequence[MetricSpec]) -> dict[Component, str]:
+    """Every component of ``metrics`` (label ``c0``, ``c1`` … as :func:`unit_rows_query` names its columns): what
+    a refresh materialises, a superset of what any scorecard query of the same metrics reads."""
+    return components(_unique(metrics))
+
+
+def unit_rows_query(exposures: FromClause, events: FromClause, experiment_id: int, metrics: Sequence[MetricSpec],
+                    as_of: datetime, earliest: datetime | None = None, units: Any = None) -> Select[Any]:
+    """The per-unit rows to materialise: ``unit_id, variant, exposed_at, allocation_version, attributes,
+    excluded_events`` and one column per component of :func:`plan_components` (labelled ``c0`` …), for every usable
+    exposure at ``as_of`` — or only for the unit ids ``units`` selects (a one-column ``SELECT``, e.g.
+    :func:`touched_units_query`). The values are those of the live per-unit subquery at ``as_of``."""
+    return _per_unit(exposures, events, experiment_id, plan_components(metrics), as_of, None, False, False,  # type: ignore[no-any-return]
+                     earliest, units=units, whole_rows=True)
+
+
+def touched_units_query(exposures: FromClause, events: FromClause, experiment_id: int, metrics: Sequence[MetricSpec],
+                        since: datetime, as_of: datetime) -> Select[Any]:
+    """Unit ids (one column, ``unit_id``) a refresh at ``as_of`` recomputes: those with an event of one of the
+    metrics' event names dated in ``(since, as_of]`` and those of the experiment exposed in ``(since, as_of]``.
+
+    ``since`` is the previous refresh's watermark minus the lookback. The event half may name units of other
+    experiments: :func:`unit_rows_query` keeps only this experiment's exposures."""
+    names = sorted({c[0] for c in plan_components(metrics)})
+    by_exposure = select(exposures.c.unit_id.label("unit_id")).where(
+        exposures.c.experiment_id == experiment_id, exposures.c.exposed_at > since, exposures.c.exposed_at <= as_of)
+    if not names:
+        return by_exposure
+    by_event = select(events.c.unit_id.label("unit_id")).where(
+        events.c.name.in_(names), events.c.timestamp > since, events.c.timestamp <= as_of)
+    # why UNION (not UNION ALL): a unit with many new events is recomputed once
+    return select(union(by_event, by_exposure).subquery("touched").c.unit_id)
+
+
+def stored_units(units: Table, values: Table, experiment_id: int, metrics: Sequence[MetricSpec],
+                 segment: str | None = None, by_version: bool = False, segment_strings_only: bool = False) -> Any:
+    """The stored rows of an experiment as the ``u`` subquery of ``scorecards.sql``: ``variant, exposed_at,
+    excluded_events``, (``allocation_version``), (``segment``: the exposure attribute's value, as the live query
+    reads it) and ``c0`` … labelled per ``scorecards.sql.components(metrics)``; a component with no stored row is 0
+    (only nonzero values are stored)."""
+    labels = components(_unique(metrics))
+    zero = _float_literal(0.0)
+    v = values
+    pivot = (select(v.c.unit_id, *[func.max(case((v.c.component == component_text(c), v.c.value))).label(label)
+                                   for c, label in labels.items()])
+             .where(v.c.experiment_id == experiment_id,
+                    v.c.component.in_([component_text(c) for c in labels]))
+             .group_by(v.c.unit_id)).subquery("p")
+    cols: list[ColumnElement[Any]] = [units.c.variant.label("variant"), units.c.exposed_at.label("exposed_at")]
+    if by_version:
+        cols.append(units.c.allocation_version.label("allocation_version"))
+    if segment is not None:
+        cols.append(_segment_value(units.c.attributes, segment, segment_strings_only).label("segment"))
+    cols.append(cast(units.c.excluded_events, Integer).label("excluded_events"))
+    cols += [cast(func.coalesce(pivot.c[label], zero), Float).label(label) for label in labels.values()]
+    on = units.c.unit_id == pivot.c.unit_id
+    return (select(*cols).select_from(units.outerjoin(pivot, on) if labels else units)
+            .where(units.c.experiment_id == experiment_id, usable_exposure(units, None))).subquery("u")
+
+
+def stored_scorecard_query(units: Table, values: Table, experiment_id: int, metrics: Sequence[MetricSpec],
+                           as_of: datetime, segment: str | None = None,
+                           segment_strings_only: bool = False) -> Select[Any]:
+    """:func:`scorecards.sql.scorecard_query` over the stored rows (``as_of`` = the refresh time they were computed
+    at): same columns, read with ``scorecards.sql.read_scorecard_rows`` / ``read_segment_rows``."""
+    u = stored_units(units, values, experiment_id, metrics, segment, segment_strings_only=segment_strings_only)
+    return aggregate_units(u, metrics, as_of, segment is not None)
+
+
+def stored_version_metric_query(units: Table, values: Table, experiment_id: int, metric: MetricSpec,
+                                as_of: datetime) -> Select[Any]:
+    """:func:`scorecards.sql.version_metric_query` over the stored rows (read with ``read_version_rows``)."""
+    spec = replace(metric, cuped_lookback_hours=None)
+    return aggregate_units(stored_units(units, values, experiment_id, [spec], by_version=True), [spec], as_of,
+                           by_version=True)
+
+
+def stored_version_segment_metric_query(units: Table, values: Table, experiment_id: int, metric: MetricSpec,
+                                        as_of: datetime, segment: str) -> Select[Any]:
+    """:func:`scorecards.sql.version_segment_metric_query` over the stored rows (``read_version_segment_rows``)."""
+    spec = replace(metric, cuped_lookback_hours=None)
+    u = stored_units(units, values, experiment_id, [spec], segment, by_version=True, segment_strings_only=True)
+    return aggregate_units(u, [spec], as_of, segment=True, by_version=True)
+
