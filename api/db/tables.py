@@ -200,7 +200,10 @@ class Event(Base):
     """A tracked event; ``event_id`` is the client's idempotency key."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_unit_name_ts", "unit_id", "name", "timestamp"),)
+    # why (name, timestamp): an incremental scorecard refresh finds the units with new events of the plan's event
+    # names by a range scan instead of reading every event (api/incremental).
+    __table_args__ = (Index("ix_events_unit_name_ts", "unit_id", "name", "timestamp"),
+                      Index("ix_events_name_ts", "name", "timestamp"))
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     event_id: Mapped[str] = mapped_column(String(128), unique=True)
@@ -210,6 +213,51 @@ class Event(Base):
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
     attributes: Mapped[JsonObject] = mapped_column(JSONType)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class ScorecardUnit(Base):
+    """A materialised per-unit row of an experiment's scorecard (``scorecards.incremental``): the unit's usable
+    exposure at the last refresh and how many of its events had a non-finite value; its component values are in
+    :class:`ScorecardUnitValue`."""
+
+    __tablename__ = "scorecard_units"
+
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True)
+    unit_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(100))
+    allocation_version: Mapped[int] = mapped_column(Integer)
+    exposed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attributes: Mapped[JsonObject] = mapped_column(JSONType)
+    excluded_events: Mapped[int] = mapped_column(Integer)
+
+
+class ScorecardUnitValue(Base):
+    """One nonzero per-unit component value (``component``: ``scorecards.incremental.component_text``) of a
+    materialised scorecard row; a component without a row is 0."""
+
+    __tablename__ = "scorecard_unit_values"
+
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True)
+    unit_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    component: Mapped[str] = mapped_column(String(512), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+
+
+class ScorecardRefresh(Base):
+    """The refresh state of an experiment's materialised scorecard: the rows are the analysis as of
+    ``computed_at``; the next incremental refresh recomputes units with events dated after ``watermark`` minus the
+    lookback; ``components`` are the stored component keys (a plan with others needs a full refresh)."""
+
+    __tablename__ = "scorecard_refreshes"
+
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True)
+    watermark: Mapped[datetime] = mapped_column(UTCDateTime)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_full_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    mode: Mapped[str] = mapped_column(String(16))
+    components: Mapped[list[str]] = mapped_column(JSONType)
+    excluded_exposures: Mapped[int] = mapped_column(BigInteger)
+    units_recomputed: Mapped[int] = mapped_column(BigInteger)
 
 
 class DeadLetter(Base):
