@@ -1,5 +1,9 @@
 """Queries of the analysis: the scorecard aggregation and SRM counts (SQL built by ``scorecards.sql``).
 
+Each function runs on the tables it is given (:class:`AnalysisTables`) through the connection it is given:
+titrate's own ``exposures``/``events`` on titrate's session (:data:`BUILT_IN`, the default), or an analysis source's
+views (``scorecards.source_views``) on a connection to that source (``api.sources.service.analysis_reader``).
+
 Every query leaves out stored rows the analysis cannot use (exposures dated before ``TITRATE_TIMESTAMP_MIN`` or with
 unreadable attributes, events whose value is not finite — written by older versions): see
 ``scorecards.sql.usable_exposure``; :func:`excluded_rows` counts them.
@@ -8,9 +12,10 @@ unreadable attributes, events whose value is not finite — written by older ver
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, FromClause, Table
 from sqlalchemy.orm import Session
 
 from api.db.tables import Event, Exposure
@@ -33,6 +38,21 @@ from scorecards.sql import (
 _EXPOSURES: Table = Exposure.__table__  # type: ignore[assignment]
 _EVENTS: Table = Event.__table__  # type: ignore[assignment]
 
+#: What the analysis queries run on: titrate's ORM session or a connection to an analysis source.
+Runner = Session | Connection
+
+
+@dataclass(frozen=True)
+class AnalysisTables:
+    """The exposure and event tables one experiment's analysis reads (columns as ``scorecards.sql`` documents)."""
+
+    exposures: FromClause
+    events: FromClause
+
+
+#: titrate's own tables: what every experiment without an analysis source reads.
+BUILT_IN = AnalysisTables(_EXPOSURES, _EVENTS)
+
 
 def earliest_usable() -> datetime:
     """Stored rows dated before this are left out of analysis: ``TITRATE_TIMESTAMP_MIN``, the earliest time the
@@ -40,56 +60,60 @@ def earliest_usable() -> datetime:
     return get_settings().timestamp_min
 
 
-def excluded_exposures(session: Session, experiment_id: int, now: datetime) -> int:
+def excluded_exposures(conn: Runner, experiment_id: int, now: datetime, *,
+                       tables: AnalysisTables = BUILT_IN) -> int:
     """The experiment's exposure rows the analysis leaves out: unreadable attributes, dated before
     ``TITRATE_TIMESTAMP_MIN`` or after ``now + TITRATE_TIMESTAMP_MAX_FUTURE_HOURS``."""
     latest = now + timedelta(hours=get_settings().timestamp_max_future_hours)
-    return int(session.execute(excluded_exposures_query(_EXPOSURES, experiment_id, earliest_usable(),
-                                                        latest)).scalar_one())
+    return int(conn.execute(excluded_exposures_query(tables.exposures, experiment_id, earliest_usable(),
+                                                     latest)).scalar_one())
 
 
-def metric_aggregates(session: Session, experiment_id: int, metrics: Sequence[MetricSpec],
-                      as_of: datetime) -> ScorecardAggregates:
+def metric_aggregates(conn: Runner, experiment_id: int, metrics: Sequence[MetricSpec], as_of: datetime, *,
+                      tables: AnalysisTables = BUILT_IN) -> ScorecardAggregates:
     """Per-variant sufficient statistics of every metric, in one query."""
-    rows = session.execute(scorecard_query(_EXPOSURES, _EVENTS, experiment_id, metrics, as_of,
-                                           earliest=earliest_usable())).all()
+    rows = conn.execute(scorecard_query(tables.exposures, tables.events, experiment_id, metrics, as_of,
+                                        earliest=earliest_usable())).all()
     return read_scorecard_rows(rows, metrics)
 
 
-def metric_aggregates_by_segment(session: Session, experiment_id: int, metrics: Sequence[MetricSpec],
-                                 as_of: datetime, segment: str,
-                                 strings_only: bool = False) -> dict[str | None, ScorecardAggregates]:
+def metric_aggregates_by_segment(conn: Runner, experiment_id: int, metrics: Sequence[MetricSpec],
+                                 as_of: datetime, segment: str, strings_only: bool = False, *,
+                                 tables: AnalysisTables = BUILT_IN) -> dict[str | None, ScorecardAggregates]:
     """The same sums per value of an exposure attribute (one query); ``strings_only``: values that are not JSON
     strings count as absent (contextual bandits' cells)."""
-    stmt = scorecard_query(_EXPOSURES, _EVENTS, experiment_id, metrics, as_of, segment=segment,
+    stmt = scorecard_query(tables.exposures, tables.events, experiment_id, metrics, as_of, segment=segment,
                            segment_strings_only=strings_only, earliest=earliest_usable())
-    return read_segment_rows(session.execute(stmt).all(), metrics)
+    return read_segment_rows(conn.execute(stmt).all(), metrics)
 
 
-def exposure_counts(session: Session, experiment_id: int, as_of: datetime | None = None) -> dict[tuple[int, str], int]:
+def exposure_counts(conn: Runner, experiment_id: int, as_of: datetime | None = None, *,
+                    tables: AnalysisTables = BUILT_IN) -> dict[tuple[int, str], int]:
     """Exposed units per (allocation version, variant)."""
-    rows = session.execute(exposure_counts_query(_EXPOSURES, experiment_id, as_of,
-                                                 earliest=earliest_usable())).all()
+    rows = conn.execute(exposure_counts_query(tables.exposures, experiment_id, as_of,
+                                              earliest=earliest_usable())).all()
     return {(int(version), str(variant)): int(units) for version, variant, units in rows}
 
 
-def exposure_counts_by_segment(session: Session, experiment_id: int, segment: str,
-                               as_of: datetime | None = None) -> dict[tuple[int, str | None, str], int]:
+def exposure_counts_by_segment(conn: Runner, experiment_id: int, segment: str, as_of: datetime | None = None, *,
+                               tables: AnalysisTables = BUILT_IN) -> dict[tuple[int, str | None, str], int]:
     """Exposed units per (allocation version, string value of exposure attribute ``segment`` or None, variant) —
     the cells of a contextual bandit (bucketing spec §3.6: only string values select per-value weights)."""
-    rows = session.execute(exposure_counts_query(_EXPOSURES, experiment_id, as_of, segment,
-                                                 segment_strings_only=True, earliest=earliest_usable())).all()
+    rows = conn.execute(exposure_counts_query(tables.exposures, experiment_id, as_of, segment,
+                                              segment_strings_only=True, earliest=earliest_usable())).all()
     return {(int(version), None if value is None else str(value), str(variant)): int(units)
             for version, value, variant, units in rows}
 
 
-def metric_strata(session: Session, experiment_id: int, metric: MetricSpec, as_of: datetime,
-                  context_attribute: str | None = None) -> dict[tuple[int, str | None], dict[str, MetricAggregate]]:
+def metric_strata(conn: Runner, experiment_id: int, metric: MetricSpec, as_of: datetime,
+                  context_attribute: str | None = None, *,
+                  tables: AnalysisTables = BUILT_IN) -> dict[tuple[int, str | None], dict[str, MetricAggregate]]:
     """(allocation version, context value or None) → variant → sums of one metric: the cells within which the
     weights were fixed (one query; by the string value of ``context_attribute`` for contextual bandits)."""
     if context_attribute is None:
-        by_version = read_version_rows(session.execute(version_metric_query(
-            _EXPOSURES, _EVENTS, experiment_id, metric, as_of, earliest_usable())).all(), metric)
+        by_version = read_version_rows(conn.execute(version_metric_query(
+            tables.exposures, tables.events, experiment_id, metric, as_of, earliest_usable())).all(), metric)
         return {(version, None): sums for version, sums in by_version.items()}
-    return read_version_segment_rows(session.execute(version_segment_metric_query(
-        _EXPOSURES, _EVENTS, experiment_id, metric, as_of, context_attribute, earliest_usable())).all(), metric)
+    return read_version_segment_rows(conn.execute(version_segment_metric_query(
+        tables.exposures, tables.events, experiment_id, metric, as_of, context_attribute, earliest_usable())).all(),
+        metric)
