@@ -106,6 +106,9 @@ class Experiment(Base):
     # refused by the database and moved to ``dead_letters`` (health of the experiment's data; 0 when all is well).
     exposures_dropped: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     exposures_dead_lettered: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The analysis source this experiment's scorecard reads (``analysis_sources.key``; None: titrate's own tables).
+    # No foreign key: an ended experiment keeps naming a source that may since have been deleted.
+    analysis_source: Mapped[str | None] = mapped_column(String(100), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, onupdate=utc_now)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -258,6 +261,23 @@ class ScorecardRefresh(Base):
     components: Mapped[list[str]] = mapped_column(JSONType)
     excluded_exposures: Mapped[int] = mapped_column(BigInteger)
     units_recomputed: Mapped[int] = mapped_column(BigInteger)
+
+
+class AnalysisSource(Base):
+    """A user's database holding exposures and events to analyse in place (DESIGN.md "Analysis sources").
+
+    ``url`` is stored as given, ``${ENV}`` references unexpanded (secrets stay in the environment); ``exposures``
+    and ``events`` are the mappings: ``{"table": ..., "sql": ..., "columns": {titrate name: source column}}``.
+    """
+
+    __tablename__ = "analysis_sources"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), unique=True)
+    url: Mapped[str] = mapped_column(Text)
+    exposures: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    events: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
 
 class DeadLetter(Base):
