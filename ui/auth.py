@@ -24,11 +24,12 @@ ROLE_RANK = {"sdk": 0, "analyst": 1, "admin": 2}
 CONSOLE_ROLES = ("analyst", "admin")  # an sdk key reads nothing the console shows
 
 Action = Literal["start", "pause", "resume", "stop", "ship", "rollback", "create_experiment", "create_metric",
-                 "register_model"]
+                 "register_model", "refresh_scorecard"]
 #: the minimum role of each action the console offers: the service's rule for the route it calls
 REQUIRED_ROLE: dict[Action, str] = {
     "start": "admin", "pause": "admin", "resume": "admin", "stop": "admin", "ship": "admin", "rollback": "admin",
     "create_experiment": "analyst", "create_metric": "analyst", "register_model": "analyst",
+    "refresh_scorecard": "analyst",
 }
 
 

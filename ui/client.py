@@ -163,9 +163,16 @@ class TitrateClient:
         """``GET /v1/experiments/{key}/allocations``: the history of variant weights."""
         return self.get(f"/v1/experiments/{key}/allocations")
 
-    def scorecard(self, key: str, as_of: str | None = None) -> Reply:
-        """``GET /v1/experiments/{key}/scorecard``, now or ``as_of`` an ISO timestamp."""
-        return self.get(f"/v1/experiments/{key}/scorecard", as_of=as_of)
+    def scorecard(self, key: str, as_of: str | None = None, segment: str | None = None,
+                  fresh: bool = False) -> Reply:
+        """``GET /v1/experiments/{key}/scorecard``, now or ``as_of`` an ISO timestamp; ``segment``: broken down by
+        that exposure attribute; ``fresh``: recomputed now rather than read from the last refresh (analyst)."""
+        return self.get(f"/v1/experiments/{key}/scorecard", as_of=as_of, segment=segment,
+                        fresh="true" if fresh else None)
+
+    def sources(self) -> Reply:
+        """``GET /v1/sources``: the analysis sources an experiment may name (``"analysis": {"source": key}``)."""
+        return self.get("/v1/sources")
 
     def decision(self, key: str) -> Reply:
         """``GET /v1/experiments/{key}/decision``: the ship/no-ship recommendation."""

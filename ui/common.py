@@ -174,15 +174,61 @@ def guardrail_light(scorecard: dict[str, Any] | None) -> str:
     return GUARDRAIL_LIGHT["pass"]
 
 
+def primary_metric(scorecard: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The scorecard's primary metric entry, or ``None``."""
+    for metric in (scorecard or {}).get("metrics", []):
+        if metric.get("role") == "primary":
+            return dict(metric)
+    return None
+
+
+def is_adaptive(scorecard: dict[str, Any] | None) -> bool:
+    """Whether the scorecard carries stratified estimates (adaptive allocation: bandits), so the pooled ones are
+    the biased, secondary view."""
+    primary = primary_metric(scorecard)
+    return primary is not None and any(isinstance(v.get("stratified"), dict) for v in primary.get("variants", []))
+
+
+def estimate(variant: dict[str, Any], alpha: float = 0.05, pooled: bool = False) -> dict[str, Any]:
+    """The numbers to read for one treatment: its stratified estimate when it has one that could be computed
+    (adaptive allocation) and ``pooled`` is false, else the pooled one. Keys ``rel_lift``, ``rel_ci``, ``abs_lift``,
+    ``abs_ci``, ``p_value``, ``significant`` and ``estimate`` (``"stratified"`` or ``"pooled"``); a stratified
+    estimate is significant when its ``p_value`` < ``alpha``."""
+    strat = variant.get("stratified")
+    if not pooled and isinstance(strat, dict) and strat.get("rel_lift") is not None:
+        p = strat.get("p_value")
+        return {"rel_lift": strat.get("rel_lift"), "rel_ci": strat.get("rel_ci"), "abs_lift": strat.get("abs_lift"),
+                "abs_ci": strat.get("abs_ci"), "p_value": p,
+                "significant": isinstance(p, int | float) and p < alpha, "estimate": "stratified"}
+    return {"rel_lift": variant.get("rel_lift"), "rel_ci": variant.get("rel_ci"), "abs_lift": variant.get("abs_lift"),
+            "abs_ci": variant.get("abs_ci"), "p_value": variant.get("p_value"),
+            "significant": variant.get("significant"), "estimate": "pooled"}
+
+
+def leader(scorecard: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The primary metric's leading treatment and its estimate (``estimate``): the best relative lift in the
+    metric's direction (stratified for bandits); ``None`` when no treatment has a lift yet."""
+    primary = primary_metric(scorecard)
+    if primary is None:
+        return None
+    alpha = float((scorecard or {}).get("alpha") or 0.05)
+    sign = -1.0 if primary.get("direction") == "lower_is_better" else 1.0
+    scored = [(v, estimate(v, alpha)) for v in primary.get("variants", [])]
+    scored = [(v, e) for v, e in scored if isinstance(e["rel_lift"], int | float) and math.isfinite(e["rel_lift"])]
+    if not scored:
+        return None
+    return max(scored, key=lambda pair: sign * float(pair[1]["rel_lift"]))
+
+
 def primary_lift(scorecard: dict[str, Any] | None) -> str:
-    """The first treatment's relative lift on the primary metric with its CI, as text."""
-    if not scorecard:
+    """The leading treatment's relative lift on the primary metric with its CI, as text (``"b: +3.1% [...]"``;
+    bandits: the stratified estimate, marked)."""
+    found = leader(scorecard)
+    if found is None:
         return "—"
-    for metric in scorecard.get("metrics", []):
-        if metric.get("role") == "primary" and metric.get("variants"):
-            v = metric["variants"][0]
-            return f"{v.get('variant')}: {fmt_pct(v.get('rel_lift'))} {fmt_ci(v.get('rel_ci'))}"
-    return "—"
+    variant, est = found
+    marker = " (stratified)" if est["estimate"] == "stratified" else ""
+    return f"{variant.get('variant')}: {fmt_pct(est['rel_lift'])} {fmt_ci(est['rel_ci'])}{marker}"
 
 
 def exposed_units(scorecard: dict[str, Any] | None) -> int | None:
@@ -192,33 +238,80 @@ def exposed_units(scorecard: dict[str, Any] | None) -> int | None:
     return int(sum(scorecard["current_n"].values()))
 
 
-def scorecard_rows(scorecard: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (metric, treatment variant) of a scorecard, for tables and the forest plot."""
+def scorecard_rows(scorecard: dict[str, Any], pooled: bool = False) -> list[dict[str, Any]]:
+    """One row per (metric, treatment variant) of a scorecard, for tables and the forest plot. Under adaptive
+    allocation the primary metric's rows carry the stratified estimate (``estimate``: ``"stratified"``) unless
+    ``pooled``; every other row is the pooled comparison (the only one the scorecard has for it)."""
+    alpha = float(scorecard.get("alpha") or 0.05)
+    adaptive = is_adaptive(scorecard)
     rows = []
     for metric in scorecard.get("metrics", []):
         for v in metric.get("variants", []):
-            rel_ci = v.get("rel_ci") or [None, None]
+            est = estimate(v, alpha, pooled=pooled or metric.get("role") != "primary")
+            rel_ci = est["rel_ci"] or [None, None]
             rows.append({
                 "metric": metric.get("metric"), "role": metric.get("role"), "variant": v.get("variant"),
+                **({"estimate": est["estimate"]} if adaptive else {}),
                 "n": v.get("n"), "mean": v.get("mean"), "control_n": v.get("control_n"),
-                "control_mean": v.get("control_mean"), "rel_lift": v.get("rel_lift"),
-                "rel_ci_low": rel_ci[0], "rel_ci_high": rel_ci[1], "p_value": v.get("p_value"),
-                "significant": v.get("significant"), "chance_to_beat": v.get("chance_to_beat"),
+                "control_mean": v.get("control_mean"), "rel_lift": est["rel_lift"],
+                "rel_ci_low": rel_ci[0], "rel_ci_high": rel_ci[1], "p_value": est["p_value"],
+                "significant": est["significant"], "chance_to_beat": v.get("chance_to_beat"),
                 "guardrail": GUARDRAIL_LIGHT.get(v.get("guardrail") or "", ""), "power": v.get("power"),
             })
-    for segment in scorecard.get("segments") or []:
+    return rows
+
+
+def scorecard_table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The scorecard rows as the page shows them: numbers as text (percent lifts and intervals, 4 significant
+    digits), a ✔ for significant, and "—" wherever a value is missing (never "None")."""
+    shown = []
+    for r in rows:
+        shown.append({
+            "metric": r["metric"], "role": r["role"], "variant": r["variant"],
+            **({"estimate": r["estimate"]} if "estimate" in r else {}),
+            "n": "—" if r.get("n") is None else f"{r['n']:,}", "mean": fmt_num(r.get("mean")),
+            "control n": "—" if r.get("control_n") is None else f"{r['control_n']:,}",
+            "control mean": fmt_num(r.get("control_mean")), "rel lift": fmt_pct(r.get("rel_lift")),
+            "CI": fmt_ci([r.get("rel_ci_low"), r.get("rel_ci_high")]), "p": fmt_num(r.get("p_value"), 3),
+            "significant": "✔" if r.get("significant") else "",
+            "P(beat)": "—" if r.get("chance_to_beat") is None else f"{r['chance_to_beat']:.1%}",
+            "guardrail": r.get("guardrail") or "—", "power": "—" if r.get("power") is None else f"{r['power']:.0%}",
+        })
+    return pd.DataFrame(shown)
+
+
+def present(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table ready for ``st.dataframe``: every missing value (None, NaN) shown as "—", never as "None"; numeric
+    columns with a gap become text (whole numbers with thousands separators, others 4 significant digits)."""
+    out = frame.copy()
+    for column in out.columns:
+        missing = out[column].isna()
+        if not missing.any():
+            continue
+        if pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = ["—" if gap else f"{int(x):,}" if float(x).is_integer() else fmt_num(float(x))
+                           for x, gap in zip(out[column], missing, strict=True)]
+        else:
+            out[column] = out[column].astype(object).where(~missing, "—")
+    return out
+
+
+def segment_rows(card: dict[str, Any]) -> list[dict[str, Any]]:
+    """A segment breakdown (``GET …/scorecard?segment=ATTR``) as rows: per value × metric × treatment, the units,
+    relative lift and CI, the Benjamini–Hochberg adjusted p and whether it moves opposite to the overall effect."""
+    rows = []
+    for segment in card.get("segments") or []:
         if not isinstance(segment, dict):
             continue
-        # rows carry the attribute in "segment" and its value in "value": label them "country=US"
-        name, value = segment.get("segment"), segment.get("value")
-        label = f"{name}={value}" if name is not None and value is not None else (name or value or "segment")
-        for metric in segment.get("metrics", []) if isinstance(segment.get("metrics"), list) else []:
-            for v in metric.get("variants", []):
+        value = segment.get("value")
+        for metric in segment.get("metrics") or []:
+            for v in metric.get("variants") or []:
                 rel_ci = v.get("rel_ci") or [None, None]
-                rows.append({"metric": f"{metric.get('metric')} · {label}", "role": "segment",
-                             "variant": v.get("variant"), "n": v.get("n"), "mean": v.get("mean"),
-                             "rel_lift": v.get("rel_lift"), "rel_ci_low": rel_ci[0], "rel_ci_high": rel_ci[1],
-                             "p_value": v.get("p_value"), "significant": v.get("significant")})
+                rows.append({"value": "(missing)" if value is None else str(value), "metric": metric.get("metric"),
+                             "role": metric.get("role"), "variant": v.get("variant"), "n": v.get("n"),
+                             "control_n": v.get("control_n"), "rel_lift": v.get("rel_lift"),
+                             "rel_ci_low": rel_ci[0], "rel_ci_high": rel_ci[1],
+                             "p_value_adjusted": v.get("p_value_adjusted"), "opposite": bool(v.get("opposite"))})
     return rows
 
 
@@ -314,6 +407,17 @@ def stratified_rows(scorecard: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def time_axis_format(start: datetime, end: datetime) -> str:
+    """A d3 time format whose ticks differ over ``start``…``end``: seconds for spans under an hour (the simulator
+    compresses days into seconds), minutes under two days, days beyond."""
+    span = abs((end - start).total_seconds())
+    if span < 3600:
+        return "%H:%M:%S"
+    if span < 2 * 86400:
+        return "%b %d %H:%M"
+    return "%b %d"
+
+
 def allocation_chart(history: list[dict[str, Any]], context_value: str | None = None) -> alt.Chart | None:
     """Allocation weights over time as a stacked area (each version holds until the next); with
     ``context_value``, the weights units with that value of the context attribute got (``version_weights``)."""
@@ -328,10 +432,13 @@ def allocation_chart(history: list[dict[str, Any]], context_value: str | None = 
             records.append({"at": pd.Timestamp(at), "variant": variant, "weight": float(weight),
                             "version": version.get("version")})
     frame = pd.DataFrame(records)
+    fmt = time_axis_format(frame["at"].min().to_pydatetime(), frame["at"].max().to_pydatetime())
     return alt.Chart(frame).mark_area(interpolate="step-after").encode(
-        x=alt.X("at:T", title="time", axis=alt.Axis(format="%b %d %H:%M")),
+        x=alt.X("at:T", title="time (UTC)", scale=alt.Scale(type="utc"),
+                axis=alt.Axis(format=fmt, labelOverlap=True, labelAngle=-30)),
         y=alt.Y("weight:Q", stack="normalize", title="share of traffic", axis=alt.Axis(format="%")),
-        color="variant:N", tooltip=["variant", "version", alt.Tooltip("weight:Q", format=".1%")],
+        color="variant:N", tooltip=["variant", "version", alt.Tooltip("weight:Q", format=".1%"),
+                                    alt.Tooltip("at:T", format="%Y-%m-%d %H:%M:%S")],
     ).properties(height=220)
 
 

@@ -1,5 +1,6 @@
-"""Experiments: every experiment with status, type, allocation, age, exposed units, primary lift, guardrails
-and the current decision; filter by status and search."""
+"""Experiments: every experiment with status, the current decision, guardrails, the leading treatment's primary
+lift (bandits: stratified), exposed units, age, allocation, type and owner; filter by status and search. The
+decision and guardrail columns come right after the key and status, so no window width cuts them off."""
 
 from __future__ import annotations
 
@@ -17,11 +18,16 @@ from ui.common import (
     get_client,
     guardrail_light,
     not_available,
+    present,
     primary_lift,
     show_refusal,
 )
 
 MAX_ANALYSED = 50  # scorecards are computed per request: only the newest experiments get one in the list
+LIFT = "leader: primary lift [CI]"
+#: the columns in the order shown: what a person scans for first (decision, guardrails, lift) before the details
+COLUMNS = ["key", "status", "decision", "guardrails", LIFT, "exposed units", "age", "allocation", "type", "owner",
+           "name"]
 
 client = get_client()
 st.title("Experiments")
@@ -57,7 +63,7 @@ for i, e in enumerate(experiments):
         "allocation": e["allocation"]["strategy"], "owner": e["owner"],
         "age": age(e.get("started_at") or e.get("created_at")),
         "exposed units": exposed_units(scorecard),
-        "primary lift [CI]": primary_lift(scorecard),
+        LIFT: primary_lift(scorecard),
         "guardrails": guardrail_light(scorecard),
         "decision": DECISION_BADGE.get((decision or {}).get("decision", ""), "—"),
     })
@@ -70,8 +76,13 @@ if not rows:
     st.page_link("views/new_experiment.py", label="New experiment", icon="➕")
     st.stop()
 
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
-             column_config={"exposed units": st.column_config.NumberColumn(format="%d")})
+st.dataframe(present(pd.DataFrame(rows)), hide_index=True, width="stretch", column_order=COLUMNS, column_config={
+    "key": st.column_config.TextColumn(width="medium", pinned=True),
+    "decision": st.column_config.TextColumn(width="small"),
+    "guardrails": st.column_config.TextColumn(width="small"),
+    LIFT: st.column_config.TextColumn(width="medium", help="the treatment leading on the primary metric"),
+    "name": st.column_config.TextColumn(width="medium"),
+})
 
 st.subheader("Open")
 for row in rows[:MAX_ANALYSED]:

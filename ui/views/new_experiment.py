@@ -1,7 +1,9 @@
 """New experiment: a form built around the hypothesis, with a live design panel (POST /v1/design).
 
-Validation errors from the service (422, ``{"detail": [{"loc": [...], "msg": ...}]}``) are shown under the
-field they name; errors of the whole body (cross-field rules) above the submit button.
+The analysis source (``GET /v1/sources``; default: titrate's built-in tables) is sent as
+``"analysis": {"source": key}`` only when another one is picked. Validation errors from the service (422,
+``{"detail": [{"loc": [...], "msg": ...}]}``) are shown under the field they name; errors of the whole body
+(cross-field rules) above the submit button.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import streamlit as st
 from ui.client import FieldError
 from ui.common import EXPERIMENT_PAGE, ErrorSlots, get_client, identity, needs_role, not_available, show_refusal
 
+BUILT_IN_SOURCE = "built-in tables"
 OPERATORS = ["eq", "neq", "in", "not_in", "gt", "gte", "lt", "lte"]
 DEFAULT_STEPS = ('[{"fraction": 0.05, "min_units": 1000, "min_hours": 24},\n'
                  ' {"fraction": 0.25, "min_units": 5000, "min_hours": 24},\n {"fraction": 1.0}]')
@@ -164,6 +167,28 @@ with d4:
     cuped = st.checkbox("CUPED", key="f_cuped")
 slot("design")
 
+st.subheader("Analysis source")
+sources_reply = client.sources()
+sources = {str(s["key"]): s for s in sources_reply.data if isinstance(s, dict) and s.get("key")} \
+    if sources_reply.ok and isinstance(sources_reply.data, list) else {}
+
+
+def _source_label(source_key: str | None) -> str:
+    if source_key is None:
+        return f"{BUILT_IN_SOURCE} (exposures and events sent to titrate)"
+    engine = str(sources[source_key].get("url") or "").split(":", 1)[0].split("+", 1)[0]
+    return f"{source_key} ({engine})" if engine else source_key
+
+
+analysis_source = st.selectbox(
+    "Where the scorecard reads exposures and events", [None, *sources], format_func=_source_label, key="f_source",
+    help="a warehouse or lake registered under /v1/sources (admin), or titrate's own tables; frozen at start")
+if sources_reply.missing:
+    st.caption("This service has no analysis sources (/v1/sources): scorecards read titrate's own tables.")
+elif not sources_reply.ok:
+    st.caption(f"Could not list the analysis sources ({sources_reply.message}): the built-in tables are used.")
+slot("analysis")
+
 st.subheader("Audience")
 a1, a2 = st.columns(2)
 with a1:
@@ -227,6 +252,8 @@ body: dict[str, Any] = {
 }
 if description.strip():
     body["description"] = description.strip()
+if analysis_source is not None:  # absent = the built-in tables, so services without sources accept the body
+    body["analysis"] = {"source": analysis_source}
 
 with st.expander("Request body"):
     st.json(body)
