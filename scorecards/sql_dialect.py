@@ -321,7 +321,10 @@ def prepare_engine(engine: Engine) -> Engine:
     """
     if engine.dialect.name != "chdb":
         return engine
-    from chdb_sqlalchemy.types import DateTime64
+    try:
+        from chdb_sqlalchemy.types import DateTime64
+    except ImportError as exc:  # the dialect named "chdb" is chdb-sqlalchemy's: unreachable unless it was replaced
+        raise RuntimeError("a chdb engine without chdb-sqlalchemy's types") from exc
 
     class _UTCDateTime64(DateTime64):  # type: ignore[misc]
         """chDB's DateTime64(6, 'UTC') for SQLAlchemy's generic ``DateTime`` (precision and zone fixed)."""
