@@ -5,10 +5,18 @@ DESIGN.md's notebook API::
     from scorecards import SampleStats, compare, sample_size_per_arm, srm_p_value
 """
 
-from scorecards.bayesian import BayesianSummary, beta_chance_to_beat, normal_chance_to_beat
+from scorecards.bayesian import (
+    EXACT_BETA_MAX_N,
+    BayesianSummary,
+    beta_chance_to_beat,
+    chance_to_beat,
+    normal_chance_to_beat,
+    t_chance_to_beat,
+)
 from scorecards.cuped import CupedAdjustment, compare_cuped, compare_cuped_arrays, cuped_adjustment
 from scorecards.decision import ContextLeaders, Decision, decide, decide_contextual, decide_thompson, describe_primary
-from scorecards.frequentist import ArmEstimate, Comparison, arm_estimate, compare, compare_arrays
+from scorecards.fieller import FiellerInterval, fieller_relative_interval
+from scorecards.frequentist import ArmEstimate, Comparison, arm_estimate, compare, compare_arrays, critical_value
 from scorecards.guardrails import GuardrailResult, GuardrailStatus, guardrail_status
 from scorecards.inference import (
     DifferenceInference,
@@ -47,6 +55,7 @@ from scorecards.srm import (
 )
 
 __all__ = [
+    "EXACT_BETA_MAX_N",
     "AdjustedPValues",
     "AllocationPeriod",
     "ArmEstimate",
@@ -57,6 +66,7 @@ __all__ = [
     "CupedAdjustment",
     "Decision",
     "Design",
+    "FiellerInterval",
     "DifferenceInference",
     "GuardrailResult",
     "GuardrailStatus",
@@ -76,11 +86,13 @@ __all__ = [
     "benjamini_hochberg",
     "beta_chance_to_beat",
     "build_scorecard",
+    "chance_to_beat",
     "compare",
     "compare_arrays",
     "compare_cuped",
     "compare_cuped_arrays",
     "compare_sequential",
+    "critical_value",
     "cuped_adjustment",
     "decide",
     "decide_contextual",
@@ -89,6 +101,7 @@ __all__ = [
     "design",
     "difference_inference",
     "expected_counts",
+    "fieller_relative_interval",
     "guardrail_status",
     "holm",
     "mde_at_n",
@@ -107,5 +120,6 @@ __all__ = [
     "srm_drill_down",
     "srm_p_value",
     "srm_p_values",
+    "t_chance_to_beat",
     "welch_satterthwaite_df",
 ]

@@ -14,7 +14,8 @@ tests as :func:`scorecards.frequentist.compare` follow (Welch t for means, z for
 Treating θ as known costs O(1/n) in calibration, negligible at experiment sizes.
 
 The relative lift μt,adj/μc,adj − 1 gets an exact first-order delta-method variance over the four
-means (ȳ_c, x̄_c, ȳ_t, x̄_t), because the shared x̄ correlates the two adjusted means.
+means (ȳ_c, x̄_c, ȳ_t, x̄_t), because the shared x̄ correlates the two adjusted means; Fieller's
+``rel_ci`` uses the adjusted means' variances and their covariance from the same four means.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class _CupedArrays(NamedTuple):
     mean_t: FloatArray
     var_t: FloatArray
     var_rel: FloatArray
+    # Var(ā), Var(b̄), Cov(ā, b̄) of the adjusted means (treatment ā, control b̄), for Fieller's rel_ci
+    var_adj_c: FloatArray
+    var_adj_t: FloatArray
+    cov_adj: FloatArray
 
 
 def _cuped_core(
@@ -115,7 +120,14 @@ def _cuped_core(
             g_yt**2 * vy_t + 2 * g_yt * g_xt * cxy_t + g_xt**2 * vx_t
         ) / nt
     var_rel = np.where(np.isfinite(var_rel), np.maximum(var_rel, 0.0), np.nan)
-    return _CupedArrays(theta, rho, b, unit_c / nc, a, unit_t / nt, var_rel)
+    # why: ā = ȳ_t − θ w_c x̄_t + θ w_c x̄_c and b̄ = ȳ_c − θ w_t x̄_c + θ w_t x̄_t share the pooled x̄, so
+    # Fieller needs their full covariance; Var(ā − b̄) is still unit_c/n_c + unit_t/n_t (the test's variance).
+    with np.errstate(over="ignore", invalid="ignore"):
+        tw_c, tw_t = theta * w_c, theta * w_t
+        var_adj_t = tw_c**2 * vx_c / nc + (vy_t - 2.0 * tw_c * cxy_t + tw_c**2 * vx_t) / nt
+        var_adj_c = (vy_c - 2.0 * tw_t * cxy_c + tw_t**2 * vx_c) / nc + tw_t**2 * vx_t / nt
+        cov_adj = (tw_c * cxy_c - tw_c * tw_t * vx_c) / nc + (tw_t * cxy_t - tw_c * tw_t * vx_t) / nt
+    return _CupedArrays(theta, rho, b, unit_c / nc, a, unit_t / nt, var_rel, var_adj_c, var_adj_t, cov_adj)
 
 
 def cuped_adjustment(control: CovariateStats, treatment: CovariateStats) -> CupedAdjustment:
@@ -156,7 +168,8 @@ def compare_cuped(
     c = ArmEstimate(control.n, float(core.mean_c), float(core.var_c), dof_c)
     t = ArmEstimate(treatment.n, float(core.mean_t), float(core.var_t), dof_t)
     return build_comparison(
-        c, t, kind=kind, alpha=alpha, direction=direction, test=test, var_rel=float(core.var_rel)
+        c, t, kind=kind, alpha=alpha, direction=direction, test=test, var_rel=float(core.var_rel),
+        fieller_moments=(float(core.var_adj_c), float(core.var_adj_t), float(core.cov_adj)), exact_posterior=False,
     )
 
 

@@ -56,6 +56,12 @@ def describe_primary(variant: str, metric: str, c: Comparison) -> str:
     if math.isnan(c.rel_lift):
         lift = f"{c.abs_lift:+.4g} (absolute)"
         ci = f"{level} CI [{c.abs_ci[0]:+.4g}, {c.abs_ci[1]:+.4g}]"
+    elif math.isinf(c.rel_ci[0]) and math.isinf(c.rel_ci[1]):
+        # why: Fieller's set is unbounded when the control mean is not distinguishable from 0; the absolute
+        # interval is what can be stated honestly.
+        lift = _pct(c.rel_lift)
+        ci = (f"relative {level} CI unbounded (control mean not distinguishable from 0), absolute "
+              f"[{c.abs_ci[0]:+.4g}, {c.abs_ci[1]:+.4g}]")
     else:
         lift = _pct(c.rel_lift)
         ci = f"{level} CI [{_pct(c.rel_ci[0])}, {_pct(c.rel_ci[1])}]"

@@ -8,13 +8,19 @@ Conventions fixed by DESIGN.md ("Python API of scorecards"):
   - ``kind="ratio"``: z test on R_t − R_c, each R = Σy/Σx with delta-method variance
     (Deng, Knoblich & Lu 2018).
 * ``abs_ci`` is the interval of that same test, so ``significant`` (p < α) ⇔ 0 ∉ ``abs_ci``.
-* ``rel_ci`` is the delta-method interval of μt/μc − 1 (normal quantile).
+* ``rel_ci`` is Fieller's interval for μt/μc − 1 (:mod:`scorecards.fieller`) with the same variances
+  and quantile as the test (z, or Welch t with its df), so ``significant`` ⇔ 0 ∉ ``rel_ci`` whenever
+  ``rel_ci`` is bounded; when the control mean is not significantly different from 0 (g ≥ 1) the
+  Fieller set is unbounded: ``rel_ci = (−inf, inf)`` and ``rel_ci_reason`` says so.  The
+  delta-method interval (normal quantile; it can disagree with the test at small n) is kept as
+  ``rel_ci_delta``.
 * Per-unit variances use the n − 1 denominator everywhere.  For proportions that is
   p̂(1 − p̂)·n/(n − 1) — it reproduces statsmodels ``CompareMeans.ztest_ind(usevar="unequal")`` on the
   raw 0/1 data exactly, and is larger than the textbook Wald p̂(1 − p̂)/n
   (``test_proportions_2indep(method="wald")``) by the factor n/(n − 1).
-* ``chance_to_beat`` / ``expected_loss``: normal posterior of the difference (see
-  :mod:`scorecards.bayesian`), oriented by ``direction``.
+* ``chance_to_beat`` / ``expected_loss``: the posterior of the difference on the test's reference
+  (t with the Welch df for means, normal for ratios), exact Beta posteriors for proportions up to
+  ``EXACT_BETA_MAX_N`` units per arm (see :mod:`scorecards.bayesian`), oriented by ``direction``.
 
 Degenerate data never raises: the result carries NaN in what could not be computed and a
 :class:`~scorecards.reasons.Reason`.
@@ -28,8 +34,10 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
-from scorecards.bayesian import normal_chance_to_beat
+from scorecards.bayesian import chance_to_beat
+from scorecards.fieller import FiellerInterval, fieller_relative_interval
 from scorecards.inference import DifferenceInference, difference_inference, relative_inference
 from scorecards.kinds import Direction, MetricKind, check_direction, check_kind
 from scorecards.ratio import ratio_estimate
@@ -62,6 +70,12 @@ class Comparison:
     statistic: float  # t or z
     df: float  # inf for z tests
     reason: Reason
+    #: the delta-method interval of rel_lift (normal quantile), beside Fieller's ``rel_ci``
+    rel_ci_delta: tuple[float, float] = (math.nan, math.nan)
+    #: OK when ``rel_ci`` is a finite interval; UNBOUNDED_RELATIVE_CI / ZERO_CONTROL_MEAN / … otherwise
+    rel_ci_reason: Reason = Reason.OK
+    #: the test's two-sided critical value q behind abs_ci and rel_ci (abs_ci = abs_lift ± q·std_error)
+    critical_value: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict: NaN/inf become ``None``, enums their value, tuples lists."""
@@ -140,6 +154,34 @@ def arm_estimate(stats_: SampleStats | RatioStats, kind: MetricKind) -> ArmEstim
     return ArmEstimate(n, mean, var_est, dof, reason)
 
 
+def critical_value(df: float, alpha: float) -> float:
+    """The two-sided critical value of the test: t_{1−α/2, df}, or z_{1−α/2} for ``df = inf`` (NaN df → NaN)."""
+    if math.isnan(df):
+        return math.nan
+    return float(stats.norm.isf(alpha / 2.0) if math.isinf(df) else stats.t.isf(alpha / 2.0, df))
+
+
+def relative_interval(
+    control: ArmEstimate,
+    treatment: ArmEstimate,
+    quantile: float,
+    fieller_moments: tuple[float, float, float] | None = None,
+) -> tuple[tuple[float, float], Reason]:
+    """Fieller's ``rel_ci`` at critical value ``quantile`` and why it may not be a finite interval.
+
+    ``fieller_moments = (Var θ̂_c, Var θ̂_t, Cov)`` replaces the arms' independent variances when the
+    estimates are correlated (CUPED); by default the arms' ``var_estimate`` with covariance 0.
+    """
+    vc, vt, cov = fieller_moments or (control.var_estimate, treatment.var_estimate, 0.0)
+    f: FiellerInterval = fieller_relative_interval(control.estimate, vc, treatment.estimate, vt, quantile, cov)
+    lo, hi = float(f.ci_low), float(f.ci_high)
+    if bool(f.bounded):
+        return (lo, hi), Reason.OK
+    if math.isinf(lo) and math.isinf(hi):
+        return (lo, hi), Reason.UNBOUNDED_RELATIVE_CI
+    return (lo, hi), Reason.ZERO_CONTROL_MEAN if control.estimate == 0 else Reason.ZERO_VARIANCE
+
+
 def build_comparison(
     control: ArmEstimate,
     treatment: ArmEstimate,
@@ -149,11 +191,15 @@ def build_comparison(
     direction: Direction,
     test: str,
     var_rel: float | None = None,
+    fieller_moments: tuple[float, float, float] | None = None,
+    exact_posterior: bool = True,
 ) -> Comparison:
     """Assemble a :class:`Comparison` from two arm estimates (shared by compare, CUPED, sequential).
 
-    ``var_rel`` overrides the delta-method variance of the relative lift when the arms' estimates
-    are not independent (CUPED's pooled covariate mean).
+    ``var_rel`` overrides the delta-method variance of the relative lift, and ``fieller_moments``
+    (Var θ̂_c, Var θ̂_t, Cov) the moments behind Fieller's ``rel_ci``, when the arms' estimates are
+    not independent (CUPED's pooled covariate mean).  ``exact_posterior=False`` keeps
+    ``chance_to_beat`` on the normal/t posterior (CUPED: adjusted proportions are not counts).
     """
     inf: DifferenceInference = difference_inference(
         control.estimate,
@@ -167,8 +213,13 @@ def build_comparison(
     rel = relative_inference(
         control.estimate, control.var_estimate, treatment.estimate, treatment.var_estimate, alpha, var_rel
     )
-    bayes = normal_chance_to_beat(inf.diff, inf.std_error, direction)
     se = float(inf.std_error)
+    df = float(inf.df)
+    bayes = chance_to_beat(
+        kind if exact_posterior else "mean", control.n, control.estimate, treatment.n, treatment.estimate,
+        float(inf.diff), se, df, direction)
+    q = critical_value(df, alpha)
+    rel_ci, rel_reason = relative_interval(control, treatment, q, fieller_moments)
 
     reason = Reason.OK
     for arm in (control, treatment):
@@ -192,7 +243,7 @@ def build_comparison(
         abs_lift=float(inf.diff),
         abs_ci=(float(inf.ci_low), float(inf.ci_high)),
         rel_lift=float(rel.rel),
-        rel_ci=(float(rel.ci_low), float(rel.ci_high)),
+        rel_ci=rel_ci,
         p_value=p_value,
         # why: NaN < alpha is False, so an uncomputable p-value is never "significant".
         significant=bool(p_value < alpha),
@@ -201,8 +252,11 @@ def build_comparison(
         std_error=se,
         rel_std_error=float(rel.std_error),
         statistic=float(inf.statistic),
-        df=float(inf.df),
+        df=df,
         reason=reason,
+        rel_ci_delta=(float(rel.ci_low), float(rel.ci_high)),
+        rel_ci_reason=rel_reason if reason is Reason.OK or rel_reason is Reason.OK else reason,
+        critical_value=q,
     )
 
 

@@ -18,6 +18,8 @@ class Reason(StrEnum):
     TOO_FEW_UNITS = "too_few_units"  # n < 2 in an arm: no n − 1 variance
     ZERO_VARIANCE = "zero_variance"  # standard error of the difference is 0: no test statistic
     ZERO_CONTROL_MEAN = "zero_control_mean"  # relative lift μt/μc − 1 undefined
+    # Fieller's set for μt/μc − 1 is unbounded: the control mean is not significantly different from 0
+    UNBOUNDED_RELATIVE_CI = "unbounded_relative_ci"
     NONPOSITIVE_CONTROL_MEAN = "nonpositive_control_mean"  # relative margin meaningless when μc ≤ 0
     ZERO_DENOMINATOR = "zero_denominator"  # ratio metric with Σx = 0 in an arm
     ZERO_COVARIATE_VARIANCE = "zero_covariate_variance"  # CUPED covariate constant: no adjustment

@@ -32,9 +32,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from scorecards.frequentist import Comparison, arm_estimate, build_comparison
+from scorecards.frequentist import Comparison, arm_estimate, build_comparison, relative_interval
 from scorecards.inference import check_alpha
 from scorecards.kinds import Direction, MetricKind, check_direction, check_kind
+from scorecards.reasons import Reason
 from scorecards.sample_stats import ArrayLike, FloatArray, RatioStats, SampleStats
 
 DEFAULT_HORIZON_N_PER_ARM = 10_000
@@ -131,8 +132,10 @@ def compare_sequential(
     """Always-valid version of :func:`~scorecards.frequentist.compare` for the current look.
 
     ``p_value`` is the mSPRT always-valid p-value, ``abs_ci`` the confidence sequence at this look,
-    ``significant`` is ``p_value < alpha``; ``rel_ci`` maps the confidence sequence to the relative
-    scale with the delta method (half-width × rel_std_error / std_error).  ``test == "msprt"``.
+    ``significant`` is ``p_value < alpha``; ``rel_ci`` is Fieller's interval with the confidence
+    sequence's effective critical value q = half-width / std_error (so it excludes 0 exactly when the
+    sequence does, i.e. when p < α); ``rel_ci_delta`` maps the sequence to the relative scale with the
+    delta method (half-width × rel_std_error / std_error).  ``test == "msprt"``.
     Point estimates, ``chance_to_beat`` and ``expected_loss`` are those of the fixed-horizon result.
     """
     check_kind(kind)
@@ -146,11 +149,16 @@ def compare_sequential(
     half = (float(seq.ci_high) - float(seq.ci_low)) / 2.0
     scale = fixed.rel_std_error / fixed.std_error if fixed.std_error > 0 else math.nan
     rel_half = half * scale
+    q = half / fixed.std_error if fixed.std_error > 0 else math.nan
+    rel_ci, rel_reason = relative_interval(c, t, q)
     p = float(seq.p_value)
     return replace(
         fixed,
         p_value=p,
         significant=bool(p < alpha),
         abs_ci=(float(seq.ci_low), float(seq.ci_high)),
-        rel_ci=(fixed.rel_lift - rel_half, fixed.rel_lift + rel_half),
+        rel_ci=rel_ci,
+        rel_ci_delta=(fixed.rel_lift - rel_half, fixed.rel_lift + rel_half),
+        rel_ci_reason=rel_reason if fixed.reason is Reason.OK or rel_reason is Reason.OK else fixed.reason,
+        critical_value=q,
     )

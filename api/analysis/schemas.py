@@ -52,7 +52,13 @@ class VariantResultOut(_Open):
     abs_lift: float | None
     abs_ci: list[float | None]
     rel_lift: float | None
-    rel_ci: list[float | None]
+    rel_ci: list[float | None] = Field(description="Fieller's interval for mean / control_mean - 1 with the test's "
+                                       "variances and quantile: it excludes 0 exactly when p_value < alpha; "
+                                       "[null, null] when unbounded (see rel_ci_reason)")
+    rel_ci_delta: list[float | None] | None = Field(None, description="the delta-method relative interval")
+    rel_ci_reason: str | None = Field(None, description="'ok', or why rel_ci is not an interval: "
+                                      "'unbounded_relative_ci' (control mean not distinguishable from 0), "
+                                      "'zero_control_mean', ...")
     p_value: float | None
     p_value_adjusted: float | None
     significant: bool

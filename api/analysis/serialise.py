@@ -37,7 +37,8 @@ def _comparison(variant: str, c: Comparison) -> ComparisonJson:
     return {"variant": variant, "n": d["treatment_n"], "mean": d["treatment_mean"], "control_n": d["control_n"],
             "control_mean": d["control_mean"], "abs_lift": d["abs_lift"], "abs_ci": d["abs_ci"],
             "rel_lift": d["rel_lift"], "rel_ci": d["rel_ci"], "p_value": d["p_value"], "p_value_adjusted": None,
-            "significant": d["significant"], "chance_to_beat": d["chance_to_beat"]}
+            "significant": d["significant"], "chance_to_beat": d["chance_to_beat"],
+            "rel_ci_delta": d["rel_ci_delta"], "rel_ci_reason": d["rel_ci_reason"]}
 
 
 def _guardrail_detail(metric: str, g: GuardrailResult) -> GuardrailDetailJson:

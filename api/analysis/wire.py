@@ -30,6 +30,9 @@ class ComparisonJson(TypedDict):
     p_value_adjusted: float | None
     significant: bool
     chance_to_beat: float | None
+    #: the delta-method relative interval (rel_ci is Fieller's); why rel_ci is null ("ok" when it is an interval)
+    rel_ci_delta: list[float | None]
+    rel_ci_reason: str
 
 
 class GuardrailDetailJson(TypedDict):

@@ -117,7 +117,7 @@ def test_relative_ci_is_the_delta_method(seed: int, n: int) -> None:
     se = math.sqrt(grad @ cov @ grad)
     z = stats.norm.ppf(0.975)
     assert r.rel_lift == pytest.approx(mt / mc - 1, rel=REL)
-    assert r.rel_ci == pytest.approx((mt / mc - 1 - z * se, mt / mc - 1 + z * se), rel=REL)
+    assert r.rel_ci_delta == pytest.approx((mt / mc - 1 - z * se, mt / mc - 1 + z * se), rel=REL)
 
 
 @pytest.mark.parametrize(("seed", "n_c", "n_t"), [(31, 300, 300), (32, 2000, 1500), (33, 40, 90)])

@@ -144,7 +144,7 @@ def test_single_stratum_ratio_equals_the_scorecards_delta_method_comparison() ->
     reference = compare(control, treatment, kind="ratio")
     assert estimate.abs_lift[1] == pytest.approx(reference.abs_lift, rel=1e-12)
     assert (estimate.abs_ci_low[1], estimate.abs_ci_high[1]) == pytest.approx(reference.abs_ci, rel=1e-12)
-    assert (estimate.rel_ci_low[1], estimate.rel_ci_high[1]) == pytest.approx(reference.rel_ci, rel=1e-12)
+    assert (estimate.rel_ci_low[1], estimate.rel_ci_high[1]) == pytest.approx(reference.rel_ci_delta, rel=1e-12)
     assert estimate.p_value[1] == pytest.approx(reference.p_value, rel=1e-9)
     naive = naive_ratio_estimates(*sums)
     assert naive.abs_lift[1] == pytest.approx(estimate.abs_lift[1], rel=1e-12)
