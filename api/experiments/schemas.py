@@ -6,7 +6,8 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from api.json_types import JsonObject
 from api.schemas_common import Key, RequestModel
@@ -178,19 +179,31 @@ class Condition(RequestModel):
         return self
 
 
-def _check_variants(variants: list[VariantIn]) -> None:
+def _check_variants(variants: list[VariantIn] | None) -> list[VariantIn] | None:
+    """The rules across the variants (unique keys, one control, shadows, weights summing to 1), as a validator of
+    the ``variants`` field: a 422's ``loc`` is ``["body", "variants"]`` and its ``msg`` the rule alone (a custom
+    error, so no "Value error, " prefix)."""
+    if variants is None:
+        return None
     keys = [v.key for v in variants]
     if len(set(keys)) != len(keys):
-        raise ValueError("variant keys must be unique")
+        raise _variants_error("variant keys must be unique")
     controls = [v for v in variants if v.control]
     if len(controls) != 1:
-        raise ValueError(f"exactly one variant must be the control (found {len(controls)})")
+        raise _variants_error(f"exactly one variant must be the control (found {len(controls)})")
     for v in variants:
         if v.shadow and (v.control or v.weight != 0 or v.model is None):
-            raise ValueError(f"shadow variant '{v.key}' needs weight 0, a model, and cannot be the control")
+            raise _variants_error(f"shadow variant '{v.key}' needs weight 0, a model, and cannot be the control")
     total = math.fsum(v.weight for v in variants)
     if abs(total - 1.0) > 1e-9:
-        raise ValueError(f"variant weights must sum to 1 (they sum to {total:.10g})")
+        raise _variants_error(f"variant weights must sum to 1 (they sum to {total:.10g})")
+    return variants
+
+
+def _variants_error(message: str) -> PydanticCustomError:
+    # why a custom error: a ValueError's msg reads "Value error, <message>"; the braces are escaped because the
+    # message is a template
+    return PydanticCustomError("value_error", message.replace("{", "{{").replace("}", "}}"))
 
 
 class ExperimentCreate(RequestModel):
@@ -212,9 +225,10 @@ class ExperimentCreate(RequestModel):
     layer: Key | None = None
     salt: Key | None = None
 
+    _variants = field_validator("variants")(_check_variants)
+
     @model_validator(mode="after")
     def _check(self) -> Self:
-        _check_variants(self.variants)
         if self.hypothesis.metric != self.metrics.primary:
             raise ValueError(f"hypothesis.metric '{self.hypothesis.metric}' must be the primary metric "
                              f"'{self.metrics.primary}'")
@@ -244,11 +258,7 @@ class ExperimentUpdate(RequestModel):
     layer: Key | None = None
     salt: Key | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        if self.variants is not None:
-            _check_variants(self.variants)
-        return self
+    _variants = field_validator("variants")(_check_variants)
 
 
 class ShipRequest(RequestModel):
