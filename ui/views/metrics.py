@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ui.common import ErrorSlots, get_client, identity, needs_role, show_refusal
+from ui.common import ErrorSlots, get_client, identity, needs_role, present, show_refusal
 
 client = get_client()
 st.title("Metrics catalog")
@@ -20,10 +20,10 @@ if not reply.ok:
     show_refusal(reply, "Listing metrics")
     st.stop()
 if reply.data:
-    st.dataframe(pd.DataFrame([{k: m.get(k) for k in ("key", "kind", "event", "aggregation", "direction",
+    st.dataframe(present(pd.DataFrame([{k: m.get(k) for k in ("key", "kind", "event", "aggregation", "direction",
                                                       "winsorize", "window_hours", "description")}
                                | {"ratio": (f"{m['numerator']['event']} / {m['denominator']['event']}"
-                                            if m.get("numerator") else None)} for m in reply.data]),
+                                            if m.get("numerator") else None)} for m in reply.data])),
                  hide_index=True, width="stretch")
 else:
     st.info("No metrics yet.")

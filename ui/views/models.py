@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ui.common import ErrorSlots, get_client, identity, needs_role, not_available, show_refusal
+from ui.common import ErrorSlots, get_client, identity, needs_role, not_available, present, show_refusal
 
 client = get_client()
 st.title("Models")
@@ -21,8 +21,8 @@ if not reply.ok:
     show_refusal(reply, "Listing models")
     st.stop()
 if reply.data:
-    st.dataframe(pd.DataFrame([{k: m.get(k) for k in ("key", "task", "path", "dtype", "device", "max_batch",
-                                                      "max_length", "pooling", "loaded")} for m in reply.data]),
+    st.dataframe(present(pd.DataFrame([{k: m.get(k) for k in ("key", "task", "path", "dtype", "device", "max_batch",
+                                                      "max_length", "pooling", "loaded")} for m in reply.data])),
                  hide_index=True, width="stretch")
 else:
     st.info("No models registered yet.")

@@ -13,6 +13,7 @@ import streamlit as st
 
 from ui.common import (
     DECISION_BADGE,
+    estimate,
     experiment_picker,
     fmt_ci,
     fmt_pct,
@@ -53,10 +54,15 @@ scorecard_reply = client.scorecard(key)
 if scorecard_reply.ok:
     st.subheader("Variants side by side")
     table: dict[str, dict[str, str]] = {}
+    alpha = float(scorecard_reply.data.get("alpha") or 0.05)
     for metric in scorecard_reply.data.get("metrics", []):
         label = f"{metric['metric']} ({metric['role']})"
         for v in metric.get("variants", []):
-            cell = f"{fmt_pct(v.get('rel_lift'))} {fmt_ci(v.get('rel_ci'))}"
+            # bandits: the primary metric's stratified estimate (the pooled one is biased when weights move)
+            est = estimate(v, alpha, pooled=metric.get("role") != "primary")
+            cell = f"{fmt_pct(est['rel_lift'])} {fmt_ci(est['rel_ci'])}"
+            if est["estimate"] == "stratified":
+                cell += " (stratified)"
             if v.get("guardrail"):
                 cell += f" · guardrail {v['guardrail']}"
             table.setdefault(v["variant"], {})[label] = cell
