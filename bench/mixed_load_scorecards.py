@@ -1,0 +1,336 @@
+"""Mixed load on one ``titrate serve`` worker: assignments + event batches, with and without scorecard reads.
+
+Usage:
+
+    python bench/mixed_load_scorecards.py                            # SQLite (+ PostgreSQL when configured)
+    python bench/mixed_load_scorecards.py --backend sqlite --units 20000 --seconds 10 --repeats 1   # quick
+    python bench/mixed_load_scorecards.py --units 1000000            # the issue's 1M units × 10M events
+    git archive 5a1c576 | tar -x -C /tmp/before && \
+        TITRATE_BENCH_TREE=/tmp/before python bench/mixed_load_scorecards.py --label before   # older code
+
+PostgreSQL runs when ``TITRATE_BENCH_POSTGRES_URL`` (or ``TITRATE_TEST_POSTGRES_URL``) names a server; a scratch
+database ``titrate_bench_mixed`` is created there and dropped afterwards.
+
+Set-up per database: the migrated schema, an admin key, three catalogue metrics (conversion: proportion, purchase,
+72 h window; revenue: mean of Σ purchase, winsorized; latency: ratio Σ serving.latency_ms / count serving.request,
+as a guardrail) and one running 2-variant experiment ``mixed`` whose history is ``--units`` exposed units and
+``--events-per-unit`` × as many events, bulk-loaded with ``bench.bench_scorecard``'s seeded generator (exposures
+over the last 14 days, events after them). Then a real ``titrate serve`` process (one worker, defaults otherwise)
+and this process as the load generator (httpx + asyncio), two phases alternating ``--repeats`` times,
+``--seconds`` each:
+
+* ``no reads`` (baseline): ``POST /v1/assign`` open-loop at ``--assign-rate`` requests/s (a new unit each, so
+  every request also queues an exposure), and ``POST /v1/events`` open-loop at ``--event-rate`` batches/s of
+  ``--event-batch`` events (existing units, the metrics' event names, timestamped now);
+* ``with reads``: the same, plus one analyst reading ``GET /v1/experiments/mixed/scorecard`` in a closed loop
+  (the next read ``--read-pause`` s after the previous answer).
+
+Latency per request: from handing it to the client until its answer is read (both processes share the machine's
+cores, so the client's own scheduling delay is part of every figure, equally in both phases). Reported per route
+and phase: p50 and p99 over all repeats, the number of requests and of non-2xx answers. Prints a Markdown section;
+writes nothing to ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+#: The source tree whose service is measured (its ``api`` is imported here and served): this checkout, or another
+#: one named by ``TITRATE_BENCH_TREE`` (e.g. ``git archive <commit>`` unpacked) to compare code before and after a
+#: change on the same machine in the same session.
+ROOT = Path(os.environ.get("TITRATE_BENCH_TREE") or Path(__file__).resolve().parents[1]).resolve()
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from api import migrate  # noqa: E402
+from api.auth.keys import Principal, create_api_key  # noqa: E402
+from api.db.engine import Database, normalise_url  # noqa: E402
+from api.experiments import service  # noqa: E402
+from api.experiments.schemas import ExperimentCreate  # noqa: E402
+from api.metrics_catalog.schemas import MetricCreate  # noqa: E402
+from api.metrics_catalog.service import create_metric  # noqa: E402
+from bench.bench_assign import machine  # noqa: E402
+from bench.bench_scorecard import NAMES, NOW, _rows, _ts  # noqa: E402
+
+ACTOR = Principal(0, "bench", "admin", "tk_bench")
+EXPERIMENT = "mixed"
+METRICS = [
+    {"key": "conversion", "kind": "proportion", "event": "purchase", "window_hours": 72},
+    {"key": "revenue", "kind": "mean", "event": "purchase", "aggregation": "sum", "winsorize": 1000.0},
+    {"key": "latency", "kind": "ratio", "numerator": {"event": "serving.latency_ms", "aggregation": "sum"},
+     "denominator": {"event": "serving.request", "aggregation": "count"}, "direction": "lower_is_better"},
+]
+PHASES = ("no reads", "with reads")
+
+
+def seed(url: str, units: int, events_per_unit: float) -> str:
+    """Migrate ``url``, create the key, metrics and running experiment through the service, bulk-load its history
+    (raw driver: ``executemany`` on SQLite, ``COPY`` on PostgreSQL); the admin key's secret."""
+    migrate.upgrade(url)
+    db = Database(url)
+    with db.transaction() as session:
+        _, key = create_api_key(session, "admin", "bench")
+        for metric in METRICS:
+            create_metric(session, MetricCreate.model_validate(metric), ACTOR)
+    spec = {"key": EXPERIMENT, "name": "mixed load", "owner": "bench",
+            "metrics": {"primary": "conversion", "secondary": ["revenue"],
+                        "guardrails": [{"metric": "latency", "margin": 0.05}]},
+            "hypothesis": {"change": "x", "metric": "conversion", "direction": "increase", "rationale": "y"},
+            "variants": [{"key": "control", "control": True, "weight": 0.5}, {"key": "v2", "weight": 0.5}]}
+    with db.transaction() as session:
+        service.create_experiment(session, ExperimentCreate.model_validate(spec), ACTOR)
+        service.start(session, EXPERIMENT, ACTOR)
+    dialect = db.dialect
+    with db.engine.connect() as conn:
+        exp_id, version = conn.execute(text(
+            "SELECT e.id, max(a.version) FROM experiments e JOIN allocations a ON a.experiment_id = e.id "
+            "WHERE e.key = :k GROUP BY e.id"), {"k": EXPERIMENT}).one()
+    exposures, events = _rows(units, events_per_unit, seed=1)
+    raw = db.engine.raw_connection()
+    try:
+        cur: Any = raw.cursor()
+        if dialect == "sqlite":
+            cur.execute("BEGIN")
+            cur.executemany("INSERT INTO exposures (experiment_id, unit_id, variant, allocation_version, exposed_at, "
+                            "attributes, source) VALUES (?, ?, ?, ?, ?, '{}', 'server')",
+                            ((exp_id, u, v, version, _ts(at, dialect)) for u, v, at in exposures))
+            now = _ts(NOW, dialect)
+            cur.executemany("INSERT INTO events (event_id, unit_id, name, value, timestamp, attributes, received_at) "
+                            "VALUES (?, ?, ?, ?, ?, '{}', ?)",
+                            ((eid, u, n, v, _ts(at, dialect), now) for eid, u, n, v, at in events))
+            cur.execute("COMMIT")
+            cur.execute("ANALYZE")
+        else:
+            with cur.copy("COPY exposures (experiment_id, unit_id, variant, allocation_version, exposed_at, "
+                          "attributes, source) FROM STDIN") as copy:
+                for u, v, at in exposures:
+                    copy.write_row((exp_id, u, v, version, at, "{}", "server"))
+            with cur.copy("COPY events (event_id, unit_id, name, value, timestamp, attributes, received_at) "
+                          "FROM STDIN") as copy:
+                for eid, u, n, v, at in events:
+                    copy.write_row((eid, u, n, v, at, "{}", NOW))
+            raw.commit()
+            cur.execute("ANALYZE")
+            raw.commit()
+    finally:
+        raw.close()
+    db.dispose()
+    return key
+
+
+def start_server(url: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``titrate serve --port PORT`` (one worker) on ``url``, once ``/healthz`` answers."""
+    titrate = Path(sys.executable).parent / "titrate"
+    # why PYTHONPATH: the console script's own directory comes first on its path, so ROOT must be named for the
+    # service to run that tree's code rather than the installed (editable) checkout's.
+    process = subprocess.Popen([str(titrate), "serve", "--port", str(port), "--no-migrate"], cwd=ROOT,
+                               env={**os.environ, "TITRATE_DATABASE_URL": url, "TITRATE_LOG_LEVEL": "WARNING",
+                                    "PYTHONPATH": str(ROOT), **env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(600):
+        if process.poll() is not None:
+            raise RuntimeError(f"titrate serve exited: {process.stderr.read().decode() if process.stderr else ''}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("titrate serve did not start")
+
+
+class Route:
+    """One route's latencies (seconds) and non-2xx answers within a phase."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.failures = 0
+
+    async def call(self, request: Callable[[], Awaitable[httpx.Response]]) -> None:
+        started = time.perf_counter()
+        try:
+            response = await request()
+            ok = response.is_success
+        except httpx.HTTPError:
+            ok = False
+        self.latencies.append(time.perf_counter() - started)
+        self.failures += not ok
+
+
+async def open_loop(rate: float, until: float, fire: Callable[[], Awaitable[None]]) -> None:
+    """Start ``fire()`` at ``rate`` per second on a fixed schedule (not waiting for answers) until ``until``."""
+    loop = asyncio.get_running_loop()
+    start, k, tasks = loop.time(), 0, set()
+    while (due := start + k / rate) < until:
+        if (delay := due - loop.time()) > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(fire())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        k += 1
+    if tasks:
+        await asyncio.gather(*tasks)
+
+
+async def phase(base: str, key: str, args: argparse.Namespace, reads: bool, units: int) -> dict[str, Route]:
+    """One phase; the routes' measurements."""
+    routes = {"assign": Route(), "events": Route(), "scorecard": Route()}
+    headers = {"Authorization": f"Bearer {key}"}
+    rnd = random.Random()
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120,
+                                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)) as client:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + args.seconds
+
+        async def assign() -> None:
+            body = {"unit_id": f"m-{uuid.uuid4().hex}"}
+            await routes["assign"].call(lambda: client.post("/v1/assign", json=body))
+
+        async def events() -> None:
+            now = datetime.now(UTC).isoformat()
+            batch = {"events": [{"event_id": uuid.uuid4().hex, "unit_id": f"u{rnd.randrange(units)}",
+                                 "name": rnd.choice(NAMES), "value": round(rnd.expovariate(0.05), 3),
+                                 "timestamp": now} for _ in range(args.event_batch)]}
+            await routes["events"].call(lambda: client.post("/v1/events", json=batch))
+
+        async def reader() -> None:
+            while loop.time() < until:
+                await routes["scorecard"].call(lambda: client.get(f"/v1/experiments/{EXPERIMENT}/scorecard"))
+                await asyncio.sleep(args.read_pause)
+
+        jobs = [open_loop(args.assign_rate, until, assign), open_loop(args.event_rate, until, events)]
+        if reads:
+            jobs.append(reader())
+        await asyncio.gather(*jobs)
+    return routes
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds (NaN when there are no values)."""
+    if not values:
+        return float("nan"), float("nan")
+    p50, p99 = np.percentile(np.asarray(values) * 1000, [50, 99])
+    return float(p50), float(p99)
+
+
+def run_backend(label: str, url: str, args: argparse.Namespace, port: int) -> dict[str, dict[str, Route]]:
+    """Seed, serve and run the alternating phases on one database; per phase the merged route measurements."""
+    started = time.perf_counter()
+    key = seed(url, args.units, args.events_per_unit)
+    print(f"{label}: seeded {args.units:,} units in {time.perf_counter() - started:.0f} s", flush=True)
+    server = start_server(url, port, {})
+    merged: dict[str, dict[str, Route]] = {p: {r: Route() for r in ("assign", "events", "scorecard")} for p in PHASES}
+    try:
+        base = f"http://127.0.0.1:{port}"
+        first = httpx.get(f"{base}/v1/experiments/{EXPERIMENT}/scorecard",
+                          headers={"Authorization": f"Bearer {key}"}, timeout=300)
+        first.raise_for_status()
+        print(f"{label}: first scorecard read {first.elapsed.total_seconds():.2f} s; keys "
+              f"{sorted(first.json())[:8]}", flush=True)
+        # why a warm-up: the first seconds open the client's connections and warm the service's caches; they would
+        # land in whichever phase came first
+        asyncio.run(phase(base, key, argparse.Namespace(**{**vars(args), "seconds": 3.0}), False, args.units))
+        for repeat in range(args.repeats):
+            for name in PHASES:
+                got = asyncio.run(phase(base, key, args, name == "with reads", args.units))
+                for route, measured in got.items():
+                    merged[name][route].latencies += measured.latencies
+                    merged[name][route].failures += measured.failures
+                summary = ", ".join(f"{r} n={len(m.latencies)} p50/p99 {percentiles(m.latencies)[0]:.1f}/"
+                                    f"{percentiles(m.latencies)[1]:.1f} ms" for r, m in got.items() if m.latencies)
+                print(f"{label} repeat {repeat + 1} {name}: {summary}", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return merged
+
+
+def postgres_database(base: str) -> tuple[str, Callable[[], None]]:
+    """A fresh scratch database ``titrate_bench_mixed`` on the server of ``base``; its URL and a dropper."""
+    url = make_url(normalise_url(base))
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text('DROP DATABASE IF EXISTS "titrate_bench_mixed" WITH (FORCE)'))
+        conn.execute(text('CREATE DATABASE "titrate_bench_mixed"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text('DROP DATABASE IF EXISTS "titrate_bench_mixed" WITH (FORCE)'))
+        admin.dispose()
+
+    return url.set(database="titrate_bench_mixed").render_as_string(hide_password=False), drop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--units", type=int, default=100_000)
+    parser.add_argument("--events-per-unit", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of one phase")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--assign-rate", type=float, default=200.0, help="assign requests per second")
+    parser.add_argument("--event-rate", type=float, default=2.0, help="event batches per second")
+    parser.add_argument("--event-batch", type=int, default=500, help="events per batch")
+    parser.add_argument("--read-pause", type=float, default=0.5, help="seconds between scorecard reads")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--port", type=int, default=8170)
+    parser.add_argument("--label", default="", help="a note printed in the section title, e.g. before/after")
+    args = parser.parse_args()
+    results: dict[str, dict[str, dict[str, Route]]] = {}
+    if args.backend in ("sqlite", "both"):
+        tmp = Path(tempfile.mkdtemp(prefix="titrate-mixed-"))
+        try:
+            results["SQLite"] = run_backend("SQLite", f"sqlite:///{tmp}/mixed.db", args, args.port)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    pg = os.environ.get("TITRATE_BENCH_POSTGRES_URL") or os.environ.get("TITRATE_TEST_POSTGRES_URL")
+    if args.backend in ("postgresql", "both") and pg:
+        url, drop = postgres_database(pg)
+        try:
+            results["PostgreSQL"] = run_backend("PostgreSQL", url, args, args.port + 1)
+        finally:
+            drop()
+    commit = (os.environ.get("TITRATE_BENCH_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        or str(ROOT))
+    print(f"\n### Mixed load{' ' + args.label if args.label else ''} (`bench/mixed_load_scorecards.py`, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit})\n")
+    print(f"Machine: {machine()}. One `titrate serve` worker; {args.units:,} units × "
+          f"{args.units * args.events_per_unit:,.0f} events of history; load from a second process (httpx, "
+          f"asyncio): assign open-loop {args.assign_rate:g}/s, event batches of {args.event_batch} open-loop "
+          f"{args.event_rate:g}/s, scorecard reads closed-loop (one reader, {args.read_pause:g} s pause); "
+          f"{args.repeats} × {args.seconds:g} s per phase, phases alternating; percentiles over all repeats.\n")
+    print("| database | phase | route | requests | non-2xx | p50 ms | p99 ms |\n|---|---|---|---:|---:|---:|---:|")
+    for label, by_phase in results.items():
+        for name, routes in by_phase.items():
+            for route, measured in routes.items():
+                if measured.latencies:
+                    p50, p99 = percentiles(measured.latencies)
+                    print(f"| {label} | {name} | {route} | {len(measured.latencies):,} | {measured.failures} | "
+                          f"{p50:.1f} | {p99:.1f} |")
+    for label, by_phase in results.items():
+        quiet, loaded = (percentiles(by_phase[p]["assign"].latencies)[1] for p in PHASES)
+        print(f"\n{label}: assign p99 with reads / without (same run): **{loaded / quiet:.2f}×**; scorecard-read "
+              f"p99 {percentiles(by_phase['with reads']['scorecard'].latencies)[1]:.0f} ms (goal ≤ 50 ms).")
+
+
+if __name__ == "__main__":
+    main()
