@@ -17,6 +17,7 @@ from scorecards.cuped import CupedAdjustment, compare_cuped, compare_cuped_array
 from scorecards.decision import ContextLeaders, Decision, decide, decide_contextual, decide_thompson, describe_primary
 from scorecards.fieller import FiellerInterval, fieller_relative_interval
 from scorecards.frequentist import ArmEstimate, Comparison, arm_estimate, compare, compare_arrays, critical_value
+from scorecards.gst import GstLook, alpha_spent, compare_gst, current_look, gst_bounds, repeated_p_value
 from scorecards.guardrails import GuardrailResult, GuardrailStatus, guardrail_status
 from scorecards.inference import (
     DifferenceInference,
@@ -68,6 +69,7 @@ __all__ = [
     "Design",
     "FiellerInterval",
     "DifferenceInference",
+    "GstLook",
     "GuardrailResult",
     "GuardrailStatus",
     "RatioStats",
@@ -82,6 +84,7 @@ __all__ = [
     "accumulate_looks",
     "achieved_power",
     "adjust_p_values",
+    "alpha_spent",
     "arm_estimate",
     "benjamini_hochberg",
     "beta_chance_to_beat",
@@ -91,9 +94,11 @@ __all__ = [
     "compare_arrays",
     "compare_cuped",
     "compare_cuped_arrays",
+    "compare_gst",
     "compare_sequential",
     "critical_value",
     "cuped_adjustment",
+    "current_look",
     "decide",
     "decide_contextual",
     "decide_thompson",
@@ -102,6 +107,7 @@ __all__ = [
     "difference_inference",
     "expected_counts",
     "fieller_relative_interval",
+    "gst_bounds",
     "guardrail_status",
     "holm",
     "mde_at_n",
@@ -111,6 +117,7 @@ __all__ = [
     "optimal_mixture_ratio",
     "plan_fingerprint",
     "relative_inference",
+    "repeated_p_value",
     "sample_size_per_arm",
     "sequential_srm_check",
     "sequential_srm_p_value",
