@@ -217,13 +217,32 @@ def simulate(
         raise typer.BadParameter(_validation_message(error), param_hint="the overrides") from None
     options = DriverOptions(register_missing=register, quiet=quiet,
                             **({} if settle_seconds is None else {"settle_seconds": settle_seconds}))
+    if not api_key.strip():  # an empty bearer token is no header httpx can send: say what to pass instead
+        fail(f"no API key for the service at {api_url}: pass --api-key or set TITRATE_API_KEY (an admin key: "
+             "titrate keys create --role admin)")
     try:
         result = run_scenario(scenario, api_url, api_key, options)
     except (SimulationError, httpx.HTTPError) as error:
-        detail = error.response.text if isinstance(error, httpx.HTTPStatusError) else ""
-        typer.echo(f"simulation failed: {error} {detail}".rstrip(), err=True)
+        typer.echo(f"simulation failed: {_simulation_failure(error, api_url)}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result.model_dump(mode="json")))
+
+
+def _simulation_failure(error: Exception, api_url: str) -> str:
+    """What went wrong talking to the service at ``api_url``, in one line that names the URL."""
+    import httpx
+
+    if isinstance(error, httpx.HTTPStatusError):
+        status = error.response.status_code
+        if status in (401, 403):
+            return (f"the service at {api_url} refused the API key (HTTP {status}): pass an admin key with "
+                    f"--api-key or TITRATE_API_KEY — {error.response.text}")
+        return f"HTTP {status} from {error.request.method} {error.request.url}: {error.response.text}"
+    if isinstance(error, httpx.TransportError):
+        reason = str(error) or type(error).__name__
+        return (f"cannot reach the service at {api_url} ({reason}): is it running (titrate serve)? Otherwise "
+                "pass its URL with --api-url or TITRATE_API_URL")
+    return str(error)
 
 
 def _load_scenario(preset: str | None, scenario_file: Path | None) -> Scenario:
@@ -318,6 +337,33 @@ def keys_create(
     typer.echo(secret)
 
 
+@keys_app.command("list")
+def keys_list(
+    active: Annotated[bool, typer.Option("--active", help="only keys that are not revoked")] = False,
+) -> None:
+    """List API keys: id, role, name, public prefix, created and revoked times (never a secret)."""
+    from api.auth.service import list_api_keys
+    from api.db.engine import Database
+    from api.mistakes import database_errors
+
+    url = _database_url()
+    with database_errors(url):
+        db = Database(url)
+        try:
+            with db.read() as session:
+                rows = [(str(r.id), r.role, r.name, r.prefix, f"{r.created_at:%Y-%m-%dT%H:%M:%SZ}",
+                         f"{r.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if r.revoked_at else "-")
+                        for r in list_api_keys(session) if not (active and r.revoked_at)]
+        finally:
+            db.dispose()
+    header = ("id", "role", "name", "prefix", "created", "revoked")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if not rows:
+        typer.echo("(no keys yet: titrate keys create --role admin)" if not active else "(no active keys)")
+
+
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[int, typer.Option(
         "--id", min=1, max=2**31 - 1,  # api_keys.id is a 32-bit INTEGER, as the route's MAX_KEY_ID says
@@ -333,9 +379,13 @@ def keys_revoke(key_id: Annotated[int, typer.Option(
     db = Database(url)
     try:
         with database_errors(url), db.transaction() as session:
-            row = revoke_api_key(session, key_id, Principal(key_id=0, name="titrate keys revoke", role="admin",
-                                                            prefix="cli"))
-            typer.echo(f"key {row.id} ({row.name}, {row.role}) revoked at {row.revoked_at:%Y-%m-%dT%H:%M:%SZ}")
+            row, already = revoke_api_key(session, key_id, Principal(key_id=0, name="titrate keys revoke",
+                                                                     role="admin", prefix="cli"))
+            if already:  # idempotent, but say so: nothing was done now
+                typer.echo(f"key {row.id} ({row.name}, {row.role}) was already revoked at "
+                           f"{row.revoked_at:%Y-%m-%dT%H:%M:%SZ}; nothing changed")
+            else:
+                typer.echo(f"key {row.id} ({row.name}, {row.role}) revoked at {row.revoked_at:%Y-%m-%dT%H:%M:%SZ}")
     except DomainError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None

@@ -88,7 +88,7 @@ def revoke_key(request: Request, key_id: int = Path(ge=1, le=MAX_KEY_ID, descrip
     one. Idempotent (revoking a revoked key changes nothing); the last active admin key cannot be revoked (409),
     so nobody is locked out — create another admin key first."""
     with request.app.state.db.transaction() as session:
-        row = revoke_api_key(session, key_id, principal)
+        row, _ = revoke_api_key(session, key_id, principal)  # idempotent: a revoked key answers as it stands
         out = KeyOut(id=row.id, name=row.name, role=row.role, prefix=row.prefix, created_at=row.created_at,
                      revoked_at=row.revoked_at)
         key_hash = row.key_hash
