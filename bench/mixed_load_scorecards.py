@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -176,10 +176,11 @@ class Route:
         self.failures += not ok
 
 
-async def open_loop(rate: float, until: float, fire: Callable[[], Awaitable[None]]) -> None:
+async def open_loop(rate: float, until: float, fire: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Start ``fire()`` at ``rate`` per second on a fixed schedule (not waiting for answers) until ``until``."""
     loop = asyncio.get_running_loop()
-    start, k, tasks = loop.time(), 0, set()
+    start, k = loop.time(), 0
+    tasks: set[asyncio.Task[None]] = set()
     while (due := start + k / rate) < until:
         if (delay := due - loop.time()) > 0:
             await asyncio.sleep(delay)
