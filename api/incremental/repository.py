@@ -1,0 +1,227 @@
+"""Queries of incremental scorecards: computing per-unit rows on the analysis tables, storing them in titrate's
+database, reading them back as scorecard sums, and the refresh locks (SQL built by ``scorecards.incremental``).
+
+The analysis side (:func:`unit_rows`, :func:`excluded_exposures`) runs on whatever connection reads the experiment's
+exposures and events (titrate's own tables, or an analysis source's); the stored side always on titrate's database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, FromClause, Row, Table, delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from api.db.tables import Experiment, ScorecardRefresh, ScorecardUnit, ScorecardUnitValue
+from scorecards.incremental import (
+    component_text,
+    plan_components,
+    stored_scorecard_query,
+    stored_version_metric_query,
+    stored_version_segment_metric_query,
+    touched_units_query,
+    unit_rows_query,
+)
+from scorecards.sql import (
+    MetricAggregate,
+    MetricSpec,
+    ScorecardAggregates,
+    excluded_exposures_query,
+    exposure_counts_query,
+    read_scorecard_rows,
+    read_segment_rows,
+    read_version_rows,
+    read_version_segment_rows,
+)
+
+UNITS: Table = ScorecardUnit.__table__  # type: ignore[assignment]
+VALUES: Table = ScorecardUnitValue.__table__  # type: ignore[assignment]
+
+#: Session-level advisory lock of the refresh job ("titrates" in ASCII hex; the allocation job's key + "s").
+JOB_LOCK_KEY = 0x7469747261746573
+#: First half of the transaction-level advisory lock taken per experiment while its rows are replaced.
+_EXPERIMENT_LOCK_CLASS = 0x7363  # "sc"
+#: Unit ids per DELETE statement (far below SQLite's limit on bound parameters).
+_CHUNK = 500
+
+
+class AnalysisTables(Protocol):
+    """The exposure and event tables of an experiment's analysis (``api.analysis.repository.AnalysisTables``)."""
+
+    @property
+    def exposures(self) -> FromClause:
+        """Exposures: ``experiment_id, unit_id, variant, allocation_version, exposed_at, attributes``."""
+        ...
+
+    @property
+    def events(self) -> FromClause:
+        """Events: ``unit_id, name, value, timestamp``."""
+        ...
+
+
+@dataclass(frozen=True)
+class RefreshState:
+    """The stored refresh state of one experiment (a detached copy of ``scorecard_refreshes``)."""
+
+    experiment_id: int
+    watermark: datetime
+    computed_at: datetime
+    last_full_at: datetime
+    mode: str
+    components: tuple[str, ...]
+    excluded_exposures: int
+    units_recomputed: int
+
+
+# ------------------------------------------------------------------------------------------------ analysis side
+
+
+def unit_rows(conn: Session | Connection, tables: AnalysisTables, experiment_id: int, metrics: Sequence[MetricSpec],
+              as_of: datetime, earliest: datetime | None, since: datetime | None) -> list[Row[Any]]:
+    """The per-unit rows (``scorecards.incremental.unit_rows_query``) at ``as_of``: every usable exposure's when
+    ``since`` is None (a full refresh), else only the units touched after ``since``."""
+    units = (None if since is None
+             else touched_units_query(tables.exposures, tables.events, experiment_id, metrics, since, as_of))
+    stmt = unit_rows_query(tables.exposures, tables.events, experiment_id, metrics, as_of, earliest, units)
+    return list(conn.execute(stmt).all())
+
+
+def excluded_exposures(conn: Session | Connection, tables: AnalysisTables, experiment_id: int,
+                       earliest: datetime | None, latest: datetime) -> int:
+    """The experiment's exposure rows the analysis leaves out (``scorecards.sql.excluded_exposures_query``)."""
+    return int(conn.execute(excluded_exposures_query(tables.exposures, experiment_id, earliest, latest)).scalar_one())
+
+
+# -------------------------------------------------------------------------------------------------- stored side
+
+
+def _state(row: ScorecardRefresh) -> RefreshState:
+    return RefreshState(row.experiment_id, row.watermark, row.computed_at, row.last_full_at, row.mode,
+                        tuple(row.components), int(row.excluded_exposures), int(row.units_recomputed))
+
+
+def state(session: Session, experiment_id: int) -> RefreshState | None:
+    """The experiment's refresh state; None when it was never refreshed."""
+    row = session.get(ScorecardRefresh, experiment_id, populate_existing=True)
+    return None if row is None else _state(row)
+
+
+def lock_experiment(session: Session, experiment_id: int) -> None:
+    """Serialise writers of one experiment's stored rows until the transaction ends: a transaction-level advisory
+    lock on PostgreSQL; on SQLite the transaction's ``BEGIN IMMEDIATE`` already holds the only write lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(_EXPERIMENT_LOCK_CLASS, experiment_id)))
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start:start + _CHUNK]
+
+
+def replace_rows(session: Session, experiment_id: int, rows: Sequence[Row[Any]], labels: Mapping[str, str],
+                 everything: bool) -> None:
+    """Replace stored rows by ``rows`` (of :func:`unit_rows`; ``labels``: column label → component key): all the
+    experiment's rows when ``everything``, else those of the units in ``rows``. Only nonzero values are stored."""
+    if everything:
+        session.execute(delete(VALUES).where(VALUES.c.experiment_id == experiment_id))
+        session.execute(delete(UNITS).where(UNITS.c.experiment_id == experiment_id))
+    else:
+        for chunk in _chunks([str(r._mapping["unit_id"]) for r in rows]):
+            session.execute(delete(VALUES).where(VALUES.c.experiment_id == experiment_id,
+                                                 VALUES.c.unit_id.in_(chunk)))
+            session.execute(delete(UNITS).where(UNITS.c.experiment_id == experiment_id, UNITS.c.unit_id.in_(chunk)))
+    if not rows:
+        return
+    units: list[dict[str, Any]] = []
+    values: list[dict[str, Any]] = []
+    for row in rows:
+        r = row._mapping
+        units.append({"experiment_id": experiment_id, "unit_id": r["unit_id"], "variant": r["variant"],
+                      "allocation_version": r["allocation_version"], "exposed_at": r["exposed_at"],
+                      "attributes": r["attributes"], "excluded_events": int(r["excluded_events"])})
+        values += [{"experiment_id": experiment_id, "unit_id": r["unit_id"], "component": key, "value": float(r[label])}
+                   for label, key in labels.items() if r[label]]
+    session.execute(insert(UNITS), units)
+    if values:
+        session.execute(insert(VALUES), values)
+
+
+def save_state(session: Session, new: RefreshState) -> None:
+    """Write the experiment's refresh state (insert or update)."""
+    row = session.get(ScorecardRefresh, new.experiment_id)
+    if row is None:
+        row = ScorecardRefresh(experiment_id=new.experiment_id)
+        session.add(row)
+    row.watermark, row.computed_at, row.last_full_at = new.watermark, new.computed_at, new.last_full_at
+    row.mode, row.components = new.mode, list(new.components)
+    row.excluded_exposures, row.units_recomputed = new.excluded_exposures, new.units_recomputed
+    session.flush()
+
+
+def refreshable_experiments(session: Session, statuses: Sequence[str]) -> list[Experiment]:
+    """Experiments in ``statuses`` that have a frozen plan (variants loaded), oldest first."""
+    return list(session.scalars(select(Experiment).where(Experiment.status.in_(statuses),
+                                                         Experiment.plan.is_not(None)).order_by(Experiment.id)))
+
+
+def stored_metric_aggregates(session: Session, experiment_id: int, metrics: Sequence[MetricSpec],
+                             as_of: datetime) -> ScorecardAggregates:
+    """Per-variant sums of every metric over the stored rows (``as_of``: their ``computed_at``)."""
+    rows = session.execute(stored_scorecard_query(UNITS, VALUES, experiment_id, metrics, as_of)).all()
+    return read_scorecard_rows(rows, metrics)
+
+
+def stored_metric_aggregates_by_segment(session: Session, experiment_id: int, metrics: Sequence[MetricSpec],
+                                        as_of: datetime, segment: str,
+                                        strings_only: bool = False) -> dict[str | None, ScorecardAggregates]:
+    """The same sums per value of an exposure attribute, over the stored rows."""
+    stmt = stored_scorecard_query(UNITS, VALUES, experiment_id, metrics, as_of, segment, strings_only)
+    return read_segment_rows(session.execute(stmt).all(), metrics)
+
+
+def stored_exposure_counts(session: Session, experiment_id: int) -> dict[tuple[int, str], int]:
+    """Stored units per (allocation version, variant)."""
+    rows = session.execute(exposure_counts_query(UNITS, experiment_id)).all()
+    return {(int(version), str(variant)): int(units) for version, variant, units in rows}
+
+
+def stored_exposure_counts_by_segment(session: Session, experiment_id: int,
+                                      segment: str) -> dict[tuple[int, str | None, str], int]:
+    """Stored units per (allocation version, string value of attribute ``segment`` or None, variant)."""
+    rows = session.execute(exposure_counts_query(UNITS, experiment_id, None, segment,
+                                                 segment_strings_only=True)).all()
+    return {(int(version), None if value is None else str(value), str(variant)): int(units)
+            for version, value, variant, units in rows}
+
+
+def stored_metric_strata(session: Session, experiment_id: int, metric: MetricSpec, as_of: datetime,
+                         context_attribute: str | None = None) -> dict[tuple[int, str | None],
+                                                                       dict[str, MetricAggregate]]:
+    """(allocation version, context value or None) → variant → sums of one metric, over the stored rows."""
+    if context_attribute is None:
+        by_version = read_version_rows(session.execute(stored_version_metric_query(
+            UNITS, VALUES, experiment_id, metric, as_of)).all(), metric)
+        return {(version, None): sums for version, sums in by_version.items()}
+    return read_version_segment_rows(session.execute(stored_version_segment_metric_query(
+        UNITS, VALUES, experiment_id, metric, as_of, context_attribute)).all(), metric)
+
+
+def component_labels(metrics: Sequence[MetricSpec]) -> dict[str, str]:
+    """Column label of :func:`unit_rows` → stored component key, for every component of ``metrics``."""
+    return {label: component_text(c) for c, label in plan_components(metrics).items()}
+
+
+def try_job_lock(conn: Connection) -> bool:
+    """PostgreSQL: take the refresh job's session-level advisory lock on ``conn`` if free (never waits)."""
+    got = bool(conn.scalar(select(func.pg_try_advisory_lock(JOB_LOCK_KEY))))
+    conn.commit()
+    return got
+
+
+def job_unlock(conn: Connection) -> None:
+    """PostgreSQL: release the refresh job's advisory lock held by ``conn``."""
+    conn.scalar(select(func.pg_advisory_unlock(JOB_LOCK_KEY)))
+    conn.commit()

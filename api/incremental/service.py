@@ -1,0 +1,167 @@
+"""Refreshing an experiment's materialised scorecard rows (``scorecards.incremental``), fully or incrementally.
+
+A refresh at time ``R`` computes the per-unit rows of the scorecard query at ``R`` and stores them in titrate's
+database; a scorecard read without ``as_of`` then aggregates the stored rows (``api.analysis.scorecard``), so it
+is the analysis as of ``computed_at = R``.
+
+* **full** — every unit's row is recomputed (first refresh, the plan's components changed, ``full=True``, or
+  ``TITRATE_SCORECARD_FULL_REFRESH_HOURS`` passed since the last full one);
+* **incremental** — only the units touched since the previous refresh's watermark ``W`` minus the lookback ``L``
+  (``TITRATE_SCORECARD_LOOKBACK_HOURS``): with an event of a plan event name dated after ``W − L``, or exposed
+  after it. Each is recomputed from *all* its events, so duplicates, late events and exposures arriving after
+  their events come out exactly as in a full recomputation. The watermark becomes ``R``.
+
+**Guarantee.** Between full refreshes the stored rows — hence the scorecard — equal a full recomputation at
+``computed_at`` on every row except rows that arrived more than ``L`` after their own timestamp (an event, or an
+exposure, dated at or before the previous watermark minus ``L`` and stored after that refresh read the data). Each
+such row changes only its own unit's values (one unit's count, sums, exposure), and only until the next full
+refresh, or the next refresh touching that unit, picks it up.
+
+The per-unit rows are computed in a read (no write lock while the database aggregates events), then written in one
+short transaction (delete + insert) under a per-experiment lock; if another refresher stored a newer state in
+between, this one's rows are dropped and that state is kept (``mode="skipped"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.orm import Session
+
+from api.db.engine import Database
+from api.db.tables import Event, Experiment, Exposure, utc_now
+from api.experiments.plan import plan_of
+from api.incremental import repository
+from api.incremental.repository import AnalysisTables, RefreshState
+from api.settings import Settings, get_settings
+from scorecards.sql import MetricSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OwnTables:
+    """Titrate's own exposure and event tables (the default analysis tables)."""
+
+    exposures: Table = Exposure.__table__  # type: ignore[assignment]
+    events: Table = Event.__table__  # type: ignore[assignment]
+
+
+#: Where an experiment's exposures and events are read, given a read session of titrate's database: a context
+#: manager giving the connection to run the queries on and the tables (``api.analysis.repository.analysis_tables``;
+#: default :func:`own_tables`: that session and titrate's own tables).
+Source = Callable[[Session], AbstractContextManager[tuple[Session | Connection, AnalysisTables]]]
+
+
+def own_tables(session: Session) -> AbstractContextManager[tuple[Session | Connection, AnalysisTables]]:
+    """The default :data:`Source`: titrate's own exposures and events, read on ``session``."""
+    return nullcontext((session, OwnTables()))
+
+
+@dataclass(frozen=True)
+class RefreshPolicy:
+    """How refreshes run: the lookback for late rows and how often a full refresh is due (hours)."""
+
+    lookback_hours: float
+    full_refresh_hours: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RefreshPolicy:
+        """``TITRATE_SCORECARD_LOOKBACK_HOURS`` and ``TITRATE_SCORECARD_FULL_REFRESH_HOURS``."""
+        return cls(settings.scorecard_lookback_hours, settings.scorecard_full_refresh_hours)
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """One refresh: ``mode`` full, incremental or skipped (another refresher stored first), the state now stored,
+    how many units were recomputed and the seconds it took."""
+
+    mode: str
+    state: RefreshState
+    units_recomputed: int
+    seconds: float
+
+
+def plan_metrics(experiment: Experiment) -> list[MetricSpec]:
+    """The metric specs of the experiment's frozen plan (what the scorecard aggregates)."""
+    plan = plan_of(experiment)
+    return [m.definition.spec(plan.design.cuped_lookback_hours) for m in plan.metrics]
+
+
+def components_of(experiment: Experiment) -> tuple[str, ...]:
+    """The component keys the experiment's stored rows must hold (those of its frozen plan's metrics)."""
+    return tuple(repository.component_labels(plan_metrics(experiment)).values())
+
+
+def usable(state: RefreshState | None, experiment: Experiment) -> RefreshState | None:
+    """``state`` when its stored rows can answer the experiment's scorecard (they hold its plan's components)."""
+    return state if state is not None and state.components == components_of(experiment) else None
+
+
+def _mode(previous: RefreshState | None, components: tuple[str, ...], now: datetime, policy: RefreshPolicy,
+          full: bool) -> str:
+    if full or previous is None or previous.components != components or now < previous.watermark:
+        return "full"
+    if now - previous.last_full_at >= timedelta(hours=policy.full_refresh_hours):
+        return "full"
+    return "incremental"
+
+
+def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full: bool = False,
+            now: datetime | None = None, source: Source | None = None) -> RefreshResult:
+    """Refresh the experiment's stored rows at ``now`` (default: the current time) — see the module docstring.
+
+    ``source``: where the experiment's exposures and events are read (default titrate's own tables); the rows are
+    always stored in ``db``.
+    """
+    started = time.perf_counter()
+    now = now or utc_now()
+    settings = get_settings()
+    earliest = settings.timestamp_min
+    metrics = plan_metrics(experiment)
+    labels = repository.component_labels(metrics)
+    components = tuple(labels.values())
+    with db.read() as session:
+        previous = repository.state(session, experiment.id)
+    mode = _mode(previous, components, now, policy, full)
+    since = None
+    if mode == "incremental" and previous is not None:
+        since = previous.watermark - timedelta(hours=policy.lookback_hours)
+    with db.read() as session, (source or own_tables)(session) as (conn, tables):
+        rows = repository.unit_rows(conn, tables, experiment.id, metrics, now, earliest, since)
+        excluded = repository.excluded_exposures(
+            conn, tables, experiment.id, earliest, now + timedelta(hours=settings.timestamp_max_future_hours))
+    new = RefreshState(experiment.id, watermark=now, computed_at=now,
+                       last_full_at=now if mode == "full" or previous is None else previous.last_full_at,
+                       mode=mode, components=components, excluded_exposures=excluded, units_recomputed=len(rows))
+    with db.transaction() as session:
+        repository.lock_experiment(session, experiment.id)
+        current = repository.state(session, experiment.id)
+        if current != previous:  # another refresher stored since we read: keep its (newer or equal) state
+            assert current is not None
+            return RefreshResult("skipped", current, 0, time.perf_counter() - started)
+        repository.replace_rows(session, experiment.id, rows, labels, everything=mode == "full")
+        repository.save_state(session, new)
+    seconds = time.perf_counter() - started
+    log.info("scorecard refreshed", extra={"experiment": experiment.key, "mode": mode, "units": len(rows),
+                                           "seconds": round(seconds, 3)})
+    return RefreshResult(mode, new, len(rows), seconds)
+
+
+def stored_state(db: Database, experiment: Experiment, policy: RefreshPolicy, *, fresh: bool | None = None,
+                 source: Source | None = None) -> RefreshState:
+    """The state a scorecard read answers from: the last refresh's, unless ``fresh`` is given (False: refresh now,
+    incrementally unless a full refresh is due; True: a full refresh now), the experiment was never refreshed, or
+    its stored rows lack components the plan needs (then a full refresh now)."""
+    with db.read() as session:
+        current = repository.state(session, experiment.id)
+    if fresh is not None or (answer := usable(current, experiment)) is None:
+        return refresh(db, experiment, policy, full=bool(fresh), source=source).state
+    return answer
+
