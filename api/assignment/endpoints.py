@@ -31,11 +31,18 @@ async def assign(request: Request) -> Response:
     sync = state.settings.exposure_durability == "sync"
     if sync:
         service.refuse_when_queue_full(state.exposure_writer, 1)
-    assignments = service.assign_unit(state.snapshots.current, state.exposure_writer, body.unit_id,
+    snapshot = state.snapshots.current
+    assignments = service.assign_unit(snapshot, state.exposure_writer, body.unit_id,
                                       body.attributes, body.experiments, utc_now(), force_enqueue=sync)
     if sync and assignments:
         await service.wait_until_durable(state.exposure_writer, state.settings.exposure_sync_timeout_seconds)
-    return Response(json.dumps({"assignments": assignments}, separators=(",", ":")), media_type="application/json")
+    reply: dict[str, object] = {"assignments": assignments}
+    # keys asked for that no served experiment has (unknown, or draft/paused/stopped): named, so `{}` is not
+    # mistaken for "not eligible"; only when there are some, so every other reply keeps the contract's shape
+    not_served = [k for k in dict.fromkeys(body.experiments or ()) if k not in snapshot.experiments]
+    if not_served:
+        reply["not_served"] = not_served
+    return Response(json.dumps(reply, separators=(",", ":")), media_type="application/json")
 
 
 @router.post("/v1/exposures", response_model=ExposuresOut,

@@ -29,6 +29,9 @@ class AssignResponse(BaseModel):
     """Assignments by experiment key (experiments the unit is not in are absent)."""
 
     assignments: dict[str, AssignedVariant]
+    not_served: list[str] | None = Field(
+        None, description="requested keys of no running, shipped or rolled-back experiment (unknown, or a draft, "
+                          "paused or stopped one); absent when every requested key is served")
 
 
 class ExposureIn(RequestModel):
