@@ -33,6 +33,8 @@ from api.serving.recorder import ServingRecorder
 from api.serving.retention import purge_predictions
 from api.serving.runtime import ServingRuntime
 from api.settings import Settings, get_settings
+from api.sources import service as sources_service
+from api.sources.endpoints import router as sources_router
 from models.manager import Loader, ModelManager
 from models.variants import load_variant
 
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
         db = Database(settings.database_url, settings.db_pool_size, DbTimeouts.from_settings(settings))
         app.state.settings = settings
         app.state.db = db
+        sources_service.ENGINES.configure(sources_service.SourceLimits.from_settings(settings))
         app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
         app.state.snapshots = SnapshotHolder(db, settings.config_refresh_seconds,
                                              on_change=app.state.key_cache.clear)
@@ -89,6 +92,7 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
             await app.state.serving.close()  # shadow runs, models, then serving events and the prediction log
             app.state.exposure_writer.stop()
             app.state.snapshots.stop()
+            sources_service.ENGINES.dispose_all()
             db.dispose()
             log.info("titrate stopped")
 
@@ -104,6 +108,6 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
     app.add_middleware(LatencyMiddleware)
     # Starlette matches routes in order: the hot paths (assign, events) come first.
     for router in (assignment_router, events_router, ops_router, keys_router, metrics_router, experiments_router,
-                   serving_router, analysis_router, allocation_router, dead_letters_router):
+                   serving_router, analysis_router, allocation_router, dead_letters_router, sources_router):
         app.include_router(router)
     return app

@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     )
     scheduler_enabled: bool = Field(True, description="run periodic allocation jobs in this process")
     scheduler_interval_seconds: float = Field(30.0, gt=0, description="how often the allocation job runs")
+    # Analysis sources (api/sources/): users' databases read in place; every wait on them bounded.
+    source_connect_timeout_seconds: float = Field(
+        5.0, gt=0, le=300, description="longest wait to connect to an analysis source (503 beyond)"
+    )
+    source_statement_timeout_seconds: float = Field(
+        30.0, gt=0, le=86_400, description="longest a query on an analysis source may run (503 beyond)"
+    )
+    source_pool_size: int = Field(5, ge=1, le=100, description="pooled connections per analysis source (networked)")
     # Model serving (api/serving/).
     serving_batch_wait_ms: float = Field(
         5.0, ge=0, le=1000, description="how long a model's dynamic batcher waits for concurrent requests to join"

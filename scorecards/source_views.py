@@ -110,7 +110,10 @@ def source_from(mapping: TableMapping, roles: Sequence[str]) -> FromClause:
     """
     names = list(dict.fromkeys(mapping.columns[r] for r in roles if r in mapping.columns))
     if mapping.sql is not None:
-        return text(mapping.sql).columns(*(column(quoted_name(n, None)) for n in names)).subquery("src")
+        # why the newline: a query ending in a ``--`` comment must not comment out the subquery's closing parenthesis;
+        # a trailing ``;`` would end the statement inside it
+        sql = mapping.sql.rstrip().removesuffix(";").rstrip()
+        return text(f"{sql}\n").columns(*(column(quoted_name(n, None)) for n in names)).subquery("src")
     assert mapping.table is not None
     schema, _, name = mapping.table.rpartition(".")
     return table(quoted_name(name, None), *(column(quoted_name(n, None)) for n in names),

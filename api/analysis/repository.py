@@ -11,7 +11,8 @@ unreadable attributes, events whose value is not finite — written by older ver
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,6 +21,8 @@ from sqlalchemy.orm import Session
 
 from api.db.tables import Event, Exposure
 from api.settings import get_settings
+from api.sources import service as sources
+from scorecards.source_views import events_view, exposures_view
 from scorecards.sql import (
     MetricAggregate,
     MetricSpec,
@@ -38,8 +41,9 @@ from scorecards.sql import (
 _EXPOSURES: Table = Exposure.__table__  # type: ignore[assignment]
 _EVENTS: Table = Event.__table__  # type: ignore[assignment]
 
-#: What the analysis queries run on: titrate's ORM session or a connection to an analysis source.
-Runner = Session | Connection
+#: What the analysis queries run on: titrate's ORM session, a connection, or an analysis source's reader (whose
+#: failures answer 424/503 with the source's message).
+Runner = Session | Connection | sources.SourceReader
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,22 @@ class AnalysisTables:
 
 #: titrate's own tables: what every experiment without an analysis source reads.
 BUILT_IN = AnalysisTables(_EXPOSURES, _EVENTS)
+
+
+@contextmanager
+def analysis_tables(session: Session, experiment_key: str, experiment_id: int, source: str | None,
+                    allocation_starts: Sequence[tuple[int, datetime]]) -> Iterator[tuple[Runner, AnalysisTables]]:
+    """What one experiment's analysis reads, for the length of the block: titrate's own tables on ``session`` when
+    ``source`` (the frozen plan's ``analysis_source``) is None; else that source's views (its rows of this
+    experiment, first exposure per unit, allocation version by ``allocation_starts`` = titrate's (version,
+    created_at) history) on a connection to it, whose failures answer 424/503 (``api.sources.service``)."""
+    if source is None:
+        yield session, BUILT_IN
+        return
+    with sources.reading(session, source) as (reader, mappings):
+        yield reader, AnalysisTables(
+            exposures_view(mappings.exposures, experiment_key, experiment_id, allocation_starts),
+            events_view(mappings.events))
 
 
 def earliest_usable() -> datetime:

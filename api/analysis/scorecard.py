@@ -45,35 +45,40 @@ def _bandit_stop(session: Session, experiment: Experiment) -> BanditStop | None:
                                                list(stop.get("reasons", []))))
 
 
-def _strata(session: Session, experiment: Experiment, plan: Plan, when: datetime) -> dict[str, Strata]:
+def _strata(conn: repository.Runner, experiment: Experiment, plan: Plan, when: datetime,
+            tables: repository.AnalysisTables = repository.BUILT_IN) -> dict[str, Strata]:
     attribute = plan.allocation.context_attribute
-    return {m.key: repository.metric_strata(session, experiment.id,
-                                     m.definition.spec(plan.design.cuped_lookback_hours), when, attribute)
+    return {m.key: repository.metric_strata(conn, experiment.id, m.definition.spec(plan.design.cuped_lookback_hours),
+                                            when, attribute, tables=tables)
             for m in plan.by_role("primary")}
 
 
 def load_scorecard(session: Session, experiment: Experiment, as_of: datetime | None = None,
                    segment: str | None = None) -> Scorecard:
     """The scorecard of a started experiment at ``as_of`` (default now; a live read also applies the bandit
-    stopping rule), broken down by the exposure attribute ``segment`` when given."""
+    stopping rule), broken down by the exposure attribute ``segment`` when given. The exposures and events are
+    read where the frozen plan says (``analysis_source``: titrate's own tables, or an analysis source); the
+    allocation history (SRM, allocation versions) is always titrate's."""
     plan = plan_of(experiment)
     when = effective_as_of(as_of)
     specs = [m.definition.spec(plan.design.cuped_lookback_hours) for m in plan.metrics]
-    aggregates = repository.metric_aggregates(session, experiment.id, specs, when)
+    allocations = experiments_repository.allocation_history(session, experiment.id)
+    history = [AllocationVersion(a.version, a.weights, a.context_weights) for a in allocations]
     attribute = plan.allocation.context_attribute
-    exposures = ExposureCounts(
-        repository.exposure_counts(session, experiment.id, when),
-        None if attribute is None else repository.exposure_counts_by_segment(session, experiment.id, attribute,
-                                                                              when))
-    history = [AllocationVersion(a.version, a.weights, a.context_weights)
-               for a in experiments_repository.allocation_history(session, experiment.id)]
     thompson = plan.allocation.strategy == "thompson"
+    with repository.analysis_tables(session, experiment.key, experiment.id, plan.analysis_source,
+                                    [(a.version, a.created_at) for a in allocations]) as (conn, tables):
+        aggregates = repository.metric_aggregates(conn, experiment.id, specs, when, tables=tables)
+        exposures = ExposureCounts(
+            repository.exposure_counts(conn, experiment.id, when, tables=tables),
+            None if attribute is None else repository.exposure_counts_by_segment(conn, experiment.id, attribute,
+                                                                                  when, tables=tables))
+        strata = _strata(conn, experiment, plan, when, tables) if thompson else None
+        by_segment = None if segment is None else SegmentInput(segment, repository.metric_aggregates_by_segment(
+            conn, experiment.id, specs, when, segment, tables=tables))
+        excluded = repository.excluded_exposures(conn, experiment.id, utc_now(), tables=tables)
     return build_scorecard(
-        plan, aggregates, history, exposures, as_of=when,
-        strata=_strata(session, experiment, plan, when) if thompson else None,
-        segment=None if segment is None else SegmentInput(segment, repository.metric_aggregates_by_segment(
-            session, experiment.id, specs, when, segment)),
+        plan, aggregates, history, exposures, as_of=when, strata=strata, segment=by_segment,
         bandit_stop=_bandit_stop(session, experiment) if thompson and as_of is None else None,
-        excluded=ExcludedRows(repository.excluded_exposures(session, experiment.id, utc_now()),
-                              aggregates.excluded_events),
+        excluded=ExcludedRows(excluded, aggregates.excluded_events),
     )

@@ -53,6 +53,7 @@ def build_plan(experiment: Experiment) -> Plan:
         metrics=tuple(metrics),
         design=PlanDesign.from_document(experiment.design),
         decision_rule=DECISION_RULE,
+        analysis_source=experiment.analysis_source,
     ).sealed()
 
 

@@ -26,6 +26,7 @@ def experiment_out(experiment: Experiment, allocation: Allocation | None) -> Exp
         "metrics": metrics_by_role(experiment), "design": experiment.design, "targeting": experiment.targeting,
         "traffic": experiment.traffic, "layer": experiment.layer, "layer_range": layer_range,
         "salt": experiment.salt, "plan_fingerprint": experiment.plan_fingerprint,
+        "analysis": None if experiment.analysis_source is None else {"source": experiment.analysis_source},
         "shipped_variant": experiment.shipped_variant,
         "allocation_version": allocation.version if allocation is not None else None,
         "exposure_mismatches": experiment.exposure_mismatches, "exposures_dropped": experiment.exposures_dropped,

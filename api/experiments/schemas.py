@@ -206,6 +206,13 @@ def _variants_error(message: str) -> PydanticCustomError:
     return PydanticCustomError("value_error", message.replace("{", "{{").replace("}", "}}"))
 
 
+class AnalysisSpec(RequestModel):
+    """Where the experiment's exposures and events are analysed: a registered analysis source (POST /v1/sources);
+    without it titrate's own tables."""
+
+    source: Key
+
+
 class ExperimentCreate(RequestModel):
     """Register a hypothesis-driven experiment (starts as a draft)."""
 
@@ -224,6 +231,7 @@ class ExperimentCreate(RequestModel):
     traffic: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     layer: Key | None = None
     salt: Key | None = None
+    analysis: AnalysisSpec | None = None
 
     _variants = field_validator("variants")(_check_variants)
 
@@ -257,6 +265,7 @@ class ExperimentUpdate(RequestModel):
     traffic: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     layer: Key | None = None
     salt: Key | None = None
+    analysis: AnalysisSpec | None = None
 
     _variants = field_validator("variants")(_check_variants)
 
@@ -321,6 +330,8 @@ class ExperimentOut(BaseModel):
     layer: str | None
     layer_range: tuple[int, int] | None
     salt: str
+    analysis: AnalysisSpec | None = Field(None, description="the analysis source the scorecard reads (None: titrate's "
+                                                             "own tables)")
     plan_fingerprint: str | None
     shipped_variant: str | None
     allocation_version: int | None

@@ -15,6 +15,7 @@ from api.experiments import plan as plan_module
 from api.experiments import repository
 from api.experiments.schemas import (
     AllocationSpec,
+    AnalysisSpec,
     ExperimentCreate,
     ExperimentUpdate,
     MetricsByRole,
@@ -23,6 +24,7 @@ from api.experiments.schemas import (
 from api.experiments.variant_models import check_variant_models
 from api.experiments.wire import MetricsByRoleJson, RegisteredVariantJson
 from api.metrics_catalog import repository as metrics_repository
+from api.sources import service as sources_service
 from bandits.bucketing import BUCKETS
 from bandits.ramp import ramp_split
 
@@ -35,7 +37,8 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "rolled_back": {},
     "stopped": {},
 }
-FROZEN_WHEN_STARTED = ("hypothesis", "type", "allocation", "variants", "metrics", "design", "layer", "salt")
+FROZEN_WHEN_STARTED = ("hypothesis", "type", "allocation", "variants", "metrics", "design", "layer", "salt",
+                       "analysis")
 EDITABLE_WHEN_LIVE = ("name", "owner", "description", "targeting", "traffic")
 EDITABLE_WHEN_ENDED = ("name", "owner", "description")
 # Who a live experiment reaches: narrowing targeting or traffic pauses it in effect, so it needs what /pause needs.
@@ -81,6 +84,7 @@ def state(experiment: Experiment) -> dict[str, Any]:
         "traffic": experiment.traffic, "layer": experiment.layer, "salt": experiment.salt,
         "layer_range": _layer_range(experiment), "shipped_variant": experiment.shipped_variant,
         "plan_fingerprint": experiment.plan_fingerprint,
+        **({} if experiment.analysis_source is None else {"analysis": {"source": experiment.analysis_source}}),
     }
 
 
@@ -124,6 +128,16 @@ def _check_ramp_variants(allocation: AllocationSpec, variants: list[VariantIn]) 
                            "a ramped experiment lists its control variant first")
 
 
+def _analysis_source(session: Session, analysis: AnalysisSpec | None) -> str | None:
+    """The analysis source named by ``analysis`` (422 naming ``analysis.source`` when it is not registered)."""
+    if analysis is None:
+        return None
+    if not sources_service.known(session, analysis.source):
+        raise InvalidInput(("body", "analysis", "source"),
+                           f"unknown analysis source '{analysis.source}': register it with POST /v1/sources")
+    return analysis.source
+
+
 def create_experiment(session: Session, body: ExperimentCreate, principal: Principal) -> Experiment:
     """Register a draft; 409 if the key is taken, 422 naming an unknown metric."""
     if repository.get(session, body.key) is not None:
@@ -138,6 +152,7 @@ def create_experiment(session: Session, body: ExperimentCreate, principal: Princ
         design=body.design.model_dump(mode="json"),
         targeting=[c.model_dump(mode="json") for c in body.targeting], traffic=body.traffic, layer=body.layer,
         salt=body.salt or body.key, exposure_mismatches=0, created_at=now, updated_at=now,
+        analysis_source=_analysis_source(session, body.analysis),
     )
     experiment.variants = _variants(body.variants)
     experiment.metric_links = _metric_links(session, body.metrics)
@@ -171,6 +186,8 @@ def update_experiment(session: Session, key: str, body: ExperimentUpdate, princi
     for field in ("name", "owner", "description", "type", "layer", "salt"):
         if field in given:
             setattr(experiment, field, given[field])
+    if "analysis" in given:
+        experiment.analysis_source = _analysis_source(session, body.analysis)
     if body.hypothesis is not None:
         experiment.hypothesis = body.hypothesis.model_dump(mode="json")
     if body.design is not None:

@@ -1,0 +1,1 @@
+"""Analysis sources: users' own databases whose exposure and event tables titrate analyses in place."""
