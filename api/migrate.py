@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -13,6 +15,20 @@ from sqlalchemy import Engine
 from api.db.engine import normalise_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class _QuietRevisionProbe(logging.Filter):
+    """Drops alembic's "Context impl …" / "Will assume … DDL" lines while this thread reads the current revision:
+    ``/readyz`` reads it on every probe, and a migration (another thread, or later) keeps its log lines."""
+
+    active = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.active, "on", False)
+
+
+_QUIET = _QuietRevisionProbe()
+logging.getLogger("alembic.runtime.migration").addFilter(_QUIET)
 
 
 def alembic_config(url: str) -> Config:
@@ -41,5 +57,9 @@ def head_revision() -> str | None:
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at (None when never migrated)."""
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+    _QUIET.active.on = True
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        _QUIET.active.on = False
