@@ -4,7 +4,9 @@
   metrics, where any false "win" could be shipped.  Adjusted p_(i) = max_{j ≤ i} min(1, (m − j + 1)·p_(j))
   over the sorted p-values.  Computed here in NumPy rather than by ``multipletests(method="holm")``:
   that branch of statsmodels 0.14/0.15 calls ``gc.collect()`` on every call (≈ 40 ms, a full
-  stop-the-world collection inside a request); the tests check equality with statsmodels.
+  stop-the-world collection inside a request); the tests check equality with statsmodels.  Rejection compares
+  each sorted raw p-value with its threshold α/(m − i + 1), as statsmodels does, so floating-point ties at a
+  threshold are rejected (``adjusted <= alpha`` could miss them by one ulp).
 * Benjamini–Hochberg (1995) — controls the false discovery rate; used across segments, which are
   exploratory drill-downs.  ``statsmodels.stats.multitest.multipletests(method="fdr_bh")``.
 
@@ -52,7 +54,7 @@ def adjust_p_values(p_values: Sequence[float], method: Method, alpha: float = 0.
     if finite.any():
         if method == "holm":
             adj = _holm_adjusted(raw[finite])
-            rej = adj <= alpha
+            rej = _holm_rejected(raw[finite], alpha)
         else:
             rej, adj, _, _ = multipletests(raw[finite], alpha=alpha, method=method)
         adjusted[finite] = adj
@@ -75,6 +77,23 @@ def _holm_adjusted(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     # why: the running maximum enforces monotonicity, so a later (larger) raw p-value can never
     # get a smaller adjusted value than an earlier one — the step-down "stop at first failure".
     out[order] = np.maximum.accumulate(stepped)
+    return out
+
+
+def _holm_rejected(p: npt.NDArray[np.float64], alpha: float) -> npt.NDArray[np.bool_]:
+    """Holm's step-down decisions: reject p_(1…k) where k is the first i with p_(i) > α/(m − i + 1).
+
+    Why not ``adjusted <= alpha``: (m − i + 1)·p_(i) is rounded, so a p-value exactly at its threshold α/(m − i + 1)
+    can come back a hair above α (p = 0.05/11: 11·p = 0.05000000000000001) and a tie would not be rejected.
+    Comparing the raw p-value with the threshold is what statsmodels ``multipletests(method="holm")`` does, so
+    decisions at ties agree with it.
+    """
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    above = p[order] > alpha / np.arange(m, 0, -1)
+    first = int(np.argmax(above)) if above.any() else m
+    out = np.zeros(m, dtype=bool)
+    out[order[:first]] = True
     return out
 
 

@@ -52,3 +52,15 @@ def test_holm_equals_statsmodels_on_random_families() -> None:
         assert ours.rejected == tuple(bool(r) for r in rej)
         bh_rej, bh_adj, _, _ = multipletests(p, alpha=0.05, method="fdr_bh")
         assert benjamini_hochberg(list(p)).adjusted == pytest.approx(tuple(bh_adj), rel=1e-12)
+
+
+@pytest.mark.parametrize(("m", "alpha"), [(11, 0.05), (22, 0.1), (44, 0.2), (3, 0.05), (7, 0.01)])
+def test_holm_rejects_floating_point_ties_at_the_threshold_as_statsmodels_does(m: int, alpha: float) -> None:
+    """p = α/m for all m tests: the smallest sits exactly at its threshold; 11·(0.05/11) = 0.05000000000000001."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = [alpha / m] * m
+    ours = holm(p, alpha)
+    reference, _, _, _ = multipletests(p, alpha=alpha, method="holm")
+    assert list(ours.rejected) == list(reference)
+    assert ours.rejected == (True,) * m
