@@ -8,6 +8,10 @@ each caller back its own slice of the outputs, in order.
 Why one worker thread per model: a model's forward passes are serialised anyway (running two at once on
 one device only contends for the same cores/SMs), and one thread keeps torch's per-thread state
 (inference mode, CUDA stream) simple. The event loop never runs torch.
+
+A remote variant (:class:`models.remote.RemoteVariant`, served by an inference server) is batched the same way,
+but its batches are awaited on the event loop (network I/O, no thread) and up to ``max_in_flight`` of them run at
+once: while every slot is busy, new requests gather into the next batch, so batches grow with the load.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.errors import ModelServingError
+from models.remote import RemoteVariant
 from models.variants import ModelVariant, check_texts
 
 
@@ -63,14 +68,25 @@ class DynamicBatcher:
             with more texts runs alone (``predict_batch`` chunks it).
         max_wait_ms: longest a request waits for companions before its batch runs. 5 ms is small next
             to a forward pass (tens of ms on CPU) and enough for concurrent requests to coalesce.
+        max_in_flight: batches running at once; default 1 for a local variant (its worker thread runs one
+            pass at a time), ``variant.max_in_flight`` for a remote one.
     """
 
-    def __init__(self, variant: ModelVariant, *, max_batch: int | None = None, max_wait_ms: float = 5.0) -> None:
+    def __init__(self, variant: ModelVariant | RemoteVariant, *, max_batch: int | None = None,
+                 max_wait_ms: float = 5.0, max_in_flight: int | None = None) -> None:
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        remote = isinstance(variant, RemoteVariant)
+        if max_in_flight is None:
+            max_in_flight = variant.max_in_flight if isinstance(variant, RemoteVariant) else 1
+        if max_in_flight < 1 or (max_in_flight > 1 and not remote):
+            raise ValueError(f"max_in_flight must be >= 1 (and 1 for a local variant), got {max_in_flight}")
         self.variant = variant
+        self.max_in_flight = max_in_flight
+        self._remote = remote
+        self._running: dict[asyncio.Task[None], list[_Request]] = {}
         self.max_batch = max_batch if max_batch is not None else variant.spec.max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.stats = BatcherStats()
@@ -106,7 +122,8 @@ class DynamicBatcher:
             return
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"titrate-model-{self.key}")
+        if not self._remote:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"titrate-model-{self.key}")
         self._collector = self._loop.create_task(self._collect(), name=f"titrate-batcher-{self.key}")
 
     async def __aenter__(self) -> DynamicBatcher:
@@ -175,7 +192,7 @@ class DynamicBatcher:
             await self._collect_loop()
         except BaseException:
             # A bug or a cancelled task (loop shutdown) must not leave callers awaiting forever.
-            for request in self._in_flight:
+            for request in [*self._in_flight, *(r for batch in self._running.values() for r in batch)]:
                 if not request.future.done():
                     request.future.set_exception(ModelServingError(self.key, "batcher stopped unexpectedly"))
             self._closing = True
@@ -189,9 +206,17 @@ class DynamicBatcher:
         while True:
             if not self._pending:
                 if self._closing:
+                    if self._running:  # remote batches still in flight: close() returns after them
+                        await asyncio.wait(set(self._running))
                     return
                 wakeup.clear()
                 await wakeup.wait()
+                continue
+            if len(self._running) >= self.max_in_flight:
+                # Every slot busy: requests keep gathering into the next batch until one frees.
+                done, _ = await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    self._running.pop(task, None)
                 continue
             # Wait for companions until the batch is full or the *oldest* request's deadline passes:
             # requests that queued up while the previous pass ran are already late and go at once.
@@ -205,6 +230,13 @@ class DynamicBatcher:
                     await asyncio.wait_for(wakeup.wait(), remaining)
                 except TimeoutError:
                     break
+            if self.max_in_flight > 1:
+                batch = self._take_batch()
+                if batch:
+                    task = loop.create_task(self._run(batch), name=f"titrate-batch-{self.key}")
+                    self._running[task] = batch
+                    task.add_done_callback(lambda t: self._running.pop(t, None))
+                continue
             self._in_flight = self._take_batch()
             if self._in_flight:
                 await self._run(self._in_flight)
@@ -230,20 +262,27 @@ class DynamicBatcher:
 
     async def _run(self, batch: list[_Request]) -> None:
         assert self._loop is not None
-        assert self._executor is not None
         texts = [text for request in batch for text in request.texts]
         started = time.perf_counter()
         try:
-            outputs = await self._loop.run_in_executor(self._executor, self.variant.predict_batch, texts)
+            if isinstance(self.variant, RemoteVariant):
+                outputs = await self.variant.apredict_batch(texts)
+            else:
+                assert self._executor is not None
+                outputs = await self._loop.run_in_executor(self._executor, self.variant.predict_batch, texts)
             if len(outputs) != len(texts):
                 raise RuntimeError(f"model returned {len(outputs)} outputs for {len(texts)} inputs")
         except Exception as exc:
             # Every caller of the failed batch gets a clear error; the collector keeps serving.
             self.stats.failed_batches += 1
-            message = (
-                f"forward pass failed for a batch of {len(texts)} text(s) "
-                f"from {len(batch)} request(s): {type(exc).__name__}: {exc}"
-            )
+            if isinstance(exc, ModelServingError) and self._remote:
+                # The remote variant's message already names the endpoint and quotes the server.
+                message = exc.message
+            else:
+                message = (
+                    f"forward pass failed for a batch of {len(texts)} text(s) "
+                    f"from {len(batch)} request(s): {type(exc).__name__}: {exc}"
+                )
             for request in batch:
                 if not request.future.done():
                     # One exception object per caller: a shared one would collect every caller's traceback.

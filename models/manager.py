@@ -4,6 +4,10 @@ The API creates one manager in its lifespan (kept on ``app.state``), asks it for
 (``await manager.get(spec)``), and calls ``retain_only`` when experiments stop so models no running
 experiment references are unloaded.
 
+Remote variants (a :class:`models.remote.RemoteModelSpec`) take the same path: ``get`` builds a
+:class:`models.remote.RemoteVariant` on the shared :class:`models.remote.RemoteEndpoints` (no load, no thread) behind
+a batcher with ``max_in_flight`` slots.
+
 Concurrency: the async methods must be called from the event loop the manager first ran in (its
 batchers are bound to it). Concurrent first uses of one key share one load; loads of different keys
 run in parallel threads. ``loaded_keys`` / ``specs`` read a snapshot and may be called from any thread.
@@ -19,16 +23,18 @@ from dataclasses import dataclass
 
 from models.batching import DynamicBatcher
 from models.errors import ModelServingError
+from models.remote import RemoteEndpoints, RemoteModelSpec, RemoteVariant
 from models.spec import ModelSpec
 from models.variants import ModelVariant, load_variant
 
 Loader = Callable[[ModelSpec], ModelVariant]
+AnySpec = ModelSpec | RemoteModelSpec
 
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    spec: ModelSpec
-    variant: ModelVariant
+    spec: AnySpec
+    variant: ModelVariant | RemoteVariant
     batcher: DynamicBatcher
 
 
@@ -39,13 +45,17 @@ class ModelManager:
         loader: blocking ``spec -> ModelVariant`` (default :func:`models.variants.load_variant`); run in a
             thread so loading never blocks the event loop. Tests pass counting or failing loaders.
         max_wait_ms: the batchers' gathering window (see :class:`DynamicBatcher`).
+        remote: the HTTP pool, breakers and retry budgets of remote variants (default: default settings); the
+            manager closes it in :meth:`close`.
     """
 
-    def __init__(self, *, loader: Loader = load_variant, max_wait_ms: float = 5.0) -> None:
+    def __init__(self, *, loader: Loader = load_variant, max_wait_ms: float = 5.0,
+                 remote: RemoteEndpoints | None = None) -> None:
         self._loader = loader
         self._max_wait_ms = max_wait_ms
+        self.remote = remote or RemoteEndpoints()
         self._entries: dict[str, _Entry] = {}
-        self._loading: dict[str, tuple[ModelSpec, asyncio.Task[DynamicBatcher]]] = {}
+        self._loading: dict[str, tuple[AnySpec, asyncio.Task[DynamicBatcher]]] = {}
         self._snapshot_lock = threading.Lock()  # guards _entries for readers on other threads
         self._closed = False
 
@@ -54,7 +64,7 @@ class ModelManager:
         with self._snapshot_lock:
             return sorted(self._entries)
 
-    def specs(self) -> dict[str, ModelSpec]:
+    def specs(self) -> dict[str, AnySpec]:
         """Specs of the loaded variants by key. Safe from any thread."""
         with self._snapshot_lock:
             return {key: entry.spec for key, entry in self._entries.items()}
@@ -65,13 +75,13 @@ class ModelManager:
             entry = self._entries.get(key)
         return entry.batcher if entry is not None else None
 
-    def variant(self, key: str) -> ModelVariant | None:
+    def variant(self, key: str) -> ModelVariant | RemoteVariant | None:
         """The variant of an already-loaded key (for ``describe()``), or ``None``; never loads."""
         with self._snapshot_lock:
             entry = self._entries.get(key)
         return entry.variant if entry is not None else None
 
-    async def get(self, spec: ModelSpec) -> DynamicBatcher:
+    async def get(self, spec: AnySpec) -> DynamicBatcher:
         """The running batcher for ``spec``, loading the model (in a thread) on first use.
 
         Concurrent first uses of one key await a single load. If ``spec`` differs from the spec the key
@@ -104,9 +114,13 @@ class ModelManager:
             # shield: a cancelled caller must not cancel a load other callers are waiting for.
             return await asyncio.shield(loading[1])
 
-    async def _load(self, spec: ModelSpec) -> DynamicBatcher:
+    async def _load(self, spec: AnySpec) -> DynamicBatcher:
         try:
-            variant = await asyncio.to_thread(self._loader, spec)
+            variant: ModelVariant | RemoteVariant
+            if isinstance(spec, RemoteModelSpec):
+                variant = self.remote.variant(spec)
+            else:
+                variant = await asyncio.to_thread(self._loader, spec)
             if self._closed:
                 await asyncio.to_thread(variant.close)
                 raise ModelServingError(spec.key, "model manager closed while loading")
@@ -161,3 +175,4 @@ class ModelManager:
             with contextlib.suppress(Exception):
                 await asyncio.shield(task)
         await self.retain_only(())
+        await self.remote.aclose()
