@@ -47,9 +47,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler, TypeCompiler
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.elements import BindParameter, Cast, ColumnClause, Label, _anonymous_label
 from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.sql.sqltypes import DateTime
+from sqlalchemy.sql.sqltypes import REAL, DateTime
 
 #: SQLAlchemy dialect names of ClickHouse: chdb-sqlalchemy's embedded chDB and clickhouse-sqlalchemy's server.
 CLICKHOUSE = ("chdb", "clickhouse")
@@ -130,9 +130,30 @@ def _before_offset_databricks(element: BeforeOffset, compiler: SQLCompiler, **kw
     return f"({ts} < timestampadd(MICROSECOND, {micros}, {start}))"
 
 
+def _json_args(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> tuple[str, str, str]:
+    """The attributes column, the key and the key's JSONPath (``$['key']``) of a :class:`JsonString` or
+    :class:`JsonText`, as SQL: the last three of its clauses, a key or path given as ``literal_column(text)``
+    rendered as a string literal of the dialect.
+
+    why literal columns: a hook leaves some clauses out (the default spelling of :class:`JsonText` renders only its
+    first), and a bound parameter left out of the SQL breaks numbered parameter styles (DuckDB's ``$n``), while an
+    unrendered literal column is nothing; its text is part of the statement's cache key, so a cached statement
+    never reuses another key's SQL. Databricks' ``variant_get`` needs the path as a literal, not an expression."""
+    column, key, path = list(element.clauses)[-3:]
+
+    def render(clause: Any) -> str:
+        if isinstance(clause, ColumnClause) and clause.is_literal:
+            return compiler.render_literal_value(clause.name, String())
+        return compiler.process(clause, **kw)
+
+    return compiler.process(column, **kw), render(key), render(path)
+
+
 class JsonString(FunctionElement[str]):
     """The value of a JSON object's key when it is a JSON *string*, else NULL (numbers, booleans, null, lists and
-    objects never match a string) — the rule by which assignment picks contextual weights (bucketing spec §3.6)."""
+    objects never match a string) — the rule by which assignment picks contextual weights (bucketing spec §3.6).
+    Built by :func:`segment_value` from ``(attributes, key, path)``: the key a string parameter, the path a literal
+    column (see :func:`_json_args`)."""
 
     type = String()
     name = "json_string"
@@ -141,20 +162,20 @@ class JsonString(FunctionElement[str]):
 
 @compiles(JsonString)
 def _json_string_postgresql(element: JsonString, compiler: SQLCompiler, **kw: Any) -> str:
-    column, key = (compiler.process(c, **kw) for c in element.clauses)
+    column, key, _ = _json_args(element, compiler, **kw)
     return f"(CASE WHEN jsonb_typeof({column} -> {key}) = 'string' THEN {column} ->> {key} END)"
 
 
 @compiles(JsonString, "sqlite")
 def _json_string_sqlite(element: JsonString, compiler: SQLCompiler, **kw: Any) -> str:
-    column, key = (compiler.process(c, **kw) for c in element.clauses)
+    column, key, _ = _json_args(element, compiler, **kw)
     path = f"'$.\"' || {key} || '\"'"
     return f"(CASE WHEN json_type({column}, {path}) = 'text' THEN json_extract({column}, {path}) END)"
 
 
 @compiles(JsonString, "duckdb")
 def _json_string_duckdb(element: JsonString, compiler: SQLCompiler, **kw: Any) -> str:
-    column, key = (compiler.process(c, **kw) for c in element.clauses)
+    column, key, _ = _json_args(element, compiler, **kw)
     # why a quoted JSONPath as on SQLite: a key with dots or spaces names one key, never a path.
     path = f"('$.\"' || {key} || '\"')"
     return f"(CASE WHEN json_type({column}, {path}) = 'VARCHAR' THEN json_extract_string({column}, {path}) END)"
@@ -164,8 +185,8 @@ def _clickhouse_json(element: FunctionElement[Any], compiler: SQLCompiler, **kw:
     """The attributes as JSON text and the key, as ClickHouse SQL. why ``toString``: ClickHouse's JSON functions
     read text; a ``JSON``-typed column (or a view's ``CAST(… AS JSON)``) becomes its JSON text, a ``String`` column
     stays as it is. The key names one key (``JSONType(json, 'a.b')`` never walks a path)."""
-    column, key = list(element.clauses)[-2:]
-    return f"toString({compiler.process(column, **kw)})", compiler.process(key, **kw)
+    column, key, _ = _json_args(element, compiler, **kw)
+    return f"toString({column})", key
 
 
 @compiles(JsonString, *CLICKHOUSE)
@@ -176,26 +197,20 @@ def _json_string_clickhouse(element: JsonString, compiler: SQLCompiler, **kw: An
 
 @compiles(JsonString, "bigquery")
 def _json_string_bigquery(element: JsonString, compiler: SQLCompiler, **kw: Any) -> str:
-    column, key = (compiler.process(c, **kw) for c in element.clauses)
+    column, key, _ = _json_args(element, compiler, **kw)
     return f"(CASE WHEN JSON_TYPE({column}[{key}]) = 'string' THEN LAX_STRING({column}[{key}]) END)"
 
 
 @compiles(JsonString, "snowflake")
 def _json_string_snowflake(element: JsonString, compiler: SQLCompiler, **kw: Any) -> str:
-    column, key = (compiler.process(c, **kw) for c in element.clauses)
+    column, key, _ = _json_args(element, compiler, **kw)
     # why AS_VARCHAR: it is the VARIANT's string when it holds a string, else NULL — the strings-only rule itself.
     return f"AS_VARCHAR(GET({column}, {key}))"
 
 
-def _databricks_path(key: str) -> str:
-    # why a bracketed, quoted JSONPath: a key with dots or spaces names one key, never a path.
-    return f"concat('$[''', {key}, ''']')"
-
-
 @compiles(JsonString, "databricks")
 def _json_string_databricks(element: JsonString, compiler: SQLCompiler, **kw: Any) -> str:
-    column, key = (compiler.process(c, **kw) for c in element.clauses)
-    path = _databricks_path(key)
+    column, _, path = _json_args(element, compiler, **kw)
     return (f"(CASE WHEN schema_of_variant(variant_get({column}, {path})) = 'STRING' "
             f"THEN variant_get({column}, {path}, 'STRING') END)")
 
@@ -203,8 +218,9 @@ def _json_string_databricks(element: JsonString, compiler: SQLCompiler, **kw: An
 class JsonText(FunctionElement[str]):
     """The value of a JSON object's key as text, NULL when absent or JSON null: a string's characters, a number's
     or boolean's JSON spelling (``7``, ``2.5``, ``true``). Built by :func:`segment_value` from ``(attributes[key]
-    as text, attributes, key)``; every dialect whose JSON SQLAlchemy already renders (PostgreSQL ``->>``, SQLite and
-    DuckDB) compiles the first, the others their own spelling from the last two."""
+    as text, attributes, key, path)``, key and path literal columns; every dialect whose JSON SQLAlchemy already
+    renders (PostgreSQL ``->>``, SQLite and DuckDB) compiles the first, the others their own spelling from the last
+    three (see :func:`_json_args`)."""
 
     type = String()
     name = "json_text"
@@ -226,20 +242,20 @@ def _json_text_clickhouse(element: JsonText, compiler: SQLCompiler, **kw: Any) -
 
 @compiles(JsonText, "bigquery")
 def _json_text_bigquery(element: JsonText, compiler: SQLCompiler, **kw: Any) -> str:
-    column, key = (compiler.process(c, **kw) for c in list(element.clauses)[1:])
+    column, key, _ = _json_args(element, compiler, **kw)
     return f"LAX_STRING({column}[{key}])"
 
 
 @compiles(JsonText, "snowflake")
 def _json_text_snowflake(element: JsonText, compiler: SQLCompiler, **kw: Any) -> str:
-    column, key = (compiler.process(c, **kw) for c in list(element.clauses)[1:])
+    column, key, _ = _json_args(element, compiler, **kw)
     return f"TO_VARCHAR(STRIP_NULL_VALUE(GET({column}, {key})))"
 
 
 @compiles(JsonText, "databricks")
 def _json_text_databricks(element: JsonText, compiler: SQLCompiler, **kw: Any) -> str:
-    column, key = (compiler.process(c, **kw) for c in list(element.clauses)[1:])
-    return f"variant_get({column}, {_databricks_path(key)}, 'STRING')"
+    column, _, path = _json_args(element, compiler, **kw)
+    return f"variant_get({column}, {path}, 'STRING')"
 
 
 class JsonValid(FunctionElement[bool]):
@@ -274,14 +290,14 @@ def _json_valid_clickhouse(element: JsonValid, compiler: SQLCompiler, **kw: Any)
     return f"({value} IS NOT NULL AND isValidJSON(toString({value})) = 1)"
 
 
-@compiles(Float, "duckdb", "databricks")
-def _float_double(type_: Float[Any], compiler: TypeCompiler, **kw: Any) -> str:
-    """``Float`` is a double on DuckDB and Databricks, as on PostgreSQL (``FLOAT`` = ``double precision``), SQLite
-    (``REAL``), BigQuery (``FLOAT64``) and Snowflake (``FLOAT`` is 8 bytes).
+@compiles(Float, "duckdb")
+def _float_duckdb(type_: Float[Any], compiler: TypeCompiler, **kw: Any) -> str:
+    """``Float`` is a double on DuckDB, as on PostgreSQL (``FLOAT`` = ``double precision``), SQLite (``REAL``),
+    BigQuery (``FLOAT64``) and Snowflake (``FLOAT`` is 8 bytes); Databricks: see :func:`_cast_databricks`.
 
-    why: DuckDB's and Databricks' ``FLOAT`` is a 4-byte single, so the scorecard's ``CAST(... AS FLOAT)`` (per-unit
-    values, the finiteness bounds) would round every sum to ~7 digits and overflow on the largest double. A ``Float``
-    that asks for single precision (``precision`` ≤ 24 binary digits) keeps it.
+    why: DuckDB's ``FLOAT`` is a 4-byte single, so the scorecard's ``CAST(... AS FLOAT)`` (per-unit values, the
+    finiteness bounds) would round every sum to ~7 digits and overflow on the largest double. A ``Float`` that asks
+    for single precision (``precision`` ≤ 24 binary digits) keeps it.
     """
     if type_.precision is not None and type_.precision <= 24:
         return "FLOAT"
@@ -308,6 +324,34 @@ def _bind_bigquery(element: BindParameter[Any], compiler: SQLCompiler, **kw: Any
     if kw.get("literal_binds") and isinstance(value, datetime) and value.tzinfo is not None:
         return f"TIMESTAMP '{value.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}+00'"
     return compiler.visit_bindparam(element, **kw)
+
+
+@compiles(Label, "bigquery")
+def _label_bigquery(element: Label[Any], compiler: SQLCompiler, **kw: Any) -> str:
+    """In ``GROUP BY`` a function (the segment value) is its expression on BigQuery, not a made-up label.
+
+    why: SQLAlchemy groups by a function through an anonymous label, and sqlalchemy-bigquery renders every label in
+    ``GROUP BY`` by its name — ``GROUP BY `json_text_1``` names no column of the ``SELECT`` (whose label is
+    ``segment``), which BigQuery refuses. A named label is left to the dialect.
+    """
+    if kw.get("within_group_by") and isinstance(element.name, _anonymous_label):
+        kw.pop("within_group_by")
+        return compiler.process(element.element, **kw)
+    return compiler.visit_label(element, **kw)
+
+
+@compiles(Cast, "databricks")
+def _cast_databricks(element: Cast[Any], compiler: SQLCompiler, **kw: Any) -> str:
+    """``CAST(… AS DOUBLE)`` for a ``Float`` on Databricks, whose ``FLOAT`` is a 4-byte single.
+
+    why a hook on the cast rather than on the type (as on DuckDB): databricks-sqlalchemy registers its own ``Float``
+    hook (``FLOAT`` unless more than 24 bits of precision are asked for) when it is imported, replacing one
+    registered before it. ``REAL`` and ``Float(precision ≤ 24)`` stay single.
+    """
+    type_ = element.type
+    if isinstance(type_, Float) and not isinstance(type_, REAL) and (type_.precision is None or type_.precision > 24):
+        return f"CAST({compiler.process(element.clause, **kw)} AS DOUBLE)"
+    return compiler.visit_cast(element, **kw)
 
 
 def prepare_engine(engine: Engine) -> Engine:
@@ -362,11 +406,13 @@ def segment_value(attributes: ColumnElement[Any], segment: str, strings_only: bo
     """An exposure attribute's value as text (NULL when absent); with ``strings_only`` NULL unless it is a JSON
     string. why: JSON path extraction compiles per dialect (``->>`` on PostgreSQL and DuckDB, ``JSON_EXTRACT`` on
     SQLite, :class:`JsonText`'s hooks elsewhere)."""
-    key = cast(literal(segment), String)
+    # why a bracketed, quoted JSONPath: a key with dots or spaces names one key, never a path.
+    escaped = segment.replace("\\", "\\\\").replace("'", "\\'")
+    path = literal_column(f"$['{escaped}']", String)
     if strings_only:
-        return JsonString(attributes, key)
+        return JsonString(attributes, cast(literal(segment), String), path)
     document = attributes if isinstance(attributes.type, JSON) else type_coerce(attributes, JSON)
-    return JsonText(document[segment].as_string(), attributes, key)
+    return JsonText(document[segment].as_string(), attributes, literal_column(segment, String), path)
 
 
 def float_literal(value: float) -> ColumnElement[float]:
