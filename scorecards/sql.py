@@ -21,10 +21,13 @@ The tables are passed in (this package never imports the service's ORM); they ne
 With ``segment`` the rows are also grouped by one exposure attribute's value; with a metric's
 ``cuped_lookback_hours`` the same per-unit value over ``[exposed_at − lookback, exposed_at)`` is summed
 as the CUPED covariate (``Σx, Σx², Σxy``).  Only a handful of numbers per variant leave the database;
-raw events never do.  The window test is
-the only dialect-specific piece (``scorecards.sql_dialect.BeforeOffset``): ``timestamp < exposed_at + h · interval``
-on PostgreSQL (range-friendly for the ``(unit_id, name, timestamp)`` index), ``julianday`` arithmetic
-on SQLite, which stores timestamps as ISO text.
+raw events never do.  The few dialect-specific pieces — the window test (``timestamp < exposed_at + h · interval`` on
+PostgreSQL, range-friendly for the ``(unit_id, name, timestamp)`` index; ``julianday`` milliseconds on SQLite, which
+stores timestamps as ISO text; whole microseconds added on DuckDB, ClickHouse, BigQuery, Snowflake and Databricks),
+an attribute's JSON value, JSON validity and doubles — are compiler hooks in ``scorecards.sql_dialect``, one per
+construct and dialect; the query itself is the same on every engine (SQLite, PostgreSQL, DuckDB and ClickHouse run
+it in the tests; BigQuery, Snowflake and Databricks compile it against committed SQL). ClickHouse engines need
+``scorecards.sql_dialect.prepare_engine`` (``join_use_nulls``, UTC, microsecond timestamp parameters).
 
 Stored rows the analysis cannot use are left out and counted rather than allowed to fail the query or poison a sum:
 exposures with unreadable attributes (``NaN`` tokens older versions wrote into SQLite JSON text) or dated before
