@@ -1,0 +1,346 @@
+"""The SQL of incremental scorecards (``scorecards/incremental.py``) on SQLite, PostgreSQL and DuckDB.
+
+* The per-unit rows materialised at ``as_of`` and read back (:func:`stored_scorecard_query` and friends) give the
+  live scorecard of ``scorecards/sql.py`` to 1e-9: proportion, mean (winsorized, CUPED), ratio, windows, segments,
+  allocation-version strata, contextual cells and SRM counts — on the seeded data set of ``test_sql_duckdb.py``.
+* Property (hypothesis): random interleavings of row arrival (events and exposures, random lateness — also
+  negative —, duplicates, exposures after their events) and incremental refreshes with a lookback ``L``: after every
+  refresh each stored per-unit row equals the full recomputation's except units with a row that arrived more than
+  ``L`` after its own timestamp (the documented bound: such a row changes only its own unit), so when no row is
+  that late the stored scorecard equals the full one; a full refresh restores equality.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Connection, DefaultClause, Engine, MetaData, Table, create_engine, text
+from sqlalchemy import Sequence as DbSequence
+from sqlalchemy.schema import CreateSequence
+
+from api.db.tables import ScorecardUnit, ScorecardUnitValue
+from api.incremental.repository import component_labels, replace_rows
+from scorecards.incremental import (
+    component_text,
+    plan_components,
+    stored_scorecard_query,
+    stored_units,
+    stored_version_metric_query,
+    stored_version_segment_metric_query,
+    touched_units_query,
+    unit_rows_query,
+)
+from scorecards.sql import (
+    EventAggregate,
+    MetricSpec,
+    exposure_counts_query,
+    read_scorecard_rows,
+    read_segment_rows,
+    read_version_rows,
+    read_version_segment_rows,
+    scorecard_query,
+    version_metric_query,
+    version_segment_metric_query,
+)
+from tests.scorecards.test_sql import (
+    EVENTS,
+    EXPERIMENTS,
+    EXPOSURES,
+    T0,
+    Ev,
+    Exp,
+    Store,
+    assert_same,
+    assert_same_cells,
+    engine,  # noqa: F401 — the fixture `store` depends on
+    store,  # noqa: F401 — the migrated SQLite/PostgreSQL side, rolled back after each test
+)
+from tests.scorecards.test_sql_duckdb import AS_OF, CONVERSION, EARLIEST, METRICS, REVENUE, VALUE_PER_VIEW, data_set
+
+UNITS: Table = ScorecardUnit.__table__  # type: ignore[assignment]
+VALUES: Table = ScorecardUnitValue.__table__  # type: ignore[assignment]
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+
+
+def materialise(conn: Connection, experiment_id: int, metrics: Sequence[MetricSpec], as_of: datetime,
+                since: datetime | None = None, earliest: datetime | None = None) -> int:
+    """A refresh at ``as_of`` on ``conn``: every unit (``since`` None) or the units touched after ``since``; the rows
+    stored as ``api.incremental`` stores them. Returns the number of units recomputed."""
+    units = None if since is None else touched_units_query(EXPOSURES, EVENTS, experiment_id, metrics, since, as_of)
+    rows = list(conn.execute(unit_rows_query(EXPOSURES, EVENTS, experiment_id, metrics, as_of, earliest,
+                                             units)).all())
+    replace_rows(conn, experiment_id, rows, component_labels(metrics), everything=since is None)  # type: ignore[arg-type]
+    return len(rows)
+
+
+def _per_unit_live(conn: Connection, experiment_id: int, metrics: Sequence[MetricSpec],
+                   as_of: datetime) -> dict[str, tuple[Any, ...]]:
+    """unit → (variant, version, excluded events, component values by key): a full recomputation at ``as_of``."""
+    labels = component_labels(metrics)
+    out: dict[str, tuple[Any, ...]] = {}
+    for row in conn.execute(unit_rows_query(EXPOSURES, EVENTS, experiment_id, metrics, as_of)).all():
+        r = row._mapping
+        out[str(r["unit_id"])] = (r["variant"], int(r["allocation_version"]), int(r["excluded_events"]),
+                                  {key: float(r[label]) for label, key in labels.items()})
+    return out
+
+
+def _per_unit_stored(conn: Connection, experiment_id: int,
+                     metrics: Sequence[MetricSpec]) -> dict[str, tuple[Any, ...]]:
+    """The same from the stored rows (absent values are 0)."""
+    keys = [component_text(c) for c in plan_components(metrics)]
+    values: dict[str, dict[str, float]] = {}
+    for unit, key, value in conn.execute(VALUES.select().with_only_columns(VALUES.c.unit_id, VALUES.c.component,
+                                                                              VALUES.c.value)
+                                         .where(VALUES.c.experiment_id == experiment_id)).all():
+        values.setdefault(str(unit), {})[key] = float(value)
+    out: dict[str, tuple[Any, ...]] = {}
+    for row in conn.execute(UNITS.select().where(UNITS.c.experiment_id == experiment_id)).all():
+        r = row._mapping
+        stored = values.get(str(r["unit_id"]), {})
+        out[str(r["unit_id"])] = (r["variant"], int(r["allocation_version"]), int(r["excluded_events"]),
+                                  {key: stored.get(key, 0.0) for key in keys})
+    return out
+
+
+def _same_unit(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a[:3] == b[:3] and all(math.isclose(a[3][k], b[3][k], rel_tol=1e-12, abs_tol=1e-12) for k in a[3])
+
+
+def _stored_card(conn: Connection, experiment_id: int, metrics: Sequence[MetricSpec], as_of: datetime) -> Any:
+    return read_scorecard_rows(conn.execute(stored_scorecard_query(UNITS, VALUES, experiment_id, metrics,
+                                                                   as_of)).all(), metrics)
+
+
+def _live_card(conn: Connection, experiment_id: int, metrics: Sequence[MetricSpec], as_of: datetime,
+               earliest: datetime | None = None) -> Any:
+    return read_scorecard_rows(conn.execute(scorecard_query(EXPOSURES, EVENTS, experiment_id, metrics, as_of,
+                                                            earliest=earliest)).all(), metrics)
+
+
+def check_materialised_equals_live(conn: Connection, experiment_id: int) -> None:
+    """Every query of the scorecard, live vs over the rows materialised at ``AS_OF``."""
+    materialise(conn, experiment_id, METRICS, AS_OF, earliest=EARLIEST)
+    live = _live_card(conn, experiment_id, METRICS, AS_OF, EARLIEST)
+    assert sum(live.exposed.values()) > 2000
+    assert live.excluded_events > 0
+    assert_same(_stored_card(conn, experiment_id, METRICS, AS_OF), live)
+    for strings_only in (False, True):
+        want = read_segment_rows(conn.execute(scorecard_query(
+            EXPOSURES, EVENTS, experiment_id, METRICS, AS_OF, segment="country", segment_strings_only=strings_only,
+            earliest=EARLIEST)).all(), METRICS)
+        got = read_segment_rows(conn.execute(stored_scorecard_query(
+            UNITS, VALUES, experiment_id, METRICS, AS_OF, "country", strings_only)).all(), METRICS)
+        assert set(got) == set(want)
+        assert len(want) >= 4
+        for value, aggregates in want.items():
+            assert_same(got[value], aggregates)
+    for metric in (VALUE_PER_VIEW, REVENUE, CONVERSION):
+        want_v = read_version_rows(conn.execute(version_metric_query(
+            EXPOSURES, EVENTS, experiment_id, metric, AS_OF, earliest=EARLIEST)).all(), metric)
+        got_v = read_version_rows(conn.execute(stored_version_metric_query(
+            UNITS, VALUES, experiment_id, metric, AS_OF)).all(), metric)
+        assert sorted(got_v) == sorted(want_v) == [1, 2, 3]
+        for version, cell in want_v.items():
+            assert_same_cells(got_v[version], cell)
+        want_c = read_version_segment_rows(conn.execute(version_segment_metric_query(
+            EXPOSURES, EVENTS, experiment_id, metric, AS_OF, "country", earliest=EARLIEST)).all(), metric)
+        got_c = read_version_segment_rows(conn.execute(stored_version_segment_metric_query(
+            UNITS, VALUES, experiment_id, metric, AS_OF, "country")).all(), metric)
+        assert list(got_c) == list(want_c)
+        assert len(want_c) == 12
+        for key, cell in want_c.items():
+            assert_same_cells(got_c[key], cell)
+    for segment in (None, "country"):
+        want_n = sorted(tuple(str(c) for c in row) for row in conn.execute(exposure_counts_query(
+            EXPOSURES, experiment_id, AS_OF, segment=segment, segment_strings_only=True, earliest=EARLIEST)).all())
+        got_n = sorted(tuple(str(c) for c in row) for row in conn.execute(exposure_counts_query(
+            UNITS, experiment_id, segment=segment, segment_strings_only=True)).all())
+        assert got_n == want_n
+
+
+# ----------------------------------------------------------------------------------- materialised == live
+
+
+def test_materialised_rows_give_the_live_scorecard(store: Store) -> None:  # noqa: F811
+    exp = store.experiment()
+    exposures, events = data_set()
+    store.add(exp, exposures, events)
+    check_materialised_equals_live(store.conn, exp)
+    # only nonzero values are stored, and the pivot still reads every unit
+    stored = store.conn.execute(text("SELECT count(*) FROM scorecard_unit_values WHERE value = 0")).scalar_one()
+    assert stored == 0
+
+
+def _duckdb_metadata() -> MetaData:
+    """The service's tables for DuckDB (as ``test_sql_duckdb._duckdb_tables``) plus the two materialised tables."""
+    metadata = MetaData()
+    for source in (EXPERIMENTS, EXPOSURES, EVENTS, UNITS, VALUES):
+        table: Table = source.to_metadata(metadata)
+        for fk in table.foreign_keys:
+            fk.ondelete = None  # DuckDB's foreign keys have no ON DELETE actions
+            if fk.constraint is not None:
+                fk.constraint.ondelete = None
+        if "id" in table.c:
+            table.c.id.autoincrement = False
+            table.c.id.server_default = DefaultClause(text(f"nextval('{table.name}_id_seq')"))
+    return metadata
+
+
+@pytest.fixture
+def duck(tmp_path: Path) -> Iterator[Store]:
+    """A DuckDB file with the service's tables (a :class:`Store` on it)."""
+    eng: Engine = create_engine(f"duckdb:///{tmp_path / 'lake.duckdb'}")
+    with eng.begin() as conn:
+        for seq in ("experiments_id_seq", "exposures_id_seq", "events_id_seq"):
+            conn.execute(CreateSequence(DbSequence(seq)))
+        _duckdb_metadata().create_all(conn)
+    with eng.connect() as conn:
+        with conn.begin():
+            yield Store(conn)
+    eng.dispose()
+
+
+def test_materialised_rows_give_the_live_scorecard_on_duckdb(duck: Store) -> None:
+    assert duck.dialect == "duckdb"
+    exp = duck.experiment()
+    exposures, events = data_set()
+    duck.add(exp, exposures, events)
+    check_materialised_equals_live(duck.conn, exp)
+
+
+def test_a_unit_without_events_reads_as_zero(store: Store) -> None:  # noqa: F811
+    exp = store.experiment()
+    store.add(exp, [Exp("quiet", "a", T0), Exp("busy", "b", T0)], [Ev("busy", "purchase", 2.0, T0)])
+    materialise(store.conn, exp, [CONVERSION], AS_OF)
+    assert_same(_stored_card(store.conn, exp, [CONVERSION], AS_OF), _live_card(store.conn, exp, [CONVERSION], AS_OF))
+    assert stored_units(UNITS, VALUES, exp, [CONVERSION]) is not None
+
+
+# ------------------------------------------------------------------------------------------ the property
+
+
+PROPERTY_METRICS = [
+    MetricSpec("conv", "proportion", EventAggregate("buy", "any"), window_hours=24),
+    MetricSpec("rev", "mean", EventAggregate("buy", "sum"), winsorize=30.0, cuped_lookback_hours=12),
+    MetricSpec("per_view", "ratio", EventAggregate("buy", "sum"), denominator=EventAggregate("view", "count"),
+               window_hours=48),
+]
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A row dated ``at`` that reaches the database at ``arrives`` (lateness = arrives − at, may be negative)."""
+
+    at: datetime
+    arrives: datetime
+    exposure: Exp | None = None
+    event: Ev | None = None
+
+
+def _hours(h: float) -> datetime:
+    return T0 + timedelta(hours=h)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[list[Arrival], list[datetime], float]:
+    """Units with exposures and events, each row with a lateness; refresh times; the lookback."""
+    lookback = draw(st.sampled_from([0.0, 2.0, 6.0, 24.0]))
+    arrivals: list[Arrival] = []
+    for u in range(draw(st.integers(1, 6))):
+        unit = f"u{u}"
+        exposed = _hours(draw(st.integers(0, 60)))
+        late = draw(st.sampled_from([0.0, 0.5, 3.0, 10.0, 30.0]))
+        arrivals.append(Arrival(exposed, exposed + timedelta(hours=late),
+                                exposure=Exp(unit, draw(st.sampled_from(["a", "b"])), exposed,
+                                             version=draw(st.integers(1, 2)),
+                                             attributes={"c": draw(st.sampled_from(["x", "y"]))})))
+        for _ in range(draw(st.integers(0, 6))):
+            at = exposed + timedelta(hours=draw(st.integers(-14, 60)) + draw(st.sampled_from([0.0, 0.25])))
+            late = draw(st.sampled_from([-0.5, 0.0, 1.0, 5.0, 20.0, 40.0]))
+            event = Ev(unit, draw(st.sampled_from(["buy", "buy", "view"])), float(draw(st.integers(0, 40))), at)
+            for _ in range(draw(st.sampled_from([1, 1, 2]))):  # duplicates: the same row stored twice
+                arrivals.append(Arrival(at, at + timedelta(hours=late), event=event))
+    refreshes = sorted(set(draw(st.lists(st.integers(1, 130), min_size=1, max_size=5))))
+    return arrivals, [_hours(h) for h in refreshes], lookback
+
+
+_example = iter(range(10**9))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scenario=scenarios())
+def test_incremental_refreshes_equal_the_full_recomputation_within_the_lookback(
+        store: Store, scenario: tuple[list[Arrival], list[datetime], float]) -> None:  # noqa: F811
+    arrivals, refreshes, lookback = scenario
+    n = next(_example)
+    exp = store.experiment()
+    # why renamed units per example: events carry no experiment id, so each example's units must be its own
+    rename = {a.exposure.unit: f"p{n}-{a.exposure.unit}" for a in arrivals if a.exposure is not None}
+    pending = sorted(arrivals, key=lambda a: a.arrives)
+    inserted: list[Arrival] = []
+    previous: datetime | None = None
+    for refresh_at in refreshes:
+        now_arriving = [a for a in pending if a.arrives <= refresh_at]
+        pending = [a for a in pending if a.arrives > refresh_at]
+        store.add(exp, [Exp(rename[a.exposure.unit], a.exposure.variant, a.exposure.at, a.exposure.version,
+                            a.exposure.attributes) for a in now_arriving if a.exposure is not None],
+                  [Ev(rename[a.event.unit], a.event.name, a.event.value, a.event.at)
+                   for a in now_arriving if a.event is not None])
+        inserted += now_arriving
+        since = None if previous is None else previous - timedelta(hours=lookback)
+        materialise(store.conn, exp, PROPERTY_METRICS, refresh_at, since)
+        previous = refresh_at
+
+        live = _per_unit_live(store.conn, exp, PROPERTY_METRICS, refresh_at)
+        stored = _per_unit_stored(store.conn, exp, PROPERTY_METRICS)
+        too_late = {rename[a.exposure.unit if a.exposure is not None else a.event.unit]  # type: ignore[union-attr]
+                    for a in inserted if a.arrives - a.at > timedelta(hours=lookback)}
+        for unit in set(live) | set(stored):
+            if not _same_unit(live.get(unit), stored.get(unit)):
+                # the bound: only a unit with a row later than the lookback may differ
+                assert unit in too_late, (unit, live.get(unit), stored.get(unit), lookback)
+        if not too_late:
+            assert_same(_stored_card(store.conn, exp, PROPERTY_METRICS, refresh_at),
+                        _live_card(store.conn, exp, PROPERTY_METRICS, refresh_at))
+    # a full refresh restores equality, whatever arrived late
+    final = refreshes[-1]
+    materialise(store.conn, exp, PROPERTY_METRICS, final)
+    live, stored = (_per_unit_live(store.conn, exp, PROPERTY_METRICS, final),
+                    _per_unit_stored(store.conn, exp, PROPERTY_METRICS))
+    assert set(live) == set(stored)
+    assert all(_same_unit(live[u], stored[u]) for u in live)
+    assert_same(_stored_card(store.conn, exp, PROPERTY_METRICS, final),
+                _live_card(store.conn, exp, PROPERTY_METRICS, final))
+
+
+def test_a_late_event_beyond_the_lookback_changes_only_its_unit_until_a_full_refresh(store: Store) -> None:  # noqa: F811
+    exp = store.experiment()
+    metric = [MetricSpec("rev", "mean", EventAggregate("buy", "sum"))]
+    store.add(exp, [Exp("late-a", "a", _hours(0)), Exp("late-b", "b", _hours(0))],
+              [Ev("late-a", "buy", 1.0, _hours(1)), Ev("late-b", "buy", 2.0, _hours(1))])
+    materialise(store.conn, exp, metric, _hours(10))
+    # dated 9 h before the refresh at 10 h, arriving after it: 9 h late; lookback 2 h
+    store.add(exp, events=[Ev("late-a", "buy", 5.0, _hours(1))])
+    materialise(store.conn, exp, metric, _hours(20), since=_hours(10) - timedelta(hours=2))
+    stored = _per_unit_stored(store.conn, exp, metric)
+    live = _per_unit_live(store.conn, exp, metric, _hours(20))
+    assert _same_unit(stored["late-b"], live["late-b"])
+    assert not _same_unit(stored["late-a"], live["late-a"])
+    # a newer event of that unit recomputes it whole, the late one included
+    store.add(exp, events=[Ev("late-a", "buy", 1.0, _hours(25))])
+    materialise(store.conn, exp, metric, _hours(30), since=_hours(20) - timedelta(hours=2))
+    assert _same_unit(_per_unit_stored(store.conn, exp, metric)["late-a"],
+                      _per_unit_live(store.conn, exp, metric, _hours(30))["late-a"])
