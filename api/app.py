@@ -36,6 +36,7 @@ from api.settings import Settings, get_settings
 from api.sources import service as sources_service
 from api.sources.endpoints import router as sources_router
 from models.manager import Loader, ModelManager
+from models.remote import RemoteEndpoints, RemoteSettings
 from models.variants import load_variant
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,14 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
         if settings.hf_offline:  # models load from local directories only; never reach for a hub
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        remote = RemoteEndpoints(RemoteSettings(
+            max_in_flight=settings.serving_remote_max_in_flight, retries=settings.serving_remote_retries,
+            retry_budget=settings.serving_remote_retry_budget,
+            breaker_failures=settings.serving_remote_breaker_failures,
+            breaker_reset_seconds=settings.serving_remote_breaker_reset_seconds,
+            max_connections=settings.serving_remote_max_connections))
         app.state.model_manager = ModelManager(loader=model_loader or load_variant,
-                                               max_wait_ms=settings.serving_batch_wait_ms)
+                                               max_wait_ms=settings.serving_batch_wait_ms, remote=remote)
         app.state.serving = ServingRuntime(
             db=db, snapshots=app.state.snapshots, exposure_writer=app.state.exposure_writer,
             manager=app.state.model_manager,

@@ -109,6 +109,26 @@ class Settings(BaseSettings):
     serving_validate_full: bool = Field(
         True, description="load the weights once at POST /v1/models so a broken model is a 422, not a 503 later"
     )
+    # Remote model variants (models/remote.py): calls to inference servers.
+    serving_remote_max_in_flight: int = Field(
+        8, ge=1, le=1024, description="inference requests in flight at once per remote variant (more queue and batch)"
+    )
+    serving_remote_retries: int = Field(
+        1, ge=0, le=5, description="retries of a failed inference request (connection refused/reset, 502/503/504), "
+                                   "within its timeout_ms"
+    )
+    serving_remote_retry_budget: float = Field(
+        0.2, ge=0, le=1, description="retries allowed as a fraction of requests per endpoint (a retry budget)"
+    )
+    serving_remote_breaker_failures: int = Field(
+        5, ge=1, description="consecutive failed calls that open an endpoint's circuit breaker (it then fails fast)"
+    )
+    serving_remote_breaker_reset_seconds: float = Field(
+        5.0, ge=0, description="how long an open circuit breaker fails calls before letting one trial call through"
+    )
+    serving_remote_max_connections: int = Field(
+        100, ge=1, description="HTTP connections kept to inference servers, all endpoints together"
+    )
     hf_offline: bool = Field(True, description="set HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE: never fetch from a hub")
 
 

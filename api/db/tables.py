@@ -328,7 +328,12 @@ class ConfigVersion(Base):
 
 
 class ModelSpecRow(Base):
-    """A registered model variant spec (``models.ModelSpec``); immutable once registered, like metrics."""
+    """A registered model variant spec; immutable once registered, like metrics.
+
+    A local variant (``models.ModelSpec``) has ``path``, ``dtype``, ``device``, ``max_length`` and ``pooling``; a
+    remote one (``models.remote.RemoteModelSpec``) has ``endpoint`` instead (its ``${ENV}`` header references
+    stored unexpanded) and NULL there.
+    """
 
     __tablename__ = "model_specs"
     __table_args__ = (
@@ -341,12 +346,13 @@ class ModelSpecRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(100), unique=True)
     task: Mapped[str] = mapped_column(String(32))
-    path: Mapped[str] = mapped_column(Text)
-    dtype: Mapped[str] = mapped_column(String(16))
-    device: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    dtype: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    device: Mapped[str | None] = mapped_column(String(32), nullable=True)
     max_batch: Mapped[int] = mapped_column(Integer)
-    max_length: Mapped[int] = mapped_column(Integer)
-    pooling: Mapped[str] = mapped_column(String(16))
+    max_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pooling: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    endpoint: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
 

@@ -25,17 +25,18 @@ def _model_out(row: ModelSpecRow, request: Request) -> ModelOut:
     variant = request.app.state.model_manager.variant(row.key)
     return ModelOut(key=row.key, task=row.task, path=row.path, dtype=row.dtype, device=row.device,  # type: ignore[arg-type]
                     max_batch=row.max_batch, max_length=row.max_length, pooling=row.pooling,  # type: ignore[arg-type]
-                    created_at=row.created_at, loaded=variant is not None,
+                    endpoint=row.endpoint, created_at=row.created_at, loaded=variant is not None,
                     runtime=variant.describe() if variant is not None else None)
 
 
-@router.post("/v1/models", status_code=201, response_model=ModelOut)
+@router.post("/v1/models", status_code=201, response_model=ModelOut,
+             responses={424: {"description": "a remote model's inference server is unreachable, not ready or failing"}})
 def register_model(body: ModelCreate, request: Request, principal: Principal = Depends(require_analyst)) -> ModelOut:
-    """Register a model variant spec (its directory is checked now: a broken model is a 422)."""
+    """Register a model variant spec (its directory or its inference server is checked now: a broken model is a 422)."""
     state = request.app.state
     with state.db.read() as session:
         service.ensure_new(session, body.key)  # before the (possibly slow) check of the directory
-    spec = service.check_model_dir(body, full=state.settings.serving_validate_full)  # sync route: a worker thread
+    spec = service.check_model(body, full=state.settings.serving_validate_full)  # sync route: a worker thread
     with state.db.transaction() as session:
         row = service.register_model(session, spec, principal)
         out = _model_out(row, request)

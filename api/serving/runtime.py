@@ -31,11 +31,10 @@ from api.json_types import JsonObject
 from api.serving import report
 from api.serving import repository as serving_repository
 from api.serving.recorder import ServingRecorder, serving_events
-from api.serving.service import spec_from_row
+from api.serving.service import AnySpec, spec_from_row
 from bandits.bucketing import ExperimentConfig, assign
 from models.errors import ModelServingError
 from models.manager import ModelManager
-from models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +57,19 @@ class SpecCache:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._specs: dict[str, ModelSpec] = {}
+        self._specs: dict[str, AnySpec] = {}
 
-    def put(self, spec: ModelSpec) -> None:
+    def put(self, spec: AnySpec) -> None:
         """Remember a spec (this worker just registered it)."""
         self._specs[spec.key] = spec
 
-    async def get(self, key: str) -> ModelSpec | None:
+    async def get(self, key: str) -> AnySpec | None:
         """The spec of ``key``, or None when it is not registered."""
         spec = self._specs.get(key)
         if spec is not None:
             return spec
 
-        def _load() -> ModelSpec | None:
+        def _load() -> AnySpec | None:
             with self._db.read() as session:
                 row = serving_repository.get_spec(session, key)
                 return spec_from_row(row) if row is not None else None
@@ -218,7 +217,7 @@ class ServingRuntime:
         return Conflict(f"experiment '{key}' is '{status}': only running, shipped or rolled-back experiments "
                         "serve predictions")
 
-    async def _serve(self, spec: ModelSpec, inputs: list[str]) -> _Served:
+    async def _serve(self, spec: AnySpec, inputs: list[str]) -> _Served:
         """Run ``inputs`` through ``spec``'s batcher (loading the model on first use).
 
         ``latency_ms`` counts queueing plus the forward pass, not the first load: a guardrail on latency compares
@@ -244,7 +243,7 @@ class ServingRuntime:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _record(self, *, request_id: str, experiment_id: int, experiment: str, variant: str, unit_id: str,
-                spec: ModelSpec, inputs: list[str], served: _Served, shadow: bool,
+                spec: AnySpec, inputs: list[str], served: _Served, shadow: bool,
                 agreement: float | None = None) -> None:
         """Queue the prediction log row and (for served requests, not shadow runs) the unit's serving events."""
         now = utc_now()
@@ -261,7 +260,7 @@ class ServingRuntime:
 
     # --- shadow ----------------------------------------------------------------------------------------------
     def _start_shadows(self, snapshot: ConfigSnapshot, key: str, config: ExperimentConfig, request_id: str,
-                       unit_id: str, control_spec: ModelSpec, inputs: list[str], control_outputs: list[Any]) -> None:
+                       unit_id: str, control_spec: AnySpec, inputs: list[str], control_outputs: list[Any]) -> None:
         """Copy a control request to each shadow variant as a background task (never awaited by the caller)."""
         for variant, model_key in shadow_variants(snapshot, key, config):
             if len(self._shadow_tasks) >= self._shadow_max_pending or self._closing:
@@ -278,7 +277,7 @@ class ServingRuntime:
             task.add_done_callback(self._shadow_tasks.discard)
 
     async def _shadow(self, key: str, experiment_id: int, variant: str, model_key: str, request_id: str,
-                      unit_id: str, control_spec: ModelSpec, inputs: list[str], control_outputs: list[Any]) -> None:
+                      unit_id: str, control_spec: AnySpec, inputs: list[str], control_outputs: list[Any]) -> None:
         try:
             config = self.snapshots.current.experiments.get(key)
             if config is None or config.status != "running":

@@ -19,12 +19,36 @@ MAX_INPUT_CHARS = 10_000
 InputText = Annotated[str, StringConstraints(max_length=MAX_INPUT_CHARS)]
 
 
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")]
+TensorName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class EndpointIn(RequestModel):
+    """Where an inference server serves the variant (DESIGN.md, Serving; field names fixed)."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+(/\S*)?$", max_length=2048)] = Field(
+        description="the server's base URL, e.g. http://host:port")
+    protocol: Literal["openai", "v2"] = Field(
+        description="openai: POST {url}/v1/embeddings; v2: Open Inference Protocol POST {url}/v2/models/{model}/infer")
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^/]+$")] = Field(
+        description="the model's name on that server")
+    timeout_ms: int = Field(2000, ge=1, le=600_000, description="deadline of one inference request, retries included")
+    headers: dict[HeaderName, Annotated[str, StringConstraints(max_length=8192)]] = Field(
+        default_factory=dict, max_length=32,
+        description="sent with every request; ${ENV} references are read from the environment at use, never stored")
+    input_name: TensorName = Field("text", description="v2: the BYTES input tensor")
+    output_name: TensorName | None = Field(
+        None, description="v2: the output tensor read (default: the model's only output, from its metadata)")
+
+
 class ModelCreate(RequestModel):
-    """A model variant spec: a local directory of a transformers model and how to run it."""
+    """A model variant spec: a local directory of a transformers model and how to run it, or (``endpoint``, without
+    ``path``/``dtype``/``device``) a model on an inference server."""
 
     key: Key
     task: Task
-    path: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    path: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    endpoint: EndpointIn | None = None
     dtype: DType = "float32"
     device: Annotated[str, StringConstraints(pattern=r"^(auto|cpu|cuda|cuda:\d{1,2})$")] = "auto"
     max_batch: int = Field(64, ge=1, le=4096)
@@ -33,16 +57,18 @@ class ModelCreate(RequestModel):
 
 
 class ModelOut(BaseModel):
-    """A registered model spec; ``loaded``/``runtime`` describe it in the worker that answered."""
+    """A registered model spec; ``loaded``/``runtime`` describe it in the worker that answered. A remote variant has
+    ``endpoint`` (headers as registered, ``${ENV}`` unexpanded) and no ``path``/``dtype``/``device``."""
 
     key: str
     task: Task
-    path: str
-    dtype: DType
-    device: str
+    path: str | None
+    dtype: DType | None
+    device: str | None
     max_batch: int
-    max_length: int
-    pooling: Pooling
+    max_length: int | None
+    pooling: Pooling | None
+    endpoint: dict[str, Any] | None = None
     created_at: datetime
     loaded: bool = False
     runtime: dict[str, Any] | None = Field(None, description="resolved device, dtype and attention when loaded")

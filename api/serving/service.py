@@ -13,19 +13,73 @@ from sqlalchemy.orm import Session
 from api.audit import record
 from api.auth.keys import Principal
 from api.db.tables import Experiment, ModelSpecRow, utc_now
-from api.errors import Conflict, InvalidInput, NotFound
+from api.errors import Conflict, DomainError, InvalidInput, NotFound
 from api.serving import report, repository
 from api.serving.schemas import ModelCreate
 from api.serving.wire import ServingReport, VariantReport
 from models.errors import ModelSpecError
+from models.remote import Endpoint, EndpointCheckError, RemoteModelSpec, check_endpoint
 from models.spec import ModelSpec
 
+AnySpec = ModelSpec | RemoteModelSpec
+#: Fields of a local variant a remote one must not set (DESIGN.md: "no path/dtype/device").
+_LOCAL_ONLY = ("path", "dtype", "device", "max_length", "pooling")
 
-def spec_from_row(row: ModelSpecRow) -> ModelSpec:
-    """The ``models.ModelSpec`` of a registry row."""
-    return ModelSpec(key=row.key, task=row.task, path=Path(row.path), dtype=row.dtype,  # type: ignore[arg-type]
-                     device=row.device, max_batch=row.max_batch, max_length=row.max_length,
+
+class EndpointFailed(DomainError):
+    """The inference server named by a remote variant failed the registration check (424 Failed Dependency):
+    unreachable, not ready, or failing. The detail names the field and quotes the server."""
+
+    status_code = 424
+
+    def __init__(self, field: tuple[str | int, ...], message: str) -> None:
+        super().__init__([{"loc": list(field), "msg": message, "type": "dependency_error"}])
+
+
+def spec_from_row(row: ModelSpecRow) -> AnySpec:
+    """The ``models.ModelSpec`` (or ``models.remote.RemoteModelSpec``, when it has an endpoint) of a registry row."""
+    if row.endpoint is not None:
+        return RemoteModelSpec(key=row.key, task=row.task, endpoint=Endpoint.from_dict(row.endpoint),  # type: ignore[arg-type]
+                               max_batch=row.max_batch)
+    return ModelSpec(key=row.key, task=row.task, path=Path(row.path or ""), dtype=row.dtype,  # type: ignore[arg-type]
+                     device=row.device or "auto", max_batch=row.max_batch, max_length=row.max_length or 128,
                      pooling=row.pooling)  # type: ignore[arg-type]
+
+
+def _loc(field: str) -> tuple[str, ...]:
+    """``"endpoint.headers.Authorization"`` → ``("body", "endpoint", "headers", "Authorization")``."""
+    return ("body", *field.split(".", 2))
+
+
+def check_model(body: ModelCreate, *, full: bool) -> AnySpec:
+    """Build the spec and check it: a local model's directory, or a remote model's server (blocking: call it from a
+    worker thread).
+
+    Raises:
+        InvalidInput: naming the field at fault (``path`` for a missing or broken model directory; ``endpoint.model``
+            for a model the server does not know, ``endpoint.input_name``/``output_name`` for wrong tensor names).
+        EndpointFailed: the server is unreachable, not ready or failing (424), quoting it.
+    """
+    if body.endpoint is None:
+        if body.path is None:
+            raise InvalidInput(("body", "path"), "a model needs a local 'path' or a remote 'endpoint'")
+        return check_model_dir(body, full=full)
+    if body.path is not None:
+        raise InvalidInput(("body", "path"), "a remote model (with 'endpoint') has no 'path'")
+    local = sorted(set(_LOCAL_ONLY) & body.model_fields_set)
+    if local:
+        raise InvalidInput(("body", local[0]), "a remote model (with 'endpoint') has no "
+                           f"'{local[0]}': the inference server decides it")
+    try:
+        endpoint = Endpoint.from_dict(body.endpoint.model_dump())
+        spec = RemoteModelSpec(key=body.key, task=body.task, endpoint=endpoint, max_batch=body.max_batch)
+        return check_endpoint(spec)
+    except ModelSpecError as exc:
+        raise InvalidInput(_loc(exc.field), exc.message) from None
+    except EndpointCheckError as exc:
+        if exc.status == 424:
+            raise EndpointFailed(_loc(exc.field), exc.message) from None
+        raise InvalidInput(_loc(exc.field), exc.message) from None
 
 
 def check_model_dir(body: ModelCreate, *, full: bool) -> ModelSpec:
@@ -37,7 +91,7 @@ def check_model_dir(body: ModelCreate, *, full: bool) -> ModelSpec:
     from models.loading import validate_model_dir
 
     try:
-        spec = ModelSpec.from_dict(body.model_dump())
+        spec = ModelSpec.from_dict(body.model_dump(exclude={"endpoint"}))
         validate_model_dir(spec, full=full)
     except ModelSpecError as exc:
         raise InvalidInput(("body", exc.field), exc.message) from None
@@ -58,7 +112,7 @@ def ensure_new(session: Session, key: str) -> None:
         raise Conflict(f"model '{key}' already exists: model specs are immutable, register a new key")
 
 
-def register_model(session: Session, spec: ModelSpec, principal: Principal) -> ModelSpecRow:
+def register_model(session: Session, spec: AnySpec, principal: Principal) -> ModelSpecRow:
     """Store a checked spec with an audit row; 409 when the key is taken."""
     ensure_new(session, spec.key)
     data = spec.to_dict()
