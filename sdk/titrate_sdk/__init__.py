@@ -34,7 +34,7 @@ from titrate_sdk._spec import (  # noqa: E402
     cumulative_boundaries,
 )
 from titrate_sdk.aio import AsyncClient  # noqa: E402
-from titrate_sdk.client import Client  # noqa: E402
+from titrate_sdk.client import Client, Prediction  # noqa: E402
 
 __all__ = [
     "BUCKETS",
@@ -42,6 +42,7 @@ __all__ = [
     "AsyncClient",
     "Assignment",
     "Client",
+    "Prediction",
     "Snapshot",
     "__version__",
     "bucket",

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from titrate_sdk._spec import Assignment, Snapshot
-from titrate_sdk.client import Client, parse_assignments
+from titrate_sdk.client import Client, Prediction, parse_assignments
 
 
 class AsyncClient:
@@ -135,6 +135,22 @@ class AsyncClient:
         )
         response.raise_for_status()
         return parse_assignments(response.json())
+
+    async def predict(
+        self,
+        experiment: str,
+        unit_id: str,
+        inputs: Sequence[str],
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Prediction:
+        """``POST /v1/experiments/{experiment}/predict`` with ``httpx.AsyncClient``; as :meth:`Client.predict`."""
+        body = {"unit_id": str(unit_id), "attributes": dict(attributes or {}), "inputs": list(inputs)}
+        response = await self._http.post(
+            self._client._predict_url(experiment), json=body, headers=self._client._headers,
+            timeout=self._client._timeout,
+        )
+        response.raise_for_status()
+        return Prediction.from_json(response.json())
 
     async def __aenter__(self) -> AsyncClient:
         if not self._client.ready:

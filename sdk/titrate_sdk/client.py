@@ -21,9 +21,11 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -43,6 +45,25 @@ from titrate_sdk._spec import (
 )
 
 logger = logging.getLogger("titrate_sdk")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer of :meth:`Client.predict`: the variant and model that served, one output per input (classifier:
+    ``{"label", "score"}``; embedding: a vector), the model's latency in ms, and the request id (also the id of the
+    request's serving events and prediction log row)."""
+
+    variant: str
+    model: str
+    outputs: list[Any]
+    latency_ms: float
+    request_id: str
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Prediction:
+        """Parse the service's ``/predict`` JSON."""
+        return cls(variant=str(body["variant"]), model=str(body["model"]), outputs=list(body["outputs"]),
+                   latency_ms=float(body["latency_ms"]), request_id=str(body["request_id"]))
 
 _SENT, _DROPPED, _REQUEUE = 0, 1, 2
 _STAT_KEYS = (
@@ -474,6 +495,31 @@ class Client:
         response = self._http.post(self._assign_url, json=body, headers=self._headers, timeout=self._timeout)
         response.raise_for_status()
         return parse_assignments(response.json())
+
+    def predict(
+        self,
+        experiment: str,
+        unit_id: str,
+        inputs: Sequence[str],
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Prediction:
+        """Serve ``inputs`` with the model of the variant the unit is assigned to
+        (``POST /v1/experiments/{experiment}/predict``): the service assigns, logs the exposure, runs the variant's
+        model — in its own process or on an inference server — and records the serving events.
+
+        Raises:
+            httpx.HTTPError: network failure or an error status (409: the unit is not in the experiment or it
+                serves nothing, so serve your default model; 503: the variant's model failed — it counts against
+                that variant).
+        """
+        body = {"unit_id": str(unit_id), "attributes": dict(attributes or {}), "inputs": list(inputs)}
+        response = self._http.post(self._predict_url(experiment), json=body, headers=self._headers,
+                                   timeout=self._timeout)
+        response.raise_for_status()
+        return Prediction.from_json(response.json())
+
+    def _predict_url(self, experiment: str) -> str:
+        return self._assign_url.removesuffix("/v1/assign") + f"/v1/experiments/{quote(experiment, safe='')}/predict"
 
     # ------------------------------------------------------------------------------------------- tracking
 
