@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 from api.db.tables import Event, Exposure
 from api.settings import get_settings
 from api.sources import service as sources
-from scorecards.source_views import events_view, exposures_view
 from scorecards.sql import (
     MetricAggregate,
     MetricSpec,
@@ -68,10 +67,8 @@ def analysis_tables(session: Session, experiment_key: str, experiment_id: int, s
     if source is None:
         yield session, BUILT_IN
         return
-    with sources.reading(session, source) as (reader, mappings):
-        yield reader, AnalysisTables(
-            exposures_view(mappings.exposures, experiment_key, experiment_id, allocation_starts),
-            events_view(mappings.events))
+    with sources.experiment_views(session, source, experiment_key, experiment_id, allocation_starts) as (reader, views):
+        yield reader, AnalysisTables(views.exposures, views.events)
 
 
 def earliest_usable() -> datetime:

@@ -28,7 +28,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg
-from sqlalchemy import URL, Connection, Engine, Executable, Result, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, Executable, FromClause, Result, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -50,7 +50,7 @@ from api.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailabl
 from api.settings import Settings, get_settings
 from api.sources import repository
 from api.sources.schemas import SourceCreate, SourceOut
-from scorecards.source_views import TableMapping
+from scorecards.source_views import TableMapping, events_view, exposures_view
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 #: Longest engine message passed on to the caller.
@@ -357,6 +357,25 @@ def reading(session: Session, key: str) -> Iterator[tuple[SourceReader, SourceMa
             conn.close()
         except sa_exc.SQLAlchemyError:  # why: a connection a timeout broke may fail to roll back; it is discarded
             pass
+
+
+@dataclass(frozen=True)
+class SourceViews:
+    """One experiment's exposures and events in a source, shaped as titrate's tables (``scorecards.source_views``)."""
+
+    exposures: FromClause
+    events: FromClause
+
+
+@contextmanager
+def experiment_views(session: Session, key: str, experiment_key: str, experiment_id: int,
+                     allocation_starts: Sequence[tuple[int, datetime]]) -> Iterator[tuple[SourceReader, SourceViews]]:
+    """:func:`reading` source ``key`` with the views of one experiment: its rows (``experiment`` column =
+    ``experiment_key``), first exposure per unit, allocation version from ``allocation_starts`` (titrate's (version,
+    created_at) history), events deduplicated by ``event_id`` — to pass wherever titrate's own tables go."""
+    with reading(session, key) as (reader, mappings):
+        yield reader, SourceViews(exposures_view(mappings.exposures, experiment_key, experiment_id, allocation_starts),
+                                  events_view(mappings.events))
 
 
 # ------------------------------------------------------------------------------------------------ validation
