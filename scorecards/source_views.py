@@ -172,6 +172,29 @@ def _source_json_sqlite(element: SourceJson, compiler: SQLCompiler, **kw: Any) -
     return compiler.process(value, **kw)
 
 
+# why these three: BigQuery, Snowflake and Databricks have no CAST to JSON; each parses text into the JSON value
+# the hooks of scorecards.sql_dialect read (BigQuery JSON, Snowflake and Databricks VARIANT), NULL when the text
+# does not parse. BigQuery's column must be JSON text (STRING, as `titrate export` writes it); Snowflake's and
+# Databricks' may be text or already semi-structured (read back as its JSON text first). Compile-only: checked
+# against tests/scorecards/golden_sql/.
+@compiles(SourceJson, "bigquery")
+def _source_json_bigquery(element: SourceJson, compiler: SQLCompiler, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f"SAFE.PARSE_JSON({compiler.process(value, **kw)})"
+
+
+@compiles(SourceJson, "snowflake")
+def _source_json_snowflake(element: SourceJson, compiler: SQLCompiler, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f"TRY_PARSE_JSON(TO_VARCHAR({compiler.process(value, **kw)}))"
+
+
+@compiles(SourceJson, "databricks")
+def _source_json_databricks(element: SourceJson, compiler: SQLCompiler, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f"try_parse_json(CAST({compiler.process(value, **kw)} AS STRING))"
+
+
 def _empty_json() -> ColumnElement[Any]:
     return SourceJson(literal_column("'{}'", String))
 

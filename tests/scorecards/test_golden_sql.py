@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
 
+from scorecards.source_views import TableMapping, events_view, exposures_view
 from scorecards.sql import (
     excluded_exposures_query,
     exposure_counts_query,
@@ -60,9 +62,19 @@ QUERIES: dict[str, Callable[[Any, Any], Select[Any]]] = {
     "excluded_exposures": lambda x, e: excluded_exposures_query(x, EXPERIMENT_ID, EARLIEST, AS_OF),
 }
 
-#: table shape → (exposures, events): titrate's own tables.
+#: A user's tables (``analytics.exp_log``, ``analytics.ev``) mapped onto titrate's columns, as DESIGN.md's example.
+EXPOSURE_MAP = TableMapping(table="analytics.exp_log", columns={
+    "unit_id": "uid", "experiment": "exp", "variant": "arm", "timestamp": "ts", "attributes": "attrs"})
+EVENT_MAP = TableMapping(table="analytics.ev", columns={
+    "unit_id": "uid", "name": "event_name", "value": "val", "timestamp": "ts", "event_id": "id"})
+#: titrate's allocation history of the experiment: (version, created_at).
+HISTORY = [(1, AS_OF - timedelta(days=20)), (2, AS_OF - timedelta(days=9)), (3, AS_OF - timedelta(days=4))]
+
+#: table shape → (exposures, events): titrate's own tables, and a user's through ``scorecards.source_views``.
 SHAPES: dict[str, Callable[[], tuple[Any, Any]]] = {
     "builtin": lambda: (EXPOSURES, EVENTS),
+    "source": lambda: (exposures_view(EXPOSURE_MAP, "checkout-redesign", EXPERIMENT_ID, HISTORY),
+                       events_view(EVENT_MAP)),
 }
 
 
@@ -119,6 +131,8 @@ def test_each_engine_gets_its_own_spelling_of_the_dialect_specific_pieces(name: 
     double = {"bigquery": "AS FLOAT64)", "snowflake": "AS FLOAT)", "databricks": "AS DOUBLE)"}[name]
     assert double in scorecard
     assert "2026-03-12 09:30:00.250000" in scorecard  # as_of, to the microsecond
+    source = compile_sql(QUERIES["segment"](*SHAPES["source"]()), dialect(name))
+    assert "AS JSON)" not in source  # no CAST to JSON there: the view parses the attributes' text
     if name == "bigquery":
         assert "DATETIME '" not in scorecard  # a civil time, which BigQuery will not compare with a TIMESTAMP
         assert "`json_string_" not in segment  # GROUP BY by the expression, not by a label the SELECT lacks
