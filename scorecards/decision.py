@@ -52,7 +52,7 @@ def _pct(x: float) -> str:
 def describe_primary(variant: str, metric: str, c: Comparison) -> str:
     """Sentence with the primary comparison's numbers."""
     level = f"{1 - c.alpha:.0%}"
-    what = "always-valid p" if c.test == "msprt" else "p"
+    what = {"msprt": "always-valid p", "gst": "repeated p"}.get(c.test, "p")
     if math.isnan(c.rel_lift):
         lift = f"{c.abs_lift:+.4g} (absolute)"
         ci = f"{level} CI [{c.abs_ci[0]:+.4g}, {c.abs_ci[1]:+.4g}]"

@@ -212,7 +212,7 @@ def repeated_p_value(z: float, information_fractions: Sequence[float],
     az = abs(z)
 
     def excess(log_a: float) -> float:
-        return gst_bounds(t, math.exp(log_a), spending)[-1] - az
+        return gst_bounds(t, min(math.exp(log_a), 1.0 - 1e-12), spending)[-1] - az
 
     lo, hi = math.log(1e-15), math.log(1.0 - 1e-12)
     # why: the nominal p-value 2Φ̄(|z|) is (nearly) a lower bound of the repeated one; a tight bracket saves

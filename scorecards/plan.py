@@ -5,7 +5,7 @@ The stored form is a JSON document (``experiments.plan``, serialisation ``v1``):
     {"hypothesis": {...}, "type": "ab", "allocation": {...}, "salt": "...",
      "variants": [{"key", "control", "shadow"}],
      "metrics": {"primary": [definition], "secondary": [definition], "guardrails": [definition + "margin"]},
-     "design": {"alpha", "power", "mde", "sequential", "cuped", "cuped_lookback_days"},
+     "design": {"alpha", "power", "mde", "sequential", "cuped", "cuped_lookback_days"},  # + "looks", "spending" (gst)
      "decision_rule": "titrate-decision-v1"}          # + "analysis": {"source": key} only when one is named
 
 and the fingerprint is the SHA-256 of its canonical JSON (sorted keys, no whitespace, UTF-8). A stored fingerprint is
@@ -136,26 +136,54 @@ class PlanDesign:
     alpha: float = DEFAULT_ALPHA
     power: float = DEFAULT_POWER
     mde: float | None = DEFAULT_MDE
-    sequential: bool = False
+    #: False (fixed horizon), True or "msprt" (always-valid mSPRT), "gst" (group-sequential)
+    sequential: bool | str = False
     cuped: bool = False
     cuped_lookback_days: float = DEFAULT_CUPED_LOOKBACK_DAYS
+    #: "gst" only: the planned number of looks, or their ISO dates
+    looks: int | tuple[str, ...] | None = None
+    #: "gst" only: "obrien_fleming" | "pocock"
+    spending: str | None = None
 
     @classmethod
     def from_document(cls, d: Mapping[str, Any] | None) -> PlanDesign:
         """From the plan's ``design`` (absent or null keys take the defaults; an absent ``mde`` is none)."""
         d = d or {}
+        sequential = d.get("sequential")
+        looks = d.get("looks")
         return cls(alpha=d.get("alpha") or DEFAULT_ALPHA, power=d.get("power") or DEFAULT_POWER, mde=d.get("mde"),
-                   sequential=bool(d.get("sequential")), cuped=bool(d.get("cuped")),
-                   cuped_lookback_days=d.get("cuped_lookback_days") or DEFAULT_CUPED_LOOKBACK_DAYS)
+                   sequential=sequential if isinstance(sequential, str) else bool(sequential),
+                   cuped=bool(d.get("cuped")),
+                   cuped_lookback_days=d.get("cuped_lookback_days") or DEFAULT_CUPED_LOOKBACK_DAYS,
+                   looks=tuple(looks) if isinstance(looks, list | tuple) else looks, spending=d.get("spending"))
 
     def to_document(self) -> dict[str, Any]:
-        """All six keys."""
-        return {"alpha": self.alpha, "power": self.power, "mde": self.mde, "sequential": self.sequential,
-                "cuped": self.cuped, "cuped_lookback_days": self.cuped_lookback_days}
+        """The six keys, plus ``looks`` and ``spending`` when set (so fixed and mSPRT plans are stored as before)."""
+        out: dict[str, Any] = {"alpha": self.alpha, "power": self.power, "mde": self.mde, "sequential": self.sequential,
+                               "cuped": self.cuped, "cuped_lookback_days": self.cuped_lookback_days}
+        if self.looks is not None:
+            out["looks"] = list(self.looks) if isinstance(self.looks, tuple) else self.looks
+        if self.spending is not None:
+            out["spending"] = self.spending
+        return out
+
+    @property
+    def sequential_method(self) -> str | None:
+        """None (fixed horizon), "msprt" (``sequential`` true or "msprt") or "gst"."""
+        if self.sequential == "gst":
+            return "gst"
+        return "msprt" if self.sequential else None
+
+    @property
+    def looks_planned(self) -> int:
+        """K, the planned number of group-sequential looks (1 when none are set)."""
+        if isinstance(self.looks, tuple):
+            return len(self.looks)
+        return int(self.looks) if self.looks else 1
 
     @property
     def cuped_applied(self) -> bool:
-        """CUPED adjusts fixed-horizon comparisons only (there is no always-valid CUPED here yet)."""
+        """CUPED adjusts fixed-horizon comparisons only (no always-valid or group-sequential CUPED here yet)."""
         return self.cuped and not self.sequential
 
     @property

@@ -6,7 +6,8 @@ Call chain (the service fetches, this module computes, the API serialises)::
     api.analysis.scorecard.load_scorecard(session, experiment, as_of, segment)
       ├─ api.analysis.repository: metric_aggregates, exposure_counts(+ by context cell), strata, segment sums
       └─ scorecards.scorecard.build_scorecard(plan, aggregates, allocation_history, exposures, ...)
-           ├─ per metric × treatment: compare / compare_cuped / compare_sequential, guardrail_status, MDE, power
+           ├─ per metric × treatment: compare / compare_cuped / compare_sequential / compare_gst, guardrail_status, MDE,
+           │  power (gst: the look, boundary and α spent from the primary's information fraction, :func:`gst_look`)
            ├─ Holm across primary and across secondary p-values
            ├─ SRM against the allocation history (srm_check_history, sequential_srm_check)
            ├─ thompson: stratified estimates by allocation version (scorecards.stratified)
@@ -28,6 +29,7 @@ from scorecards.aggregates import MetricAggregate, ScorecardAggregates
 from scorecards.cuped import CupedAdjustment, compare_cuped, cuped_adjustment
 from scorecards.decision import Decision, decide
 from scorecards.frequentist import Comparison, arm_estimate, compare
+from scorecards.gst import GstLook, Spending, compare_gst, current_look
 from scorecards.guardrails import GuardrailResult, guardrail_status
 from scorecards.kinds import MetricKind, PowerKind
 from scorecards.multiple_testing import holm
@@ -138,6 +140,7 @@ class Scorecard:
     adaptive_note: str | None
     excluded_rows: ExcludedRows
     decision: Decision
+    gst: GstLook | None = None  # design.sequential "gst": where the group-sequential design stands
 
     @property
     def guardrails(self) -> dict[str, dict[str, tuple[GuardrailResult, Comparison]]]:
@@ -187,6 +190,7 @@ class _Context:
     power: float
     signed_mde: float | None
     planned_n: int | None
+    gst: GstLook | None = None
 
 
 def _planned_n(plan: Plan, aggregates: ScorecardAggregates, alpha: float,
@@ -207,7 +211,10 @@ def _comparison(ctx: _Context, pm: PlannedMetric, c_agg: MetricAggregate, t_agg:
                 lookback_hours: float | None) -> tuple[Comparison, CupedResult | None]:
     kind, direction = pm.definition.kind, pm.definition.direction
     c_stats, t_stats = c_agg.stats(kind), t_agg.stats(kind)
-    if ctx.plan.design.sequential:
+    if ctx.gst is not None:
+        return compare_gst(c_stats, t_stats, kind, ctx.alpha, information_fractions=ctx.gst.fractions,
+                           spending=ctx.gst.spending, direction=direction), None
+    if ctx.plan.design.sequential_method == "msprt":
         horizon = {"horizon_n_per_arm": ctx.planned_n} if ctx.planned_n else {}
         return compare_sequential(c_stats, t_stats, kind, ctx.alpha, direction=direction, **horizon), None
     if lookback_hours is not None and kind != "ratio":
@@ -230,7 +237,8 @@ def _guardrail(ctx: _Context, pm: PlannedMetric, c_stats: SampleStats | RatioSta
     horizon_n = margin_n or ctx.planned_n
     horizon = {"horizon_n_per_arm": horizon_n} if horizon_n else {}
     return guardrail_status(c_stats, t_stats, kind, pm.definition.direction, margin, ctx.alpha,
-                            sequential=ctx.plan.design.sequential, **horizon)
+                            # why: guardrails are watched at every read, so both sequential modes keep them always-valid
+                            sequential=ctx.plan.design.sequential_method is not None, **horizon)
 
 
 def _variant(ctx: _Context, pm: PlannedMetric, treatment: str, lookback_hours: float | None) -> VariantResult:
@@ -261,6 +269,29 @@ def _holm(metrics: list[MetricResult], role: str, alpha: float) -> list[MetricRe
         variants[j] = replace(variants[j], p_value_adjusted=p if math.isfinite(p) else None)
         out[i] = replace(out[i], variants=tuple(variants))
     return out
+
+
+def gst_look(plan: Plan, aggregates: ScorecardAggregates, planned_n: int | None, as_of: datetime) -> GstLook | None:
+    """Where a ``design.sequential == "gst"`` experiment stands (None for other designs).
+
+    Information fraction t = n_eff / planned n with n_eff = 2/(1/n_c + 1/n_t), the per-arm n of a balanced design
+    with the same information, on the primary metric, the smallest over treatments.  Looks: a count K looks at
+    t = j/K; dates look on each date reached by ``as_of`` (UTC).  Without a planned n (no MDE, or no control data
+    to size it from) the read is the design's final analysis (t = 1, after its planned looks).
+    """
+    design = plan.design
+    if design.sequential_method != "gst":
+        return None
+    spending: Spending = "pocock" if design.spending == "pocock" else "obrien_fleming"
+    ns = [(aggregates.metric(plan.primary.key, plan.control).n, aggregates.metric(plan.primary.key, t).n)
+          for t in plan.treatments]
+    n_eff = min((2.0 / (1.0 / nc + 1.0 / nt) if nc > 0 and nt > 0 else 0.0) for nc, nt in ns) if ns else 0.0
+    t_now = n_eff / planned_n if planned_n else 1.0
+    reached = None
+    if isinstance(design.looks, tuple):
+        day = as_of.date().isoformat()
+        reached = sum(1 for d in design.looks if str(d)[:10] <= day)
+    return current_look(max(t_now, 1e-9), design.looks_planned, float(design.alpha), spending, reached)
 
 
 def _cells(plan: Plan, history: Sequence[AllocationVersion],
@@ -319,8 +350,17 @@ def _excluded_reason(excluded: ExcludedRows) -> str:
             "the scorecard's excluded_rows")
 
 
+def _gst_sentence(g: GstLook) -> str:
+    if g.look == 0:
+        return (f"group-sequential design ({g.spending}, {g.looks_planned} looks): the first look is not reached "
+                f"yet (information fraction {g.information_fraction:.2f}); nothing is read before it")
+    return (f"group-sequential look {g.look} of {g.looks_planned}{' (final)' if g.final else ''} at information "
+            f"fraction {g.information_fraction:.2f}: significant when |z| >= {g.boundary:.3f} ({g.spending} "
+            f"spending, alpha spent {g.alpha_spent:.4g})")
+
+
 def _decision(plan: Plan, metrics: Sequence[MetricResult], srm: SrmResult | None, planned_n_reached: bool,
-              bandit_stop: BanditStop | None, excluded: ExcludedRows) -> Decision:
+              bandit_stop: BanditStop | None, excluded: ExcludedRows, gst: GstLook | None = None) -> Decision:
     """``decide`` on the primary comparisons and guardrails; a thompson experiment's stored stopping rule may
     turn it into ``ship`` (never over a rollback or an SRM); excluded rows add a reason."""
     primary = {v.variant: v.comparison for m in metrics if m.metric.role == "primary" for v in m.variants}
@@ -330,9 +370,15 @@ def _decision(plan: Plan, metrics: Sequence[MetricResult], srm: SrmResult | None
             if v.guardrail is not None:
                 guards[v.variant][m.metric.key] = v.guardrail
     mismatch = srm is not None and srm.mismatch
+    # why: a group-sequential comparison is read at its looks only (from the first on), and its final look is the
+    # planned sample whatever n says; mSPRT may be read at any time.
+    readable = gst.look >= 1 if gst is not None else plan.design.sequential_method == "msprt"
+    reached = planned_n_reached or (gst is not None and gst.final)
     decision = decide(plan.type, plan.hypothesis_direction, primary, guards, srm_mismatch=mismatch,
-                      srm_p_value=srm.p_value if srm is not None else None, planned_n_reached=planned_n_reached,
-                      sequential=plan.design.sequential, primary_metric=plan.primary.key)
+                      srm_p_value=srm.p_value if srm is not None else None, planned_n_reached=reached,
+                      sequential=readable, primary_metric=plan.primary.key)
+    if gst is not None:
+        decision = replace(decision, reasons=[*decision.reasons, _gst_sentence(gst)])
     if (bandit_stop is not None and not mismatch and plan.allocation.strategy == "thompson"
             and decision.decision != "rollback" and bandit_stop.decision.decision == "ship"):
         head = f"bandit stopping rule (allocation version {bandit_stop.version}): "
@@ -368,7 +414,8 @@ def build_scorecard(plan: Plan, aggregates: ScorecardAggregates, allocation_hist
     """
     alpha, power = float(plan.design.alpha), float(plan.design.power)
     signed_mde, planned_n = _planned_n(plan, aggregates, alpha, power)
-    ctx = _Context(plan, aggregates, alpha, power, signed_mde, planned_n)
+    gst = gst_look(plan, aggregates, planned_n, as_of)
+    ctx = _Context(plan, aggregates, alpha, power, signed_mde, planned_n, gst)
     lookback = plan.design.cuped_lookback_hours
     metrics = []
     for pm in plan.metrics:
@@ -392,5 +439,6 @@ def build_scorecard(plan: Plan, aggregates: ScorecardAggregates, allocation_hist
         segments=None if segment is None else build_segments(plan, segment, _overall_lifts(metrics), srm.expected,
                                                              alpha),
         adaptive_note=note, excluded_rows=excluded,
-        decision=_decision(plan, metrics, srm.result, reached, bandit_stop, excluded),
+        decision=_decision(plan, metrics, srm.result, reached, bandit_stop, excluded, gst),
+        gst=gst,
     )

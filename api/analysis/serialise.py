@@ -8,6 +8,8 @@ from api.analysis.wire import (
     AdaptiveNoteJson,
     ArmJson,
     ComparisonJson,
+    GroupSequentialJson,
+    GroupSequentialNoteJson,
     GuardrailDetailJson,
     MetricJson,
     OppositeSegmentJson,
@@ -22,6 +24,7 @@ from api.analysis.wire import (
 from api.db.tables import Experiment
 from scorecards.adaptive import StratifiedResult
 from scorecards.frequentist import Comparison
+from scorecards.gst import GstLook
 from scorecards.guardrails import GuardrailResult
 from scorecards.scorecard import MetricResult, Scorecard, SrmSummary, VariantResult
 from scorecards.segments import Segments
@@ -124,12 +127,19 @@ def _segments(s: Segments, served: list[str]) -> SegmentsJson:
             "srm_drill_down": drill}
 
 
+def _gst(g: GstLook) -> GroupSequentialJson:
+    return {"look": g.look, "looks_planned": g.looks_planned, "information_fraction": g.information_fraction,
+            "fractions": list(g.fractions), "boundary": g.boundary, "alpha_spent": g.alpha_spent, "final": g.final,
+            "spending": g.spending}
+
+
 def scorecard_json(experiment: Experiment, card: Scorecard) -> ScorecardJson:
     """The REST scorecard of ``card`` (``experiment`` supplies key, status and the stored plan fingerprint)."""
     plan = card.plan
     segments: SegmentsJson = ({"segments": [], "segment_attribute": None} if card.segments is None
                               else _segments(card.segments, list(plan.served)))
     adaptive: AdaptiveNoteJson = {} if card.adaptive_note is None else {"adaptive_allocation": card.adaptive_note}
+    gst: GroupSequentialNoteJson = {} if card.gst is None else {"group_sequential": _gst(card.gst)}
     out: ScorecardJson = {
         "experiment": experiment.key, "plan_fingerprint": experiment.plan_fingerprint,
         "status": experiment.status, "type": plan.type, "as_of": card.as_of, "alpha": float(plan.design.alpha),
@@ -139,6 +149,7 @@ def scorecard_json(experiment: Experiment, card: Scorecard) -> ScorecardJson:
         "current_n": dict(card.current_n),
         **segments,
         **adaptive,
+        **gst,
         "excluded_rows": {"exposures": card.excluded_rows.exposures, "events": card.excluded_rows.events},
         "multiple_testing": MULTIPLE_TESTING,
     }

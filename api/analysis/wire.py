@@ -194,6 +194,25 @@ class ExcludedRowsJson(TypedDict):
     events: int
 
 
+class GroupSequentialJson(TypedDict):
+    """Where a group-sequential design (design.sequential "gst") stands at this read."""
+
+    look: int  # 0 before the first planned look
+    looks_planned: int
+    information_fraction: float
+    fractions: list[float]
+    boundary: float  # |z| at or above it is significant at this look
+    alpha_spent: float
+    final: bool
+    spending: str
+
+
+class GroupSequentialNoteJson(TypedDict, total=False):
+    """The ``group_sequential`` key, present only for group-sequential designs."""
+
+    group_sequential: GroupSequentialJson
+
+
 class ScorecardJson(TypedDict):
     """The REST scorecard (``GET /v1/experiments/{key}/scorecard``)."""
 
@@ -203,7 +222,7 @@ class ScorecardJson(TypedDict):
     type: str
     as_of: datetime
     alpha: float
-    sequential: bool
+    sequential: bool | str
     cuped_applied: bool
     control: str
     srm: SrmJson
@@ -216,6 +235,7 @@ class ScorecardJson(TypedDict):
     opposite_segments: NotRequired[list[OppositeSegmentJson]]
     srm_drill_down: NotRequired[list[SrmDrillDownJson]]
     adaptive_allocation: NotRequired[str]
+    group_sequential: NotRequired[GroupSequentialJson]
     excluded_rows: ExcludedRowsJson
     multiple_testing: str
     #: added by the endpoint for experiments between model variants: the serving report (``api.serving.report``)

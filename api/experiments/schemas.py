@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from api.json_types import JsonObject
@@ -27,6 +37,8 @@ ShortText = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 JsonScalar = Annotated[str, StringConstraints(max_length=1000)] | bool | int | float
 
 MAX_VARIANTS = 20
+#: the most planned looks of a group-sequential design
+MAX_LOOKS = 50
 
 
 class Hypothesis(RequestModel):
@@ -154,9 +166,51 @@ class Design(RequestModel):
     alpha: float = Field(DEFAULT_ALPHA, gt=0, le=0.5, allow_inf_nan=False)
     power: float = Field(DEFAULT_POWER, ge=0.5, lt=1, allow_inf_nan=False)
     mde: float = Field(DEFAULT_MDE, gt=0, le=10, allow_inf_nan=False, description="relative minimum detectable effect")
-    sequential: bool = False
+    sequential: bool | Literal["msprt", "gst"] = Field(
+        False, description="false: fixed horizon; true or 'msprt': always-valid mSPRT (look at any time); 'gst': "
+                           "group-sequential (Lan-DeMets alpha-spending over planned looks)")
+    looks: StrictInt | list[date] | None = Field(
+        None, description="'gst' only: the planned number of looks (equally spaced in information), or their dates")
+    spending: Literal["obrien_fleming", "pocock"] | None = Field(
+        None, description="'gst' only: the alpha-spending function (default obrien_fleming)")
     cuped: bool = False
     cuped_lookback_days: float = Field(DEFAULT_CUPED_LOOKBACK_DAYS, gt=0, le=365, allow_inf_nan=False)
+
+    @field_validator("looks")
+    @classmethod
+    def _check_looks(cls, looks: int | list[date] | None, info: ValidationInfo) -> int | list[date] | None:
+        if looks is None:
+            return None
+        if info.data.get("sequential") != "gst":
+            raise ValueError("looks applies only to sequential 'gst'")
+        if isinstance(looks, int):
+            if not 1 <= looks <= MAX_LOOKS:
+                raise ValueError(f"looks must be between 1 and {MAX_LOOKS}")
+        elif not 1 <= len(looks) <= MAX_LOOKS or any(b <= a for a, b in zip(looks, looks[1:], strict=False)):
+            raise ValueError(f"looks dates must be strictly increasing, 1 to {MAX_LOOKS} of them")
+        return looks
+
+    @field_validator("spending")
+    @classmethod
+    def _check_spending(cls, spending: str | None, info: ValidationInfo) -> str | None:
+        if spending is not None and info.data.get("sequential") != "gst":
+            raise ValueError("spending applies only to sequential 'gst'")
+        return spending
+
+    @model_validator(mode="after")
+    def _gst_needs_looks(self) -> Self:
+        if self.sequential == "gst":
+            if self.looks is None:
+                raise ValueError("looks: sequential 'gst' needs looks (a planned count or a list of dates)")
+            if self.spending is None:
+                self.spending = "obrien_fleming"
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_gst_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # why: a design without group-sequential looks is stored exactly as before (no null keys added)
+        out: dict[str, Any] = handler(self)
+        return {k: v for k, v in out.items() if k not in ("looks", "spending") or v is not None}
 
 
 class Condition(RequestModel):

@@ -192,3 +192,55 @@ def test_power_and_final_width_against_the_fixed_design() -> None:
         assert ratio <= width_max
         if spending == "obrien_fleming":
             assert abs(power - fixed_power) <= 0.03, (power, fixed_power)
+
+
+# --- the scorecard with design.sequential = "gst" (hand-built sums, no database) --------------------------------------
+
+
+def test_the_scorecard_reads_the_current_look() -> None:
+    from tests.scorecards.test_scorecard import _build, _plan
+
+    card = _build(_plan(sequential="gst", looks=5, spending="obrien_fleming", mde=0.5))
+    g = card.gst
+    assert g is not None
+    planned = card.planned_n_per_variant
+    assert g.information_fraction == pytest.approx(2000 / planned, rel=1e-12)
+    assert g.look == min(5, math.floor(5 * 2000 / planned + 1e-12))
+    assert g.look >= 1
+    (v2,) = card.metrics[0].variants
+    assert v2.comparison.test == "gst"
+    assert v2.comparison.critical_value == pytest.approx(gst_bounds(list(g.fractions))[-1], rel=1e-12)
+    assert g.boundary == pytest.approx(v2.comparison.critical_value, rel=1e-12)
+    assert g.alpha_spent == pytest.approx(alpha_spent(g.fractions[-1]), rel=1e-12)
+    assert any(r.startswith(f"group-sequential look {g.look} of 5") for r in card.decision.reasons)
+    # 200 vs 280 conversions of 2000: z ≈ 4.2, beyond every O'Brien–Fleming boundary from look 1 on
+    assert card.decision.decision == "ship"
+
+
+def test_before_the_first_look_nothing_is_read_and_without_an_mde_it_is_the_final_look() -> None:
+    from tests.scorecards.test_scorecard import _build, _plan
+
+    early = _build(_plan(sequential="gst", looks=5, mde=0.02))
+    assert early.gst is not None
+    assert early.gst.look == 0
+    assert early.decision.decision == "keep_running"
+    assert any("first look is not reached" in r for r in early.decision.reasons)
+    no_mde = _build(_plan(sequential="gst", looks=3, mde=None))
+    assert no_mde.gst is not None
+    assert no_mde.gst.final
+    (v2,) = no_mde.metrics[0].variants
+    assert no_mde.gst.fractions == pytest.approx((1 / 3, 2 / 3, 1.0))  # the final of the three planned looks
+    fixed = compare(SampleStats(2000, 200.0, 200.0), SampleStats(2000, 280.0, 280.0), "proportion")
+    half = gst_bounds([1 / 3, 2 / 3, 1.0])[-1] * fixed.std_error
+    assert v2.comparison.abs_ci == pytest.approx((fixed.abs_lift - half, fixed.abs_lift + half), rel=1e-12)
+
+
+def test_dated_looks_count_the_dates_reached() -> None:
+    from tests.scorecards.test_scorecard import _build, _plan
+
+    card = _build(_plan(sequential="gst", looks=["2026-11-01", "2026-11-20", "2026-12-30"], spending="pocock",
+                        mde=0.5))
+    assert card.gst is not None
+    assert card.gst.look == 2  # AS_OF is 2026-11-30
+    assert card.gst.spending == "pocock"
+    assert card.plan.design.looks_planned == 3
