@@ -23,6 +23,8 @@ from api.dead_letters.endpoints import router as dead_letters_router
 from api.errors import install_error_handlers
 from api.events.endpoints import router as events_router
 from api.experiments.endpoints import router as experiments_router
+from api.incremental.scheduler import RefreshScheduler
+from api.incremental.service import RefreshPolicy
 from api.limits import BodyLimitMiddleware, body_limits
 from api.logging_setup import configure_logging
 from api.metrics_catalog.endpoints import router as metrics_router
@@ -84,11 +86,15 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
         app.state.exposure_writer.start()
         await app.state.serving.start()
         app.state.allocation_scheduler = None
+        app.state.refresh_scheduler = None  # the scorecard refresh job (api/incremental), beside it
         if settings.scheduler_enabled:  # the allocation updater (one replica at a time, under a database lock)
             app.state.allocation_scheduler = AllocationScheduler(
                 db, app.state.snapshots, settings.scheduler_interval_seconds,
                 maintenance=lambda: purge_predictions(db, utc_now(), settings.serving_predictions_retain_days))
             app.state.allocation_scheduler.start()
+            app.state.refresh_scheduler = RefreshScheduler(db, RefreshPolicy.from_settings(settings),
+                                                           settings.scorecard_refresh_seconds)
+            app.state.refresh_scheduler.start()
         log.info("titrate started", extra={"database": db.dialect})
         try:
             yield
@@ -96,6 +102,8 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
             # Graceful shutdown (SIGTERM): in-flight requests have finished; write every queued exposure.
             if app.state.allocation_scheduler is not None:
                 app.state.allocation_scheduler.stop()
+            if app.state.refresh_scheduler is not None:
+                app.state.refresh_scheduler.stop()
             await app.state.serving.close()  # shadow runs, models, then serving events and the prediction log
             app.state.exposure_writer.stop()
             app.state.snapshots.stop()

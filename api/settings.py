@@ -78,6 +78,19 @@ class Settings(BaseSettings):
     )
     scheduler_enabled: bool = Field(True, description="run periodic allocation jobs in this process")
     scheduler_interval_seconds: float = Field(30.0, gt=0, description="how often the allocation job runs")
+    # Incremental scorecards (api/incremental/): materialised per-unit rows, refreshed by a job (one replica).
+    scorecard_refresh_seconds: float = Field(
+        60.0, gt=0, description="how often the scorecard refresh job refreshes running and paused experiments "
+                                "(runs where scheduler_enabled)"
+    )
+    scorecard_lookback_hours: float = Field(
+        24.0, ge=0, le=8760, description="an incremental refresh recomputes units with rows dated after the last "
+                                         "refresh minus this: later-arriving rows are exact up to this lateness"
+    )
+    scorecard_full_refresh_hours: float = Field(
+        24.0, gt=0, le=8760, description="a refresh recomputes every unit when this long has passed since the last "
+                                         "full one (picks up rows later than the lookback)"
+    )
     # Analysis sources (api/sources/): users' databases read in place; every wait on them bounded.
     source_connect_timeout_seconds: float = Field(
         5.0, gt=0, le=300, description="longest wait to connect to an analysis source (503 beyond)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -18,6 +19,9 @@ from api.schemas_common import KEY_PATTERN, KeyPath, sane_timestamp
 from api.serving import service as serving_service
 
 router = APIRouter(tags=["analysis"])
+FRESH_HELP = ("true: refresh the materialised scorecard rows now (incrementally: units with rows dated after the last "
+              "refresh minus TITRATE_SCORECARD_LOOKBACK_HOURS) and answer from them; full: recompute every unit "
+              "first; false: answer from the last refresh (see computed_at). Ignored with as_of (always live)")
 AS_OF_HELP = ("the scorecard as it stood at this time (naive = UTC), from TITRATE_TIMESTAMP_MIN (2000-01-01) to "
               "now + TITRATE_TIMESTAMP_MAX_FUTURE_HOURS (24 h); 422 outside")
 
@@ -27,17 +31,26 @@ def get_scorecard(key: KeyPath, request: Request,
                   as_of: datetime | None = Query(None, description=AS_OF_HELP),
                   segment: str | None = Query(None, pattern=KEY_PATTERN,
                                               description="break down by this exposure attribute, e.g. country"),
+                  fresh: Literal["true", "false", "full"] = Query("false", description=FRESH_HELP),
                   _: Principal = Depends(require_analyst)) -> ScorecardJson:
-    """The experiment's scorecard: per-metric lifts, intervals, p-values, guardrails, SRM and power."""
+    """The experiment's scorecard: per-metric lifts, intervals, p-values, guardrails, SRM and power.
+
+    Without ``as_of`` it answers from the last refresh of the materialised per-unit rows (``computed_at``; the
+    first read of an experiment, or ``fresh=true``, refreshes first); with ``as_of`` it is computed live."""
     state = request.app.state
     if as_of is not None:
         try:
             as_of = sane_timestamp(as_of, state.settings)
         except ValueError as exc:
             raise InvalidInput(("query", "as_of"), str(exc)) from None
+    stored = None
+    if as_of is None:  # why two read sessions: the second one must see the rows a refresh here just stored
+        with state.db.read() as session:
+            stored = service.stored_state(state.db, service.get_analysable(session, key), state.settings,
+                                          None if fresh == "false" else fresh == "full")
     with state.db.read() as session:
         experiment = service.get_analysable(session, key)
-        scorecard = service.analyse(session, experiment, as_of, segment).scorecard
+        scorecard = service.analyse(session, experiment, as_of, segment, stored).scorecard
         if any(v.model is not None for v in experiment.variants):
             scorecard = {**scorecard, "serving": serving_service.serving_report(
                 session, experiment, state.settings.serving_report_max_rows)}
@@ -46,10 +59,14 @@ def get_scorecard(key: KeyPath, request: Request,
 
 @router.get("/v1/experiments/{key}/decision", response_model=DecisionOut)
 def get_decision(key: KeyPath, request: Request, _: Principal = Depends(require_analyst)) -> DecisionJson:
-    """Ship, no_ship, rollback or keep_running, with the reasons."""
-    with request.app.state.db.read() as session:
+    """Ship, no_ship, rollback or keep_running, with the reasons (from the same numbers as the scorecard: the last
+    refresh of the materialised rows)."""
+    state = request.app.state
+    with state.db.read() as session:
+        stored = service.stored_state(state.db, service.get_analysable(session, key), state.settings)
+    with state.db.read() as session:
         experiment = service.get_analysable(session, key)
-        return service.decision_out(experiment, service.analyse(session, experiment))
+        return service.decision_out(experiment, service.analyse(session, experiment, stored=stored))
 
 
 @router.post("/v1/experiments/{key}/ship", response_model=ExperimentOut, tags=["experiments"])

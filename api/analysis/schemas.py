@@ -94,6 +94,8 @@ class ScorecardOut(_Open):
     plan_fingerprint: str | None
     status: str
     as_of: datetime
+    computed_at: datetime = Field(description="when the numbers were computed: the last refresh of the materialised "
+                                              "rows (analysis as of then), or now for a live read (?as_of=)")
     srm: SrmOut
     metrics: list[MetricResultOut]
     planned_n_per_variant: int | None

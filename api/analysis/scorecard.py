@@ -12,6 +12,8 @@ from api.analysis import repository
 from api.db.tables import Experiment, utc_now
 from api.experiments import repository as experiments_repository
 from api.experiments.plan import plan_of
+from api.incremental import repository as stored
+from api.incremental.repository import RefreshState
 from scorecards.adaptive import Strata
 from scorecards.decision import Decision
 from scorecards.plan import Plan
@@ -81,4 +83,33 @@ def load_scorecard(session: Session, experiment: Experiment, as_of: datetime | N
         plan, aggregates, history, exposures, as_of=when, strata=strata, segment=by_segment,
         bandit_stop=_bandit_stop(session, experiment) if thompson and as_of is None else None,
         excluded=ExcludedRows(excluded, aggregates.excluded_events),
+    )
+
+
+def load_stored_scorecard(session: Session, experiment: Experiment, state: RefreshState,
+                          segment: str | None = None) -> Scorecard:
+    """The scorecard from the experiment's materialised rows (``api.incremental``): the analysis as of the refresh
+    that stored them (``state.computed_at``), computed by the same aggregation as :func:`load_scorecard` over the
+    stored per-unit rows instead of the exposures and events (SRM against the allocation history, strata, segments,
+    the bandit stopping rule as on a live read)."""
+    plan = plan_of(experiment)
+    when = state.computed_at
+    specs = [m.definition.spec(plan.design.cuped_lookback_hours) for m in plan.metrics]
+    aggregates = stored.stored_metric_aggregates(session, experiment.id, specs, when)
+    attribute = plan.allocation.context_attribute
+    exposures = ExposureCounts(
+        stored.stored_exposure_counts(session, experiment.id),
+        None if attribute is None else stored.stored_exposure_counts_by_segment(session, experiment.id, attribute))
+    history = [AllocationVersion(a.version, a.weights, a.context_weights)
+               for a in experiments_repository.allocation_history(session, experiment.id)]
+    thompson = plan.allocation.strategy == "thompson"
+    strata = None if not thompson else {
+        m.key: stored.stored_metric_strata(session, experiment.id, m.definition.spec(plan.design.cuped_lookback_hours),
+                                           when, attribute) for m in plan.by_role("primary")}
+    return build_scorecard(
+        plan, aggregates, history, exposures, as_of=when, strata=strata,
+        segment=None if segment is None else SegmentInput(segment, stored.stored_metric_aggregates_by_segment(
+            session, experiment.id, specs, when, segment)),
+        bandit_stop=_bandit_stop(session, experiment) if thompson else None,
+        excluded=ExcludedRows(state.excluded_exposures, aggregates.excluded_events),
     )

@@ -3,6 +3,8 @@ serialisation only — every number was computed by ``scorecards.build_scorecard
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from api.analysis.schemas import finite
 from api.analysis.wire import (
     AdaptiveNoteJson,
@@ -133,8 +135,9 @@ def _gst(g: GstLook) -> GroupSequentialJson:
             "spending": g.spending}
 
 
-def scorecard_json(experiment: Experiment, card: Scorecard) -> ScorecardJson:
-    """The REST scorecard of ``card`` (``experiment`` supplies key, status and the stored plan fingerprint)."""
+def scorecard_json(experiment: Experiment, card: Scorecard, computed_at: datetime) -> ScorecardJson:
+    """The REST scorecard of ``card`` (``experiment`` supplies key, status and the stored plan fingerprint;
+    ``computed_at``: when its numbers were computed)."""
     plan = card.plan
     segments: SegmentsJson = ({"segments": [], "segment_attribute": None} if card.segments is None
                               else _segments(card.segments, list(plan.served)))
@@ -142,7 +145,8 @@ def scorecard_json(experiment: Experiment, card: Scorecard) -> ScorecardJson:
     gst: GroupSequentialNoteJson = {} if card.gst is None else {"group_sequential": _gst(card.gst)}
     out: ScorecardJson = {
         "experiment": experiment.key, "plan_fingerprint": experiment.plan_fingerprint,
-        "status": experiment.status, "type": plan.type, "as_of": card.as_of, "alpha": float(plan.design.alpha),
+        "status": experiment.status, "type": plan.type, "as_of": card.as_of,
+        "computed_at": computed_at, "alpha": float(plan.design.alpha),
         "sequential": plan.design.sequential, "cuped_applied": plan.design.cuped_applied, "control": plan.control,
         "srm": _srm(card.srm), "metrics": [_metric(m) for m in card.metrics],
         "planned_n_per_variant": card.planned_n_per_variant, "planned_n_reached": card.planned_n_reached,

@@ -15,15 +15,20 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from api.analysis.schemas import DesignOut, DesignRequest
-from api.analysis.scorecard import load_scorecard
+from api.analysis.scorecard import load_scorecard, load_stored_scorecard
 from api.analysis.serialise import scorecard_json
 from api.analysis.wire import CrossExperimentJson, DecisionJson, ExperimentOnMetricJson, ScorecardJson
 from api.auth.keys import Principal
-from api.db.tables import Experiment
+from api.db.engine import Database
+from api.db.tables import Experiment, utc_now
 from api.errors import Conflict, InvalidInput
 from api.experiments import repository as experiments_repository
 from api.experiments import service as experiments_service
 from api.experiments.plan import plan_of
+from api.incremental import repository as incremental_repository
+from api.incremental import service as incremental_service
+from api.incremental.repository import RefreshState
+from api.settings import Settings
 from scorecards import Decision, design
 
 FORMULA = ("n = ceil((z_{1-alpha/2} + z_{1-beta})^2 * (var_c + var_t) / (mu_t - mu_c)^2), mu_t = baseline * (1 + mde), "
@@ -47,23 +52,43 @@ def get_analysable(session: Session, key: str) -> Experiment:
     return experiment
 
 
+def stored_state(db: Database, experiment: Experiment, settings: Settings,
+                 fresh: bool | None = None) -> RefreshState:
+    """The materialised rows a read without ``as_of`` answers from (``api.incremental.service.stored_state``):
+    ``fresh`` None: the last refresh (one now if never refreshed); False: an incremental refresh now; True: a full
+    one."""
+    return incremental_service.stored_state(db, experiment, incremental_service.RefreshPolicy.from_settings(settings),
+                                            fresh=fresh)
+
+
 def analyse(session: Session, experiment: Experiment, as_of: datetime | None = None,
-            segment: str | None = None) -> Analysis:
+            segment: str | None = None, stored: RefreshState | None = None) -> Analysis:
     """The scorecard (REST JSON) and the decision from its numbers; with ``segment`` (an exposure attribute) also
-    the breakdown by its values."""
+    the breakdown by its values.
+
+    With ``stored`` (and no ``as_of``) the numbers come from the materialised rows of that refresh (the analysis as
+    of its ``computed_at``); otherwise they are computed live from the exposures and events (``computed_at`` now).
+    """
+    if stored is not None and as_of is None:
+        card = load_stored_scorecard(session, experiment, stored, segment)
+        return Analysis(scorecard=scorecard_json(experiment, card, stored.computed_at), decision=card.decision)
     card = load_scorecard(session, experiment, as_of, segment)
-    return Analysis(scorecard=scorecard_json(experiment, card), decision=card.decision)
+    return Analysis(scorecard=scorecard_json(experiment, card, utc_now()), decision=card.decision)
 
 
 def across_experiments(session: Session, metric: str) -> CrossExperimentJson:
     """Every started experiment whose frozen plan uses ``metric`` (any role), newest first, with that metric's
-    results per variant, the SRM flag and the decision — comparing what one metric did across experiments."""
+    results per variant, the SRM flag and the decision — comparing what one metric did across experiments.
+
+    Each experiment answers from its last refresh of the materialised rows when it has one (live otherwise): a
+    read, so it never refreshes (the refresh job keeps running experiments fresh)."""
     started = [s for s in experiments_service.TRANSITIONS if s != "draft"]
     out: list[ExperimentOnMetricJson] = []
     for experiment in experiments_repository.list_experiments(session, started):
         if experiment.plan is None or not plan_of(experiment).uses_metric(metric):
             continue
-        analysis = analyse(session, experiment)
+        stored = incremental_service.usable(incremental_repository.state(session, experiment.id), experiment)
+        analysis = analyse(session, experiment, stored=stored)
         card = analysis.scorecard
         for row in card["metrics"]:
             if row["metric"] != metric:
@@ -94,6 +119,8 @@ def guarded_ship(session: Session, key: str, variant: str, principal: Principal,
     can_ship = "ship" in experiments_service.TRANSITIONS.get(experiment.status, {})
     known = any(v.key == variant and not v.shadow for v in experiment.variants)
     if can_ship and known and experiment.plan is not None and override_reason is None:
+        # why live, not the materialised rows: shipping is final, so the guard reads every row up to now exactly
+        # (a full recomputation, without the lookback bound of an incremental refresh)
         decision = analyse(session, experiment).decision
         if not (decision.decision == "ship" and decision.variant == variant):
             raise Conflict({

@@ -221,6 +221,8 @@ class ScorecardJson(TypedDict):
     status: str
     type: str
     as_of: datetime
+    #: when the numbers were computed: the last refresh of the materialised rows, or now for a live read
+    computed_at: datetime
     alpha: float
     sequential: bool | str
     cuped_applied: bool

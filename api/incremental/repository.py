@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, FromClause, Row, Table, delete, func, insert, select
+from sqlalchemy import Connection, Executable, FromClause, Result, Row, Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from api.db.tables import Experiment, ScorecardRefresh, ScorecardUnit, ScorecardUnitValue
@@ -48,6 +48,15 @@ _EXPERIMENT_LOCK_CLASS = 0x7363  # "sc"
 _CHUNK = 500
 
 
+class Runner(Protocol):
+    """What runs the analysis side's statements: a session or connection of titrate's database, or an analysis
+    source's reader (``api.sources.service.SourceReader``)."""
+
+    def execute(self, statement: Executable, /) -> Result[Any]:
+        """Run ``statement``."""
+        ...
+
+
 class AnalysisTables(Protocol):
     """The exposure and event tables of an experiment's analysis (``api.analysis.repository.AnalysisTables``)."""
 
@@ -79,7 +88,7 @@ class RefreshState:
 # ------------------------------------------------------------------------------------------------ analysis side
 
 
-def unit_rows(conn: Session | Connection, tables: AnalysisTables, experiment_id: int, metrics: Sequence[MetricSpec],
+def unit_rows(conn: Runner, tables: AnalysisTables, experiment_id: int, metrics: Sequence[MetricSpec],
               as_of: datetime, earliest: datetime | None, since: datetime | None) -> list[Row[Any]]:
     """The per-unit rows (``scorecards.incremental.unit_rows_query``) at ``as_of``: every usable exposure's when
     ``since`` is None (a full refresh), else only the units touched after ``since``."""
@@ -89,7 +98,7 @@ def unit_rows(conn: Session | Connection, tables: AnalysisTables, experiment_id:
     return list(conn.execute(stmt).all())
 
 
-def excluded_exposures(conn: Session | Connection, tables: AnalysisTables, experiment_id: int,
+def excluded_exposures(conn: Runner, tables: AnalysisTables, experiment_id: int,
                        earliest: datetime | None, latest: datetime) -> int:
     """The experiment's exposure rows the analysis leaves out (``scorecards.sql.excluded_exposures_query``)."""
     return int(conn.execute(excluded_exposures_query(tables.exposures, experiment_id, earliest, latest)).scalar_one())
@@ -162,9 +171,13 @@ def save_state(session: Session, new: RefreshState) -> None:
 
 
 def refreshable_experiments(session: Session, statuses: Sequence[str]) -> list[Experiment]:
-    """Experiments in ``statuses`` that have a frozen plan (variants loaded), oldest first."""
-    return list(session.scalars(select(Experiment).where(Experiment.status.in_(statuses),
-                                                         Experiment.plan.is_not(None)).order_by(Experiment.id)))
+    """Experiments in ``statuses`` that have a frozen plan, oldest first — detached from ``session``, so they stay
+    readable (id, key, plan) after it ends."""
+    found = list(session.scalars(select(Experiment).where(Experiment.status.in_(statuses),
+                                                          Experiment.plan.is_not(None)).order_by(Experiment.id)))
+    for experiment in found:
+        session.expunge(experiment)
+    return found
 
 
 def stored_metric_aggregates(session: Session, experiment_id: int, metrics: Sequence[MetricSpec],

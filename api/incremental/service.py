@@ -26,20 +26,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from api.db.engine import Database
 from api.db.tables import Event, Experiment, Exposure, utc_now
+from api.experiments import repository as experiments_repository
 from api.experiments.plan import plan_of
 from api.incremental import repository
-from api.incremental.repository import AnalysisTables, RefreshState
+from api.incremental.repository import AnalysisTables, RefreshState, Runner
 from api.settings import Settings, get_settings
+from api.sources import service as sources
 from scorecards.sql import MetricSpec
 
 log = logging.getLogger(__name__)
@@ -54,14 +56,31 @@ class OwnTables:
 
 
 #: Where an experiment's exposures and events are read, given a read session of titrate's database: a context
-#: manager giving the connection to run the queries on and the tables (``api.analysis.repository.analysis_tables``;
-#: default :func:`own_tables`: that session and titrate's own tables).
-Source = Callable[[Session], AbstractContextManager[tuple[Session | Connection, AnalysisTables]]]
+#: manager giving what runs the queries and the tables (:func:`own_tables`, or :func:`source_of` for an experiment
+#: whose plan names an analysis source).
+Source = Callable[[Session], AbstractContextManager[tuple[Runner, AnalysisTables]]]
 
 
-def own_tables(session: Session) -> AbstractContextManager[tuple[Session | Connection, AnalysisTables]]:
+def own_tables(session: Session) -> AbstractContextManager[tuple[Runner, AnalysisTables]]:
     """The default :data:`Source`: titrate's own exposures and events, read on ``session``."""
     return nullcontext((session, OwnTables()))
+
+
+def source_of(experiment: Experiment) -> Source:
+    """Where the experiment's rows are read: its frozen plan's analysis source (that source's views of this
+    experiment, as the live scorecard reads them: ``api.sources.service.experiment_views``), else titrate's own
+    tables. The materialised rows always live in titrate's database."""
+    key = plan_of(experiment).analysis_source
+    if key is None:
+        return own_tables
+
+    @contextmanager
+    def views(session: Session) -> Iterator[tuple[Runner, AnalysisTables]]:
+        starts = [(a.version, a.created_at) for a in experiments_repository.allocation_history(session, experiment.id)]
+        with sources.experiment_views(session, key, experiment.key, experiment.id, starts) as (reader, tables):
+            yield reader, tables
+
+    return views
 
 
 @dataclass(frozen=True)
@@ -117,8 +136,8 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
             now: datetime | None = None, source: Source | None = None) -> RefreshResult:
     """Refresh the experiment's stored rows at ``now`` (default: the current time) — see the module docstring.
 
-    ``source``: where the experiment's exposures and events are read (default titrate's own tables); the rows are
-    always stored in ``db``.
+    ``source``: where the experiment's exposures and events are read (default :func:`source_of`: the plan's
+    analysis source or titrate's own tables); the rows are always stored in ``db``.
     """
     started = time.perf_counter()
     now = now or utc_now()
@@ -133,7 +152,7 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
     since = None
     if mode == "incremental" and previous is not None:
         since = previous.watermark - timedelta(hours=policy.lookback_hours)
-    with db.read() as session, (source or own_tables)(session) as (conn, tables):
+    with db.read() as session, (source or source_of(experiment))(session) as (conn, tables):
         rows = repository.unit_rows(conn, tables, experiment.id, metrics, now, earliest, since)
         excluded = repository.excluded_exposures(
             conn, tables, experiment.id, earliest, now + timedelta(hours=settings.timestamp_max_future_hours))
