@@ -115,8 +115,16 @@ def fmt_pct(x: float | None, digits: int = 1) -> str:
     return f"{x * 100:+.{digits}f}%"
 
 
-def fmt_ci(ci: Sequence[float | None] | None, digits: int = 1) -> str:
-    """A relative interval as signed percent text (``"[-1.2%, +4.0%]"``); ``"—"`` without two bounds."""
+#: the scorecard's ``rel_ci_reason`` when Fieller's relative interval is unbounded (control mean ≈ 0)
+UNBOUNDED_CI = "unbounded_relative_ci"
+UNBOUNDED_TEXT = "unbounded (control mean not distinguishable from 0)"
+
+
+def fmt_ci(ci: Sequence[float | None] | None, digits: int = 1, reason: str | None = None) -> str:
+    """A relative interval as signed percent text (``"[-1.2%, +4.0%]"``); ``"—"`` without two bounds, or the
+    unbounded note when ``reason`` says Fieller's interval is unbounded (no bar can be drawn for it)."""
+    if reason == UNBOUNDED_CI:
+        return UNBOUNDED_TEXT
     if not ci or len(ci) != 2 or ci[0] is None or ci[1] is None:
         return "—"
     return f"[{ci[0] * 100:+.{digits}f}%, {ci[1] * 100:+.{digits}f}%]"
@@ -198,11 +206,12 @@ def estimate(variant: dict[str, Any], alpha: float = 0.05, pooled: bool = False)
     if not pooled and isinstance(strat, dict) and strat.get("rel_lift") is not None:
         p = strat.get("p_value")
         return {"rel_lift": strat.get("rel_lift"), "rel_ci": strat.get("rel_ci"), "abs_lift": strat.get("abs_lift"),
-                "abs_ci": strat.get("abs_ci"), "p_value": p,
+                "abs_ci": strat.get("abs_ci"), "p_value": p, "rel_ci_reason": None,
                 "significant": isinstance(p, int | float) and p < alpha, "estimate": "stratified"}
     return {"rel_lift": variant.get("rel_lift"), "rel_ci": variant.get("rel_ci"), "abs_lift": variant.get("abs_lift"),
             "abs_ci": variant.get("abs_ci"), "p_value": variant.get("p_value"),
-            "significant": variant.get("significant"), "estimate": "pooled"}
+            "rel_ci_reason": variant.get("rel_ci_reason"), "significant": variant.get("significant"),
+            "estimate": "pooled"}
 
 
 def leader(scorecard: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -228,7 +237,8 @@ def primary_lift(scorecard: dict[str, Any] | None) -> str:
         return "—"
     variant, est = found
     marker = " (stratified)" if est["estimate"] == "stratified" else ""
-    return f"{variant.get('variant')}: {fmt_pct(est['rel_lift'])} {fmt_ci(est['rel_ci'])}{marker}"
+    ci = fmt_ci(est["rel_ci"], reason=est["rel_ci_reason"])
+    return f"{variant.get('variant')}: {fmt_pct(est['rel_lift'])} {ci}{marker}"
 
 
 def exposed_units(scorecard: dict[str, Any] | None) -> int | None:
@@ -254,8 +264,8 @@ def scorecard_rows(scorecard: dict[str, Any], pooled: bool = False) -> list[dict
                 **({"estimate": est["estimate"]} if adaptive else {}),
                 "n": v.get("n"), "mean": v.get("mean"), "control_n": v.get("control_n"),
                 "control_mean": v.get("control_mean"), "rel_lift": est["rel_lift"],
-                "rel_ci_low": rel_ci[0], "rel_ci_high": rel_ci[1], "p_value": est["p_value"],
-                "significant": est["significant"], "chance_to_beat": v.get("chance_to_beat"),
+                "rel_ci_low": rel_ci[0], "rel_ci_high": rel_ci[1], "rel_ci_reason": est["rel_ci_reason"],
+                "p_value": est["p_value"], "significant": est["significant"], "chance_to_beat": v.get("chance_to_beat"),
                 "guardrail": GUARDRAIL_LIGHT.get(v.get("guardrail") or "", ""), "power": v.get("power"),
             })
     return rows
@@ -272,7 +282,8 @@ def scorecard_table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "n": "—" if r.get("n") is None else f"{r['n']:,}", "mean": fmt_num(r.get("mean")),
             "control n": "—" if r.get("control_n") is None else f"{r['control_n']:,}",
             "control mean": fmt_num(r.get("control_mean")), "rel lift": fmt_pct(r.get("rel_lift")),
-            "CI": fmt_ci([r.get("rel_ci_low"), r.get("rel_ci_high")]), "p": fmt_num(r.get("p_value"), 3),
+            "CI": fmt_ci([r.get("rel_ci_low"), r.get("rel_ci_high")], reason=r.get("rel_ci_reason")),
+            "p": fmt_num(r.get("p_value"), 3),
             "significant": "✔" if r.get("significant") else "",
             "P(beat)": "—" if r.get("chance_to_beat") is None else f"{r['chance_to_beat']:.1%}",
             "guardrail": r.get("guardrail") or "—", "power": "—" if r.get("power") is None else f"{r['power']:.0%}",
@@ -310,20 +321,24 @@ def segment_rows(card: dict[str, Any]) -> list[dict[str, Any]]:
                 rows.append({"value": "(missing)" if value is None else str(value), "metric": metric.get("metric"),
                              "role": metric.get("role"), "variant": v.get("variant"), "n": v.get("n"),
                              "control_n": v.get("control_n"), "rel_lift": v.get("rel_lift"),
-                             "rel_ci_low": rel_ci[0], "rel_ci_high": rel_ci[1],
+                             "rel_ci_low": rel_ci[0], "rel_ci_high": rel_ci[1], "rel_ci_reason": v.get("rel_ci_reason"),
                              "p_value_adjusted": v.get("p_value_adjusted"), "opposite": bool(v.get("opposite"))})
     return rows
 
 
 def forest_plot(rows: Iterable[dict[str, Any]]) -> alt.LayerChart | alt.FacetChart | None:
-    """Relative lifts with their confidence intervals, one line per metric × variant, zero marked."""
+    """Relative lifts with their confidence intervals, one line per metric × variant, zero marked. A row whose
+    interval is unbounded (Fieller, control mean ≈ 0) gets its point and an "unbounded" label, never a bar."""
     frame = pd.DataFrame([r for r in rows if r.get("rel_lift") is not None])
     if frame.empty:
         return None
     frame["label"] = frame["metric"] + " · " + frame["variant"]
+    if "rel_ci_reason" in frame:
+        unbounded = frame["rel_ci_reason"] == UNBOUNDED_CI
+        frame.loc[unbounded, "label"] = frame.loc[unbounded, "label"] + " (CI unbounded)"
     y = alt.Y("label:N", title=None, sort=None, axis=alt.Axis(labelLimit=320, labelOverlap=False))
     base = alt.Chart(frame)
-    bars = base.mark_rule(strokeWidth=2).encode(
+    bars = alt.Chart(frame.dropna(subset=["rel_ci_low", "rel_ci_high"])).mark_rule(strokeWidth=2).encode(
         x=alt.X("rel_ci_low:Q", title="relative lift", axis=alt.Axis(format="%")), x2="rel_ci_high:Q", y=y,
         color=alt.Color("role:N"))
     points = base.mark_point(filled=True, size=80).encode(

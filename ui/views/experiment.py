@@ -24,6 +24,7 @@ from ui.common import (
     context_spec,
     context_weight_rows,
     experiment_picker,
+    fmt_ci,
     fmt_pct,
     forest_plot,
     get_client,
@@ -259,8 +260,7 @@ if scorecard is not None:
                 st.dataframe(present(pd.DataFrame([{
                     "value": r["value"], "metric": r["metric"], "variant": r["variant"],
                     "n": r["n"], "control n": r["control_n"], "rel lift": fmt_pct(r["rel_lift"]),
-                    "CI": f"[{fmt_pct(r['rel_ci_low'])}, {fmt_pct(r['rel_ci_high'])}]"
-                    if r["rel_ci_low"] is not None and r["rel_ci_high"] is not None else "—",
+                    "CI": fmt_ci([r["rel_ci_low"], r["rel_ci_high"]], reason=r.get("rel_ci_reason")),
                     "adjusted p": r["p_value_adjusted"], "opposite": "⚠️ opposite" if r["opposite"] else ""}
                     for r in seg_rows])), hide_index=True, width="stretch", key="segment_table")
                 primary_name = next((m.get("metric") for m in scorecard.get("metrics", [])

@@ -60,7 +60,7 @@ if scorecard_reply.ok:
         for v in metric.get("variants", []):
             # bandits: the primary metric's stratified estimate (the pooled one is biased when weights move)
             est = estimate(v, alpha, pooled=metric.get("role") != "primary")
-            cell = f"{fmt_pct(est['rel_lift'])} {fmt_ci(est['rel_ci'])}"
+            cell = f"{fmt_pct(est['rel_lift'])} {fmt_ci(est['rel_ci'], reason=est['rel_ci_reason'])}"
             if est["estimate"] == "stratified":
                 cell += " (stratified)"
             if v.get("guardrail"):
