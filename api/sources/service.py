@@ -137,6 +137,8 @@ def _arm_watchdog(engine: Engine, seconds: float) -> None:
     @event.listens_for(engine, "before_cursor_execute")
     def _start(conn: Connection, _cursor: Any, _statement: Any, _parameters: Any, _context: Any,
                _many: bool) -> None:
+        # why: a pooled connection's info outlives the statement that timed out
+        conn.info.pop("titrate_timed_out", None)
         raw = conn.connection.dbapi_connection
         stop = getattr(raw, "interrupt", None)
         if stop is None:

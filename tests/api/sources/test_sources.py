@@ -9,6 +9,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,24 @@ def test_required_columns_and_one_of_table_or_sql_are_checked_by_the_schema(clie
     assert _detail_loc(response) == ["body", "url"]
 
 
+@pytest.mark.parametrize(("patch", "loc"), [
+    ({"key": "bad key!"}, ["body", "key"]),
+    ({"url": "x" * 2001}, ["body", "url"]),
+    ({"url": 42}, ["body", "url"]),
+    ({"exposures": {**EXPOSURES, "columns": {**EXPOSURES["columns"], "unit_id": "u\x00id"}}},
+     ["body", "exposures", "columns", "unit_id"]),
+    ({"events": {"sql": "SELECT 1\x00", "columns": EVENTS["columns"]}}, ["body", "events", "sql"]),
+    ({"events": {**EVENTS, "columns": {**EVENTS["columns"], "value": ""}}}, ["body", "events", "columns", "value"]),
+    ({"events": {**EVENTS, "extra": 1}}, ["body", "events", "extra"]),
+])
+def test_poisoned_bodies_are_a_422_naming_the_field(client: TestClient, admin: dict[str, str], lake: Path,
+                                                   patch: dict[str, Any], loc: list[Any]) -> None:
+    response = client.post("/v1/sources", json={**body("p", f"duckdb:///{lake}"), **patch}, headers=admin)
+    assert response.status_code == 422, response.text
+    assert _detail_loc(response)[:len(loc)] == loc
+    assert client.get("/v1/sources/bad%20key!", headers=admin).status_code == 422
+
+
 @pytest.mark.parametrize("sql", [
     "DELETE FROM ev",
     "SELECT * FROM ev; DROP TABLE ev",
@@ -327,6 +346,29 @@ def test_a_postgresql_schema_is_a_source_and_a_slow_query_is_a_503(quick_client:
     assert response.status_code == 503, response.text
     assert "statement timeout" in response.json()["detail"]
     assert time.monotonic() - started < 3  # the 0.5 s statement timeout, not the 3 s sleep
+
+    # slow only once rows arrive: registered while the table is empty, then the scorecard read is a 503
+    sleepy = {"sql": "SELECT uid, event_name, val, ts, id FROM lake.ev WHERE pg_sleep(1) IS NOT NULL",
+              "columns": EVENTS["columns"]}
+    ok = quick_client.post("/v1/sources", json=body("sleepy", pg_lake, exposures, sleepy), headers=admin)
+    assert ok.status_code == 201, ok.text
+    engine = create_engine(pg_lake)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO lake.exp_log VALUES ('u1', 'slow', 'control', now() - interval '1 day', '{}')"))
+        conn.execute(text("INSERT INTO lake.ev VALUES ('u1', 'purchase', 1.0, now() - interval '1 hour', 'e1'), "
+                          "('u1', 'purchase', 2.0, now() - interval '1 hour', 'e2')"))
+    engine.dispose()
+    analyst = keys.headers("analyst")
+    create_metrics(quick_client, analyst)
+    create_experiment(quick_client, analyst, start=True, admin_headers=admin, key="slow",
+                      analysis={"source": "sleepy"})
+    started = time.monotonic()
+    as_of = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    card = quick_client.get("/v1/experiments/slow/scorecard", params={"as_of": as_of}, headers=analyst)
+    assert card.status_code == 503, card.text
+    assert "sleepy" in card.json()["detail"]
+    assert card.headers["Retry-After"]
+    assert time.monotonic() - started < 5
 
 
 # ---------------------------------------------------------------------------------- experiments name a source
