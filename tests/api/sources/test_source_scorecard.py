@@ -196,6 +196,15 @@ def test_a_source_experiments_scorecard_equals_the_same_rows_sent_through_the_ap
                                headers=analyst)
         assert segmented.status_code == 200, segmented.text
         assert_same_card(segmented.json(), by_country)
+    # reads without as_of (the last refresh of the materialised rows, api/incremental) and the decision agree too
+    latest = client.get("/v1/experiments/builtin/scorecard", headers=analyst).json()
+    decision = client.get("/v1/experiments/builtin/decision", headers=analyst).json()
+    for key in sources:
+        got = client.get(f"/v1/experiments/{key}/scorecard", headers=analyst)
+        assert got.status_code == 200, got.text
+        assert_same_card(got.json(), latest)
+        assert_same_card(client.get(f"/v1/experiments/{key}/decision", headers=analyst).json(), decision)
+
     # the ship guard decides from the same numbers (a live read, now)
     guarded = {key: client.post(f"/v1/experiments/{key}/ship", json={"variant": "v2"}, headers=admin)
                for key in ("builtin", *sources)}
