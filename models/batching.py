@@ -11,7 +11,8 @@ one device only contends for the same cores/SMs), and one thread keeps torch's p
 
 A remote variant (:class:`models.remote.RemoteVariant`, served by an inference server) is batched the same way,
 but its batches are awaited on the event loop (network I/O, no thread) and up to ``max_in_flight`` of them run at
-once: while every slot is busy, new requests gather into the next batch, so batches grow with the load.
+once: while every slot is busy, new requests gather into the next batch, so batches grow with the load. With no
+request in flight a remote batch goes at once (no ``max_wait_ms``): an idle server gains nothing from the wait.
 """
 
 from __future__ import annotations
@@ -221,6 +222,10 @@ class DynamicBatcher:
             # Wait for companions until the batch is full or the *oldest* request's deadline passes:
             # requests that queued up while the previous pass ran are already late and go at once.
             deadline = self._pending[0].enqueued_at + self.max_wait_s
+            if self.max_in_flight > 1 and not self._running:
+                # A remote variant whose server is idle sends at once: waiting would only add latency, and under
+                # load batches still form while requests are in flight (the gathering happens there).
+                deadline = loop.time()
             while self._pending_texts < self.max_batch and not self._closing:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
