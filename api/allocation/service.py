@@ -11,9 +11,9 @@ force.
   units' sums (one more query, grouped by the exposure attribute), stored in ``context_weights``; ``weights``
   are the pooled ones, served to units whose value is missing or undeclared; the stopping rule ships an arm only
   if it leads the pooled posterior and every value's (``_contextual_decision``). Per-variant sufficient
-  statistics come from the scorecard's own SQL (``scorecards.sql`` via ``api.analysis.repository``) at ``now``:
-  only units whose attribution window has elapsed count, the others are pending, so slow conversions do not
-  punish an arm.
+  statistics come from the scorecard's own SQL (``scorecards.sql`` via ``api.analysis.repository``) at ``now``,
+  on the experiment's analysis source when its plan names one (as the scorecard reads it): only units whose
+  attribution window has elapsed count, the others are pending, so slow conversions do not punish an arm.
   Variants failing a guardrail (the scorecard's guardrail status) are excluded (weight 0, one audit row naming the
   metric and its numbers when the exclusion starts).  Weights = ``bandits.thompson.thompson_allocation`` (floor,
   top-two, 10k draws, seeded; the seed is stored on the allocation row).  Updates are batched: only when
@@ -35,6 +35,8 @@ frequentist scorecard decision unchanged).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -108,8 +110,20 @@ def _hours_since(now: datetime, then: datetime) -> float:
     return max(0.0, (now - then).total_seconds() / 3600.0)
 
 
-def _units_under(session: Session, experiment_id: int, version: int) -> int:
-    counts = analysis_repository.exposure_counts(session, experiment_id)
+@contextmanager
+def _analysis(session: Session, experiment: Experiment) -> Iterator[tuple[analysis_repository.Runner,
+                                                                          analysis_repository.AnalysisTables]]:
+    """Where the experiment's exposures and events are read: its plan's analysis source, else titrate's tables."""
+    source = plan_of(experiment).analysis_source
+    starts = ([] if source is None else
+              [(a.version, a.created_at) for a in experiments_repository.allocation_history(session, experiment.id)])
+    with analysis_repository.analysis_tables(session, experiment.key, experiment.id, source, starts) as pair:
+        yield pair
+
+
+def _units_under(session: Session, experiment: Experiment, version: int) -> int:
+    with _analysis(session, experiment) as (conn, tables):
+        counts = analysis_repository.exposure_counts(conn, experiment.id, tables=tables)
     return sum(n for (ver, _), n in counts.items() if ver == version)
 
 
@@ -189,7 +203,7 @@ def _due(spec: AllocationPlan, latest: Allocation, units_since: int, now: dateti
 def _thompson_step(session: Session, experiment: Experiment, spec: AllocationPlan, latest: Allocation,
                    now: datetime, rng_seed: int | None, actor: Principal, force: bool,
                    min_interval_seconds: float = 0.0) -> StepResult:
-    units_since = _units_under(session, experiment.id, latest.version)
+    units_since = _units_under(session, experiment, latest.version)
     due, why = _due(spec, latest, units_since, now, min_interval_seconds)
     if not due and not force:
         return StepResult(experiment.key, "thompson", "not_due", latest.version, False, dict(latest.weights), [why],
@@ -200,7 +214,8 @@ def _thompson_step(session: Session, experiment: Experiment, spec: AllocationPla
     primary = plan_of(experiment).primary.definition
     metric = primary.spec()
     direction = primary.direction
-    aggregates = analysis_repository.metric_aggregates(session, experiment.id, [metric], now)
+    with _analysis(session, experiment) as (conn, tables):
+        aggregates = analysis_repository.metric_aggregates(conn, experiment.id, [metric], now, tables=tables)
     stats = [aggregates.metric(metric.key, k).stats(metric.kind) for k in keys]
 
     guards = guardrails.by_variant(session, experiment, now)
@@ -267,8 +282,10 @@ def _contextual(session: Session, experiment: Experiment, spec: AllocationPlan, 
                 pooled: list[Any], seed: int, now: datetime, policy: dict[str, Any]) -> ContextualAllocation:
     """Per-value Thompson weights from the primary metric's sums per value of the context attribute (one query)."""
     assert spec.context is not None
-    by_value = analysis_repository.metric_aggregates_by_segment(session, experiment.id, [metric], now,
-                                                                spec.context.attribute, strings_only=True)
+    with _analysis(session, experiment) as (conn, tables):
+        by_value = analysis_repository.metric_aggregates_by_segment(conn, experiment.id, [metric], now,
+                                                                    spec.context.attribute, strings_only=True,
+                                                                    tables=tables)
     stats = {value: [by_value[value].metric(metric.key, k).stats(metric.kind) for k in keys]
              for value in spec.context.values if value in by_value}
     return contextual_thompson_allocation(cast(Any, pooled), cast(Any, stats), metric.kind, seed,
@@ -331,7 +348,7 @@ def _ramp_step(session: Session, experiment: Experiment, spec: AllocationPlan, l
                now: datetime, actor: Principal, accept: bool = False) -> StepResult:
     steps = [asdict(s) for s in spec.steps or ()]
     current = int(latest.details.get("step", 0))
-    units = _units_under(session, experiment.id, latest.version)
+    units = _units_under(session, experiment, latest.version)
     hours = _hours_since(now, latest.created_at)
     guards = guardrails.by_variant(session, experiment, now)
     # worst status of each guardrail metric across the treatments

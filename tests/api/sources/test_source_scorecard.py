@@ -6,8 +6,9 @@ the conversion / revenue / latency-guardrail metrics of ``tests.factories``, som
 event id) is sent through ``POST /v1/exposures`` and ``POST /v1/events`` for experiment ``builtin``. The rows titrate
 stored are then written, in user-shaped tables (other column names, other experiments' rows, later repeat
 exposures, the repeated events), into a DuckDB file and into a schema of a PostgreSQL database; experiments
-``lake`` and ``pg`` name those sources. Their scorecards (plain and by country, at a fixed ``as_of``) equal
-``builtin``'s, SRM included; the ship guard decides the same; a source that disappears answers 424.
+``lake`` and ``pg`` name those sources. Their scorecards (plain and by country, at a fixed ``as_of`` and from the
+last refresh) equal ``builtin``'s, SRM included; the decision and the ship guard decide the same; a source that
+disappears answers 424. A Thompson bandit on a source updates its weights from the source's rows.
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, make_url, select, text
 
+from api.allocation.service import run_allocation_step
 from api.db.engine import Database, normalise_url
 from api.db.tables import Experiment, Exposure, utc_now
+from api.experiments import repository as experiments_repository
+from bandits.thompson import thompson_allocation
+from scorecards import SampleStats
 from tests.api.sources.test_sources import EVENTS, EXPOSURES
 from tests.conftest import POSTGRES_URL, Keys
 from tests.factories import create_experiment, create_metrics
@@ -223,3 +228,40 @@ def test_a_source_experiments_scorecard_equals_the_same_rows_sent_through_the_ap
     assert "lake" in gone.json()["detail"]
     if pg_database is None:
         pytest.skip("the DuckDB source was checked; the PostgreSQL source needs TITRATE_TEST_POSTGRES_URL")
+
+
+def test_a_bandit_on_a_source_updates_from_the_sources_rows(client: TestClient, keys: Keys, db: Database,
+                                                             tmp_path: Path) -> None:
+    analyst, admin = keys.headers("analyst"), keys.headers("admin")
+    create_metrics(client, analyst)
+    rnd = random.Random(3)
+    exposures: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    converted = {"control": 0, "v2": 0}
+    for i in range(400):
+        variant = "control" if i % 2 else "v2"
+        at = NOW - timedelta(hours=rnd.randrange(2, 48))
+        exposures.append((f"u{i}", "bandit", variant, at, "{}"))
+        if rnd.random() < (0.10 if variant == "control" else 0.20):
+            converted[variant] += 1
+            events.append((f"u{i}", "purchase", 1.0, at + timedelta(minutes=5), f"p{i}"))
+    lake = _lake_file(tmp_path / "lake.duckdb", exposures, events)
+    response = client.post("/v1/sources", json={"key": "lake", "url": f"duckdb:///{lake}", "exposures": EXPOSURES,
+                                                "events": EVENTS}, headers=admin)
+    assert response.status_code == 201, response.text
+    create_experiment(client, analyst, start=True, admin_headers=admin, key="bandit",
+                      allocation={"strategy": "thompson", "floor": 0.05},
+                      metrics={"primary": "conversion", "secondary": [], "guardrails": []},
+                      analysis={"source": "lake"})
+    with db.transaction() as session:
+        experiment = experiments_repository.get(session, "bandit", for_update=True)
+        assert experiment is not None
+        result = run_allocation_step(session, experiment, utc_now(), rng_seed=1234, force=True)
+    assert result.new_version, result
+    with db.read() as session:
+        row = experiments_repository.latest_allocations(session, [experiment.id])[experiment.id]
+        weights, posterior = dict(row.weights), row.details["posterior"]
+    sums = [SampleStats(200, float(converted[v]), float(converted[v])) for v in ("control", "v2")]
+    assert [posterior[v]["n"] for v in ("control", "v2")] == [200, 200]  # titrate's own tables hold none of them
+    again = thompson_allocation(sums, "proportion", rng=1234, floor=0.05)
+    assert weights == {"control": again.weights[0], "v2": again.weights[1]}
