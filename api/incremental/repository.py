@@ -7,6 +7,7 @@ exposures and events (titrate's own tables, or an analysis source's); the stored
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -130,15 +131,42 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start:start + _CHUNK]
 
 
+#: What a stored unit row holds, comparable with a computed one: variant, version, exposure time, attributes (JSON
+#: text), excluded events, the nonzero component values (sorted by key).
+Digest = tuple[str, int, datetime, str, int, tuple[tuple[str, float], ...]]
+
+
+def row_digest(row: Row[Any], labels: Mapping[str, str]) -> Digest:
+    """The :data:`Digest` of a row of :func:`unit_rows` (``labels``: column label → component key)."""
+    r = row._mapping
+    values = tuple(sorted((key, float(r[label])) for label, key in labels.items() if r[label]))
+    return (str(r["variant"]), int(r["allocation_version"]), r["exposed_at"],
+            json.dumps(r["attributes"], sort_keys=True, default=str), int(r["excluded_events"]), values)
+
+
+def stored_digests(session: Session, experiment_id: int) -> dict[str, Digest]:
+    """unit id → :data:`Digest` of every stored row of the experiment (what a full refresh compares against, so it
+    rewrites only the units whose rows changed)."""
+    values: dict[str, list[tuple[str, float]]] = {}
+    for unit, component, value in session.execute(select(VALUES.c.unit_id, VALUES.c.component, VALUES.c.value)
+                                                  .where(VALUES.c.experiment_id == experiment_id)):
+        values.setdefault(unit, []).append((component, float(value)))
+    return {str(r.unit_id): (str(r.variant), int(r.allocation_version), r.exposed_at,
+                             json.dumps(r.attributes, sort_keys=True, default=str), int(r.excluded_events),
+                             tuple(sorted(values.get(r.unit_id, []))))
+            for r in session.execute(select(UNITS).where(UNITS.c.experiment_id == experiment_id))}
+
+
 def replace_rows(session: Session, experiment_id: int, rows: Sequence[Row[Any]], labels: Mapping[str, str],
-                 everything: bool) -> None:
+                 everything: bool, removed: Sequence[str] = ()) -> None:
     """Replace stored rows by ``rows`` (of :func:`unit_rows`; ``labels``: column label → component key): all the
-    experiment's rows when ``everything``, else those of the units in ``rows``. Only nonzero values are stored."""
+    experiment's rows when ``everything``, else those of the units in ``rows`` (and delete the units ``removed``).
+    Only nonzero values are stored."""
     if everything:
         session.execute(delete(VALUES).where(VALUES.c.experiment_id == experiment_id))
         session.execute(delete(UNITS).where(UNITS.c.experiment_id == experiment_id))
     else:
-        for chunk in _chunks([str(r._mapping["unit_id"]) for r in rows]):
+        for chunk in _chunks([str(r._mapping["unit_id"]) for r in rows] + list(removed)):
             session.execute(delete(VALUES).where(VALUES.c.experiment_id == experiment_id,
                                                  VALUES.c.unit_id.in_(chunk)))
             session.execute(delete(UNITS).where(UNITS.c.experiment_id == experiment_id, UNITS.c.unit_id.in_(chunk)))

@@ -99,12 +99,14 @@ class RefreshPolicy:
 @dataclass(frozen=True)
 class RefreshResult:
     """One refresh: ``mode`` full, incremental or skipped (another refresher stored first), the state now stored,
-    how many units were recomputed and the seconds it took."""
+    how many units were recomputed and the seconds it took; ``units_written``: stored units replaced or deleted (a
+    full refresh rewrites only the units whose rows changed)."""
 
     mode: str
     state: RefreshState
     units_recomputed: int
     seconds: float
+    units_written: int = 0
 
 
 def plan_metrics(experiment: Experiment) -> list[MetricSpec]:
@@ -156,21 +158,29 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
         rows = repository.unit_rows(conn, tables, experiment.id, metrics, now, earliest, since)
         excluded = repository.excluded_exposures(
             conn, tables, experiment.id, earliest, now + timedelta(hours=settings.timestamp_max_future_hours))
+    everything, removed, recomputed = previous is None, [], len(rows)
+    if mode == "full" and previous is not None:
+        # why a diff: a full refresh rewrites only the units whose rows changed (usually few), so the write
+        # transaction — which holds SQLite's only write lock — stays short however many units the experiment has
+        with db.read() as session:
+            stored = repository.stored_digests(session, experiment.id)
+        computed = {str(r._mapping["unit_id"]) for r in rows}
+        removed = [unit for unit in stored if unit not in computed]
+        rows = [r for r in rows if stored.get(str(r._mapping["unit_id"])) != repository.row_digest(r, labels)]
     new = RefreshState(experiment.id, watermark=now, computed_at=now,
                        last_full_at=now if mode == "full" or previous is None else previous.last_full_at,
-                       mode=mode, components=components, excluded_exposures=excluded, units_recomputed=len(rows))
+                       mode=mode, components=components, excluded_exposures=excluded, units_recomputed=recomputed)
     with db.transaction() as session:
         repository.lock_experiment(session, experiment.id)
         current = repository.state(session, experiment.id)
-        if current != previous:  # another refresher stored since we read: keep its (newer or equal) state
-            assert current is not None
-            return RefreshResult("skipped", current, 0, time.perf_counter() - started)
-        repository.replace_rows(session, experiment.id, rows, labels, everything=mode == "full")
+        if current != previous:  # another refresher stored (or cleared) since we read: keep what is there
+            return RefreshResult("skipped", current or previous or new, 0, time.perf_counter() - started)
+        repository.replace_rows(session, experiment.id, rows, labels, everything=everything, removed=removed)
         repository.save_state(session, new)
     seconds = time.perf_counter() - started
-    log.info("scorecard refreshed", extra={"experiment": experiment.key, "mode": mode, "units": len(rows),
-                                           "seconds": round(seconds, 3)})
-    return RefreshResult(mode, new, len(rows), seconds)
+    log.info("scorecard refreshed", extra={"experiment": experiment.key, "mode": mode, "units": recomputed,
+                                           "units_written": len(rows) + len(removed), "seconds": round(seconds, 3)})
+    return RefreshResult(mode, new, recomputed, seconds, len(rows) + len(removed))
 
 
 def stored_state(db: Database, experiment: Experiment, policy: RefreshPolicy, *, fresh: bool | None = None,

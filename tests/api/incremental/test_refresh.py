@@ -192,6 +192,14 @@ def test_refresh_modes_and_watermark(client: TestClient, keys: Keys, db: Databas
     assert (third.mode, third.units_recomputed) == ("incremental", 0)  # nothing dated after the last refresh
     due = service.refresh(db, experiment, POLICY, now=t + timedelta(hours=25))
     assert due.mode == "full"
+    assert (due.units_recomputed, due.units_written) == (50, 0)  # nothing changed: the full refresh writes nothing
+    with db.engine.begin() as conn:  # a purchase dated before the lookback, for one unit: only a full refresh sees it
+        unit = conn.scalar(select(Exposure.unit_id).where(Exposure.experiment_id == experiment.id).limit(1))
+        conn.execute(insert(Event), [{"event_id": "late-one", "unit_id": unit, "name": "purchase", "value": 3.0,
+                                      "timestamp": NOW - timedelta(hours=4), "attributes": {}, "received_at": NOW}])
+    assert service.refresh(db, experiment, POLICY, now=t + timedelta(hours=25, minutes=1)).units_recomputed == 0
+    late = service.refresh(db, experiment, POLICY, full=True, now=t + timedelta(hours=25, minutes=2))
+    assert (late.mode, late.units_written) == ("full", 1)
     assert service.refresh(db, experiment, POLICY, full=True, now=t + timedelta(hours=26)).mode == "full"
     with db.read() as session:
         state = repository.state(session, experiment.id)
