@@ -12,8 +12,12 @@ each. SQLite's answer is the baseline; every other engine must give the same cou
 1e-9 relative. The same rows are also loaded as a user's logs would hold them (every exposure logged, so units
 re-exposed later on another arm, another experiment's rows, events sent twice with one id; ISO text with ``T``/``Z``
 on SQLite) and read through ``scorecards.source_views`` on every engine: the scorecard, the contextual segment, the
-version × context cells and the SRM counts must equal the baseline too. PostgreSQL runs when ``TITRATE_TEST_POSTGRES_URL`` is set and ClickHouse when chDB is installed;
-otherwise their cases are SKIPPED with the reason.
+version × context cells and the SRM counts must equal the baseline too. PostgreSQL runs when
+``TITRATE_TEST_POSTGRES_URL`` is set and ClickHouse when chDB is installed; otherwise their cases are SKIPPED with
+the reason.
+
+SQLite's events here are indexed by ``unit_id`` only: with titrate's ``(unit_id, name, timestamp)`` index SQLite
+3.40.1 joins events later than ``as_of`` (the last test shows it, an expected failure on that version).
 """
 
 from __future__ import annotations
@@ -188,9 +192,9 @@ def _tables(schema: str | None = None, indexes: bool = False) -> tuple[Table, Ta
         Column("unit_id", String(64), nullable=False), Column("name", String(32), nullable=False),
         Column("value", Float, nullable=False), Column("timestamp", UTCDateTime, nullable=False))
     if indexes:  # the join reads events by unit
-        # why not titrate's (unit_id, name, timestamp) index: with it SQLite 3.40.1 returned events later than as_of
-        # here (9 extra non-finite events of ~580 joined; PostgreSQL, DuckDB, ClickHouse and a pandas restatement
-        # agree without them): a query-planner fault under investigation (reported with issue 14), not hidden.
+        # why not titrate's (unit_id, name, timestamp) index: with it SQLite 3.40.1 joins events later than as_of
+        # (9 extra non-finite events of ~580 here; PostgreSQL, DuckDB, ClickHouse and a pandas restatement agree
+        # without them) — see the last test of this module
         Index("ix_cross_events_unit", events.c.unit_id)
         Index("ix_cross_exposures_experiment", exposures.c.experiment_id)
     return exposures, events
@@ -482,3 +486,24 @@ def assert_same_answers(got: dict[str, Any], baseline: dict[str, Any], name: str
                 assert_same_cells(value[cell], sums)
         else:
             assert value == want, (name, key)
+
+
+def test_sqlite_with_titrate_s_events_index_gives_the_same_scorecard(baseline: dict[str, Any], sqlite_side: Side,
+                                                                     request: pytest.FixtureRequest) -> None:
+    """titrate's migrations index events by ``(unit_id, name, timestamp)``; with that index SQLite must still give
+    the baseline (computed with an index on ``unit_id`` alone)."""
+    import sqlite3
+
+    if sqlite3.sqlite_version_info <= (3, 40, 1):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            f"known: SQLite {sqlite3.sqlite_version} answers `e.name IN (…) AND e.timestamp <= as_of` in the join "
+            "through the (unit_id, name, timestamp) index with events later than as_of (here 9 extra non-finite "
+            "events and their sums); `+e.timestamp <= as_of` (no index for that term) gives the right rows")))
+    conn = sqlite_side.conn
+    conn.exec_driver_sql("CREATE INDEX ix_cross_events_unit_name_ts ON events (unit_id, name, timestamp)")
+    conn.exec_driver_sql("ANALYZE")
+    try:
+        assert_same(QUERIES["scorecard"](sqlite_side), baseline["scorecard"])
+    finally:
+        conn.exec_driver_sql("DROP INDEX ix_cross_events_unit_name_ts")
+        conn.exec_driver_sql("ANALYZE")
