@@ -16,6 +16,7 @@ key, the console) is ``api.demo``, and the CLI (``api.cli``) wires the two toget
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import httpx
@@ -68,6 +69,80 @@ def _row(result: SimulationResult, variant: str, *, metric: str | None = None) -
                 if o.variant == variant and (o.metric == metric if metric is not None else o.role == "primary"))
 
 
+def _r(x: float | None, digits: int = 4) -> float | None:
+    """``x`` rounded for the summary (floats like ``0.30000000000000004`` read as ``0.3``); None stays None."""
+    return None if x is None else round(float(x), digits)
+
+
+def _ci(interval: list[float | None] | None, digits: int = 4) -> list[float | None] | None:
+    """An interval rounded outward, so whatever lay inside it still does."""
+    if not interval or len(interval) != 2:
+        return interval
+    scale = 10.0 ** digits
+    low, high = interval
+    return [None if low is None else math.floor(low * scale) / scale,
+            None if high is None else math.ceil(high * scale) / scale]
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    """A signed percent (``+30.0%``), "n/a" without a number."""
+    return "n/a" if x is None or not math.isfinite(x) else f"{x * 100:+.{digits}f}%"
+
+
+def _pct_ci(interval: list[float | None] | None) -> str:
+    """An interval in signed percent (``[+25.1%, +35.0%]``), "n/a" without both bounds."""
+    if not interval or len(interval) != 2 or interval[0] is None or interval[1] is None:
+        return "n/a"
+    return f"[{_pct(interval[0])}, {_pct(interval[1])}]"
+
+
+def ab_line(ab: dict[str, Any]) -> str:
+    """The A/B scenario's result in one line: decision, lift with CI and p, the planted lift, flagged segments."""
+    p = ab.get("p_value")
+    return (f"{ab['experiment']}: decision {ab['decision']}" + (f" ({ab['variant']})" if ab.get("variant") else "")
+            + f", relative lift {_pct(ab['rel_lift'])} (95% CI {_pct_ci(ab['rel_ci'])}"
+            + (f", p = {p:.2g}" if isinstance(p, int | float) else "") + f"); planted {_pct(ab['true_rel_lift'])}; "
+            f"segments flagged: {', '.join(ab['flagged_segments']) or 'none'}")
+
+
+def serving_lines(served: dict[str, Any]) -> list[str]:
+    """One line per MiniLM variant that served: p50 and p95 latency, errors."""
+    return [f"{served['experiment']} {variant}: p50 {p50:.1f} ms, p95 {served['latency_p95_ms'][variant]:.1f} ms, "
+            f"{served['errors'].get(variant) or 0} errors"
+            for variant, p50 in served["latency_p50_ms"].items() if p50 is not None]
+
+
+def ramp_line(ramp: dict[str, Any]) -> str:
+    """The roll-out in one line; when rolled back: where the ramp stood, and the guardrail that stopped it."""
+    where = f"after day {ramp['days_run']} of {ramp['days_planned']}"
+    if ramp["status"] != "rolled_back":
+        return (f"{ramp['experiment']}: {ramp['status']} at {ramp['max_fraction_reached']:.0%} of traffic {where}; "
+                f"latency {_pct(ramp['latency_rel_lift'], 0)} (planted {_pct(ramp['true_latency_regression'], 0)})")
+    return (f"{ramp['experiment']}: rolled back at {ramp['max_fraction_reached']:.0%} (guardrail latency "
+            f"{_pct(ramp['latency_rel_lift'], 0)}, 95% CI {_pct_ci(ramp['latency_rel_ci'])}; planted "
+            f"{_pct(ramp['true_latency_regression'], 0)}) {where} — on purpose: the remaining days were not run")
+
+
+def bandit_line(bandit: dict[str, Any]) -> str:
+    """The bandit in one line: decision, where the weight went, the best arm's stratified and pooled lifts."""
+    weights = ", ".join(f"{k} {v:.0%}" for k, v in bandit["final_weights"].items())
+    return (f"{bandit['experiment']}: decision {bandit['decision']}"
+            + (f" ({bandit['variant']})" if bandit.get("variant") else "")
+            + f" after {bandit['versions']} allocation updates; weights {weights}; best arm {bandit['best_true_arm']} "
+            f"{_pct(bandit['best_rel_lift'])} stratified, 95% CI {_pct_ci(bandit['best_rel_ci'])} (pooled, biased: "
+            f"{_pct(bandit['best_pooled_rel_lift'])}); planted {_pct(bandit['best_true_rel_lift'])}")
+
+
+def contextual_line(contextual: dict[str, Any]) -> str:
+    """The contextual bandit in one line: each platform's leader and weight against the planted best."""
+    leaders = "; ".join(
+        f"{platform}: {leader} {contextual['final_weights_by_platform'][platform][leader]:.0%} (planted best "
+        f"{contextual['true_best_by_platform'].get(platform) or 'none'})"
+        for platform, leader in contextual["leader_by_platform"].items())
+    return (f"{contextual['experiment']}: decision {contextual['decision']} after {contextual['versions']} "
+            f"allocation updates; leaders {leaders or 'none yet'}")
+
+
 def _ship_if_decided(http: httpx.Client, experiment: str, decision: dict[str, Any]) -> str | None:
     """Ship the decided variant when the decision is ``ship`` (the ship guard agrees); the new status, else None."""
     if decision.get("decision") != "ship":
@@ -90,7 +165,8 @@ def _ab_result(base_url: str, key: str, scenario: Scenario) -> dict[str, Any]:
     return {"scenario": "ab-checkout", "experiment": name, "decision": decision["decision"],
             "variant": decision["variant"], "status": shipped, "current_n": scorecard["current_n"],
             "planned_n_per_variant": scorecard["planned_n_per_variant"],
-            "rel_lift": primary["rel_lift"], "rel_ci": primary["rel_ci"], "p_value": primary["p_value"],
+            "rel_lift": _r(primary["rel_lift"]), "rel_ci": _ci(primary["rel_ci"]),
+            "p_value": None if primary["p_value"] is None else float(f"{primary['p_value']:.4g}"),
             "true_rel_lift": round(traffic.true_relative_lift(scenario)[treatment], 4),
             "true_segment_rel_lift": {value: round(lifts[treatment], 4) for value, lifts in
                                       traffic.true_segment_lift(scenario, "country").items()},
@@ -104,8 +180,8 @@ def _serving_result(base_url: str, key: str, result: SimulationResult) -> dict[s
         report = http.get(f"/v1/experiments/{result.experiment}/serving").raise_for_status().json()
     latency = {v["variant"]: (v.get("latency") or {}) for v in report.get("variants", [])}
     return {"scenario": "minilm-float32-vs-bfloat16", "experiment": result.experiment, "requests": result.units,
-            "latency_p50_ms": {k: v.get("p50_ms") for k, v in latency.items()},
-            "latency_p95_ms": {k: v.get("p95_ms") for k, v in latency.items()},
+            "latency_p50_ms": {k: _r(v.get("p50_ms"), 2) for k, v in latency.items()},
+            "latency_p95_ms": {k: _r(v.get("p95_ms"), 2) for k, v in latency.items()},
             "errors": {v["variant"]: v.get("errors") for v in report.get("variants", [])}}
 
 
@@ -117,10 +193,11 @@ def _ramp_result(base_url: str, key: str, scenario: Scenario, result: Simulation
     latency = _row(result, treatment, metric="latency")
     return {"scenario": "ramp-rollback", "experiment": result.experiment, "status": result.status,
             "decision": "rollback" if result.status == "rolled_back" else result.status,
-            "max_fraction_reached": max((1 - h["weights"].get(scenario.control, 1.0) for h in history),
-                                        default=0.0),
-            "true_latency_regression": traffic.true_latency_change(scenario)[treatment],
-            "latency_rel_lift": latency.rel_lift, "latency_rel_ci": latency.rel_ci, "steps": result.actions}
+            "max_fraction_reached": _r(max((1 - h["weights"].get(scenario.control, 1.0) for h in history),
+                                           default=0.0)),
+            "true_latency_regression": _r(traffic.true_latency_change(scenario)[treatment]),
+            "latency_rel_lift": _r(latency.rel_lift), "latency_rel_ci": _ci(latency.rel_ci),
+            "days_run": len(result.days), "days_planned": result.days_planned, "steps": result.actions}
 
 
 def _bandit_result(base_url: str, key: str, scenario: Scenario, result: SimulationResult) -> dict[str, Any]:
@@ -139,9 +216,10 @@ def _bandit_result(base_url: str, key: str, scenario: Scenario, result: Simulati
     steps = [day.step for day in result.days if day.step is not None]
     weights = steps[-1].weights if steps else {}
     return {"scenario": "thompson-4-arms", "experiment": result.experiment,
-            "best_true_arm": best, "best_true_rel_lift": lifts[best],
-            "best_rel_lift": best_row["rel_lift"], "best_rel_ci": best_row["rel_ci"],
-            "best_pooled_rel_lift": best_row["naive"]["rel_lift"], "best_pooled_rel_ci": best_row["naive"]["rel_ci"],
+            "best_true_arm": best, "best_true_rel_lift": _r(lifts[best]),
+            "best_rel_lift": _r(best_row["rel_lift"]), "best_rel_ci": _ci(best_row["rel_ci"]),
+            "best_pooled_rel_lift": _r(best_row["naive"]["rel_lift"]),
+            "best_pooled_rel_ci": _ci(best_row["naive"]["rel_ci"]),
             "final_weights": {k: round(v, 4) for k, v in weights.items()},
             "arm_with_most_weight": max(weights, key=weights.__getitem__) if weights else None,
             "decision": decision.get("decision"), "variant": decision.get("variant"), "status": status,
@@ -186,30 +264,30 @@ def run_demo_scenarios(base_url: str, key: str, plan: DemoPlan) -> dict[str, Any
     checkout = preset("checkout-ab")
     ab_scenario = _demo_scenario("checkout-ab", run, seed, units_per_day=checkout.arrivals.units_per_day * units
                                  / traffic.expected_units(checkout))
+    summary: dict[str, Any] = {"scenarios": []}
+
+    def report(result: dict[str, Any], *lines: str) -> None:
+        # printed as each scenario ends, so the terminal reads in the order they ran
+        summary["scenarios"].append(result)
+        for line in lines:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)  # one line each, unwrapped
+
     run_scenario(ab_scenario, base_url, key, options)
     ab = _ab_result(base_url, key, ab_scenario)
-    summary: dict[str, Any] = {"scenarios": [ab]}
+    report(ab, ab_line(ab))
     if plan.model_requests > 0:
         served = _serving_result(base_url, key, run_scenario(
             _demo_scenario("minilm-serving", run, seed, units_per_day=plan.model_requests), base_url, key, options))
-        summary["scenarios"].append(served)
-        for variant, p50 in served["latency_p50_ms"].items():
-            if p50 is not None:
-                console.print(f"[bold]{served['experiment']}[/] {variant}: p50 {p50:.1f} ms, "
-                              f"p95 {served['latency_p95_ms'][variant]:.1f} ms")
+        report(served, *serving_lines(served))
     if plan.adaptive:
         ramp = _demo_scenario("ranker-rollout", run, seed)
+        ramped = _ramp_result(base_url, key, ramp, run_scenario(ramp, base_url, key, options))
+        report(ramped, ramp_line(ramped))
         bandit = _demo_scenario("headline-bandit", run, seed)
+        bandit_report = _bandit_result(base_url, key, bandit, run_scenario(bandit, base_url, key, options))
+        report(bandit_report, bandit_line(bandit_report))
         contextual = _demo_scenario("platform-bandit", run, seed)
-        for scenario in (_ramp_result(base_url, key, ramp, run_scenario(ramp, base_url, key, options)),
-                         _bandit_result(base_url, key, bandit, run_scenario(bandit, base_url, key, options)),
-                         _contextual_result(base_url, key, contextual,
-                                            run_scenario(contextual, base_url, key, options))):
-            summary["scenarios"].append(scenario)
-            console.print(f"[bold]{scenario['experiment']}[/]: " + ", ".join(
-                f"{k}={v}" for k, v in scenario.items() if k not in ("scenario", "experiment", "steps")))
-    console.print(f"[bold]{ab['experiment']}[/]: decision {ab['decision']} ({ab['variant']}), relative lift "
-                  f"{ab['rel_lift']:+.1%} (95% CI {ab['rel_ci'][0]:+.1%} … {ab['rel_ci'][1]:+.1%}), "
-                  f"p = {ab['p_value']:.2g}; true lift {ab['true_rel_lift']:+.1%}; segments flagged: "
-                  f"{', '.join(ab['flagged_segments']) or 'none'}")
+        contextual_report = _contextual_result(base_url, key, contextual,
+                                               run_scenario(contextual, base_url, key, options))
+        report(contextual_report, contextual_line(contextual_report))
     return summary
