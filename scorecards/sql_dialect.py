@@ -211,7 +211,7 @@ def _json_string_snowflake(element: JsonString, compiler: SQLCompiler, **kw: Any
 @compiles(JsonString, "databricks")
 def _json_string_databricks(element: JsonString, compiler: SQLCompiler, **kw: Any) -> str:
     column, _, path = _json_args(element, compiler, **kw)
-    return (f"(CASE WHEN schema_of_variant(variant_get({column}, {path})) = 'STRING' "
+    return (f"(CASE WHEN schema_of_variant(variant_get({column}, {path}, 'VARIANT')) = 'STRING' "
             f"THEN variant_get({column}, {path}, 'STRING') END)")
 
 
@@ -255,7 +255,8 @@ def _json_text_snowflake(element: JsonText, compiler: SQLCompiler, **kw: Any) ->
 @compiles(JsonText, "databricks")
 def _json_text_databricks(element: JsonText, compiler: SQLCompiler, **kw: Any) -> str:
     column, _, path = _json_args(element, compiler, **kw)
-    return f"variant_get({column}, {path}, 'STRING')"
+    # why try_: a list or object has no STRING cast there (NULL, where PostgreSQL's ->> gives its JSON text)
+    return f"try_variant_get({column}, {path}, 'STRING')"
 
 
 class JsonValid(FunctionElement[bool]):
