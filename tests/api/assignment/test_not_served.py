@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from titrate_sdk.client import parse_assignments
 
 from tests.conftest import Keys
 from tests.factories import create_experiment, create_metrics
-from titrate_sdk.client import parse_assignments
 
 
 def test_unknown_and_unserved_keys_are_named(client: TestClient, keys: Keys) -> None:

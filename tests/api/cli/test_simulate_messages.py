@@ -28,7 +28,8 @@ def test_without_a_key_it_names_the_option_and_the_url() -> None:
     code, output = _simulate("--api-url", url)
     assert code == 2
     assert f"no API key for the service at {url}" in output
-    assert "--api-key" in output and "TITRATE_API_KEY" in output
+    assert "--api-key" in output
+    assert "TITRATE_API_KEY" in output
     assert "Illegal header" not in output
 
 
