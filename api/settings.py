@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     )
     # Remote model variants (models/remote.py): calls to inference servers.
     serving_remote_max_in_flight: int = Field(
-        8, ge=1, le=1024, description="inference requests in flight at once per remote variant (more queue and batch)"
+        8, ge=1, le=1024, description="inference requests in flight at once per remote endpoint (more queue and batch)"
     )
     serving_remote_retries: int = Field(
         1, ge=0, le=5, description="retries of a failed inference request (connection refused/reset, 502/503/504), "

@@ -284,7 +284,8 @@ class RemoteSettings:
     """How remote variants call their servers (``api/settings.py`` ``serving_remote_*``).
 
     Attributes:
-        max_in_flight: inference requests in flight at once per remote variant (its batcher's slots).
+        max_in_flight: inference requests in flight at once per endpoint (url + model), and per remote variant
+            (its batcher's slots).
         retries: extra attempts after a failed one (connection refused or reset, 502/503/504), within the deadline.
         retry_budget: retries allowed as a fraction of requests (see :class:`RetryBudget`).
         breaker_failures: consecutive failed calls that open an endpoint's breaker.
@@ -442,6 +443,7 @@ _RETRYABLE_STATUS = frozenset({502, 503, 504})
 class _EndpointState:
     breaker: CircuitBreaker
     budget: RetryBudget
+    slots: asyncio.Semaphore  # requests in flight to this endpoint, across the variants naming it
     attempts: int = 0  # requests sent to the server (retries included): tests and the bench read it
 
 
@@ -449,8 +451,8 @@ class RemoteEndpoints:
     """The HTTP client pool, breakers and retry budgets shared by every remote variant of one worker.
 
     One pooled ``httpx.AsyncClient`` for all endpoints (connections are kept per origin), created on first use
-    in the event loop that serves; one :class:`CircuitBreaker` and :class:`RetryBudget` per endpoint
-    (``url`` + ``model``), shared by the variants that name it.
+    in the event loop that serves; one :class:`CircuitBreaker`, :class:`RetryBudget` and bound of
+    ``max_in_flight`` concurrent requests per endpoint (``url`` + ``model``), shared by the variants that name it.
 
     Args:
         settings: concurrency, retry and breaker settings.
@@ -484,6 +486,7 @@ class RemoteEndpoints:
             state = _EndpointState(
                 CircuitBreaker(self.settings.breaker_failures, self.settings.breaker_reset_seconds, self._clock),
                 RetryBudget(self.settings.retry_budget),
+                asyncio.Semaphore(self.settings.max_in_flight),
             )
             self._states[key] = state
         return state
@@ -598,11 +601,11 @@ class RemoteVariant:
         endpoint = self.spec.endpoint
         if remaining <= 0:
             return f"{endpoint.describe()} timed out after {endpoint.timeout_ms} ms", False
-        state.attempts += 1
         try:
-            # asyncio.timeout bounds the whole exchange (pool wait, connect, send, every read): httpx's own timeouts
-            # apply to each phase separately, so a server trickling bytes could outlast them.
-            async with asyncio.timeout(remaining):
+            # asyncio.timeout bounds the whole exchange (a free slot, pool wait, connect, send, every read): httpx's
+            # own timeouts apply to each phase separately, so a server trickling bytes could outlast them.
+            async with asyncio.timeout(remaining), state.slots:
+                state.attempts += 1
                 response = await client.post(endpoint.infer_url, json=body, headers=headers,
                                              timeout=httpx.Timeout(remaining))
         except (TimeoutError, httpx.TimeoutException):

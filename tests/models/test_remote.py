@@ -342,6 +342,22 @@ def test_the_batcher_batches_remote_requests_with_several_in_flight() -> None:
     assert max(len(_texts_of(r)) for r in server.requests) == 8
 
 
+def test_variants_naming_one_endpoint_share_its_concurrency_bound() -> None:
+    server = Server()
+    server.delay = 0.02
+
+    async def scenario() -> None:
+        endpoints = _endpoints(server, max_in_flight=2)
+        spec = RemoteModelSpec("remote-m", "embedding", _spec().endpoint, max_batch=1)
+        twin = RemoteModelSpec("remote-twin", "embedding", _spec().endpoint, max_batch=1)
+        async with DynamicBatcher(endpoints.variant(spec)) as one, DynamicBatcher(endpoints.variant(twin)) as two:
+            await asyncio.gather(*(b.submit([f"t{i}"]) for i in range(10) for b in (one, two)))
+
+    asyncio.run(scenario())
+    assert len(server.requests) == 20
+    assert server.max_in_flight == 2  # not 2 per variant
+
+
 def test_a_failed_remote_batch_fails_its_callers_with_the_servers_message() -> None:
     server = Server()
     server.script = [500]
