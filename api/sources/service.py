@@ -52,6 +52,8 @@ from api.sources import repository
 from api.sources.schemas import SourceCreate, SourceOut
 from scorecards.source_views import TableMapping, events_view, exposures_view
 
+#: Errors of SQLAlchemy and of the drivers titrate ships: a source's failure (or, in a probe, a mapping problem).
+_DB_ERRORS = (sa_exc.SQLAlchemyError, psycopg.Error, sqlite3.Error)
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 #: Longest engine message passed on to the caller.
 _MESSAGE_MAX = 500
@@ -317,7 +319,7 @@ class SourceReader:
         """Run ``statement`` on the source (424/503 on failure)."""
         try:
             return self.conn.execute(statement)
-        except (sa_exc.SQLAlchemyError, psycopg.Error, sqlite3.Error) as error:
+        except Exception as error:  # noqa: BLE001 — why: other drivers raise their own classes; never a 500
             raise failure(self.key, error, self.url, self.conn) from None
 
 
@@ -350,7 +352,7 @@ def reading(session: Session, key: str) -> Iterator[tuple[SourceReader, SourceMa
         conn = engine.connect()
     except MissingVariable as error:
         raise SourceFailed(f"analysis source '{key}': {error}") from None
-    except (sa_exc.SQLAlchemyError, psycopg.Error, sqlite3.Error, ImportError) as error:
+    except Exception as error:  # noqa: BLE001 — why: a driver's own errors (bad URL parts, missing module) too
         raise failure(key, error, url) from None
     try:
         yield SourceReader(key, conn, url), mappings
@@ -429,12 +431,14 @@ class _Prober:
     def run(self, probe: Callable[[Connection], Any], loc: tuple[str, ...], message: str) -> Any:
         try:
             return probe(self.conn)
-        except (sa_exc.SQLAlchemyError, psycopg.Error, sqlite3.Error) as error:
+        except _DB_ERRORS as error:
             if _is_timeout(error, self.conn) or getattr(error, "connection_invalidated", False):
                 raise failure(self.key, error, self.url, self.conn) from None
             self._rollback()
             raise InvalidInput(("body", *loc), f"{message}: {_scrub(str(getattr(error, 'orig', error)), self.url)}"
                                ) from None
+        except Exception as error:  # noqa: BLE001 — why: a driver outside PEP 249's classes: the source failed
+            raise failure(self.key, error, self.url, self.conn) from None
 
     def _rollback(self) -> None:
         try:
@@ -484,13 +488,13 @@ def check_source(body: SourceCreate, limits: SourceLimits) -> None:
                                             "e.g. duckdb:////data/lake.duckdb)") from None
     try:
         engine = build_engine(url, limits)
-    except (sa_exc.NoSuchModuleError, ImportError, sa_exc.ArgumentError, TypeError) as error:
+    except Exception as error:  # noqa: BLE001 — why: unknown dialect, missing module, a driver's own URL errors
         raise SourceFailed(f"analysis source '{body.key}': cannot load its driver: {_scrub(str(error), url)}"
                            ) from None
     try:
         try:
             conn = engine.connect()
-        except (sa_exc.SQLAlchemyError, psycopg.Error, sqlite3.Error) as error:
+        except Exception as error:  # noqa: BLE001 — why: other drivers raise their own classes; never a 500
             raise failure(body.key, error, url) from None
         with conn:
             prober = _Prober(body.key, conn, url)
