@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from scorecards.adaptive import Strata, StratifiedResult, stratified_by_cell
+from scorecards.adaptive import Strata, StratifiedResult, context_reasons, stratified_by_cell
 from scorecards.aggregates import MetricAggregate, ScorecardAggregates
 from scorecards.cuped import CupedAdjustment, compare_cuped, cuped_adjustment
 from scorecards.decision import Decision, decide
@@ -38,7 +38,8 @@ from scorecards.power import achieved_power, mde_at_n, sample_size_per_arm
 from scorecards.sample_stats import RatioStats, SampleStats
 from scorecards.segments import SegmentInput, Segments, build_segments
 from scorecards.sequential import compare_sequential
-from scorecards.srm import AllocationPeriod, SrmResult, sequential_srm_check, srm_check_history
+from scorecards.srm import AllocationPeriod, SrmResult, srm_check_history
+from scorecards.srm_sequential import CellCounts, sequential_srm_history_check
 
 __all__ = ["AllocationVersion", "BanditStop", "ExcludedRows", "ExposureCounts", "MetricResult", "Scorecard",
            "SrmSummary", "VariantResult", "build_scorecard"]
@@ -295,20 +296,23 @@ def gst_look(plan: Plan, aggregates: ScorecardAggregates, planned_n: int | None,
 
 
 def _cells(plan: Plan, history: Sequence[AllocationVersion],
-           exposures: ExposureCounts) -> list[tuple[tuple[float, ...], int]]:
-    """(weights of the served variants, units) per cell within which the weights were fixed: allocation versions,
-    and for contextual bandits (allocation version, context value) — the weights of that value when the version
-    has them (bucketing spec §3.6), else the version's pooled weights."""
+           exposures: ExposureCounts) -> list[tuple[tuple[float, ...], int, tuple[int, ...]]]:
+    """(weights of the served variants, units, units per served variant) per cell within which the weights were
+    fixed: allocation versions, and for contextual bandits (allocation version, context value) — the weights of that
+    value when the version has them (bucketing spec §3.6), else the version's pooled weights."""
     served = plan.served
     cells: dict[tuple[int, str | None], int] = {}
+    counts: dict[tuple[int, str | None, str], int] = {}
     if plan.allocation.context_attribute is None or exposures.by_cell is None:
         for (version, variant), n in exposures.by_version.items():
             if variant in served:
                 cells[(version, None)] = cells.get((version, None), 0) + n
+                counts[(version, None, variant)] = counts.get((version, None, variant), 0) + n
     else:
         for (version, value, variant), n in exposures.by_cell.items():
             if variant in served:
                 cells[(version, value)] = cells.get((version, value), 0) + n
+                counts[(version, value, variant)] = counts.get((version, value, variant), 0) + n
     by_version = {a.version: a for a in history}
     latest = history[-1] if history else None
     out = []
@@ -319,28 +323,32 @@ def _cells(plan: Plan, history: Sequence[AllocationVersion],
             weights = allocation.weights
             if value is not None and allocation.context_weights and value in allocation.context_weights:
                 weights = allocation.context_weights[value]
-        out.append((tuple(float(weights.get(k, 0.0)) for k in served), units))
+        out.append((tuple(float(weights.get(k, 0.0)) for k in served), units,
+                    tuple(counts.get((version, value, k), 0) for k in served)))
     return out
 
 
 def _srm(plan: Plan, history: Sequence[AllocationVersion], exposures: ExposureCounts) -> SrmSummary:
-    """Chi-square SRM of exposed units per variant against the allocation history (expected counts follow the
-    weights in force when each unit was exposed)."""
+    """SRM of exposed units per variant against the allocation history (expected counts follow the weights in force
+    when each unit was exposed): the chi-square test, or — in sequential designs and under continuous monitoring
+    (thompson, ramp: the allocation updater reads the scorecard at every step) — the anytime-valid test over the
+    history's cells (``scorecards.srm_sequential``), which flags instead; its p-value is always reported."""
     served = plan.served
     totals: dict[str, int] = {}
     for (_, variant), n in exposures.by_version.items():
         totals[variant] = totals.get(variant, 0) + n
     observed = [totals.get(k, 0) for k in served]
-    periods = [AllocationPeriod(weights=w, units=units) for w, units in _cells(plan, history, exposures)
-               if units > 0 and sum(w) > 0]
+    cells = [cell for cell in _cells(plan, history, exposures) if cell[1] > 0 and sum(cell[0]) > 0]
+    periods = [AllocationPeriod(weights=w, units=units) for w, units, _ in cells]
     if not periods:
         return SrmSummary(None, dict(zip(served, observed, strict=True)), None, None, None)
     result = srm_check_history(observed, periods)
-    sequential = sequential_srm_check(observed, result.expected) if sum(result.expected) > 0 else None
+    sequential = sequential_srm_history_check([CellCounts(counts, w) for w, _, counts in cells])
+    if plan.design.sequential or plan.allocation.strategy in ("thompson", "ramp"):
+        result = replace(sequential, observed=result.observed, expected=result.expected)
     return SrmSummary(result, dict(zip(served, result.observed, strict=True)),
                       dict(zip(served, result.expected, strict=True)),
-                      sequential.p_value if sequential is not None else None,
-                      {v: n for v, n in totals.items() if v not in served})
+                      sequential.p_value, {v: n for v, n in totals.items() if v not in served})
 
 
 def _excluded_reason(excluded: ExcludedRows) -> str:
@@ -384,6 +392,10 @@ def _decision(plan: Plan, metrics: Sequence[MetricResult], srm: SrmResult | None
         head = f"bandit stopping rule (allocation version {bandit_stop.version}): "
         decision = Decision("ship", bandit_stop.decision.variant,
                             [head + r for r in bandit_stop.decision.reasons] + decision.reasons)
+    by_context = {v.variant: v.stratified for m in metrics if m.metric.key == plan.primary.key
+                  and m.metric.role == "primary" for v in m.variants if v.stratified is not None}
+    if plan.allocation.context_attribute is not None and by_context:
+        decision = replace(decision, reasons=[*decision.reasons, *context_reasons(plan, by_context)])
     if excluded.exposures or excluded.events:
         decision = replace(decision, reasons=[*decision.reasons, _excluded_reason(excluded)])
     return decision
@@ -437,7 +449,8 @@ def build_scorecard(plan: Plan, aggregates: ScorecardAggregates, allocation_hist
         plan=plan, as_of=as_of, metrics=tuple(metrics), srm=srm, planned_n_per_variant=planned_n,
         planned_n_reached=reached, current_n={v: aggregates.exposed.get(v, 0) for v in plan.served},
         segments=None if segment is None else build_segments(plan, segment, _overall_lifts(metrics), srm.expected,
-                                                             alpha),
+                                                             alpha, srm.result is not None
+                                                             and srm.result.test == "sequential"),
         adaptive_note=note, excluded_rows=excluded,
         decision=_decision(plan, metrics, srm.result, reached, bandit_stop, excluded, gst),
         gst=gst,

@@ -109,7 +109,7 @@ def _adjust(plan: Plan, rows: list[SegmentRow], overall: Mapping[tuple[str, str]
 
 
 def build_segments(plan: Plan, segment: SegmentInput, overall: Mapping[tuple[str, str], float],
-                   expected: Mapping[str, float] | None, alpha: float) -> Segments:
+                   expected: Mapping[str, float] | None, alpha: float, sequential_srm: bool = False) -> Segments:
     """The breakdown by ``segment.attribute``.
 
     Args:
@@ -118,11 +118,12 @@ def build_segments(plan: Plan, segment: SegmentInput, overall: Mapping[tuple[str
         overall: (metric, variant) → the overall absolute lift (NaN when not computable).
         expected: the overall SRM's expected units per served variant (the drill-down's weights), or None.
         alpha: significance level (BH and the opposite-move flag).
+        sequential_srm: the SRM drill-down uses the always-valid test (the scorecard's SRM is sequential).
     """
     rows, opposite = _adjust(plan, _rows(plan, segment, alpha), overall, alpha)
     drill: tuple[SegmentSrm, ...] = ()
     if expected and sum(expected.values()) > 0:
         weights = [float(expected[v]) for v in plan.served]
         counts = {str(row.value): [row.current_n[v] for v in plan.served] for row in rows}
-        drill = tuple(srm_drill_down(counts, weights))
+        drill = tuple(srm_drill_down(counts, weights, sequential=sequential_srm))
     return Segments(segment.attribute, tuple(rows), tuple(opposite), drill)

@@ -252,19 +252,26 @@ def srm_drill_down(
     weights: Sequence[float],
     threshold: float = DEFAULT_THRESHOLD,
     top: int = 5,
+    sequential: bool = False,
 ) -> list[SegmentSrm]:
     """The ``top`` segments with the worst SRM (smallest p-value first).
 
-    Each segment's chi-square p-value is adjusted with Benjamini–Hochberg across all segments
-    checked (drill-downs are exploratory, so FDR rather than FWER); ``mismatch`` uses the adjusted
-    value.  Segments whose test is not computable (no units) are skipped.
+    Each segment's chi-square p-value — with ``sequential``, its always-valid Dirichlet-multinomial p-value
+    (:func:`sequential_srm_p_values`, the scorecard's test in sequential designs and under continuous monitoring) —
+    is adjusted with Benjamini–Hochberg across all segments checked (drill-downs are exploratory, so FDR rather
+    than FWER); ``mismatch`` uses the adjusted value.  Segments whose test is not computable (no units) are skipped.
+    ``weights`` is the whole experiment's expected split (under a changing allocation a segment is assumed to have
+    arrived like the whole experiment).
     """
     if top < 1:
         raise ValueError("top must be >= 1")
     names = list(segments)
     if len(names) == 0:
         return []
-    p = srm_p_values(np.asarray([segments[s] for s in names], dtype=float), weights)
+    counts = np.asarray([segments[s] for s in names], dtype=float)
+    p = sequential_srm_p_values(counts, weights) if sequential else srm_p_values(counts, weights)
+    # why: the sequential p-value is NaN only for a row without two weighted arms; a row without units gives 1
+    p = np.where(counts.sum(axis=-1) > 0, p, np.nan)
     keep = [i for i in range(len(names)) if not math.isnan(p[i])]
     if len(keep) == 0:
         return []

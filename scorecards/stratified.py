@@ -46,7 +46,7 @@ import numpy.typing as npt
 from scipy import special
 
 FloatArray = npt.NDArray[np.float64]
-EstimateMethod = Literal["stratified", "naive"]
+EstimateMethod = Literal["stratified", "naive", "adaptive_weighted"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -54,7 +54,7 @@ class ArmEstimates:
     """Per-arm means and lifts vs control; every array has shape (..., K).
 
     Attributes:
-        method: ``"stratified"`` or ``"naive"``.
+        method: ``"stratified"``, ``"naive"`` or ``"adaptive_weighted"`` (``scorecards.bandit_inference``).
         control: index of the control arm (its own lift entries are 0).
         alpha: 1 − confidence level of the intervals.
         mean, mean_variance, mean_ci_low, mean_ci_high: arm mean and its normal interval.

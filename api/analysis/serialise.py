@@ -10,6 +10,7 @@ from api.analysis.wire import (
     AdaptiveNoteJson,
     ArmJson,
     ComparisonJson,
+    ContextEffectJson,
     GroupSequentialJson,
     GroupSequentialNoteJson,
     GuardrailDetailJson,
@@ -24,7 +25,7 @@ from api.analysis.wire import (
     VariantJson,
 )
 from api.db.tables import Experiment
-from scorecards.adaptive import StratifiedResult
+from scorecards.adaptive import ContextEffect, StratifiedResult
 from scorecards.frequentist import Comparison
 from scorecards.gst import GstLook
 from scorecards.guardrails import GuardrailResult
@@ -70,9 +71,20 @@ def _stratified(s: StratifiedResult) -> StratifiedJson:
     out: StratifiedJson = {
         **_arm(s.stratified, s.index), "versions": list(s.versions), "n_by_version": list(s.n_by_version),
         "control_n_by_version": list(s.control_n_by_version), "naive": _arm(s.naive, s.index)}
+    if s.control_mean is not None:
+        out["control_mean"] = s.control_mean
     if s.attribute is not None and s.strata is not None:
         out["strata"] = [{"version": v, s.attribute: value} for v, value in s.strata]
+    if s.attribute is not None and s.by_context:
+        effects = {e.value: _context_effect(e, s.index) for e in s.by_context}
+        out["context"] = {"attribute": s.attribute,
+                          "values": {value: effect for value, effect in effects.items() if value is not None},
+                          "others": effects.get(None)}
     return out
+
+
+def _context_effect(e: ContextEffect, k: int) -> ContextEffectJson:
+    return {**_arm(e.estimates, k), "control_mean": e.control_mean, "n": e.n, "control_n": e.control_n}
 
 
 def _variant(metric: str, v: VariantResult) -> VariantJson:

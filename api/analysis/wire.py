@@ -83,6 +83,24 @@ class StratifiedJson(ArmJson):
     naive: ArmJson
     #: contextual bandits: ``{"version": v, <context attribute>: value}`` per stratum
     strata: NotRequired[list[dict[str, int | str | None]]]
+    #: contextual bandits: the effect within each context value, beside the pooled one
+    context: NotRequired[StratifiedContextJson]
+
+
+class ContextEffectJson(ArmJson):
+    """A treatment's adaptively weighted effect within one context value, with its units and control's."""
+
+    n: int
+    control_n: int
+
+
+class StratifiedContextJson(TypedDict):
+    """The effects per value of the contextual bandit's attribute (as the allocation's ``context``: ``attribute``,
+    ``values`` by value); ``others`` is the units outside the declared values (pooled weights), null if none."""
+
+    attribute: str
+    values: dict[str, ContextEffectJson]
+    others: ContextEffectJson | None
 
 
 class VariantJson(ComparisonJson):

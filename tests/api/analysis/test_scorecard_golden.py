@@ -193,8 +193,9 @@ def _thompson(client: TestClient, keys: Keys, db: Database) -> dict[str, Any]:
                       allocation={"strategy": "thompson"}, metrics=GUARDED)
     _seed(db, "bandit", {"control": (400, 0.05, 100.0), "a": (300, 0.05, 150.0), "b": (300, 0.25, 100.0)})
     first = _step(db, "bandit", seed=1234)
-    _seed(db, "bandit", {"control": (50, 0.08, 100.0), "a": (10, 0.05, 150.0), "b": (400, 0.22, 100.0)},
-          version=2, seed=4)
+    # version 2 serves a = 0, b = 0.995, control = 0.005 (the step above): units arrive in that split, or the
+    # scorecard's SRM over the allocation history flags them
+    _seed(db, "bandit", {"control": (3, 0.08, 100.0), "b": (400, 0.22, 100.0)}, version=2, seed=4)
     return {"steps": [first], **_read(client, keys, "bandit")}
 
 

@@ -18,7 +18,8 @@ from sqlalchemy import insert, select
 
 from api.db.engine import Database
 from api.db.tables import Allocation, Event, Experiment, Exposure, utc_now
-from scorecards.stratified import naive_estimates, stratified_estimates, stratified_ratio_estimates
+from scorecards.bandit_inference import adaptive_estimates, adaptive_ratio_estimates
+from scorecards.stratified import naive_estimates
 from tests.conftest import Keys
 from tests.factories import create_experiment, create_metrics
 
@@ -75,13 +76,13 @@ def test_thompson_scorecard_is_stratified_by_allocation_version(client: TestClie
     response = client.get("/v1/experiments/aa-bandit/scorecard", headers=keys.headers("analyst"))
     assert response.status_code == 200, response.text
     card = response.json()
-    assert card["adaptive_allocation"].startswith("estimates stratified by allocation version (")
+    assert card["adaptive_allocation"].startswith("estimates stratified by allocation version with adaptive")
     (primary,) = [m for m in card["metrics"] if m["role"] == "primary"]
     (entry,) = primary["variants"]
     strat, naive = entry["stratified"], entry["stratified"]["naive"]
 
     # A/A: within each version both arms convert at the same rate, so the stratified lift is 0 ...
-    assert strat["method"] == "stratified"
+    assert strat["method"] == "adaptive_weighted"
     assert strat["versions"] == [1, 2]
     assert strat["n_by_version"] == [1000, 1800]
     assert strat["control_n_by_version"] == [1000, 200]
@@ -102,18 +103,21 @@ def test_thompson_scorecard_is_stratified_by_allocation_version(client: TestClie
     assert entry["rel_lift"] == pytest.approx((460 / 2800) / (140 / 1200) - 1.0)
     assert card["srm"]["ok"] is True  # the SRM check follows the allocation history (10/90 in v2)
 
-    # Same numbers as scorecards.stratified on the same counts (0/1 outcomes: Σy² = Σy).
+    # Same numbers as scorecards.bandit_inference / scorecards.stratified on the same counts (0/1: Σy² = Σy).
     n, total = _counts()
-    for got, est in ((strat, stratified_estimates(n, total, total)), (naive, naive_estimates(n, total, total))):
+    adaptive = adaptive_estimates(n, total, total)
+    naive_est = naive_estimates(n, total, total)
+    assert strat["control_mean"] == pytest.approx(adaptive.control_mean[1])
+    assert naive["control_mean"] == pytest.approx(naive_est.mean[0])
+    for got, est in ((strat, adaptive.pooled), (naive, naive_est)):
         assert got["mean"] == pytest.approx(est.mean[1])
         assert got["mean_ci"] == pytest.approx([est.mean_ci_low[1], est.mean_ci_high[1]])
-        assert got["control_mean"] == pytest.approx(est.mean[0])
         assert got["abs_lift"] == pytest.approx(est.abs_lift[1], abs=1e-12)
         assert got["abs_ci"] == pytest.approx([est.abs_ci_low[1], est.abs_ci_high[1]])
         assert got["rel_lift"] == pytest.approx(est.rel_lift[1], abs=1e-12)
         assert got["rel_ci"] == pytest.approx([est.rel_ci_low[1], est.rel_ci_high[1]])
         assert got["p_value"] == pytest.approx(est.p_value[1])
-    assert strat["mean"] == pytest.approx(0.5 * 0.10 + 0.5 * 0.20)  # W_v = 2000/4000 each
+    assert strat["mean"] - strat["control_mean"] == pytest.approx(strat["abs_lift"], abs=1e-12)
 
 
 def test_fixed_allocation_scorecard_has_no_stratified_block(client: TestClient, keys: Keys, db: Database) -> None:
@@ -126,8 +130,8 @@ def test_fixed_allocation_scorecard_has_no_stratified_block(client: TestClient, 
 
 
 def test_ratio_primary_is_stratified_with_the_delta_method(client: TestClient, keys: Keys, db: Database) -> None:
-    """A latency-per-request bandit (ratio primary): each (version, arm) cell's ratio with its delta-method
-    variance, combined by version weight — the same numbers as ``scorecards.stratified`` on the same sums."""
+    """A latency-per-request bandit (ratio primary): the ratio of the adaptively weighted means with the linearised
+    (delta-method) variance — the same numbers as ``scorecards.bandit_inference`` on the same sums."""
     create_metrics(client, keys.headers("admin"))
     create_experiment(client, keys.headers("admin"), start=True, key="latency-bandit", variants=ARMS,
                       allocation={"strategy": "thompson"},
@@ -168,7 +172,7 @@ def test_ratio_primary_is_stratified_with_the_delta_method(client: TestClient, k
     assert "delta-method" in card["adaptive_allocation"]
     (primary,) = [m for m in card["metrics"] if m["role"] == "primary"]
     strat = primary["variants"][0]["stratified"]
-    expected = stratified_ratio_estimates(*sums.values())
+    expected = adaptive_ratio_estimates(*sums.values()).pooled
     assert strat["abs_lift"] == pytest.approx(expected.abs_lift[1], rel=1e-9)
     assert strat["rel_ci"] == pytest.approx([expected.rel_ci_low[1], expected.rel_ci_high[1]], rel=1e-9)
     assert strat["abs_ci"][0] < 0.0 < strat["abs_ci"][1]  # A/A: no latency difference within any version
