@@ -5,6 +5,7 @@ DESIGN.md's notebook API::
     from scorecards import SampleStats, compare, sample_size_per_arm, srm_p_value
 """
 
+from scorecards.bandit_inference import AdaptiveEstimates, adaptive_estimates, adaptive_ratio_estimates
 from scorecards.bayesian import (
     EXACT_BETA_MAX_N,
     BayesianSummary,
@@ -54,9 +55,16 @@ from scorecards.srm import (
     srm_p_value,
     srm_p_values,
 )
+from scorecards.srm_sequential import CellCounts, sequential_srm_history_check, sequential_srm_tilt_p_values
 
 __all__ = [
     "EXACT_BETA_MAX_N",
+    "AdaptiveEstimates",
+    "CellCounts",
+    "adaptive_estimates",
+    "adaptive_ratio_estimates",
+    "sequential_srm_history_check",
+    "sequential_srm_tilt_p_values",
     "AdjustedPValues",
     "AllocationPeriod",
     "ArmEstimate",
