@@ -244,3 +244,20 @@ def test_dated_looks_count_the_dates_reached() -> None:
     assert card.gst.look == 2  # AS_OF is 2026-11-30
     assert card.gst.spending == "pocock"
     assert card.plan.design.looks_planned == 3
+
+
+def test_on_binary_data_five_looks_keep_the_false_positive_rate() -> None:
+    """The same check on the statistic the scorecard computes: unpooled z of two 10 % conversion rates, cumulative
+    sums at 400, 800, …, 2,000 units per arm (information fractions from n), seeded."""
+    from scorecards import compare_arrays
+
+    rng = np.random.default_rng(164)
+    reps, looks, per_look = 20_000, 5, 400
+    hits_c = np.cumsum(rng.binomial(per_look, 0.10, (reps, looks)), axis=1)
+    hits_t = np.cumsum(rng.binomial(per_look, 0.10, (reps, looks)), axis=1)
+    n = np.arange(1, looks + 1) * per_look
+    inf = compare_arrays(np.broadcast_to(n, hits_c.shape), hits_c, hits_c, np.broadcast_to(n, hits_t.shape), hits_t,
+                         hits_t, "proportion")
+    c = np.array(gst_bounds(list(n / n[-1])))
+    fpr = float(np.mean((np.abs(inf.statistic) >= c).any(axis=1)))
+    assert fpr <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / reps)
