@@ -265,7 +265,9 @@ def scorecard_rows(scorecard: dict[str, Any], pooled: bool = False) -> list[dict
                 "n": v.get("n"), "mean": v.get("mean"), "control_n": v.get("control_n"),
                 "control_mean": v.get("control_mean"), "rel_lift": est["rel_lift"],
                 "rel_ci_low": rel_ci[0], "rel_ci_high": rel_ci[1], "rel_ci_reason": est["rel_ci_reason"],
-                "p_value": est["p_value"], "significant": est["significant"], "chance_to_beat": v.get("chance_to_beat"),
+                "p_value": est["p_value"], "significant": est["significant"],
+                # P(beat) is the pooled posterior's: not shown beside a stratified estimate it does not describe
+                "chance_to_beat": v.get("chance_to_beat") if est["estimate"] == "pooled" else None,
                 "guardrail": GUARDRAIL_LIGHT.get(v.get("guardrail") or "", ""), "power": v.get("power"),
             })
     return rows
@@ -276,17 +278,19 @@ def scorecard_table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     digits), a ✔ for significant, and "—" wherever a value is missing (never "None")."""
     shown = []
     for r in rows:
-        shown.append({
+        shown.append({  # what decides first (lift, interval, significance, guardrail), the counts after
             "metric": r["metric"], "role": r["role"], "variant": r["variant"],
             **({"estimate": r["estimate"]} if "estimate" in r else {}),
-            "n": "—" if r.get("n") is None else f"{r['n']:,}", "mean": fmt_num(r.get("mean")),
-            "control n": "—" if r.get("control_n") is None else f"{r['control_n']:,}",
-            "control mean": fmt_num(r.get("control_mean")), "rel lift": fmt_pct(r.get("rel_lift")),
+            "rel lift": fmt_pct(r.get("rel_lift")),
             "CI": fmt_ci([r.get("rel_ci_low"), r.get("rel_ci_high")], reason=r.get("rel_ci_reason")),
             "p": fmt_num(r.get("p_value"), 3),
             "significant": "✔" if r.get("significant") else "",
+            "guardrail": r.get("guardrail") or "—",
             "P(beat)": "—" if r.get("chance_to_beat") is None else f"{r['chance_to_beat']:.1%}",
-            "guardrail": r.get("guardrail") or "—", "power": "—" if r.get("power") is None else f"{r['power']:.0%}",
+            "power": "—" if r.get("power") is None else f"{r['power']:.0%}",
+            "n": "—" if r.get("n") is None else f"{r['n']:,}", "mean": fmt_num(r.get("mean")),
+            "control n": "—" if r.get("control_n") is None else f"{r['control_n']:,}",
+            "control mean": fmt_num(r.get("control_mean")),
         })
     return pd.DataFrame(shown)
 

@@ -136,6 +136,34 @@ def contextual_experiment(live_service: Service) -> str:
     return "ctx-exp"
 
 
+SEGMENTED = "seg-exp"
+
+
+@pytest.fixture(scope="session")
+def segmented(live_service: Service) -> str:
+    """A running A/B test whose v2 converts far better in US (600 units) and far worse in DE (300 units), so DE
+    moves significantly opposite to the overall (positive) effect."""
+    with live_service.client() as http:
+        http.post("/v1/experiments", json=experiment_body(SEGMENTED)).raise_for_status()
+        http.post(f"/v1/experiments/{SEGMENTED}/start").raise_for_status()
+        assigned = {}
+        for country, count in (("US", 600), ("DE", 300)):
+            for i in range(count):
+                unit = f"seg-{country}-{i}"
+                reply = http.post("/v1/assign", json={"unit_id": unit, "attributes": {"country": country},
+                                                      "experiments": [SEGMENTED]})
+                assigned[unit] = (country, i, reply.json()["assignments"][SEGMENTED]["variant"])
+        time.sleep(0.5)  # the batched exposure writer
+        now = datetime.now(UTC).isoformat()  # after every exposure, and not after the scorecard's "now"
+        events = [{"event_id": str(uuid.uuid4()), "unit_id": unit, "name": "purchase", "value": 10.0,
+                   "timestamp": now, "attributes": {}}
+                  for unit, (country, i, variant) in assigned.items()
+                  # 4 in 5 convert where the variant is favoured (v2 in US, control in DE), 1 in 5 elsewhere
+                  if (i % 5 != 0) == ((variant == "v2") == (country == "US"))]
+        http.post("/v1/events", json={"events": events}).raise_for_status()
+    return SEGMENTED
+
+
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "ui" / "app.py")
 

@@ -303,3 +303,41 @@ def test_sign_in_roles_and_the_audit_row_in_the_browser(browser: object, console
         assert person["key"] not in stored
     driver.refresh()
     _wait_text(driver, "Sign in to titrate")
+
+
+def test_bandit_page_and_segments_in_the_browser(browser: object, console_url: str,
+                                                 people: dict[str, dict[str, str]], contextual_experiment: str,
+                                                 segmented: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Issue 17: the bandit page leads with the stratified estimates (the pooled ones a labelled secondary view),
+    the segment section flags the opposite-moving country; both screenshotted; no "Deploy" button anywhere."""
+    shots = tmp_path_factory.mktemp("console-screenshots-issue17")
+    driver = browser
+    _sign_in(driver, console_url, people["analyst"]["key"], "browser-analyst")
+    assert not driver.find_elements("css selector", '[data-testid="stAppDeployButton"]')
+    assert not _button(driver, "Deploy")
+
+    _link(driver, f"{contextual_experiment} — ")
+    _wait_text(driver, "Relative lift with confidence intervals (primary metric: stratified estimates)")
+    _wait_text(driver, "Pooled (naive) estimates — biased under adaptive allocation")
+    _wait_text(driver, "Weights per platform")
+    _settled(driver)
+    time.sleep(1.0)  # vega renders the charts after the script run
+    driver.save_screenshot(str(shots / "6-bandit.png"))
+
+    _nav(driver, "Experiments")
+    _link(driver, f"{segmented} — ")
+    _wait_text(driver, "Segments moving opposite to the overall effect")
+    _wait_text(driver, "country=DE")
+    heading = driver.find_element("xpath", "//h3[.//*[normalize-space(text())='Segments'] or "
+                                           "normalize-space(text())='Segments']")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading)
+    _settled(driver)
+    time.sleep(1.0)
+    driver.save_screenshot(str(shots / "7-segments.png"))
+    assert not driver.find_elements("css selector", '[data-testid="stAppDeployButton"]')
+    if os.environ.get("TITRATE_UPDATE_SCREENSHOT") == "1":  # the README's bandit picture, on request only
+        shutil.copyfile(shots / "6-bandit.png", DOCS_SCREENSHOT.with_name("console-bandit.png"))
+
+    for name in ("6-bandit", "7-segments"):
+        assert (shots / f"{name}.png").stat().st_size > 10_000
+    print(f"screenshots in {shots}")

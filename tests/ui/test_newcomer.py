@@ -11,8 +11,6 @@ Routes and fields other engineers are adding (``GET /v1/sources``, an experiment
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +21,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.ui import test_pages
-from tests.ui.conftest import Service, experiment_body
+from tests.ui.conftest import Service
 from tests.ui.test_pages import assert_clean, chart_data, charts, open_page, table_with, texts
 from ui import client as ui_client
 from ui import common as ui_common
@@ -181,7 +179,7 @@ def test_experiment_page_shows_the_source_computed_at_and_refreshes(future: Futu
 
 def test_experiment_page_tolerates_a_service_without_sources_or_computed_at(past: FutureService) -> None:
     at = open_page("views/experiment.py", key="live-exp")
-    assert metric_value(at, "Analysis source") == "built-in tables"
+    assert metric_value(at, "Analysis source") == "built-in"
     assert "Computed on request" in texts(at)
     assert at.button(key="refresh_scorecard")  # analysts and admins may ask for a fresh one
 
@@ -240,34 +238,6 @@ def test_leader_follows_the_metric_direction() -> None:
 
 
 # --- Issue 17 item 3: the segments section ----------------------------------------------------------------------
-
-SEGMENTED = "seg-exp"
-
-
-@pytest.fixture(scope="module")
-def segmented(live_service: Service) -> str:
-    """A running A/B test whose v2 converts far better in US (600 units) and far worse in DE (300 units), so DE
-    moves significantly opposite to the overall (positive) effect."""
-    with live_service.client() as http:
-        http.post("/v1/experiments", json=experiment_body(SEGMENTED)).raise_for_status()
-        http.post(f"/v1/experiments/{SEGMENTED}/start").raise_for_status()
-        assigned = {}
-        for country, count in (("US", 600), ("DE", 300)):
-            for i in range(count):
-                unit = f"seg-{country}-{i}"
-                reply = http.post("/v1/assign", json={"unit_id": unit, "attributes": {"country": country},
-                                                      "experiments": [SEGMENTED]})
-                assigned[unit] = (country, i, reply.json()["assignments"][SEGMENTED]["variant"])
-        time.sleep(0.5)  # the batched exposure writer
-        now = datetime.now(UTC).isoformat()  # after every exposure, and not after the scorecard's "now"
-        events = [{"event_id": str(uuid.uuid4()), "unit_id": unit, "name": "purchase", "value": 10.0,
-                   "timestamp": now, "attributes": {}}
-                  for unit, (country, i, variant) in assigned.items()
-                  # 4 in 5 convert where the variant is favoured (v2 in US, control in DE), 1 in 5 elsewhere
-                  if (i % 5 != 0) == ((variant == "v2") == (country == "US"))]
-        http.post("/v1/events", json={"events": events}).raise_for_status()
-    return SEGMENTED
-
 
 def test_segments_section_flags_the_opposite_segment(segmented: str) -> None:
     at = open_page("views/experiment.py", key=segmented)

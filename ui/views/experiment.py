@@ -83,8 +83,9 @@ c2.metric("Type", exp["type"])
 c3.metric(f"Allocation per {context['attribute']}" if context else "Allocation", exp["allocation"]["strategy"],
           help=f"contextual: weights per value of '{context['attribute']}'" if context else None)
 c4.metric("Owner", exp["owner"])
-c5.metric("Analysis source", source, help="where the scorecard reads exposures and events: titrate's own tables, "
-                                          "or a warehouse source registered under /v1/sources (frozen at start)")
+c5.metric("Analysis source", "built-in" if source == BUILT_IN_SOURCE else source,
+          help="where the scorecard reads exposures and events: titrate's own tables (built-in), or a warehouse "
+               "source registered under /v1/sources (frozen at start)")
 if exp.get("shipped_variant"):
     st.success(f"Shipped variant **{exp['shipped_variant']}**.")
 
