@@ -45,6 +45,8 @@ FloatArray = npt.NDArray[np.float64]
 Kind = Literal["proportion", "mean", "ratio"]
 Policy = Literal["uniform", "thompson"]
 ESTIMATORS = ("adaptive_weighted", "stratified", "naive")
+#: a floor or cap: one value for every arm, one per arm, or None (the service's default)
+Bound = float | Sequence[float] | None
 #: Poisson mean of the extra requests per unit in ratio environments (x = 1 + Poisson(2)).
 REQUESTS = 2.0
 
@@ -147,14 +149,14 @@ def _stats(env: Environment, cum: FloatArray) -> list[ArmStats] | list[RatioArmS
 
 
 def _weights(env: Environment, policy: Policy, cum: FloatArray, rng: np.random.Generator, draws: int,
-             floor: float | None) -> FloatArray:
+             floor: Bound, cap: Bound = None) -> FloatArray:
     """(C, K) weights of the next block from the cumulative sums (6, C, K)."""
     c, k = env.contexts, env.arms
     if policy == "uniform":
         return np.full((c, k), 1.0 / k)
     pooled = _stats(env, cum.sum(axis=1))
     if c == 1:
-        return np.asarray([thompson_allocation(pooled, env.kind, rng, draws=draws, floor=floor).weights])
+        return np.asarray([thompson_allocation(pooled, env.kind, rng, draws=draws, floor=floor, cap=cap).weights])
     values = [str(i) for i in range(c)]
     result = contextual_thompson_allocation(pooled, {v: _stats(env, cum[:, i]) for i, v in enumerate(values)},
                                             env.kind, rng, values=values, draws=draws, floor=floor)
@@ -162,14 +164,14 @@ def _weights(env: Environment, policy: Policy, cum: FloatArray, rng: np.random.G
 
 
 def _replicate(env: Environment, policy: Policy, n_blocks: int, batch_size: int, seed: int, draws: int,
-               floor: float | None) -> FloatArray:
+               floor: Bound, cap: Bound) -> FloatArray:
     """One run: sums of shape (6, B, C, K)."""
     rng = np.random.default_rng(seed)
     mus = env.block_means(n_blocks)
     out = np.zeros((6, n_blocks, env.contexts, env.arms))
     cum = np.zeros((6, env.contexts, env.arms))
     for b in range(n_blocks):
-        weights = _weights(env, policy, cum, rng, draws, floor)
+        weights = _weights(env, policy, cum, rng, draws, floor, cap)
         arrivals = rng.multinomial(batch_size, env.shares)
         counts = np.stack([rng.multinomial(arrivals[i], weights[i]) for i in range(env.contexts)])
         out[0, b] = counts
@@ -179,11 +181,12 @@ def _replicate(env: Environment, policy: Policy, n_blocks: int, batch_size: int,
 
 
 def simulate_sums(env: Environment, policy: Policy, *, n_blocks: int, batch_size: int, seeds: Sequence[int],
-                  draws: int = 1_000, floor: float | None = None) -> Sums:
-    """Run ``policy`` on every seed: ``n_blocks`` allocation versions of ``batch_size`` units each."""
+                  draws: int = 1_000, floor: Bound = None, cap: Bound = None) -> Sums:
+    """Run ``policy`` on every seed: ``n_blocks`` allocation versions of ``batch_size`` units each (``floor`` and
+    ``cap`` as ``thompson_allocation``'s; a cap needs a plain bandit)."""
     if n_blocks < 1 or batch_size < 1 or len(seeds) == 0:
         raise ValueError("need at least one block, one unit per block and one seed")
-    runs = np.stack([_replicate(env, policy, n_blocks, batch_size, s, draws, floor) for s in seeds])
+    runs = np.stack([_replicate(env, policy, n_blocks, batch_size, s, draws, floor, cap) for s in seeds])
     flat = runs.reshape(len(seeds), 6, n_blocks * env.contexts, env.arms)
     groups = np.tile(np.arange(env.contexts), n_blocks)
     return Sums(flat[:, 0], flat[:, 1], flat[:, 2], flat[:, 3], flat[:, 4], flat[:, 5], groups)
@@ -200,6 +203,9 @@ class Calibration:
     half_width: float
     estimate_sd: float
     replications: int
+    #: per treatment (arms 1..K−1): share of replications rejecting H0, mean half-width
+    rejection_by_arm: tuple[float, ...] = ()
+    half_width_by_arm: tuple[float, ...] = ()
 
 
 def estimates(sums: Sums, kind: Kind, alpha: float = 0.05, contextual: bool = False) -> dict[str, ArmEstimates]:
@@ -222,17 +228,19 @@ def score(est: ArmEstimates, target: FloatArray, alpha: float = 0.05) -> Calibra
     low, high = est.abs_ci_low[:, 1:], est.abs_ci_high[:, 1:]
     t = target[None, 1:]
     covered = (low <= t) & (t <= high)
-    return Calibration(est.method, float(covered.mean()), float((est.p_value[:, 1:] < alpha).mean()),
+    reject = est.p_value[:, 1:] < alpha
+    return Calibration(est.method, float(covered.mean()), float(reject.mean()),
                        float(np.nanmean((high - low) / 2.0)), float(np.nanstd(est.abs_lift[:, 1:], axis=0).mean()),
-                       int(low.shape[0]))
+                       int(low.shape[0]), tuple(float(r) for r in reject.mean(axis=0)),
+                       tuple(float(w) for w in np.nanmean((high - low) / 2.0, axis=0)))
 
 
 def calibrate(env: Environment, policy: Policy, *, n_blocks: int = 20, batch_size: int = 1_000,
-              seeds: Sequence[int] = range(400), draws: int = 1_000, floor: float | None = None,
+              seeds: Sequence[int] = range(400), draws: int = 1_000, floor: Bound = None, cap: Bound = None,
               alpha: float = 0.05) -> dict[str, Calibration]:
     """Simulate and score every estimator (contextual strata when the environment has several contexts)."""
     sums = simulate_sums(env, policy, n_blocks=n_blocks, batch_size=batch_size, seeds=seeds, draws=draws,
-                         floor=floor)
+                         floor=floor, cap=cap)
     target = env.target_lift(n_blocks)
     return {name: score(est, target, alpha)
             for name, est in estimates(sums, env.kind, alpha, env.contexts > 1).items()}
