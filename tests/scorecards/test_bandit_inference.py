@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import math
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +15,15 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 
 from bench.sim.bandit_inference import Environment, calibrate
+from scorecards.aggregates import MetricAggregate, ScorecardAggregates
 from scorecards.bandit_inference import adaptive_estimates, adaptive_ratio_estimates
+from scorecards.plan import Plan
+from scorecards.scorecard import AllocationVersion, ExposureCounts, Scorecard, build_scorecard
+from scorecards.srm_sequential import CellCounts, sequential_srm_history_check
 
 Z = sps.norm.ppf(0.975)
+PLANS = json.loads((Path(__file__).parent / "data" / "plans_v1.json").read_text())
+AS_OF = datetime(2026, 11, 30, tzinfo=UTC)
 
 
 def _sums(cells: dict[tuple[int, int], list[float]], v: int, k: int) -> tuple[np.ndarray, ...]:
@@ -183,3 +193,78 @@ def test_aa_contextual_thompson_coverage_and_false_positives() -> None:
     print(f"\ncontextual: adaptive coverage {adaptive.coverage:.4f} FPR {adaptive.rejection:.4f}")
     assert adaptive.coverage == pytest.approx(0.95, abs=0.015)
     assert adaptive.rejection <= FPR_BOUND
+
+
+# --- in the scorecard: per-context-value effects, the decision's reasons, and the SRM that flags ----------------------
+
+def _contextual_plan(strategy: str = "thompson", **design: object) -> Plan:
+    document = copy.deepcopy(PLANS["ranker-v2"]["plan"])
+    document["allocation"] = {"strategy": strategy, "mode": "auto", "top_two": False, "prob_best_to_ship": 0.95}
+    if strategy == "thompson":
+        document["allocation"]["context"] = {"attribute": "platform", "values": ["ios", "android"]}
+    document["design"].update(design)
+    return Plan.from_document(document)
+
+
+def _binary(n: int, hits: int) -> MetricAggregate:
+    return MetricAggregate(n=n, sum_y=float(hits), sum_squares_y=float(hits))
+
+
+CONTEXT_STRATA = {"conversion": {
+    (1, "ios"): {"control": _binary(300, 30), "v2": _binary(300, 30)},
+    (1, "android"): {"control": _binary(300, 45), "v2": _binary(300, 45)},
+    (2, "ios"): {"control": _binary(60, 6), "v2": _binary(540, 97)},  # ios: v2 converts at 18 % vs 10 %
+    (2, "android"): {"control": _binary(540, 81), "v2": _binary(60, 5)},  # android: v2 worse
+    (2, None): {"control": _binary(40, 4), "v2": _binary(40, 4)},
+}}
+
+
+def test_a_contextual_bandits_scorecard_gives_each_values_effect_and_the_decision_names_its_leader() -> None:
+    card = _scorecard_for(_contextual_plan(), CONTEXT_STRATA)
+    result = card.metrics[0].variants[0].stratified
+    assert result is not None
+    assert [e.value for e in result.by_context] == ["ios", "android", None]  # declared order, then the others
+    ios = result.by_context[0]
+    cells = [c for c in CONTEXT_STRATA["conversion"] if c[1] == "ios"]
+    n = np.array([[CONTEXT_STRATA["conversion"][c][v].n for v in ("control", "v2")] for c in cells], dtype=float)
+    s = np.array([[CONTEXT_STRATA["conversion"][c][v].sum_y for v in ("control", "v2")] for c in cells])
+    alone = adaptive_estimates(n, s, s)
+    assert ios.n == 840
+    assert ios.control_n == 360
+    assert float(ios.estimates.abs_lift[1]) == pytest.approx(alone.pooled.abs_lift[1])
+    assert float(ios.estimates.abs_ci_low[1]) == pytest.approx(alone.pooled.abs_ci_low[1])
+    assert ios.control_mean == pytest.approx(alone.control_mean[1])
+    reasons = card.decision.reasons
+    assert any(r.startswith("platform = ios: leader v2, +0.") for r in reasons), reasons
+    assert any(r.startswith("platform = android: leader control; best treatment v2 -0.") for r in reasons), reasons
+    assert any(r.startswith("units outside the declared platform values:") for r in reasons), reasons
+
+
+def test_the_srm_flags_with_the_anytime_valid_test_for_bandits_and_sequential_designs() -> None:
+    history = [AllocationVersion(1, {"control": 0.5, "v2": 0.5}), AllocationVersion(2, {"control": 0.9, "v2": 0.1})]
+    counts = {(1, "control"): 5000, (1, "v2"): 5000, (2, "control"): 9000, (2, "v2"): 700}  # v2 short in v2
+    reference = sequential_srm_history_check([CellCounts((5000, 5000), (0.5, 0.5)),
+                                              CellCounts((9000, 700), (0.9, 0.1))])
+    for plan in (_contextual_plan("thompson"), _contextual_plan("fixed", sequential=True)):
+        card = _scorecard_for(plan, None, history, counts)
+        assert card.srm.result is not None
+        assert card.srm.result.test == "sequential"
+        assert card.srm.result.p_value == pytest.approx(reference.p_value)
+        assert card.srm.sequential_p_value == pytest.approx(reference.p_value)
+        assert card.decision.decision != "ship"
+    fixed = _scorecard_for(_contextual_plan("fixed"), None, history, counts)
+    assert fixed.srm.result is not None
+    assert fixed.srm.result.test == "chi_square"
+    assert fixed.srm.sequential_p_value == pytest.approx(reference.p_value)
+
+
+def _scorecard_for(plan: Plan, strata: dict | None, history: list[AllocationVersion] | None = None,
+                   counts: dict[tuple[int, str], int] | None = None) -> Scorecard:
+    history = history or [AllocationVersion(1, {"control": 0.5, "v2": 0.5})]
+    counts = counts or {(1, "control"): 1000, (1, "v2"): 1000}
+    metrics = {"conversion": {"control": _binary(2000, 200), "v2": _binary(2000, 230)},
+               "revenue": {v: MetricAggregate(n=2000, sum_y=2000.0, sum_squares_y=40000.0) for v in ("control", "v2")},
+               "latency": {v: MetricAggregate(n=2000, sum_y=4e5, sum_squares_y=2000 * (4e4 + 1.0), sum_x=4000.0,
+                                              sum_squares_x=8000.0, sum_xy=8e5) for v in ("control", "v2")}}
+    aggregates = ScorecardAggregates(exposed={"control": 2000, "v2": 2000}, metrics=metrics)
+    return build_scorecard(plan, aggregates, history, ExposureCounts(counts), as_of=AS_OF, strata=strata)
