@@ -77,8 +77,8 @@ if not rows:
     st.stop()
 
 st.dataframe(present(pd.DataFrame(rows)), hide_index=True, width="stretch", column_order=COLUMNS, column_config={
-    "key": st.column_config.TextColumn(width="medium", pinned=True),
-    "decision": st.column_config.TextColumn(width="small"),
+    "key": st.column_config.TextColumn(pinned=True),
+    "decision": st.column_config.TextColumn(width="medium"),  # "⏳ keep running" whole
     "guardrails": st.column_config.TextColumn(width="small"),
     LIFT: st.column_config.TextColumn(width="medium", help="the treatment leading on the primary metric"),
     "name": st.column_config.TextColumn(width="medium"),
