@@ -62,6 +62,7 @@ from sqlalchemy import (
 from scorecards.aggregates import EventAggregate, MetricAggregate, MetricSpec, ScorecardAggregates
 from scorecards.sql_dialect import BeforeOffset as _BeforeOffset
 from scorecards.sql_dialect import JsonValid as _JsonValid
+from scorecards.sql_dialect import PlannerOpaque as _PlannerOpaque
 from scorecards.sql_dialect import finite_number as _finite
 from scorecards.sql_dialect import float_literal as _float_literal
 from scorecards.sql_dialect import segment_value as _segment_value
@@ -170,7 +171,7 @@ def _per_unit(exposures: FromClause, events: FromClause, experiment_id: int, com
     # the longest lookback and each component says which side of the exposure it sums.
     lower = (after_exposure if not lookbacks
              else ~_BeforeOffset(e.c.timestamp, x.c.exposed_at, _float_literal(-max(lookbacks))))
-    on = and_(x.c.unit_id == e.c.unit_id, e.c.name.in_(names), lower, e.c.timestamp <= as_of)
+    on = and_(x.c.unit_id == e.c.unit_id, e.c.name.in_(names), lower, _PlannerOpaque(e.c.timestamp) <= as_of)
     per_unit_cols: list[ColumnElement[Any]] = [x.c.variant.label("variant"), x.c.exposed_at.label("exposed_at")]
     group: list[ColumnElement[Any]] = [x.c.id, x.c.variant, x.c.exposed_at]
     if whole_rows:

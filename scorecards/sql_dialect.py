@@ -419,3 +419,33 @@ def segment_value(attributes: ColumnElement[Any], segment: str, strings_only: bo
 def float_literal(value: float) -> ColumnElement[float]:
     """A float rendered inline (values come from validated metric definitions, never from users' SQL)."""
     return literal_column(repr(float(value)), Float)
+
+
+class PlannerOpaque(FunctionElement[Any]):
+    """A column the query planner may not answer through an index, rendered ``+column`` on SQLite (its documented
+    way to take a term out of index selection) and as the bare column elsewhere; same type, same value.
+
+    why: SQLite 3.40.1 answers the scorecard join's ``e.name IN (…) AND e.timestamp <= as_of`` through titrate's
+    ``(unit_id, name, timestamp)`` events index with events dated after ``as_of`` on some data layouts (the
+    cross-engine data set: 4,258 extra joined rows; PostgreSQL, DuckDB, ClickHouse and a pandas restatement agree
+    without them). With the ``as_of`` bound opaque the index still serves ``unit_id`` and ``name``.
+    """
+
+    name = "planner_opaque"
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(PlannerOpaque)
+def _planner_opaque_default(element: PlannerOpaque, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = list(element.clauses)
+    return str(compiler.process(column, **kw))
+
+
+@compiles(PlannerOpaque, "sqlite")
+def _planner_opaque_sqlite(element: PlannerOpaque, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = list(element.clauses)
+    return f"+{compiler.process(column, **kw)}"

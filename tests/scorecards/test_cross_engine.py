@@ -16,8 +16,9 @@ version × context cells and the SRM counts must equal the baseline too. Postgre
 ``TITRATE_TEST_POSTGRES_URL`` is set and ClickHouse when chDB is installed; otherwise their cases are SKIPPED with
 the reason.
 
-SQLite's events here are indexed by ``unit_id`` only: with titrate's ``(unit_id, name, timestamp)`` index SQLite
-3.40.1 joins events later than ``as_of`` (the last test shows it, an expected failure on that version).
+SQLite's events here are indexed by ``unit_id`` only; the last test adds titrate's ``(unit_id, name, timestamp)``
+index, through which SQLite 3.40.1 joined events later than ``as_of`` until that bound was kept out of index
+selection (``scorecards.sql_dialect.PlannerOpaque``).
 """
 
 from __future__ import annotations
@@ -192,9 +193,7 @@ def _tables(schema: str | None = None, indexes: bool = False) -> tuple[Table, Ta
         Column("unit_id", String(64), nullable=False), Column("name", String(32), nullable=False),
         Column("value", Float, nullable=False), Column("timestamp", UTCDateTime, nullable=False))
     if indexes:  # the join reads events by unit
-        # why not titrate's (unit_id, name, timestamp) index: with it SQLite 3.40.1 joins events later than as_of
-        # (9 extra non-finite events of ~580 here; PostgreSQL, DuckDB, ClickHouse and a pandas restatement agree
-        # without them) — see the last test of this module
+        # why not titrate's (unit_id, name, timestamp) index: the last test of this module checks that one
         Index("ix_cross_events_unit", events.c.unit_id)
         Index("ix_cross_exposures_experiment", exposures.c.experiment_id)
     return exposures, events
@@ -488,17 +487,11 @@ def assert_same_answers(got: dict[str, Any], baseline: dict[str, Any], name: str
             assert value == want, (name, key)
 
 
-def test_sqlite_with_titrate_s_events_index_gives_the_same_scorecard(baseline: dict[str, Any], sqlite_side: Side,
-                                                                     request: pytest.FixtureRequest) -> None:
+def test_sqlite_with_titrate_s_events_index_gives_the_same_scorecard(baseline: dict[str, Any],
+                                                                     sqlite_side: Side) -> None:
     """titrate's migrations index events by ``(unit_id, name, timestamp)``; with that index SQLite must still give
-    the baseline (computed with an index on ``unit_id`` alone)."""
-    import sqlite3
-
-    if sqlite3.sqlite_version_info <= (3, 40, 1):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            f"known: SQLite {sqlite3.sqlite_version} answers `e.name IN (…) AND e.timestamp <= as_of` in the join "
-            "through the (unit_id, name, timestamp) index with events later than as_of (here 9 extra non-finite "
-            "events and their sums); `+e.timestamp <= as_of` (no index for that term) gives the right rows")))
+    the baseline (computed with an index on ``unit_id`` alone). SQLite 3.40.1 did not while the join's ``as_of``
+    bound could be answered through the index (``scorecards.sql_dialect.PlannerOpaque``)."""
     conn = sqlite_side.conn
     conn.exec_driver_sql("CREATE INDEX ix_cross_events_unit_name_ts ON events (unit_id, name, timestamp)")
     conn.exec_driver_sql("ANALYZE")
