@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from scorecards.srm import sequential_srm_p_value
+from scorecards.srm import sequential_srm_p_value, sequential_srm_p_values, srm_drill_down
 from scorecards.srm_sequential import CellCounts, sequential_srm_history_check, sequential_srm_tilt_p_values
 
 
@@ -78,3 +78,15 @@ def test_history_check_reports_observed_and_expected_and_flags() -> None:
     ok = sequential_srm_history_check([CellCounts((5000, 5010), (0.5, 0.5))])
     assert ok.ok
     assert math.isnan(sequential_srm_history_check([CellCounts((0, 0), (0.5, 0.5))]).p_value)
+
+
+def test_the_drill_down_can_use_the_always_valid_test() -> None:
+    segments = {"US": [10_000, 10_050], "CA": [5_000, 5_600], "FR": [0, 0]}
+    rows = srm_drill_down(segments, [0.5, 0.5], sequential=True)
+    assert [r.segment for r in rows] == ["CA", "US"]  # FR has no units: skipped
+    p = sequential_srm_p_values(np.array([[5_000, 5_600], [10_000, 10_050]]), [0.5, 0.5])
+    assert [r.p_value for r in rows] == pytest.approx(list(p))
+    assert rows[0].mismatch
+    assert not rows[1].mismatch
+    chi = srm_drill_down(segments, [0.5, 0.5])
+    assert rows[0].p_value > chi[0].p_value  # the always-valid p-value pays for looking at any time
