@@ -72,9 +72,6 @@ from scorecards.stratified import ArmEstimates
 
 FloatArray = npt.NDArray[np.float64]
 
-#: ``ArmEstimates.method`` of these estimates.
-METHOD = "adaptive_weighted"
-
 
 @dataclass(frozen=True, slots=True, eq=False)
 class AdaptiveEstimates:
@@ -248,7 +245,7 @@ def _finish(parts: _Parts, control: int, alpha: float) -> tuple[ArmEstimates, Fl
     mean_var = np.where(is_control, parts.own_var, parts.mean_var)
     half, lift_half = z * np.sqrt(mean_var), z * np.sqrt(abs_var)
     est = ArmEstimates(
-        method=METHOD, control=control, alpha=alpha, mean=parts.mean, mean_variance=mean_var,  # type: ignore[arg-type]
+        method="adaptive_weighted", control=control, alpha=alpha, mean=parts.mean, mean_variance=mean_var,
         mean_ci_low=parts.mean - half, mean_ci_high=parts.mean + half, abs_lift=abs_lift, abs_lift_variance=abs_var,
         abs_ci_low=abs_lift - lift_half, abs_ci_high=abs_lift + lift_half, rel_lift=rel,
         rel_ci_low=np.where(is_control, 0.0, rel_low - 1.0), rel_ci_high=np.where(is_control, 0.0, rel_high - 1.0),
