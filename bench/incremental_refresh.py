@@ -53,7 +53,7 @@ from sqlalchemy import Engine, create_engine, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from api import migrate  # noqa: E402
-from api.db.engine import Database  # noqa: E402
+from api.db.engine import Database, DbTimeouts  # noqa: E402
 from api.db.tables import Event, Experiment, Exposure  # noqa: E402
 from api.incremental import repository, service  # noqa: E402
 from api.incremental.service import RefreshPolicy  # noqa: E402
@@ -62,6 +62,7 @@ from scorecards.sql import MetricSpec, scorecard_query  # noqa: E402
 
 LOOKBACK_HOURS = 1.0
 ROUND_HOURS = 2.0
+UNBOUNDED = DbTimeouts(statement=None)
 POLICY = RefreshPolicy(lookback_hours=LOOKBACK_HOURS, full_refresh_hours=24.0 * 365)
 SPECS = [MetricSpec.from_definition(m) for m in METRICS]
 EXPOSURES, EVENTS = Exposure.__table__, Event.__table__
@@ -272,7 +273,7 @@ def main() -> None:
         url, drop = _postgres(pg)
         try:
             migrate.upgrade(url)
-            db = Database(url)
+            db = Database(url, timeouts=UNBOUNDED)  # why: loading millions of rows outlasts the 30 s default
             _load(db, args.units, args.events_per_unit)
             results["PostgreSQL"] = _bench(db, None, args.units, args.events_per_unit, args.repeats)
             db.dispose()

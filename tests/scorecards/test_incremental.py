@@ -79,7 +79,7 @@ def materialise(conn: Connection, experiment_id: int, metrics: Sequence[MetricSp
     units = None if since is None else touched_units_query(EXPOSURES, EVENTS, experiment_id, metrics, since, as_of)
     rows = list(conn.execute(unit_rows_query(EXPOSURES, EVENTS, experiment_id, metrics, as_of, earliest,
                                              units)).all())
-    replace_rows(conn, experiment_id, rows, component_labels(metrics), everything=since is None)  # type: ignore[arg-type]
+    replace_rows(conn, experiment_id, rows, component_labels(metrics), everything=since is None)
     return len(rows)
 
 
