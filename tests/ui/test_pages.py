@@ -312,9 +312,9 @@ def test_bandit_scorecard_shows_stratified_before_pooled_with_the_note(console_e
     assert list(frame["estimate"]) == ["stratified", "pooled (naive)"] * 2
     for i, v in enumerate(primary["variants"]):
         strat = v["stratified"]
-        assert frame["rel_lift"][2 * i] == pytest.approx(strat["rel_lift"])
-        assert frame["rel_ci_low"][2 * i] == pytest.approx(strat["rel_ci"][0])
-        assert frame["rel_lift"][2 * i + 1] == pytest.approx(strat["naive"]["rel_lift"])
+        assert frame["rel lift"][2 * i] == ui_common.fmt_pct(strat["rel_lift"])
+        assert frame["CI"][2 * i] == ui_common.fmt_ci(strat["rel_ci"])
+        assert frame["rel lift"][2 * i + 1] == ui_common.fmt_pct(strat["naive"]["rel_lift"])
         assert frame["strata"][2 * i] == f"{len(strat['strata'])} (version × platform)"
         assert frame["strata"][2 * i + 1] == ""
     body = texts(at)

@@ -25,6 +25,7 @@ from ui.common import (
     context_weight_rows,
     experiment_picker,
     fmt_ci,
+    fmt_num,
     fmt_pct,
     forest_plot,
     get_client,
@@ -170,13 +171,13 @@ if scorecard is not None:
     if bandit_rows:
         st.markdown("**Primary metric under adaptive allocation** — the stratified estimate is the one to read; "
                     "the pooled one is biased when the weights change over time")
-        st.dataframe(present(pd.DataFrame(bandit_rows)), hide_index=True, width="stretch", column_config={
-            "rel_lift": st.column_config.NumberColumn("rel lift", format="percent"),
-            "rel_ci_low": st.column_config.NumberColumn("CI low", format="percent"),
-            "rel_ci_high": st.column_config.NumberColumn("CI high", format="percent"),
-            "abs_lift": st.column_config.NumberColumn("abs lift", format="%.4g"),
-            "abs_ci": st.column_config.TextColumn("abs CI"),
-        })
+        # numbers as text, so an estimate that cannot be computed yet reads "—", never "None"
+        st.dataframe(present(pd.DataFrame([{
+            "metric": r["metric"], "variant": r["variant"], "estimate": r["estimate"],
+            "rel lift": fmt_pct(r["rel_lift"]), "CI": fmt_ci([r["rel_ci_low"], r["rel_ci_high"]]),
+            "abs lift": fmt_num(r["abs_lift"]), "abs CI": r["abs_ci"], "p": fmt_num(r["p_value"], 3),
+            "strata": r["strata"], "units by version": r["units by version"]} for r in bandit_rows])),
+            hide_index=True, width="stretch")
         if scorecard.get("adaptive_allocation"):
             st.caption(f"ℹ️ {scorecard['adaptive_allocation']}")
         st.markdown("**All metrics** (primary: stratified; the others have only the pooled comparison)")
