@@ -192,6 +192,10 @@ def _per_unit(exposures: FromClause, events: FromClause, experiment_id: int, com
                          .label("excluded_events") if names else literal_column("0", Integer).label("excluded_events"))
     per_unit_cols += [_component_column(x, e, component, finite, after_exposure, bool(lookbacks)).label(label)
                       for component, label in components.items()]
+    if units is not None:
+        # why also on the events side: an engine without indexes (DuckDB) then prunes the events to those units
+        # before the join instead of joining every event and filtering after
+        on = and_(on, e.c.unit_id.in_(units))
     stmt = (
         select(*per_unit_cols)
         .select_from(x.outerjoin(e, on) if names else x)
