@@ -182,3 +182,22 @@ def context_reasons(plan: Plan, results: Mapping[str, StratifiedResult]) -> list
             tail = ")"
         reasons.append(head + tail + f" on {plan.primary.key} (n = {effect.n} vs {effect.control_n})")
     return reasons
+
+
+def adaptive_veto(plan: Plan, result: StratifiedResult) -> str | None:
+    """Why a thompson experiment's fixed-horizon ``ship`` on the pooled comparison must wait, or None: the pooled
+    comparison is biased and under-covers under adaptive allocation (A/A false-positive rate 0.09–0.14 at the
+    default floor, ``bench/RESULTS.md``), so a ship also needs the adaptively weighted estimate to be significant in
+    the hypothesis's direction."""
+    est = result.stratified
+    if est is None:
+        return None
+    k = result.index
+    lift, p = float(est.abs_lift[k]), float(est.p_value[k])
+    wanted = lift > 0 if plan.hypothesis_direction == "increase" else lift < 0
+    if math.isfinite(p) and p < est.alpha and wanted:
+        return None
+    shown = f"{lift:+.4g}, p = {p:.3g}" if math.isfinite(p) else "not estimable yet"
+    return (f"keep running: the pooled comparison is significant, but under adaptive allocation it is biased and "
+            f"under-covers; the adaptively weighted estimate ({shown}, {1 - est.alpha:.0%} CI "
+            f"[{float(est.abs_ci_low[k]):+.4g}, {float(est.abs_ci_high[k]):+.4g}]) does not confirm it yet")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from scorecards.adaptive import Strata, StratifiedResult, context_reasons, stratified_by_cell
+from scorecards.adaptive import Strata, StratifiedResult, adaptive_veto, context_reasons, stratified_by_cell
 from scorecards.aggregates import MetricAggregate, ScorecardAggregates
 from scorecards.cuped import CupedAdjustment, compare_cuped, cuped_adjustment
 from scorecards.decision import Decision, decide
@@ -387,15 +387,19 @@ def _decision(plan: Plan, metrics: Sequence[MetricResult], srm: SrmResult | None
                       sequential=readable, primary_metric=plan.primary.key)
     if gst is not None:
         decision = replace(decision, reasons=[*decision.reasons, _gst_sentence(gst)])
+    adaptive = {v.variant: v.stratified for m in metrics if m.metric.key == plan.primary.key
+                and m.metric.role == "primary" for v in m.variants if v.stratified is not None}
+    veto = (adaptive_veto(plan, adaptive[decision.variant]) if plan.allocation.strategy == "thompson"
+            and decision.decision == "ship" and decision.variant in adaptive else None)
+    if veto is not None:
+        decision = Decision("keep_running", None, [veto, *decision.reasons])
     if (bandit_stop is not None and not mismatch and plan.allocation.strategy == "thompson"
             and decision.decision != "rollback" and bandit_stop.decision.decision == "ship"):
         head = f"bandit stopping rule (allocation version {bandit_stop.version}): "
         decision = Decision("ship", bandit_stop.decision.variant,
                             [head + r for r in bandit_stop.decision.reasons] + decision.reasons)
-    by_context = {v.variant: v.stratified for m in metrics if m.metric.key == plan.primary.key
-                  and m.metric.role == "primary" for v in m.variants if v.stratified is not None}
-    if plan.allocation.context_attribute is not None and by_context:
-        decision = replace(decision, reasons=[*decision.reasons, *context_reasons(plan, by_context)])
+    if plan.allocation.context_attribute is not None and adaptive:
+        decision = replace(decision, reasons=[*decision.reasons, *context_reasons(plan, adaptive)])
     if excluded.exposures or excluded.events:
         decision = replace(decision, reasons=[*decision.reasons, _excluded_reason(excluded)])
     return decision

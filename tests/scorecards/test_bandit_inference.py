@@ -259,12 +259,30 @@ def test_the_srm_flags_with_the_anytime_valid_test_for_bandits_and_sequential_de
 
 
 def _scorecard_for(plan: Plan, strata: dict | None, history: list[AllocationVersion] | None = None,
-                   counts: dict[tuple[int, str], int] | None = None) -> Scorecard:
+                   counts: dict[tuple[int, str], int] | None = None,
+                   conversion: dict[str, MetricAggregate] | None = None) -> Scorecard:
     history = history or [AllocationVersion(1, {"control": 0.5, "v2": 0.5})]
     counts = counts or {(1, "control"): 1000, (1, "v2"): 1000}
-    metrics = {"conversion": {"control": _binary(2000, 200), "v2": _binary(2000, 230)},
+    metrics = {"conversion": conversion or {"control": _binary(2000, 200), "v2": _binary(2000, 230)},
                "revenue": {v: MetricAggregate(n=2000, sum_y=2000.0, sum_squares_y=40000.0) for v in ("control", "v2")},
                "latency": {v: MetricAggregate(n=2000, sum_y=4e5, sum_squares_y=2000 * (4e4 + 1.0), sum_x=4000.0,
                                               sum_squares_x=8000.0, sum_xy=8e5) for v in ("control", "v2")}}
     aggregates = ScorecardAggregates(exposed={"control": 2000, "v2": 2000}, metrics=metrics)
     return build_scorecard(plan, aggregates, history, ExposureCounts(counts), as_of=AS_OF, strata=strata)
+
+
+def test_a_bandits_pooled_ship_waits_for_the_adaptively_weighted_estimate() -> None:
+    # Simpson: no lift within either version, the base rate doubles while v2's share goes 10 % -> 90 %
+    strata = {"conversion": {(1, None): {"control": _binary(90_000, 9_000), "v2": _binary(10_000, 1_000)},
+                             (2, None): {"control": _binary(10_000, 2_000), "v2": _binary(90_000, 18_000)}}}
+    pooled = {"control": _binary(100_000, 11_000), "v2": _binary(100_000, 19_000)}
+    history = [AllocationVersion(1, {"control": 0.9, "v2": 0.1}), AllocationVersion(2, {"control": 0.1, "v2": 0.9})]
+    counts = {(1, "control"): 90_000, (1, "v2"): 10_000, (2, "control"): 10_000, (2, "v2"): 90_000}
+    fixed = _scorecard_for(_contextual_plan("fixed"), None, history, counts, conversion=pooled)
+    assert fixed.decision.decision == "ship"  # what the pooled comparison alone says
+    bandit_plan = _contextual_plan("thompson")
+    bandit = _scorecard_for(bandit_plan, {"conversion": {(v, "ios"): arms for (v, _), arms in
+                                                         strata["conversion"].items()}}, history, counts,
+                            conversion=pooled)
+    assert bandit.decision.decision == "keep_running"
+    assert bandit.decision.reasons[0].startswith("keep running: the pooled comparison is significant, but")
