@@ -40,6 +40,12 @@ class KeyOut(BaseModel):
     revoked_at: datetime | None
 
 
+class KeyRevoked(KeyOut):
+    """The revoked key, and whether it had been revoked before this request (then nothing changed)."""
+
+    already_revoked: bool
+
+
 class KeyCreated(KeyOut):
     """The new key, with its secret shown this once."""
 
@@ -81,16 +87,16 @@ def list_keys(request: Request, _: Principal = Depends(require_admin)) -> list[K
                        revoked_at=r.revoked_at) for r in rows]
 
 
-@router.delete("/{key_id}", response_model=KeyOut)
+@router.delete("/{key_id}", response_model=KeyRevoked)
 def revoke_key(request: Request, key_id: int = Path(ge=1, le=MAX_KEY_ID, description="the key's id (GET /v1/keys)"),
-               principal: Principal = Depends(require_admin)) -> KeyOut:
+               principal: Principal = Depends(require_admin)) -> KeyRevoked:
     """Revoke an API key: refused at once by this worker and within the config refresh period by every other
-    one. Idempotent (revoking a revoked key changes nothing); the last active admin key cannot be revoked (409),
-    so nobody is locked out — create another admin key first."""
+    one. Idempotent: revoking a revoked key changes nothing and answers ``already_revoked: true``. The last active
+    admin key cannot be revoked (409), so nobody is locked out — create another admin key first."""
     with request.app.state.db.transaction() as session:
-        row, _ = revoke_api_key(session, key_id, principal)  # idempotent: a revoked key answers as it stands
-        out = KeyOut(id=row.id, name=row.name, role=row.role, prefix=row.prefix, created_at=row.created_at,
-                     revoked_at=row.revoked_at)
+        row, already = revoke_api_key(session, key_id, principal)  # idempotent: a revoked key stays as it is
+        out = KeyRevoked(id=row.id, name=row.name, role=row.role, prefix=row.prefix, created_at=row.created_at,
+                         revoked_at=row.revoked_at, already_revoked=already)
         key_hash = row.key_hash
     request.app.state.key_cache.forget(key_hash)
     return out

@@ -171,9 +171,11 @@ def test_revoking_a_key_refuses_it_at_once(client: TestClient, keys: Keys) -> No
     revoked = client.delete(path, headers=admin)
     assert revoked.status_code == 200, revoked.text
     assert revoked.json()["revoked_at"] is not None
+    assert revoked.json()["already_revoked"] is False
     assert client.get("/v1/sdk/config", headers=victim).status_code == 401  # not after the cache's 30 s: now
     again = client.delete(path, headers=admin)  # idempotent
     assert (again.status_code, again.json()["revoked_at"]) == (200, revoked.json()["revoked_at"])
+    assert again.json()["already_revoked"] is True  # says so (issue 17)
     listed = {k["id"]: k for k in client.get("/v1/keys", headers=admin).json()}
     assert listed[created["id"]]["revoked_at"] == revoked.json()["revoked_at"]
     assert client.delete("/v1/keys/999999", headers=admin).status_code == 404
