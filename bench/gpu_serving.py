@@ -89,10 +89,11 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def make_texts(n: int, seed: int) -> list[str]:
-    """``n`` distinct 220-word texts: far past any ``--seq-len`` used here, so truncation fixes the length."""
+def make_texts(n: int, seed: int, words: int = 220) -> list[str]:
+    """``n`` distinct texts of ``words`` words (one word piece each): 220 is far past any ``--seq-len`` used
+    here, so truncation fixes the length; ``seq_len - 3`` words give just over ``seq_len`` tokens."""
     rng = np.random.default_rng(seed)
-    return [f"request {seed}-{i}: " + " ".join(rng.choice(WORDS, size=220)) for i in range(n)]
+    return [f"request {seed}-{i}: " + " ".join(rng.choice(WORDS, size=words)) for i in range(n)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -213,9 +214,11 @@ def matmul_ceiling(device: Any, n: int, reps: int) -> dict[str, Any]:
         state["i"] += 1
         torch.matmul(x, y, out=out)
 
-    for _ in range(5):
+    # Warm up for a second or more: the idle card sits at a low clock, and a few runs do not raise it.
+    warm_until = time.perf_counter() + 1.0
+    while time.perf_counter() < warm_until:
         step()
-    sync(device)
+        sync(device)
     times = time_device(step, device, reps)
     ms = statistics.median(times)
     return {"n": n, "reps": reps, "median_ms": ms, "tflop_s": 2.0 * n**3 / (ms / 1000.0) / 1e12,
@@ -258,6 +261,63 @@ def check_embeddings(variant: EmbeddingVariant, spec_fp32: ModelSpec, texts: lis
     if np.max(np.abs(batched[0] - batched[1])) == 0.0:
         raise SystemExit("two different texts gave the same embedding")
     return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tokeniser
+
+
+def variant_tokenizer_lengths(model_dir: Path, texts: list[str], seq_len: int) -> list[list[int]]:
+    """Token ids of ``texts`` truncated at ``seq_len``, by the model's own tokeniser."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    ids: list[list[int]] = tokenizer(texts, truncation=True, max_length=seq_len)["input_ids"]
+    return ids
+
+
+_TOKENIZER_CHILD = """
+import json, statistics, sys, time
+from transformers import AutoTokenizer
+sys.path.insert(0, sys.argv[2])
+from bench.gpu_serving import make_texts
+tok = AutoTokenizer.from_pretrained(sys.argv[1], local_files_only=True)
+seq_len = int(sys.argv[3])
+out = {}
+for words in (220, seq_len - 3):
+    texts = make_texts(int(sys.argv[4]), seed=5, words=words)
+    for name, fn in (("call", lambda: tok(texts, padding="longest", truncation=True, max_length=seq_len,
+                                          return_tensors="pt")),
+                     ("encode_batch", lambda: tok._tokenizer.encode_batch(texts))):
+        fn()
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000.0)
+        out[f"{name}_{words}w_ms"] = statistics.median(times)
+print(json.dumps(out))
+"""
+
+
+def tokenizer_probe(model_dir: Path, size: dict[str, Any]) -> dict[str, Any]:
+    """Milliseconds to tokenise ``tokenizer_texts`` (1024) texts (long: 220 words; short: just over ``seq_len``
+    tokens), through
+    titrate's call (``tokenizer(...)`` to padded tensors) and the Rust ``encode_batch`` alone, with the
+    tokeniser's thread pool at its default size and at one thread (``RAYON_NUM_THREADS=1``), each in a child
+    process (the pool's size is fixed at its first use)."""
+    out: dict[str, Any] = {}
+    for label, extra in (("default_threads", {}), ("one_thread", {"RAYON_NUM_THREADS": "1"})):
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "true", **extra}
+        done = subprocess.run(
+            [sys.executable, "-c", _TOKENIZER_CHILD, str(model_dir), str(ROOT), str(size["seq_len"]),
+             str(size["tokenizer_texts"])],
+            capture_output=True, text=True, env=env, timeout=300, check=False)
+        if done.returncode != 0:
+            out[label] = {"error": done.stderr[-2000:]}
+            continue
+        out[label] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -446,11 +506,14 @@ def sizes_for(args: argparse.Namespace) -> dict[str, Any]:
     """The workload: full on the GPU, tiny with ``--small`` (a CPU check of the whole script)."""
     if args.small:
         return {"seq_len": 32, "matmul_n": 256, "matmul_reps": 5, "batches": [1, 4, 16], "cls_batches": [1, 4],
-                "concurrencies": [1, 8], "cls_concurrencies": [8], "max_batch": 16, "duration": 0.5,
+                "concurrencies": [1, 8], "cls_concurrencies": [8], "short_concurrencies": [8], "max_batch": 16,
+                "tokenizer_texts": 64,
+                "duration": 0.5,
                 "repeats": 1, "seconds_per_size": 0.3, "check_texts": 4}
-    return {"seq_len": args.seq_len, "matmul_n": 8192, "matmul_reps": 50,
+    return {"seq_len": args.seq_len, "matmul_n": 8192, "matmul_reps": 200,
             "batches": [1, 8, 32, 64, 128, 256, 512, 1024], "cls_batches": [1, 64, 256],
-            "concurrencies": [1, 16, 64, 256], "cls_concurrencies": [64], "max_batch": args.max_batch,
+            "concurrencies": [1, 16, 64, 256], "cls_concurrencies": [64], "short_concurrencies": [64, 256],
+            "max_batch": args.max_batch, "tokenizer_texts": 1024,
             "duration": args.duration, "repeats": args.repeats, "seconds_per_size": 1.5, "check_texts": 32}
 
 
@@ -517,6 +580,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     del variant
     if device.type == "cuda":
         result["embedding"]["max_memory_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    checkpoint()
+
+    # The tokeniser's share, and the closed loop on texts that need no truncation.
+    log("tokeniser and text length")
+    result["tokenizer"] = tokenizer_probe(model_dir, size)
+    log(f"  {result['tokenizer']}")
+    checkpoint()
+    short = make_texts(1024, seed=11, words=size["seq_len"] - 3)
+    short_lengths = {len(ids) for ids in variant_tokenizer_lengths(model_dir, short[:64], size["seq_len"])}
+    if short_lengths != {size["seq_len"]}:
+        raise SystemExit(f"short inputs are not all {size['seq_len']} tokens: {sorted(short_lengths)}")
+    variant = load_variant(spec("embedding", model_dir))
+    assert isinstance(variant, TransformersVariant)
+    log(f"closed loop (embedding, texts of ~{size['seq_len']} tokens)")
+    result["embedding"]["closed_loop_short"] = await concurrency_sweep(
+        variant, short, size["short_concurrencies"], size["max_batch"], [5.0], size["duration"], size["repeats"])
+    result["embedding"]["sweep_short"] = batch_sweep(variant, [max(size["batches"])], short, flops["total"],
+                                                     ceiling, size["seconds_per_size"], device)
+    variant.close()
+    del variant
     checkpoint()
 
     if not args.no_classifier:
@@ -617,6 +700,34 @@ def markdown(result: dict[str, Any]) -> str:
             f"{b5['mean_batch']:.1f} | {b0_cells} | {nv['texts_per_s']:,.0f} | {nv['p50_ms']:.2f} / "
             f"{nv['p99_ms']:.2f} | {b5['texts_per_s'] / nv['texts_per_s']:.2f}× | "
             f"{achieved * scale:.2f} {unit}{frac} |")
+    tok = result.get("tokenizer")
+    if tok and "error" not in tok.get("default_threads", {}):
+        seq_len = result["workload"]["seq_len"]
+        lines += ["", f"**Tokeniser**, {result['workload']['tokenizer_texts']} texts, ms (child processes; texts "
+                  f"of 220 words, or of {seq_len - 3} words = just over {seq_len} tokens):", "",
+                  "| threads | titrate's call, 220 w | `encode_batch`, 220 w | titrate's call, short | "
+                  "`encode_batch`, short |", "|---|---:|---:|---:|---:|"]
+        for label in ("default_threads", "one_thread"):
+            t = tok.get(label, {})
+            if "error" in t or not t:
+                continue
+            lines.append(f"| {label.replace('_', ' ')} | {t['call_220w_ms']:.1f} | {t['encode_batch_220w_ms']:.1f} | "
+                         f"{t[f'call_{seq_len - 3}w_ms']:.1f} | {t[f'encode_batch_{seq_len - 3}w_ms']:.1f} |")
+    short = emb.get("closed_loop_short")
+    if short:
+        lines += ["", f"**Closed loop on short texts** (just over {result['workload']['seq_len']} tokens: the "
+                  "tokeniser reads only what the model keeps; same forward):", "",
+                  "| C | batcher (wait 5 ms) texts/s | p50 / p99 ms | mean batch | naive texts/s | p50 / p99 ms | "
+                  "batcher / naive |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in short["rows"]:
+            b5, nv = row["batcher_wait5"], row["naive"]
+            lines.append(f"| {row['concurrency']} | {b5['texts_per_s']:,.0f} | {b5['p50_ms']:.2f} / {b5['p99_ms']:.2f}"
+                         f" | {b5['mean_batch']:.1f} | {nv['texts_per_s']:,.0f} | {nv['p50_ms']:.2f} / "
+                         f"{nv['p99_ms']:.2f} | {b5['texts_per_s'] / nv['texts_per_s']:.2f}× |")
+        for row in emb.get("sweep_short", []):
+            lines.append(f"\n`predict_batch` of {row['batch']} short texts: p50 {row['call_p50_ms']:.2f} ms "
+                         f"({row['texts_per_s']:,.0f} texts/s; tokenise {row['tokenize_p50_ms']:.2f} ms, forward "
+                         f"{row['forward_ms']:.2f} ms).")
     cls = result.get("classification")
     if cls:
         lines += [
