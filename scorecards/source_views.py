@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -47,6 +47,7 @@ from sqlalchemy import (
     Integer,
     String,
     Subquery,
+    TypeDecorator,
     and_,
     case,
     cast,
@@ -60,6 +61,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import quoted_name
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -79,7 +81,24 @@ OPTIONAL_EVENT_COLUMNS: tuple[str, ...] = ("event_id",)
 #: The value of an event stored without one — the default of titrate's event API.
 DEFAULT_EVENT_VALUE = 1.0
 
-_TIMESTAMP = DateTime(timezone=True)
+
+
+class UtcTimestamp(TypeDecorator[datetime]):
+    """A source's timestamp, read back tz-aware: a naive value (SQLite's text, chDB's DateTime64, a PostgreSQL
+    ``timestamp without time zone``) is UTC by the sources' contract and gets ``tzinfo=UTC``, so rows read from any
+    engine compare and store like titrate's own (the materialised rows refuse naive datetimes)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """``value`` with UTC attached when naive."""
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+_TIMESTAMP = UtcTimestamp()
 # why JSONB on PostgreSQL: the contextual-cell test (``scorecards.sql_dialect.JsonString``) uses jsonb_typeof.
 _JSON: Any = JSON().with_variant(JSONB(), "postgresql")
 

@@ -51,6 +51,7 @@ from api.settings import Settings, get_settings
 from api.sources import repository
 from api.sources.schemas import SourceCreate, SourceOut
 from scorecards.source_views import TableMapping, events_view, exposures_view
+from scorecards.sql_dialect import prepare_engine
 
 #: Errors of SQLAlchemy and of the drivers titrate ships: a source's failure (or, in a probe, a mapping problem).
 _DB_ERRORS = (sa_exc.SQLAlchemyError, psycopg.Error, sqlite3.Error)
@@ -230,7 +231,9 @@ def build_engine(url: URL, limits: SourceLimits) -> Engine:
     except TypeError:  # a dialect whose pool takes no size (e.g. a NullPool/StaticPool default)
         engine = create_engine(url, pool_pre_ping=True)
     _arm_watchdog(engine, limits.statement_seconds)
-    return engine
+    # why: ClickHouse (chDB) needs join_use_nulls, a UTC session and microsecond datetime binds for the scorecard
+    # SQL to mean what it means elsewhere (scorecards.sql_dialect.prepare_engine); a no-op on other engines
+    return prepare_engine(engine)
 
 
 class SourceEngines:
