@@ -32,17 +32,18 @@ async def assign(request: Request) -> Response:
     if sync:
         service.refuse_when_queue_full(state.exposure_writer, 1)
     snapshot = state.snapshots.current
-    assignments = service.assign_unit(snapshot, state.exposure_writer, body.unit_id,
-                                      body.attributes, body.experiments, utc_now(), force_enqueue=sync)
-    if sync and assignments:
+    members, count = service.assign_unit_encoded(snapshot, state.exposure_writer, body.unit_id,
+                                                 body.attributes, body.experiments, utc_now(), force_enqueue=sync)
+    if sync and count:
         await service.wait_until_durable(state.exposure_writer, state.settings.exposure_sync_timeout_seconds)
-    reply: dict[str, object] = {"assignments": assignments}
     # keys asked for that no served experiment has (unknown, or draft/paused/stopped): named, so `{}` is not
     # mistaken for "not eligible"; only when there are some, so every other reply keeps the contract's shape
-    not_served = [k for k in dict.fromkeys(body.experiments or ()) if k not in snapshot.experiments]
-    if not_served:
-        reply["not_served"] = not_served
-    return Response(json.dumps(reply, separators=(",", ":")), media_type="application/json")
+    tail = b"}"
+    if body.experiments:
+        not_served = [k for k in dict.fromkeys(body.experiments) if k not in snapshot.experiments]
+        if not_served:
+            tail = b',"not_served":' + json.dumps(not_served, separators=(",", ":")).encode() + b"}"
+    return Response(b'{"assignments":{' + members + b"}" + tail, media_type="application/json")
 
 
 @router.post("/v1/exposures", response_model=ExposuresOut,

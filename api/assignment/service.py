@@ -17,7 +17,7 @@ from api.attributes import check_attributes_size, encode_attributes
 from api.errors import Unavailable
 from api.json_types import JsonObject
 from api.ops import observability
-from bandits.bucketing import assign
+from bandits.bucketing import Assignment, assign
 from bandits.index import assign_all
 
 #: ``Retry-After`` of a 503 for a full exposure queue: the writer drains a queue in seconds once the database
@@ -38,6 +38,41 @@ class AssignmentJson(TypedDict):
     payload: Mapping[str, Any]
 
 
+def _assignments(snapshot: ConfigSnapshot, writer: ExposureWriter, unit_id: str, attributes: JsonObject,
+                 experiment_keys: list[str] | None, now: datetime, force_enqueue: bool) -> list[Assignment]:
+    """The unit's assignments (in the answer's order), their exposures queued."""
+    if experiment_keys is None:
+        # All experiments: the layer index evaluates one experiment per layer (O(layers), not O(experiments)).
+        results = assign_all(snapshot.index, unit_id, attributes)
+    else:
+        results = []
+        for key in dict.fromkeys(experiment_keys):  # a key asked for twice is answered once
+            config = snapshot.experiments.get(key)
+            if config is not None and (result := assign(config, unit_id, attributes)) is not None:
+                results.append(result)
+    for result in results:
+        if result.exposed:
+            key = result.experiment
+            _assignment_counter(key).inc()
+            writer.enqueue(ExposureRecord(
+                experiment_id=snapshot.experiment_ids[key], unit_id=unit_id, variant=result.variant,
+                allocation_version=result.allocation_version, exposed_at=now, attributes=attributes,
+            ), force=force_enqueue)
+    return results
+
+
+# Why a cache of the labelled children: ``Counter.labels`` takes the metric's lock and builds the label tuple on
+# every call; the child of a key never changes, so the hot path looks it up once per experiment and process.
+_ASSIGNMENT_COUNTERS: dict[str, Any] = {}
+
+
+def _assignment_counter(key: str) -> Any:
+    counter = _ASSIGNMENT_COUNTERS.get(key)
+    if counter is None:
+        counter = _ASSIGNMENT_COUNTERS.setdefault(key, observability.ASSIGNMENTS.labels(key))
+    return counter
+
+
 def assign_unit(
     snapshot: ConfigSnapshot, writer: ExposureWriter, unit_id: str, attributes: JsonObject,
     experiment_keys: list[str] | None, now: datetime, *, force_enqueue: bool = False,
@@ -45,26 +80,19 @@ def assign_unit(
     """Assign one unit to every requested (or every served) experiment and queue the exposures (an exposure
     the full queue cannot take is dropped and counted by the writer, and the assignment is answered all the same —
     unless ``force_enqueue``: a caller that checked the queue's room and waits for the commit)."""
-    if experiment_keys is None:
-        # All experiments: the layer index evaluates one experiment per layer (O(layers), not O(experiments)).
-        results = assign_all(snapshot.index, unit_id, attributes)
-    else:
-        results = []
-        for key in experiment_keys:
-            config = snapshot.experiments.get(key)
-            if config is not None and (result := assign(config, unit_id, attributes)) is not None:
-                results.append(result)
-    assignments: dict[str, AssignmentJson] = {}
-    for result in results:
-        key = result.experiment
-        assignments[key] = {"variant": result.variant, "payload": result.payload}
-        if result.exposed:
-            observability.ASSIGNMENTS.labels(key).inc()
-            writer.enqueue(ExposureRecord(
-                experiment_id=snapshot.experiment_ids[key], unit_id=unit_id, variant=result.variant,
-                allocation_version=result.allocation_version, exposed_at=now, attributes=attributes,
-            ), force=force_enqueue)
-    return assignments
+    return {r.experiment: {"variant": r.variant, "payload": r.payload}
+            for r in _assignments(snapshot, writer, unit_id, attributes, experiment_keys, now, force_enqueue)}
+
+
+def assign_unit_encoded(
+    snapshot: ConfigSnapshot, writer: ExposureWriter, unit_id: str, attributes: JsonObject,
+    experiment_keys: list[str] | None, now: datetime, *, force_enqueue: bool = False,
+) -> tuple[bytes, int]:
+    """:func:`assign_unit`, answered as the JSON members of ``assignments`` (joined from the snapshot's
+    pre-encoded fragments, byte for byte what encoding :func:`assign_unit`'s dict gives) and how many there are."""
+    results = _assignments(snapshot, writer, unit_id, attributes, experiment_keys, now, force_enqueue)
+    fragments = snapshot.fragments
+    return b",".join([fragments[(r.experiment, r.variant)] for r in results]), len(results)
 
 
 def refuse_when_queue_full(writer: ExposureWriter, rows: int) -> None:

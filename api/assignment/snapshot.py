@@ -34,6 +34,8 @@ class ConfigSnapshot:
     etag: str
     models: dict[str, dict[str, str | None]] = field(default_factory=dict)
     index: ExperimentIndex = field(default_factory=lambda: build_index(()))
+    #: ``/v1/assign``'s answer for one (experiment, variant), pre-encoded: ``"key":{"variant":…,"payload":…}``
+    fragments: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
 
 def experiment_document(experiment: Experiment, weights: dict[str, float], version: int,
@@ -56,6 +58,19 @@ def experiment_document(experiment: Experiment, weights: dict[str, float], versi
                      for v in served],
         **extra,
     }
+
+
+def assignment_fragments(configs: dict[str, ExperimentConfig]) -> dict[tuple[str, str], bytes]:
+    """Each (experiment, variant)'s member of ``/v1/assign``'s ``assignments`` object, encoded once per snapshot.
+
+    Why: a payload is fixed for a snapshot's life, so the hot path joins these bytes instead of encoding the
+    same payloads on every request; encoded with the stdlib ``json`` (ASCII escapes, ``1e+16``) exactly as the
+    answer always was, so the bytes clients read do not change (``tests/test_response_bytes.py``).
+    """
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+    return {(key, variant.key): (f'{encode(key)}:{{"variant":{encode(variant.key)},'
+                                 f'"payload":{encode(variant.payload)}}}').encode()
+            for key, config in configs.items() for variant in config.variants}
 
 
 def build_snapshot(db: Database) -> ConfigSnapshot:
@@ -85,7 +100,7 @@ def build_snapshot(db: Database) -> ConfigSnapshot:
     content_hash = hashlib.sha256(json.dumps(docs, sort_keys=True).encode()).hexdigest()[:16]
     return ConfigSnapshot(version=version, experiments=configs, experiment_ids=ids, served_keys=served,
                           document=document, etag=f'"{version}-{content_hash}"', models=models,
-                          index=build_index(configs.values()))
+                          index=build_index(configs.values()), fragments=assignment_fragments(configs))
 
 
 class SnapshotHolder:
