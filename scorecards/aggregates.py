@@ -85,6 +85,12 @@ class MetricAggregate:
     covariate_sum: float = 0.0
     covariate_sum_squares: float = 0.0
     covariate_sum_cross: float = 0.0
+    #: mean metrics: the shift c (the variant's mean per-unit value, from SQL) and Σ(y − c), Σ(y − c)² over the
+    #: complete units — the numerically stable sums the variance is computed from (issue 16, item 8)
+    #: (a representation of the same data: left out of equality, which compares the raw sums)
+    shift_y: float = field(default=0.0, compare=False)
+    shifted_sum_y: float | None = field(default=None, compare=False)
+    shifted_sum_squares_y: float | None = field(default=None, compare=False)
 
     def covariate_stats(self) -> CovariateStats:
         """CUPED input: y the metric, x the same unit's pre-exposure value."""
@@ -95,6 +101,9 @@ class MetricAggregate:
         """:class:`RatioStats` for ratio metrics, :class:`SampleStats` otherwise."""
         if kind == "ratio":
             return RatioStats(self.n, self.sum_y, self.sum_squares_y, self.sum_x, self.sum_squares_x, self.sum_xy)
+        if self.shifted_sum_y is not None and self.shifted_sum_squares_y is not None:
+            return SampleStats(self.n, self.sum_y, self.sum_squares_y, self.shift_y, self.shifted_sum_y,
+                               self.shifted_sum_squares_y)
         return SampleStats(self.n, self.sum_y, self.sum_squares_y)
 
 

@@ -12,7 +12,7 @@ simulations run thousands of experiments through the *same* arithmetic as the da
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
 
 import numpy as np
@@ -76,11 +76,24 @@ class SampleStats:
         n: number of units (exposed units in the arm).
         sum: Σy over units.
         sum_squares: Σy² over units.
+        shift: optional constant c the shifted sums are taken around (the SQL uses the arm's own mean; any
+            constant near the mean does).
+        sum_shifted: Σ(y − c) over units, or None.
+        sum_squares_shifted: Σ(y − c)² over units, or None.
+
+    With the shifted sums, ``mean = c + Σ(y − c)/n`` and ``variance`` uses ``Σ(y − c)² − (Σ(y − c))²/n``:
+    exact in floating point up to a relative error of about ε·(1 + ((ȳ − c)/s)²) instead of ε·(ȳ/s)², so
+    1e8 + N(0, 1) data keep their variance to ~1e-15 where the raw sums lose it entirely (issue 16, item 8).
+    ``sum`` and ``sum_squares`` stay the raw sums for the callers that pool or read them.
     """
 
     n: int
     sum: float
     sum_squares: float
+    # why compare=False: the shifted sums represent the same data more precisely; equality stays on n, Σy, Σy².
+    shift: float = field(default=0.0, compare=False)
+    sum_shifted: float | None = field(default=None, compare=False)
+    sum_squares_shifted: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # why: SQL drivers hand back Decimal / numpy scalars; normalise once so every formula sees
@@ -88,7 +101,30 @@ class SampleStats:
         object.__setattr__(self, "n", int(self.n))
         object.__setattr__(self, "sum", float(self.sum))
         object.__setattr__(self, "sum_squares", float(self.sum_squares))
+        object.__setattr__(self, "shift", float(self.shift))
+        if (self.sum_shifted is None) != (self.sum_squares_shifted is None):
+            raise ValueError("sum_shifted and sum_squares_shifted come together")
+        if self.sum_shifted is not None and self.sum_squares_shifted is not None:
+            object.__setattr__(self, "sum_shifted", float(self.sum_shifted))
+            object.__setattr__(self, "sum_squares_shifted", float(self.sum_squares_shifted))
+            _check_counts(self.n, self.sum_squares_shifted)
         _check_counts(self.n, self.sum_squares)
+
+    @classmethod
+    def from_shifted(cls, n: int, shift: float, sum_shifted: float, sum_squares_shifted: float) -> SampleStats:
+        """From sums around ``shift`` (Σ(y − c), Σ(y − c)²); the raw sums are derived for callers that pool."""
+        c = float(shift)
+        total = n * c + sum_shifted
+        squares = max(sum_squares_shifted + 2.0 * c * sum_shifted + n * c * c, 0.0)
+        return cls(n, total, squares, c, sum_shifted, sum_squares_shifted)
+
+    def _around(self, c: float) -> tuple[float, float]:
+        """(Σ(y − c), Σ(y − c)²) from the shifted sums when present (exact re-centring), else the raw ones."""
+        if self.sum_shifted is None or self.sum_squares_shifted is None:
+            return self.sum - self.n * c, max(self.sum_squares - 2.0 * c * self.sum + self.n * c * c, 0.0)
+        d = self.shift - c
+        return (self.sum_shifted + self.n * d,
+                max(self.sum_squares_shifted + 2.0 * d * self.sum_shifted + self.n * d * d, 0.0))
 
     @classmethod
     def from_values(cls, values: npt.ArrayLike) -> SampleStats:
@@ -107,16 +143,24 @@ class SampleStats:
         """Pool two disjoint sets of units (e.g. two days, two segments)."""
         if not isinstance(other, SampleStats):
             return NotImplemented
-        return SampleStats(self.n + other.n, self.sum + other.sum, self.sum_squares + other.sum_squares)
+        if self.sum_shifted is None and other.sum_shifted is None:
+            return SampleStats(self.n + other.n, self.sum + other.sum, self.sum_squares + other.sum_squares)
+        c = self.shift if self.sum_shifted is not None else other.shift
+        a, b = self._around(c), other._around(c)
+        return SampleStats.from_shifted(self.n + other.n, c, a[0] + b[0], a[1] + b[1])
 
     @property
     def mean(self) -> float:
-        """Σy / n (NaN when n = 0)."""
+        """Σy / n, or c + Σ(y − c)/n with shifted sums (NaN when n = 0)."""
+        if self.sum_shifted is not None:
+            return float(self.shift + mean_of(self.n, self.sum_shifted)) if self.n > 0 else math.nan
         return float(mean_of(self.n, self.sum))
 
     @property
     def variance(self) -> float:
-        """Per-unit sample variance with the n − 1 denominator (NaN when n < 2)."""
+        """Per-unit sample variance with the n − 1 denominator (NaN when n < 2), from the shifted sums when given."""
+        if self.sum_shifted is not None and self.sum_squares_shifted is not None:
+            return float(variance_of(self.n, self.sum_shifted, self.sum_squares_shifted))
         return float(variance_of(self.n, self.sum, self.sum_squares))
 
     @property

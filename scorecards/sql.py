@@ -207,6 +207,15 @@ def _per_unit(exposures: FromClause, events: FromClause, experiment_id: int, com
     return stmt if whole_rows else stmt.subquery("u")
 
 
+def _unit_value(u: Any, m: MetricSpec, components: dict[Component, str]) -> ColumnElement[Any]:
+    """Metric ``m``'s per-unit value y in ``u`` (the numerator for ratios), capped at ``winsorize``."""
+    y: ColumnElement[Any] = u.c[components[component_key(m.value, m.window_hours)]]
+    if m.winsorize is not None:
+        cap = _float_literal(m.winsorize)
+        y = case((y > cap, cap), else_=y)
+    return y
+
+
 def _metric_columns(u: Any, i: int, m: MetricSpec, components: dict[Component, str],
                     as_of: datetime) -> list[ColumnElement[Any]]:
     """Metric ``i``'s per-variant sums over ``u``: n, Σy, Σy², pending (+ Σx, Σx², Σxy for ratios, + the CUPED
@@ -226,18 +235,21 @@ def _metric_columns(u: Any, i: int, m: MetricSpec, components: dict[Component, s
     else:
         n = func.coalesce(func.sum(case((complete, 1), else_=0)), 0)
         pending = func.coalesce(func.sum(case((complete, 0), else_=1)), 0)
-    y: ColumnElement[Any] = u.c[components[component_key(m.value, m.window_hours)]]
-    if m.winsorize is not None:
-        cap = _float_literal(m.winsorize)
-        y = case((y > cap, cap), else_=y)
+    y = _unit_value(u, m, components)
     out: list[ColumnElement[Any]] = [n.label(f"m{i}_n"), total(y).label(f"m{i}_sy"), total(y * y).label(f"m{i}_syy"),
            pending.label(f"m{i}_pending")]
+    if m.kind == "mean":
+        shift: ColumnElement[Any] = u.c[f"s{i}"]
+        d = y - shift
+        out += [func.coalesce(func.max(shift), zero).label(f"m{i}_c"), total(d).label(f"m{i}_dy"),
+                total(d * d).label(f"m{i}_dyy")]
     if m.denominator is not None:
         xd: ColumnElement[Any] = u.c[components[component_key(m.denominator, m.window_hours)]]
         out += [total(xd).label(f"m{i}_sx"), total(xd * xd).label(f"m{i}_sxx"), total(y * xd).label(f"m{i}_sxy")]
     if m.cuped_lookback_hours is not None:
         xc: ColumnElement[Any] = u.c[components[component_key(m.value, None, m.cuped_lookback_hours)]]
         if m.winsorize is not None:
+            cap = _float_literal(m.winsorize)
             xc = case((xc > cap, cap), else_=xc)
         out += [total(xc).label(f"m{i}_cx"), total(xc * xc).label(f"m{i}_cxx"), total(y * xc).label(f"m{i}_cxy")]
     return out
@@ -254,9 +266,21 @@ def aggregate_units(u: Any, metrics: Sequence[MetricSpec], as_of: datetime, segm
     aggregation (same pending rule, winsorizing, ratio and CUPED sums)."""
     metrics = _unique(metrics)
     labels = components(metrics)
-    keys: list[ColumnElement[Any]] = [u.c.variant] if not segment else [u.c.segment, u.c.variant]
-    if by_version:
-        keys.insert(0, u.c.allocation_version)
+
+    def group_keys(rows: Any) -> list[ColumnElement[Any]]:
+        out = [rows.c.variant] if not segment else [rows.c.segment, rows.c.variant]
+        return [rows.c.allocation_version, *out] if by_version else out
+
+    shifted = [(i, m) for i, m in enumerate(metrics) if m.kind == "mean"]
+    if shifted:
+        # why: Σy² − (Σy)²/n cancels catastrophically when |mean|/sd is large (1e6 + N(0, 1) loses 4 digits of
+        # the SE, 1e8 + N(0, 1) all of them); summing y − c with c the group's own mean keeps the variance exact
+        # to rounding. c must be known before the sums, so it is a window mean over the per-unit rows (one pass
+        # over units, not events); a single unit's value or MIN(y) would do as well numerically — any per-unit
+        # value is within √(n − 1)·s of the mean — but an aggregate cannot feed another in the same GROUP BY.
+        u = select(u, *[func.avg(_unit_value(u, m, labels)).over(partition_by=group_keys(u)).label(f"s{i}")
+                        for i, m in shifted]).subquery("w")
+    keys = group_keys(u)
     out: list[ColumnElement[Any]] = [*keys, func.count().label("exposed"),
                                      func.coalesce(func.sum(u.c.excluded_events), 0).label("excluded_events")]
     for i, m in enumerate(metrics):
@@ -338,6 +362,9 @@ def read_scorecard_rows(rows: Iterable[Any], metrics: Sequence[MetricSpec]) -> S
                 sum_squares_x=float(r[f"m{i}_sxx"]) if ratio else 0.0,
                 sum_xy=float(r[f"m{i}_sxy"]) if ratio else 0.0,
                 pending=int(r[f"m{i}_pending"]),
+                **({} if m.kind != "mean" else {
+                    "shift_y": float(r[f"m{i}_c"]), "shifted_sum_y": float(r[f"m{i}_dy"]),
+                    "shifted_sum_squares_y": float(r[f"m{i}_dyy"])}),
                 **({} if m.cuped_lookback_hours is None else {
                     "covariate_sum": float(r[f"m{i}_cx"]), "covariate_sum_squares": float(r[f"m{i}_cxx"]),
                     "covariate_sum_cross": float(r[f"m{i}_cxy"])}),
