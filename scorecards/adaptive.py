@@ -14,6 +14,7 @@ import numpy as np
 
 from scorecards.aggregates import MetricAggregate
 from scorecards.bandit_inference import AdaptiveEstimates, adaptive_estimates, adaptive_ratio_estimates
+from scorecards.decision import ContextLeaders
 from scorecards.plan import Plan
 from scorecards.stratified import ArmEstimates, naive_estimates, naive_ratio_estimates
 
@@ -146,10 +147,38 @@ def _signed(direction: str, x: float) -> float:
     return x if direction != "lower_is_better" else -x
 
 
-def context_reasons(plan: Plan, results: Mapping[str, StratifiedResult]) -> list[str]:
-    """One decision reason per context value of a contextual bandit's primary metric: the value's leader (the
-    treatment with the best adaptively weighted lift in the metric's direction, or control when no treatment beats
-    it) and that lift with its interval; ``results`` is treatment → :class:`StratifiedResult` of the primary metric.
+def _interval(est: ArmEstimates, k: int) -> str:
+    return f"{1 - est.alpha:.0%} CI [{float(est.abs_ci_low[k]):+.4g}, {float(est.abs_ci_high[k]):+.4g}]"
+
+
+def adaptive_sentence(plan: Plan, treatment: str, result: StratifiedResult) -> str | None:
+    """One treatment's adaptively weighted lift on the primary metric as a decision reason (absolute lift, relative
+    lift when defined, interval, p, units), "not estimable yet" without one; None without stratified estimates."""
+    est = result.stratified
+    if est is None:
+        return None
+    k, metric = result.index, plan.primary.key
+    n, control_n = sum(result.n_by_version), sum(result.control_n_by_version)
+    lift, p = float(est.abs_lift[k]), float(est.p_value[k])
+    if not (math.isfinite(lift) and math.isfinite(float(est.abs_ci_low[k])) and math.isfinite(p)):
+        return (f"{treatment}: {metric} adaptively weighted lift not estimable yet (n = {n} vs {control_n} in "
+                "control)")
+    rel = float(est.rel_lift[k])
+    rel_text = f" ({rel:+.1%})" if math.isfinite(rel) else ""
+    return (f"{treatment}: {metric} {lift:+.4g}{rel_text} vs control, adaptively weighted ({_interval(est, k)}, "
+            f"p = {p:.3g}, n = {n} vs {control_n})")
+
+
+def context_reasons(plan: Plan, results: Mapping[str, StratifiedResult],
+                    leaders: Mapping[str, ContextLeaders] | None = None) -> list[str]:
+    """One decision reason per context value of a contextual bandit's primary metric: the value's leader and the
+    lift of the best treatment with its interval; ``results`` is treatment → :class:`StratifiedResult` of the
+    primary metric.
+
+    With ``leaders`` (the bandit step's leader and P(best) per arm within each declared value) the leader is the
+    bandit's — the arm with the highest P(best) there — quoted with its P(best); otherwise (and for units outside
+    the declared values) it is the treatment with the best adaptively weighted lift in the metric's direction, or
+    control when no treatment beats it.
     """
     attribute = plan.allocation.context_attribute
     if attribute is None or not results:
@@ -164,21 +193,34 @@ def context_reasons(plan: Plan, results: Mapping[str, StratifiedResult]) -> list
         lifts = [(t, e, float(e.estimates.abs_lift[results[t].index])) for t, e in effects]
         lifts = [x for x in lifts if math.isfinite(x[2])]
         label = f"{attribute} = {value}" if value is not None else f"units outside the declared {attribute} values"
+        bandit = (leaders or {}).get(value) if value is not None else None
+        named = bandit.leader if bandit is not None else None
+        p_best = (bandit.prob_best or {}).get(named) if bandit is not None and named is not None else None
+        p_text = f" (P(best) {p_best:.2f})" if p_best is not None else ""
         if not lifts:
-            reasons.append(f"{label}: no effect estimable yet (too few units in control or the treatments)")
+            lead = f"leader {named}{p_text}; " if named is not None else ""
+            reasons.append(f"{label}: {lead}no effect estimable yet (too few units in control or the treatments)")
             continue
-        treatment, effect, lift = max(lifts, key=lambda x: _signed(direction, x[2]))
+        best = max(lifts, key=lambda x: _signed(direction, x[2]))
+        by_treatment = {t: (t, e, lift) for t, e, lift in lifts}
+        treatment, effect, lift = by_treatment.get(named or "", best)
         k = results[treatment].index
         est = effect.estimates
         rel = float(est.rel_lift[k])
         rel_text = f", {rel:+.1%}" if math.isfinite(rel) else ""
-        ci = f"{1 - est.alpha:.0%} CI [{float(est.abs_ci_low[k]):+.4g}, {float(est.abs_ci_high[k]):+.4g}]"
         significant = float(est.p_value[k]) < est.alpha
-        if _signed(direction, lift) > 0:
-            head = f"{label}: leader {treatment}, {lift:+.4g}{rel_text} vs control ({ci}"
+        if named is not None and named == treatment:
+            head = f"{label}: leader {treatment}{p_text}, {lift:+.4g}{rel_text} vs control ({_interval(est, k)}"
+            tail = ", significant)" if significant else ", not significant)"
+        elif named is not None:
+            head = (f"{label}: leader {named}{p_text}; best treatment {treatment} {lift:+.4g}{rel_text} vs control "
+                    f"({_interval(est, k)}")
+            tail = ")"
+        elif _signed(direction, lift) > 0:
+            head = f"{label}: leader {treatment}, {lift:+.4g}{rel_text} vs control ({_interval(est, k)}"
             tail = ", significant)" if significant else ", not significant)"
         else:
-            head = f"{label}: leader control; best treatment {treatment} {lift:+.4g}{rel_text} ({ci}"
+            head = f"{label}: leader control; best treatment {treatment} {lift:+.4g}{rel_text} ({_interval(est, k)}"
             tail = ")"
         reasons.append(head + tail + f" on {plan.primary.key} (n = {effect.n} vs {effect.control_n})")
     return reasons

@@ -1,44 +1,53 @@
 """The ship / no-ship / rollback / keep-running decision, as a pure function of the statistics.
 
-Rules (DESIGN.md "decide" step):
+Rules (DESIGN.md "decide" step). Every decision carries the ``rule`` that took it, and its reasons are that rule's
+story alone — never another rule's "keep running":
 
-A/B experiment (``experiment_type="ab"``) — per variant:
+A/B experiment (``experiment_type="ab"``), read by its design's rule — ``fixed_horizon`` (at the planned sample),
+``msprt`` (always-valid, at any time) or ``gst`` (group-sequential, at its looks) — per variant:
   * *loss*: a guardrail failed (always-valid, so at any look), or — once the primary comparison may
-    be read (planned sample reached, or any time in sequential mode) — the primary metric moved
-    significantly against the hypothesis;
+    be read (planned sample reached; any time under mSPRT; from the first look under GST) — the primary metric
+    moved significantly against the hypothesis;
   * *win*: readable, primary significant in the hypothesised direction, every guardrail passing;
   * otherwise pending.
   Decision: a sample ratio mismatch → ``no_ship`` (the split is broken, so no effect can be trusted
   and more data will not repair it); else any win → ``ship`` the win with the largest lift in the
-  hypothesised direction; else every variant a loss → ``no_ship``; else planned sample reached →
-  ``no_ship`` (no significant improvement with guardrails passing); else ``keep_running``.
+  hypothesised direction; else every variant a loss → ``no_ship``; else planned sample reached (GST: the final
+  look) → ``no_ship`` (no significant improvement with guardrails passing); else ``keep_running``.
 
-Roll-out (``experiment_type="rollout"``): a failed guardrail on any variant → ``rollback`` at once;
-else a sample ratio mismatch → ``keep_running`` (it blocks shipping; investigate); else at the planned
-sample with every guardrail passing → ``ship``; else ``keep_running``.  The primary metric is
+Roll-out (``experiment_type="rollout"``, rule ``rollout_guardrails``): a failed guardrail on any variant →
+``rollback`` at once; else a sample ratio mismatch → ``keep_running`` (it blocks shipping; investigate); else at
+the planned sample with every guardrail passing → ``ship``; else ``keep_running``.  The primary metric is
 reported but does not gate a roll-out.
 
-Reasons are full sentences with the numbers behind them.
+Bandits (rule ``bandit_stopping``): :func:`decide_thompson` and :func:`decide_contextual` (the allocation updater
+stores the result with each allocation version; the scorecard reads it back).
+
+Reasons are full sentences with the numbers behind them; a number that cannot be computed yet is said in words
+(never ``nan``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from scorecards.frequentist import Comparison
+from scorecards.gst import GstLook
 from scorecards.guardrails import GuardrailResult, GuardrailStatus
-from scorecards.kinds import DecisionKind, ExperimentType, HypothesisDirection
+from scorecards.kinds import DecisionKind, DecisionRule, ExperimentType, HypothesisDirection
 
 
 @dataclass(frozen=True)
 class Decision:
-    """REST ``GET /v1/experiments/{key}/decision`` payload."""
+    """REST ``GET /v1/experiments/{key}/decision`` payload: what to do, the ``rule`` that decided it (its reasons
+    come from that rule alone) and the reasons."""
 
     decision: DecisionKind
     variant: str | None
     reasons: list[str] = field(default_factory=list)
+    rule: DecisionRule = "fixed_horizon"
 
 
 def _p(x: float) -> str:
@@ -50,9 +59,16 @@ def _pct(x: float) -> str:
 
 
 def describe_primary(variant: str, metric: str, c: Comparison) -> str:
-    """Sentence with the primary comparison's numbers."""
+    """Sentence with the primary comparison's numbers; without a computable lift (an arm with no units, or too
+    few), the counts and what is missing instead of ``nan``."""
     level = f"{1 - c.alpha:.0%}"
     what = {"msprt": "always-valid p", "gst": "repeated p"}.get(c.test, "p")
+    if c.treatment_n == 0 or c.control_n == 0:
+        return (f"{variant}: {metric}: no units with data yet (n = {c.treatment_n} vs {c.control_n} in control), "
+                "so there is no lift to read")
+    if not (math.isfinite(c.abs_lift) and math.isfinite(c.abs_ci[0]) and math.isfinite(c.abs_ci[1])):
+        return (f"{variant}: {metric}: lift not computable yet ({str(c.reason).replace('_', ' ')}; n = "
+                f"{c.treatment_n} vs {c.control_n} in control)")
     if math.isnan(c.rel_lift):
         lift = f"{c.abs_lift:+.4g} (absolute)"
         ci = f"{level} CI [{c.abs_ci[0]:+.4g}, {c.abs_ci[1]:+.4g}]"
@@ -79,6 +95,17 @@ def _srm_sentence(p_value: float | None) -> str:
     )
 
 
+def gst_sentence(g: GstLook) -> str:
+    """Where a group-sequential design stands: the look, its boundary and the α spent (or that the first look is
+    not reached yet)."""
+    if g.look == 0:
+        return (f"group-sequential design ({g.spending}, {g.looks_planned} looks): the first look is not reached "
+                f"yet (information fraction {g.information_fraction:.2f}); nothing is read before it")
+    return (f"group-sequential look {g.look} of {g.looks_planned}{' (final)' if g.final else ''} at information "
+            f"fraction {g.information_fraction:.2f}: significant when |z| >= {g.boundary:.3f} ({g.spending} "
+            f"spending, alpha spent {g.alpha_spent:.4g})")
+
+
 def decide(
     experiment_type: ExperimentType,
     hypothesis_direction: HypothesisDirection,
@@ -89,6 +116,7 @@ def decide(
     srm_p_value: float | None = None,
     planned_n_reached: bool = False,
     sequential: bool = False,
+    gst: GstLook | None = None,
     primary_metric: str = "primary metric",
 ) -> Decision:
     """Decide what to do with an experiment (see module docstring for the rules).
@@ -97,11 +125,14 @@ def decide(
         experiment_type: "ab" or "rollout".
         hypothesis_direction: "increase" or "decrease" — the hypothesised move of the primary metric.
         primary: variant key → primary-metric :class:`Comparison` vs control (non-control variants).
-            In sequential mode pass always-valid comparisons (:func:`compare_sequential`).
+            In sequential mode pass always-valid comparisons (:func:`compare_sequential`); under GST the
+            comparisons at the current look (:func:`compare_gst`).
         guardrails: variant key → guardrail metric → :class:`GuardrailResult`.
         srm_mismatch: the SRM check flagged the experiment; ``srm_p_value`` is quoted in the reason.
         planned_n_reached: every arm has reached the planned sample size.
-        sequential: comparisons are always-valid and may be acted on before the planned sample.
+        sequential: comparisons are always-valid (mSPRT) and may be acted on before the planned sample.
+        gst: a group-sequential design's current look: read from look 1 on, its final look counts as the planned
+            sample (rule ``gst``; ``sequential`` is then ignored).
         primary_metric: metric name used in the reasons.
     """
     if experiment_type not in ("ab", "rollout"):
@@ -115,8 +146,31 @@ def decide(
     if experiment_type == "rollout":
         return _decide_rollout(variants, hypothesis_direction, primary, guards, srm_mismatch, srm_p_value,
                                planned_n_reached, primary_metric)
+    rule: DecisionRule = "gst" if gst is not None else "msprt" if sequential else "fixed_horizon"
     return _decide_ab(variants, hypothesis_direction, primary, guards, srm_mismatch, srm_p_value,
-                      planned_n_reached, sequential, primary_metric)
+                      planned_n_reached or (gst is not None and gst.final), rule, gst, primary_metric)
+
+
+def _not_significant(rule: DecisionRule, gst: GstLook | None, hypothesis: HypothesisDirection, metric: str) -> str:
+    """Why a readable variant is pending, in its rule's words."""
+    if rule == "gst" and gst is not None:
+        return f"not significant at look {gst.look} of {gst.looks_planned} (|z| < {gst.boundary:.3f})"
+    if rule == "msprt":
+        return "not significant yet (always-valid test, read at every look)"
+    return f"no significant {hypothesis} in {metric}"
+
+
+def _keep_running_head(rule: DecisionRule, gst: GstLook | None, hypothesis: HypothesisDirection,
+                       metric: str) -> str:
+    if rule == "gst" and gst is not None:
+        if gst.look == 0:
+            return "keep running: the first group-sequential look is not reached yet"
+        return (f"keep running: no variant crossed the group-sequential boundary at look {gst.look} of "
+                f"{gst.looks_planned} with every guardrail passing")
+    if rule == "msprt":
+        return (f"keep running: no variant is significant yet for an {hypothesis} in {metric} with every guardrail "
+                "passing (always-valid test: it may be read at any time)")
+    return "keep running: the planned sample is not reached yet; the fixed-horizon test is read only then"
 
 
 def _decide_ab(
@@ -127,11 +181,12 @@ def _decide_ab(
     srm_mismatch: bool,
     srm_p_value: float | None,
     planned_n_reached: bool,
-    sequential: bool,
+    rule: DecisionRule,
+    gst: GstLook | None,
     metric: str,
 ) -> Decision:
     sign = 1.0 if hypothesis == "increase" else -1.0
-    readable = planned_n_reached or sequential
+    readable = planned_n_reached or rule == "msprt" or (gst is not None and gst.look >= 1)
     reasons: list[str] = []
     wins: list[tuple[float, str]] = []
     losses: list[str] = []
@@ -163,27 +218,29 @@ def _decide_ab(
         elif readable and right:
             reasons.extend(f"{v}: {gr[m].describe(m)}" for m in not_passing)
             reasons.append(f"{v}: significant {hypothesis} in {metric}, but not every guardrail passes yet")
-        elif not readable:
-            reasons.append(f"{v}: planned sample not reached; the fixed-horizon test is not read yet")
-        else:
-            reasons.append(f"{v}: no significant {hypothesis} in {metric}")
+        elif readable:
+            reasons.append(f"{v}: {_not_significant(rule, gst, hypothesis, metric)}")
+        # (not readable yet: the keep-running head says why, once for every variant)
+    if gst is not None:
+        reasons.append(gst_sentence(gst))
 
     if srm_mismatch:
-        return Decision("no_ship", None, [_srm_sentence(srm_p_value), *reasons])
+        return Decision("no_ship", None, [_srm_sentence(srm_p_value), *reasons], rule)
     if wins:
         wins.sort(key=lambda w: (-w[0], w[1]))
         best = wins[0][1]
         head = f"ship {best}: {metric} moved significantly in the hypothesised direction ({hypothesis}) "
         head += "and every guardrail passes"
-        return Decision("ship", best, [head, *reasons])
+        return Decision("ship", best, [head, *reasons], rule)
     if len(losses) == len(variants):
         return Decision("no_ship", None, ["no variant can ship: every variant lost or failed a guardrail",
-                                         *reasons])
+                                         *reasons], rule)
     if planned_n_reached:
+        at = "final group-sequential look" if rule == "gst" else "planned sample"
         return Decision("no_ship", None, [
-            f"planned sample reached without a significant {hypothesis} in {metric} with every guardrail "
-            "passing", *reasons])
-    return Decision("keep_running", None, ["keep running: no variant has won or lost yet", *reasons])
+            f"{at} reached without a significant {hypothesis} in {metric} with every guardrail "
+            "passing", *reasons], rule)
+    return Decision("keep_running", None, [_keep_running_head(rule, gst, hypothesis, metric), *reasons], rule)
 
 
 def _decide_rollout(
@@ -196,6 +253,7 @@ def _decide_rollout(
     planned_n_reached: bool,
     metric: str,
 ) -> Decision:
+    rule: DecisionRule = "rollout_guardrails"
     reasons: list[str] = []
     failed: list[str] = []
     pending: list[str] = []
@@ -212,9 +270,10 @@ def _decide_rollout(
     if failed:
         v = failed[0]
         return Decision("rollback", v, [f"roll back {v}: a guardrail is significantly worse than control",
-                                        *reasons])
+                                        *reasons], rule)
     if srm_mismatch:
-        return Decision("keep_running", None, [_srm_sentence(srm_p_value) + "; shipping is blocked", *reasons])
+        return Decision("keep_running", None, [_srm_sentence(srm_p_value) + "; shipping is blocked", *reasons],
+                        rule)
     if planned_n_reached and not pending:
         sign = 1.0 if hypothesis == "increase" else -1.0
 
@@ -224,14 +283,17 @@ def _decide_rollout(
 
         best = sorted(variants, key=lambda v: (-score(v), v))[0]
         return Decision("ship", best, [f"ship {best}: planned sample reached and every guardrail passes",
-                                       *reasons])
+                                       *reasons], rule)
     if planned_n_reached:
         return Decision("keep_running", None, [
-            "planned sample reached but not every guardrail passes yet: keep running", *reasons])
-    return Decision("keep_running", None, ["planned sample not reached and no guardrail failed", *reasons])
+            "planned sample reached but not every guardrail passes yet: keep running", *reasons], rule)
+    return Decision("keep_running", None, ["keep running: planned sample not reached and no guardrail failed",
+                                           *reasons], rule)
 
 
 # --- Bandit stopping rules (thompson; the allocation updater stores the result with the allocation version) ---
+
+_BANDIT: DecisionRule = "bandit_stopping"
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,22 +323,24 @@ def decide_thompson(arms: Sequence[str], control: str, prob_best: Sequence[float
     reasons = [f"{variant} excluded: {r}" for variant, rs in excluded.items() for r in rs]
     if not posterior_ok:
         return Decision("keep_running", None,
-                        [*reasons, "posterior not yet proper for every arm (insufficient data)"])
+                        [*reasons, "posterior not yet proper for every arm (insufficient data)"], _BANDIT)
     best = max(range(len(arms)), key=lambda i: prob_best[i])
     p = prob_best[best]
     variant = arms[best]
     if p < threshold:
-        return Decision("keep_running", None, [*reasons, f"highest P(best) is {variant} at {p:.4f} < {threshold:g}"])
+        return Decision("keep_running", None, [*reasons, f"highest P(best) is {variant} at {p:.4f} < {threshold:g}"],
+                        _BANDIT)
     if variant == control:
-        return Decision("no_ship", None, [*reasons, f"control {control} is best with P(best) {p:.4f} >= {threshold:g}"])
+        return Decision("no_ship", None, [*reasons, f"control {control} is best with P(best) {p:.4f} >= {threshold:g}"],
+                        _BANDIT)
     statuses = guardrails.get(variant, {})
     pending = sorted(m for m, s in statuses.items() if s != "pass")
     if pending:
         return Decision("keep_running", variant, [
             *reasons, f"{variant} has P(best) {p:.4f} >= {threshold:g} but guardrails "
-            + ", ".join(f"{m} {statuses[m]}" for m in pending) + " (must pass to ship)"])
+            + ", ".join(f"{m} {statuses[m]}" for m in pending) + " (must pass to ship)"], _BANDIT)
     return Decision("ship", variant, [*reasons, f"{variant} has P(best) {p:.4f} >= {threshold:g}"
-                                      + (" and every guardrail passes" if statuses else " (no guardrails)")])
+                                      + (" and every guardrail passes" if statuses else " (no guardrails)")], _BANDIT)
 
 
 def decide_contextual(pooled: Decision, threshold: float, attribute: str,
@@ -286,13 +350,14 @@ def decide_contextual(pooled: Decision, threshold: float, attribute: str,
     values prefer different arms, serving each value its own best is the point — ``keep_running``, naming the
     leaders."""
     if pooled.decision != "ship":
-        return pooled
+        return replace(pooled, rule=_BANDIT)
     variant = pooled.variant
     disagree = {value: v for value, v in values.items()
                 if ((v.prob_best or {}).get(variant or "") or 0.0) < threshold}
     if not disagree:
         return Decision(pooled.decision, variant, [
-            *pooled.reasons, f"{variant} also leads within every {attribute} value with P(best) >= {threshold:g}"])
+            *pooled.reasons, f"{variant} also leads within every {attribute} value with P(best) >= {threshold:g}"],
+            _BANDIT)
     shown = ", ".join(
         f"{value}: {v.leader or 'no data'}"
         + (f" ({p:.2f})" if (p := ((v.prob_best or {}).get(v.leader) if v.leader else None)) is not None else "")
@@ -300,4 +365,4 @@ def decide_contextual(pooled: Decision, threshold: float, attribute: str,
     return Decision("keep_running", None, [
         *pooled.reasons,
         f"but not within every {attribute} value (leader and P(best): {shown}); the contextual policy keeps "
-        f"serving each value its own best rather than shipping {variant} everywhere"])
+        f"serving each value its own best rather than shipping {variant} everywhere"], _BANDIT)

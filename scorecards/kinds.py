@@ -15,6 +15,8 @@ AllocationStrategy = Literal["fixed", "ramp", "thompson"]
 RampMode = Literal["auto", "suggest"]
 MetricRole = Literal["primary", "secondary", "guardrail"]
 DecisionKind = Literal["ship", "no_ship", "rollback", "keep_running"]
+#: the rule that took a decision (its reasons come from that rule alone)
+DecisionRule = Literal["bandit_stopping", "gst", "msprt", "fixed_horizon", "rollout_guardrails"]
 PowerKind = Literal["proportion", "mean"]
 
 METRIC_KINDS: tuple[str, ...] = get_args(MetricKind)

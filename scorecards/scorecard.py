@@ -24,10 +24,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from scorecards.adaptive import Strata, StratifiedResult, adaptive_veto, context_reasons, stratified_by_cell
+from scorecards.adaptive import (
+    Strata,
+    StratifiedResult,
+    adaptive_sentence,
+    adaptive_veto,
+    context_reasons,
+    stratified_by_cell,
+)
 from scorecards.aggregates import MetricAggregate, ScorecardAggregates
 from scorecards.cuped import CupedAdjustment, compare_cuped, cuped_adjustment
-from scorecards.decision import Decision, decide
+from scorecards.decision import ContextLeaders, Decision, decide
 from scorecards.frequentist import Comparison, arm_estimate, compare
 from scorecards.gst import GstLook, Spending, compare_gst, current_look
 from scorecards.guardrails import GuardrailResult, guardrail_status
@@ -71,6 +78,8 @@ class BanditStop:
 
     version: int
     decision: Decision
+    #: contextual bandits: the leader and P(best) per arm within each declared context value, from the same step
+    context: Mapping[str, ContextLeaders] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,19 +367,23 @@ def _excluded_reason(excluded: ExcludedRows) -> str:
             "the scorecard's excluded_rows")
 
 
-def _gst_sentence(g: GstLook) -> str:
-    if g.look == 0:
-        return (f"group-sequential design ({g.spending}, {g.looks_planned} looks): the first look is not reached "
-                f"yet (information fraction {g.information_fraction:.2f}); nothing is read before it")
-    return (f"group-sequential look {g.look} of {g.looks_planned}{' (final)' if g.final else ''} at information "
-            f"fraction {g.information_fraction:.2f}: significant when |z| >= {g.boundary:.3f} ({g.spending} "
-            f"spending, alpha spent {g.alpha_spent:.4g})")
+def _bandit_story(plan: Plan, stop: BanditStop, adaptive: Mapping[str, StratifiedResult]) -> Decision:
+    """The bandit stopping rule's decision told by that rule alone: its stored reasons (P(best) against the
+    threshold, exclusions), then each treatment's adaptively weighted lift on the primary metric (the estimate that
+    keeps its coverage under adaptive allocation; the pooled one is biased)."""
+    head = f"bandit stopping rule (allocation version {stop.version}): "
+    reasons = [head + r for r in stop.decision.reasons]
+    reasons += [line for t, result in adaptive.items() if (line := adaptive_sentence(plan, t, result)) is not None]
+    return Decision(stop.decision.decision, stop.decision.variant, reasons, "bandit_stopping")
 
 
 def _decision(plan: Plan, metrics: Sequence[MetricResult], srm: SrmResult | None, planned_n_reached: bool,
               bandit_stop: BanditStop | None, excluded: ExcludedRows, gst: GstLook | None = None) -> Decision:
-    """``decide`` on the primary comparisons and guardrails; a thompson experiment's stored stopping rule may
-    turn it into ``ship`` (never over a rollback or an SRM); excluded rows add a reason."""
+    """``decide`` on the primary comparisons and guardrails by the design's rule (fixed horizon, mSPRT, GST,
+    roll-out guardrails).  A thompson experiment's stored stopping rule takes the decision — with its own reasons
+    only — when it ships, or when the design's rule would only keep running (never over a rollback, an SRM or a
+    design's final no_ship); contextual bandits add each value's leader, P(best) and lift; excluded rows add a
+    reason."""
     primary = {v.variant: v.comparison for m in metrics if m.metric.role == "primary" for v in m.variants}
     guards: dict[str, dict[str, GuardrailResult]] = {t: {} for t in plan.treatments}
     for m in metrics:
@@ -379,27 +392,23 @@ def _decision(plan: Plan, metrics: Sequence[MetricResult], srm: SrmResult | None
                 guards[v.variant][m.metric.key] = v.guardrail
     mismatch = srm is not None and srm.mismatch
     # why: a group-sequential comparison is read at its looks only (from the first on), and its final look is the
-    # planned sample whatever n says; mSPRT may be read at any time.
-    readable = gst.look >= 1 if gst is not None else plan.design.sequential_method == "msprt"
-    reached = planned_n_reached or (gst is not None and gst.final)
+    # planned sample whatever n says (``decide`` with ``gst``); mSPRT may be read at any time.
     decision = decide(plan.type, plan.hypothesis_direction, primary, guards, srm_mismatch=mismatch,
-                      srm_p_value=srm.p_value if srm is not None else None, planned_n_reached=reached,
-                      sequential=readable, primary_metric=plan.primary.key)
-    if gst is not None:
-        decision = replace(decision, reasons=[*decision.reasons, _gst_sentence(gst)])
+                      srm_p_value=srm.p_value if srm is not None else None, planned_n_reached=planned_n_reached,
+                      sequential=plan.design.sequential_method == "msprt", gst=gst, primary_metric=plan.primary.key)
     adaptive = {v.variant: v.stratified for m in metrics if m.metric.key == plan.primary.key
                 and m.metric.role == "primary" for v in m.variants if v.stratified is not None}
     veto = (adaptive_veto(plan, adaptive[decision.variant]) if plan.allocation.strategy == "thompson"
             and decision.decision == "ship" and decision.variant in adaptive else None)
     if veto is not None:
-        decision = Decision("keep_running", None, [veto, *decision.reasons])
+        decision = Decision("keep_running", None, [veto, *decision.reasons], decision.rule)
     if (bandit_stop is not None and not mismatch and plan.allocation.strategy == "thompson"
-            and decision.decision != "rollback" and bandit_stop.decision.decision == "ship"):
-        head = f"bandit stopping rule (allocation version {bandit_stop.version}): "
-        decision = Decision("ship", bandit_stop.decision.variant,
-                            [head + r for r in bandit_stop.decision.reasons] + decision.reasons)
+            and decision.decision != "rollback"
+            and (bandit_stop.decision.decision == "ship" or decision.decision == "keep_running")):
+        decision = _bandit_story(plan, bandit_stop, adaptive)
     if plan.allocation.context_attribute is not None and adaptive:
-        decision = replace(decision, reasons=[*decision.reasons, *context_reasons(plan, adaptive)])
+        leaders = bandit_stop.context if bandit_stop is not None else None
+        decision = replace(decision, reasons=[*decision.reasons, *context_reasons(plan, adaptive, leaders)])
     if excluded.exposures or excluded.events:
         decision = replace(decision, reasons=[*decision.reasons, _excluded_reason(excluded)])
     return decision

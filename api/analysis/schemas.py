@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas_common import RequestModel
 from scorecards.guardrails import GuardrailStatus
-from scorecards.kinds import DecisionKind, MetricRole, PowerKind
+from scorecards.kinds import DecisionKind, DecisionRule, MetricRole, PowerKind
 
 
 class DesignRequest(RequestModel):
@@ -129,6 +129,9 @@ class DecisionOut(_Open):
     decision: DecisionKind
     variant: str | None
     reasons: list[str]
+    rule: DecisionRule = Field(
+        description="the rule that decided — bandit_stopping (P(best) >= threshold), gst (group-sequential look and "
+                    "boundary), msprt, fixed_horizon or rollout_guardrails; the reasons come from that rule alone")
     plan_fingerprint: str | None
 
 

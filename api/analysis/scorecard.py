@@ -15,7 +15,7 @@ from api.experiments.plan import plan_of
 from api.incremental import repository as stored
 from api.incremental.repository import RefreshState
 from scorecards.adaptive import Strata
-from scorecards.decision import Decision
+from scorecards.decision import ContextLeaders, Decision
 from scorecards.plan import Plan
 from scorecards.scorecard import (
     AllocationVersion,
@@ -43,8 +43,12 @@ def _bandit_stop(session: Session, experiment: Experiment) -> BanditStop | None:
     stop = (latest.details or {}).get("decision") if latest is not None else None
     if latest is None or not isinstance(stop, dict):
         return None
+    values = ((latest.details or {}).get("context") or {}).get("values") or {}
+    leaders = {value: ContextLeaders(v.get("leader"), v.get("prob_best") or {}) for value, v in values.items()
+               if isinstance(v, dict)}
     return BanditStop(latest.version, Decision(stop.get("decision"), stop.get("variant"),  # type: ignore[arg-type]
-                                               list(stop.get("reasons", []))))
+                                               list(stop.get("reasons", [])), "bandit_stopping"),
+                      leaders or None)
 
 
 def _strata(conn: repository.Runner, experiment: Experiment, plan: Plan, when: datetime,

@@ -106,7 +106,7 @@ def across_experiments(session: Session, metric: str) -> CrossExperimentJson:
 def decision_out(experiment: Experiment, analysis: Analysis) -> DecisionJson:
     """The REST decision payload."""
     d = analysis.decision
-    return {"decision": d.decision, "variant": d.variant, "reasons": list(d.reasons),
+    return {"decision": d.decision, "variant": d.variant, "reasons": list(d.reasons), "rule": d.rule,
             "plan_fingerprint": experiment.plan_fingerprint}
 
 
@@ -128,7 +128,7 @@ def guarded_ship(session: Session, key: str, variant: str, principal: Principal,
                            + (f" ({decision.variant})" if decision.variant else "")
                            + "; an admin may ship anyway with 'override_reason' (audited)",
                 "decision": decision.decision, "variant": decision.variant, "reasons": list(decision.reasons),
-                "plan_fingerprint": experiment.plan_fingerprint,
+                "rule": decision.rule, "plan_fingerprint": experiment.plan_fingerprint,
             })
     return experiments_service.ship(session, key, variant, principal, override_reason)
 

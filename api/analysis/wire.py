@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import NotRequired, TypedDict
 
 from api.serving.wire import ServingReport
-from scorecards.kinds import DecisionKind
+from scorecards.kinds import DecisionKind, DecisionRule
 
 
 class ComparisonJson(TypedDict):
@@ -302,4 +302,6 @@ class DecisionJson(TypedDict):
     decision: DecisionKind
     variant: str | None
     reasons: list[str]
+    #: the rule that decided (its reasons come from that rule alone)
+    rule: DecisionRule
     plan_fingerprint: str | None

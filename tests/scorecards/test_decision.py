@@ -141,10 +141,11 @@ def test_thompson_stopping_rule() -> None:
     excluded = {"a": ["a: guardrail latency failed"]}
     ship = decide_thompson(arms, "control", (0.01, 0.0, 0.99), True, 0.95, guards, excluded)
     assert ship == Decision("ship", "b", ["a excluded: a: guardrail latency failed",
-                                          "b has P(best) 0.9900 >= 0.95 and every guardrail passes"])
+                                          "b has P(best) 0.9900 >= 0.95 and every guardrail passes"],
+                                "bandit_stopping")
     assert decide_thompson(arms, "control", (0.01, 0.0, 0.99), False, 0.95, guards, {}).decision == "keep_running"
     low = decide_thompson(arms, "control", (0.1, 0.0, 0.9), True, 0.95, guards, {})
-    assert low == Decision("keep_running", None, ["highest P(best) is b at 0.9000 < 0.95"])
+    assert low == Decision("keep_running", None, ["highest P(best) is b at 0.9000 < 0.95"], "bandit_stopping")
     assert decide_thompson(arms, "control", (0.97, 0.0, 0.03), True, 0.95, guards, {}).decision == "no_ship"
     pending = decide_thompson(arms, "control", (0.0, 0.0, 1.0), True, 0.95, {"b": {"latency": "inconclusive"}}, {})
     assert pending.decision == "keep_running"
