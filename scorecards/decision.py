@@ -64,8 +64,9 @@ def describe_primary(variant: str, metric: str, c: Comparison) -> str:
     level = f"{1 - c.alpha:.0%}"
     what = {"msprt": "always-valid p", "gst": "repeated p"}.get(c.test, "p")
     if c.treatment_n == 0 or c.control_n == 0:
-        return (f"{variant}: {metric}: no units with data yet (n = {c.treatment_n} vs {c.control_n} in control), "
-                "so there is no lift to read")
+        where = "either arm" if c.treatment_n == c.control_n == 0 else "control" if c.control_n == 0 else variant
+        return (f"{variant}: {metric}: no units with data yet in {where} (n = {c.treatment_n} vs {c.control_n} in "
+                "control), so there is no lift to read")
     if not (math.isfinite(c.abs_lift) and math.isfinite(c.abs_ci[0]) and math.isfinite(c.abs_ci[1])):
         return (f"{variant}: {metric}: lift not computable yet ({str(c.reason).replace('_', ' ')}; n = "
                 f"{c.treatment_n} vs {c.control_n} in control)")

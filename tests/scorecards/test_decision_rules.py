@@ -151,7 +151,7 @@ def test_no_reason_prints_nan(control: SampleStats, treatment: SampleStats) -> N
 def test_describe_primary_says_which_arm_is_empty() -> None:
     c: Comparison = compare(SampleStats.from_counts(0, 0), SampleStats.from_counts(1, 0), kind="proportion")
     assert describe_primary("v2", "purchase", c) == (
-        "v2: purchase: no units with data yet (n = 1 vs 0 in control), so there is no lift to read")
+        "v2: purchase: no units with data yet in control (n = 1 vs 0 in control), so there is no lift to read")
 
 
 # --- the scorecard: a thompson experiment's story is the bandit stopping rule's --------------------------------
