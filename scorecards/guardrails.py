@@ -27,7 +27,7 @@ from enum import StrEnum
 
 from scipy import stats
 
-from scorecards.frequentist import Comparison, arm_estimate, build_comparison
+from scorecards.frequentist import ArmEstimate, Comparison, arm_estimate, build_comparison
 from scorecards.kinds import Direction, MetricKind, check_direction, check_kind, sign_of
 from scorecards.reasons import Reason
 from scorecards.sample_stats import RatioStats, SampleStats
@@ -128,14 +128,24 @@ def guardrail_status(
         horizon_n_per_arm: mSPRT tuning (see :mod:`scorecards.sequential`); use the planned n.
     """
     check_kind(kind)
+    c = arm_estimate(control, kind)
+    t = arm_estimate(treatment, kind)
+    test = "welch_t" if kind == "mean" else "z"
+    return guardrail_from_estimates(c, t, kind, direction, margin, alpha, sequential=sequential,
+                                    horizon_n_per_arm=horizon_n_per_arm, test=test)
+
+
+def guardrail_from_estimates(c: ArmEstimate, t: ArmEstimate, kind: str, direction: Direction, margin: float,
+                             alpha: float = 0.05, *, sequential: bool = False,
+                             horizon_n_per_arm: float = DEFAULT_HORIZON_N_PER_ARM, test: str = "z") -> GuardrailResult:
+    """:func:`guardrail_status` from two arm estimates (any estimator with a variance: a quantile's clustered
+    Woodruff SE, ``scorecards.quantile.quantile_guardrail``); the same pass / fail / inconclusive rules."""
     check_direction(direction)
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     s = sign_of(direction)
-    c = arm_estimate(control, kind)
-    t = arm_estimate(treatment, kind)
-    test = "welch_t" if kind == "mean" else "z"
-    fixed = build_comparison(c, t, kind=kind, alpha=alpha, direction=direction, test=test)
+    fixed = build_comparison(c, t, kind="mean" if kind == "quantile" else kind,  # type: ignore[arg-type]
+                             alpha=alpha, direction=direction, test=test, exact_posterior=kind != "quantile")
     tau2 = float(mixture_variance(c.var_estimate * c.n, t.var_estimate * t.n, horizon_n_per_arm, alpha))
 
     # --- fail: always-valid two-sided test of Δ = 0, estimate on the bad side.

@@ -37,8 +37,10 @@ from scipy import stats
 from sqlalchemy import BigInteger, ColumnElement, FromClause, Integer, Select, and_, case, cast, func, literal, select
 
 from scorecards.frequentist import ArmEstimate, Comparison, build_comparison
+from scorecards.guardrails import GuardrailResult, guardrail_from_estimates
 from scorecards.kinds import Direction, check_direction
 from scorecards.reasons import Reason
+from scorecards.sequential import DEFAULT_HORIZON_N_PER_ARM
 from scorecards.sql import usable_exposure
 from scorecards.sql_dialect import BeforeOffset as _BeforeOffset
 from scorecards.sql_dialect import PlannerOpaque as _PlannerOpaque
@@ -46,7 +48,8 @@ from scorecards.sql_dialect import finite_number as _finite
 from scorecards.sql_dialect import float_literal as _float_literal
 
 __all__ = ["NONPOSITIVE_BUCKET", "RELATIVE_WIDTH", "QuantileArm", "QuantileEstimate", "QuantileSpec", "bucket_of",
-           "compare_quantiles", "histogram_from_events", "quantile_estimate", "quantile_query", "read_quantile_rows"]
+           "compare_quantiles", "histogram_from_events", "quantile_estimate", "quantile_guardrail", "quantile_query",
+           "read_quantile_rows"]
 
 #: relative width r of a bucket: bucket b is [(1 + r)^b, (1 + r)^(b + 1)) — the quantiles' resolution
 RELATIVE_WIDTH = 0.005
@@ -184,6 +187,16 @@ def compare_quantiles(control: QuantileArm, treatment: QuantileArm, q: float, al
     c, t = arm_estimate(control, q, alpha), arm_estimate(treatment, q, alpha)
     cmp_ = build_comparison(c, t, kind="mean", alpha=alpha, direction=direction, test="z", exact_posterior=False)
     return replace(cmp_, kind="quantile")
+
+
+def quantile_guardrail(control: QuantileArm, treatment: QuantileArm, q: float, margin: float, alpha: float = 0.05, *,
+                       direction: Direction = "lower_is_better", sequential: bool = False,
+                       horizon_n_per_arm: float | None = None) -> GuardrailResult:
+    """A quantile guardrail with a relative margin (e.g. p95 latency may be at most 5 % worse): the rules of
+    :mod:`scorecards.guardrails` on the arms' quantile estimates and clustered SEs (n = units)."""
+    c, t = arm_estimate(control, q, alpha), arm_estimate(treatment, q, alpha)
+    return guardrail_from_estimates(c, t, "quantile", direction, margin, alpha, sequential=sequential,
+                                    horizon_n_per_arm=horizon_n_per_arm or DEFAULT_HORIZON_N_PER_ARM)
 
 
 def histogram_from_events(units: npt.ArrayLike, values: npt.ArrayLike) -> QuantileArm:

@@ -17,6 +17,7 @@ from scipy import stats
 from sqlalchemy import Engine, create_engine, insert
 from sqlalchemy.schema import CreateSequence, Sequence
 
+from scorecards.guardrails import GuardrailStatus
 from scorecards.quantile import (
     RELATIVE_WIDTH,
     QuantileArm,
@@ -24,6 +25,7 @@ from scorecards.quantile import (
     compare_quantiles,
     histogram_from_events,
     quantile_estimate,
+    quantile_guardrail,
     quantile_query,
     read_quantile_rows,
 )
@@ -123,6 +125,17 @@ def test_planted_p95_regression_detected_at_the_reported_power() -> None:
     assert 0.5 < expected < 0.95  # sized so that power is informative
     print(f"p95 +10 %: detected {power:.3f}, predicted {expected:.3f}")
     assert abs(power - expected) <= 0.06, (power, expected)
+
+
+def test_p95_guardrail_with_a_relative_margin() -> None:
+    rng = np.random.default_rng(9)
+    control = histogram_from_events(*simulate(rng, 6_000))
+    same = histogram_from_events(*simulate(rng, 6_000))
+    slower = histogram_from_events(*simulate(rng, 6_000, lift=1.10))
+    assert quantile_guardrail(control, same, 0.95, 0.05).status is GuardrailStatus.PASS
+    failed = quantile_guardrail(control, slower, 0.95, 0.05)
+    assert failed.status is GuardrailStatus.FAIL
+    assert failed.rel_lift == pytest.approx(0.10, abs=0.03)
 
 
 # ---------------------------------------------------------------------------------------------------- the SQL
