@@ -8,6 +8,7 @@ exposures and events (titrate's own tables, or an analysis source's); the stored
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -142,6 +143,16 @@ def row_digest(row: Row[Any], labels: Mapping[str, str]) -> Digest:
     values = tuple(sorted((key, float(r[label])) for label, key in labels.items() if r[label]))
     return (str(r["variant"]), int(r["allocation_version"]), r["exposed_at"],
             json.dumps(r["attributes"], sort_keys=True, default=str), int(r["excluded_events"]), values)
+
+
+def same_digest(stored: Digest | None, computed: Digest) -> bool:
+    """Whether a stored row already holds what was computed: equal exactly but for the component values, which may
+    differ in the last bits (relative 1e-12) — why: a database may add a unit's values in another order from one
+    run to the next (PostgreSQL's parallel plans), which is no reason to rewrite the row."""
+    if stored is None or stored[:5] != computed[:5] or len(stored[5]) != len(computed[5]):
+        return False
+    return all(k1 == k2 and math.isclose(v1, v2, rel_tol=1e-12, abs_tol=1e-300)
+               for (k1, v1), (k2, v2) in zip(stored[5], computed[5], strict=True))
 
 
 def stored_digests(session: Session, experiment_id: int) -> dict[str, Digest]:

@@ -166,7 +166,8 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
             stored = repository.stored_digests(session, experiment.id)
         computed = {str(r._mapping["unit_id"]) for r in rows}
         removed = [unit for unit in stored if unit not in computed]
-        rows = [r for r in rows if stored.get(str(r._mapping["unit_id"])) != repository.row_digest(r, labels)]
+        rows = [r for r in rows
+                if not repository.same_digest(stored.get(str(r._mapping["unit_id"])), repository.row_digest(r, labels))]
     new = RefreshState(experiment.id, watermark=now, computed_at=now,
                        last_full_at=now if mode == "full" or previous is None else previous.last_full_at,
                        mode=mode, components=components, excluded_exposures=excluded, units_recomputed=recomputed)
