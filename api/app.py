@@ -14,6 +14,7 @@ from api.allocation.scheduler import AllocationScheduler
 from api.analysis.endpoints import router as analysis_router
 from api.assignment.endpoints import router as assignment_router
 from api.assignment.exposure_writer import ExposureWriter
+from api.assignment.fast_path import AssignFastPath
 from api.assignment.snapshot import SnapshotHolder
 from api.auth.endpoints import router as keys_router
 from api.auth.keys import KeyCache
@@ -118,6 +119,8 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # innermost: POST /v1/assign answered beside the router when it succeeds (api/assignment/fast_path.py)
+    app.add_middleware(AssignFastPath)
     default_limit, route_limits = body_limits(settings)  # before auth and parsing; right inside the latency timer
     app.add_middleware(BodyLimitMiddleware, default=default_limit, routes=route_limits)
     app.add_middleware(LatencyMiddleware)

@@ -22,10 +22,18 @@ router = APIRouter(tags=["assignment"])
              responses={401: {"description": "no or invalid key"}, 422: {"description": "invalid body"}})
 async def assign(request: Request) -> Response:
     """Assign a unit to variants of running experiments and log its exposures."""
-    # The hot path: the body is validated straight from JSON by pydantic-core, the key check is the same as
-    # every route's but without FastAPI's dependency resolution, and the answer is serialised once.
+    return await assign_reply(request, await request.body())
+
+
+async def assign_reply(request: Request, raw: bytes) -> Response:
+    """``/v1/assign``'s answer to the body ``raw`` (the route's and ``AssignFastPath``'s work).
+
+    The hot path: the body is validated straight from JSON by pydantic-core, the key check is the same as
+    every route's but without FastAPI's dependency resolution, and the answer is joined from the snapshot's
+    pre-encoded fragments.
+    """
     await authorize(request, "sdk")
-    body = parse_body(AssignRequest, await request.body())
+    body = parse_body(AssignRequest, raw)
     state = request.app.state
     service.check_attributes(body.attributes, state.settings.max_attributes_bytes, ("body", "attributes"))
     sync = state.settings.exposure_durability == "sync"
