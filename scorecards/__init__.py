@@ -30,6 +30,16 @@ from scorecards.inference import (
 from scorecards.multiple_testing import AdjustedPValues, adjust_p_values, benjamini_hochberg, holm
 from scorecards.plan import Plan, plan_fingerprint
 from scorecards.power import Design, achieved_power, design, mde_at_n, sample_size_per_arm
+from scorecards.quantile import (
+    QuantileArm,
+    QuantileEstimate,
+    QuantileSpec,
+    compare_quantiles,
+    quantile_estimate,
+    quantile_guardrail,
+    quantile_query,
+    read_quantile_rows,
+)
 from scorecards.reasons import Reason
 from scorecards.sample_stats import CovariateStats, RatioStats, SampleStats
 from scorecards.scorecard import Scorecard, build_scorecard
@@ -59,6 +69,14 @@ from scorecards.srm_sequential import CellCounts, sequential_srm_history_check, 
 
 __all__ = [
     "EXACT_BETA_MAX_N",
+    "QuantileArm",
+    "QuantileEstimate",
+    "QuantileSpec",
+    "compare_quantiles",
+    "quantile_estimate",
+    "quantile_guardrail",
+    "quantile_query",
+    "read_quantile_rows",
     "AdaptiveEstimates",
     "CellCounts",
     "adaptive_estimates",
