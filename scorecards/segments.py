@@ -124,6 +124,8 @@ def build_segments(plan: Plan, segment: SegmentInput, overall: Mapping[tuple[str
     drill: tuple[SegmentSrm, ...] = ()
     if expected and sum(expected.values()) > 0:
         weights = [float(expected[v]) for v in plan.served]
-        counts = {str(row.value): [row.current_n[v] for v in plan.served] for row in rows}
+        # why keyed by the value itself: units without the attribute are the None row (null in the JSON, "(missing)"
+        # in the console), never the string "None" that a real value could also be
+        counts = {row.value: [row.current_n[v] for v in plan.served] for row in rows}
         drill = tuple(srm_drill_down(counts, weights, sequential=sequential_srm))
     return Segments(segment.attribute, tuple(rows), tuple(opposite), drill)

@@ -64,7 +64,7 @@ class AllocationPeriod:
 class SegmentSrm:
     """SRM of one segment in a drill-down."""
 
-    segment: str
+    segment: str | None  # None: the units without the attribute
     observed: tuple[int, ...]
     p_value: float
     adjusted_p_value: float  # Benjamini–Hochberg across the segments checked
@@ -248,7 +248,7 @@ def sequential_srm_check(
 
 
 def srm_drill_down(
-    segments: Mapping[str, Sequence[int]],
+    segments: Mapping[str | None, Sequence[int]],
     weights: Sequence[float],
     threshold: float = DEFAULT_THRESHOLD,
     top: int = 5,
@@ -287,5 +287,5 @@ def srm_drill_down(
         for i, adj in zip(keep, adjusted, strict=True)
     ]
     # why: ties (e.g. several p = 0) keep a stable, reproducible order by segment name.
-    rows.sort(key=lambda r: (r.p_value, r.segment))
+    rows.sort(key=lambda r: (r.p_value, r.segment is None, r.segment or ""))
     return rows[:top]
