@@ -426,6 +426,40 @@ def stratified_rows(scorecard: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def context_effect_rows(scorecard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Contextual bandits: per primary-metric treatment and context value, its adaptively weighted effect within that
+    value (the scorecard's ``stratified.context``): units, relative and absolute lift with their intervals, p and
+    whether it is significant; declared values first, then the units outside them ("other / missing")."""
+    rows = []
+    for metric in scorecard.get("metrics", []):
+        if metric.get("role") != "primary":
+            continue
+        for v in metric.get("variants", []):
+            context = (v.get("stratified") or {}).get("context")
+            if not isinstance(context, dict):
+                continue
+            cells = [(str(value), est) for value, est in (context.get("values") or {}).items()]
+            if isinstance(context.get("others"), dict):
+                cells.append((OTHER_CONTEXT, context["others"]))
+            alpha = scorecard.get("alpha")
+            for value, est in cells:
+                if not isinstance(est, dict):
+                    continue
+                p = est.get("p_value")
+                rows.append({
+                    "metric": metric.get("metric"), "context value": value, "variant": v.get("variant"),
+                    "n": est.get("n"), "control n": est.get("control_n"),
+                    "rel lift": fmt_pct(est.get("rel_lift")), "CI": fmt_ci(est.get("rel_ci")),
+                    "abs lift": fmt_num(est.get("abs_lift")), "abs CI": fmt_ci_abs(est.get("abs_ci")),
+                    "p": fmt_num(p, 3),
+                    "significant within value": ("✔" if isinstance(p, float) and isinstance(alpha, float)
+                                                 and p < alpha else ""),
+                })
+    # why grouped by value: the contextual policy serves each value its own leader, so a value's arms are read together
+    order = {value: i for i, value in enumerate(dict.fromkeys(r["context value"] for r in rows))}
+    return sorted(rows, key=lambda r: order[r["context value"]])
+
+
 def time_axis_format(start: datetime, end: datetime) -> str:
     """A d3 time format whose ticks differ over ``start``…``end``: seconds for spans under an hour (the simulator
     compresses days into seconds), minutes under two days, days beyond."""

@@ -323,6 +323,38 @@ def test_bandit_scorecard_shows_stratified_before_pooled_with_the_note(console_e
     assert "contextual bandit on 'platform'" in body
 
 
+def test_contextual_bandit_page_shows_each_values_effect_and_the_decision_names_the_leaders(
+        console_env: Service, contextual_experiment: str) -> None:
+    with console_env.client() as http:
+        card = http.get(f"/v1/experiments/{contextual_experiment}/scorecard").json()
+        decision = http.get(f"/v1/experiments/{contextual_experiment}/decision").json()
+    (primary,) = [m for m in card["metrics"] if m["role"] == "primary"]
+    at = open_page("views/experiment.py", key=contextual_experiment)
+    assert "**Per platform** — each value's own adaptively weighted effect" in texts(at)
+    frame = table_with(at, "context value")
+    shown = {(row["context value"], row["variant"]): row for _, row in frame.iterrows()}
+    expected = {(value, v["variant"]): est for v in primary["variants"]
+                for value, est in v["stratified"]["context"]["values"].items()}
+    assert expected
+    assert set(shown) == set(expected)
+    for cell, est in expected.items():
+        assert shown[cell]["rel lift"] == ui_common.fmt_pct(est["rel_lift"])
+        assert shown[cell]["CI"] == ui_common.fmt_ci(est["rel_ci"])
+        assert shown[cell]["abs CI"] == ui_common.fmt_ci_abs(est["abs_ci"])
+        assert shown[cell]["n"] == est["n"]
+    values = list(dict.fromkeys(frame["context value"]))
+    assert values == [v for v in CONTEXT_LEADERS if v in values]  # grouped by value, declared order
+    # the decision is the bandit stopping rule's, naming each value's leader with its P(best)
+    assert decision["rule"] == "bandit_stopping"
+    body = texts(at)
+    named = [value for value in CONTEXT_LEADERS if any(r.startswith(f"platform = {value}:")
+                                                       for r in decision["reasons"])]
+    assert named, decision["reasons"]
+    for value in named:
+        assert f"platform = {value}: leader {CONTEXT_LEADERS[value]} (P(best) " in body, decision["reasons"]
+    assert "planned sample" not in " ".join(decision["reasons"])
+
+
 def test_experiment_lifecycle_buttons(console_env: Service) -> None:
     new_draft(console_env, "life-exp")
     at = open_page("views/experiment.py", key="life-exp")

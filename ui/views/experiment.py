@@ -21,6 +21,7 @@ from ui.common import (
     REVIEW_PAGE,
     age,
     allocation_chart,
+    context_effect_rows,
     context_spec,
     context_weight_rows,
     experiment_picker,
@@ -180,6 +181,11 @@ if scorecard is not None:
             hide_index=True, width="stretch")
         if scorecard.get("adaptive_allocation"):
             st.caption(f"ℹ️ {scorecard['adaptive_allocation']}")
+        per_value = context_effect_rows(scorecard)
+        if per_value and context is not None:
+            st.markdown(f"**Per {context['attribute']}** — each value's own adaptively weighted effect (the "
+                        "contextual policy serves each value its own leader)")
+            st.dataframe(present(pd.DataFrame(per_value)), hide_index=True, width="stretch", key="context_effects")
         st.markdown("**All metrics** (primary: stratified; the others have only the pooled comparison)")
 
     rows = scorecard_rows(scorecard)
@@ -245,13 +251,15 @@ if scorecard is not None:
             flagged = card.get("opposite_segments") or []
             if flagged:
                 st.warning("Segments moving opposite to the overall effect: " + "; ".join(
-                    f"**{chosen}={o.get('value')}** on {o.get('metric')} ({o.get('variant')}: "
+                    f"**{chosen}={'(missing)' if o.get('value') is None else o.get('value')}** on {o.get('metric')} "
+                    f"({o.get('variant')}: "
                     f"{o.get('abs_lift'):+.4g} vs {o.get('overall_abs_lift'):+.4g} overall, "
                     f"adjusted p = {o.get('p_value_adjusted'):.2g})" for o in flagged), icon="⚠️")
             mismatched = [d for d in card.get("srm_drill_down") or [] if d.get("mismatch")]
             if mismatched:
                 st.error(f"Sample ratio mismatch within {chosen}: "
-                         + ", ".join(str(d.get("value") or "(missing)") for d in mismatched), icon="🚨")
+                         + ", ".join("(missing)" if d.get("value") is None else str(d.get("value"))
+                                     for d in mismatched), icon="🚨")
             seg_rows = segment_rows(card)
             if not seg_rows:
                 st.caption(f"No exposures carry '{chosen}' yet.")
@@ -274,14 +282,10 @@ if scorecard is not None:
                     st.markdown(f"**{primary_name} by {chosen}**")
                     st.altair_chart(seg_chart, width="stretch", key="segment_forest")
             drill = card.get("srm_drill_down") or []
-            # the drill-down names units without the attribute "None" (scorecards.segments keys it by str(value)):
-            # shown as the rows above show them, unless a real value is spelled "None"
-            values = {row.get("value") for row in card.get("segments") or [] if isinstance(row, dict)}
-            missing_spelled = "None" if None in values and "None" not in values else None
             if drill:
                 with st.expander(f"SRM drill-down by {chosen}", expanded=bool(mismatched)):
                     st.dataframe(present(pd.DataFrame([{
-                        "value": "(missing)" if d.get("value") in (None, missing_spelled) else d.get("value"),
+                        "value": "(missing)" if d.get("value") is None else d.get("value"),
                         **{f"units {k}": n for k, n in (d.get("observed") or {}).items()},
                         "p": d.get("p_value"), "adjusted p": d.get("p_value_adjusted"),
                         "mismatch": "🚨" if d.get("mismatch") else ""} for d in drill])),
