@@ -123,6 +123,18 @@ def _track(sdk: Client, scenario: Scenario, units: list[str], variants: list[str
             sdk.track(unit, events.latency_ms, value=float(outcomes.latency_ms[i]))
 
 
+def stop_note(day: int, days_planned: int, status: str, step: AllocationStep | None) -> str:
+    """Why a simulation ended before its last day (0-based ``day``): a roll-out the guardrail rule rolled back is
+    named as such with the step's reason, any other status (stopped, shipped, completed) as the status it left."""
+    after = f"after day {day + 1} of {days_planned}"
+    rest = "; the remaining days are not simulated" if day + 1 < days_planned else ""
+    if status == "rolled_back":
+        why = [*((step.decision or {}).get("reasons") or []), *step.reasons] if step is not None else []
+        cause = f" — {why[0]}" if why else ""
+        return f"rolled back on purpose {after}: a guardrail was significantly worse than control{cause}{rest}"
+    return f"ended {after}: the experiment is {status.replace('_', ' ')}{rest}"
+
+
 def run_scenario(scenario: Scenario, base_url: str, api_key: str,
                  options: DriverOptions | None = None) -> SimulationResult:
     """Simulate ``scenario.days`` days of traffic against the service at ``base_url`` (module docstring).
@@ -179,6 +191,11 @@ def run_scenario(scenario: Scenario, base_url: str, api_key: str,
                 progress.remove_task(today)
                 progress.advance(overall)
                 if status != "running":
+                    # why: the bar stays at day/total; without a word it reads as stalled rather than stopped
+                    note = stop_note(day, scenario.days, status, step)
+                    progress.update(overall, description=f"{scenario.name}: {note.split(':')[0]}")
+                    if not options.quiet:
+                        progress.console.print(f"{scenario.name}: {note}")
                     break
         observed = _observed(http, scenario.experiment) if options.read_scorecard else ()
     return SimulationResult(scenario=scenario.name, experiment=scenario.experiment, seed=scenario.seed,
