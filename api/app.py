@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from api.allocation.endpoints import router as allocation_router
 from api.allocation.scheduler import AllocationScheduler
 from api.analysis.endpoints import router as analysis_router
+from api.analysis.service import warm_stored_scorecards
 from api.assignment.endpoints import router as assignment_router
 from api.assignment.exposure_writer import ExposureWriter
 from api.assignment.fast_path import AssignFastPath
@@ -93,8 +94,9 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
                 db, app.state.snapshots, settings.scheduler_interval_seconds,
                 maintenance=lambda: purge_predictions(db, utc_now(), settings.serving_predictions_retain_days))
             app.state.allocation_scheduler.start()
-            app.state.refresh_scheduler = RefreshScheduler(db, RefreshPolicy.from_settings(settings),
-                                                           settings.scorecard_refresh_seconds)
+            app.state.refresh_scheduler = RefreshScheduler(
+                db, RefreshPolicy.from_settings(settings), settings.scorecard_refresh_seconds,
+                after_round=lambda round_: warm_stored_scorecards(db, round_.refreshed))
             app.state.refresh_scheduler.start()
         log.info("titrate started", extra={"database": db.dialect})
         try:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from api.analysis import repository
+from api.analysis.card_cache import STORED_CARDS, CardKey
 from api.db.tables import Experiment, utc_now
 from api.experiments import repository as experiments_repository
 from api.experiments.plan import plan_of
@@ -95,7 +96,19 @@ def load_stored_scorecard(session: Session, experiment: Experiment, state: Refre
     """The scorecard from the experiment's materialised rows (``api.incremental``): the analysis as of the refresh
     that stored them (``state.computed_at``), computed by the same aggregation as :func:`load_scorecard` over the
     stored per-unit rows instead of the exposures and events (SRM against the allocation history, strata, segments,
-    the bandit stopping rule as on a live read)."""
+    the bandit stopping rule as on a live read). Memoised per process until the next refresh or allocation version
+    (``api.analysis.card_cache``)."""
+    history = [AllocationVersion(a.version, a.weights, a.context_weights)
+               for a in experiments_repository.allocation_history(session, experiment.id)]
+    # why a memo: these numbers are fixed until the next refresh or allocation version (api/analysis/card_cache.py)
+    key = CardKey(str(session.get_bind().engine.url), experiment.id, state.computed_at, segment,
+                  (len(history), history[-1].version if history else None))
+    return STORED_CARDS.get_or_build(key, lambda: _build_stored_scorecard(session, experiment, state, segment,
+                                                                          history))
+
+
+def _build_stored_scorecard(session: Session, experiment: Experiment, state: RefreshState, segment: str | None,
+                            history: list[AllocationVersion]) -> Scorecard:
     plan = plan_of(experiment)
     when = state.computed_at
     specs = [m.definition.spec(plan.design.cuped_lookback_hours) for m in plan.metrics]
@@ -104,8 +117,6 @@ def load_stored_scorecard(session: Session, experiment: Experiment, state: Refre
     exposures = ExposureCounts(
         stored.stored_exposure_counts(session, experiment.id),
         None if attribute is None else stored.stored_exposure_counts_by_segment(session, experiment.id, attribute))
-    history = [AllocationVersion(a.version, a.weights, a.context_weights)
-               for a in experiments_repository.allocation_history(session, experiment.id)]
     thompson = plan.allocation.strategy == "thompson"
     strata = None if not thompson else {
         m.key: stored.stored_metric_strata(session, experiment.id, m.definition.spec(plan.design.cuped_lookback_hours),

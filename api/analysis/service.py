@@ -8,12 +8,15 @@ this module serialises them and applies the rules around them.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 from sqlalchemy.orm import Session
 
+from api.analysis.card_cache import STORED_CARDS
 from api.analysis.schemas import DesignOut, DesignRequest
 from api.analysis.scorecard import load_scorecard, load_stored_scorecard
 from api.analysis.serialise import scorecard_json
@@ -30,6 +33,8 @@ from api.incremental import service as incremental_service
 from api.incremental.repository import RefreshState
 from api.settings import Settings
 from scorecards import Decision, design
+
+log = logging.getLogger(__name__)
 
 FORMULA = ("n = ceil((z_{1-alpha/2} + z_{1-beta})^2 * (var_c + var_t) / (mu_t - mu_c)^2), mu_t = baseline * (1 + mde), "
            "var = p(1-p) for proportions, sd^2 for means (closed-form unpooled two-sample normal approximation)")
@@ -74,6 +79,28 @@ def analyse(session: Session, experiment: Experiment, as_of: datetime | None = N
         return Analysis(scorecard=scorecard_json(experiment, card, stored.computed_at), decision=card.decision)
     card = load_scorecard(session, experiment, as_of, segment)
     return Analysis(scorecard=scorecard_json(experiment, card, utc_now()), decision=card.decision)
+
+
+def warm_stored_scorecards(db: Database, refreshed: Iterable[str]) -> int:
+    """After a refresh round: build (into the process's memo, ``api.analysis.card_cache``) the default scorecard of
+    each refreshed experiment that was read since the previous round, so its next read is a lookup. Returns how many
+    were built; a failure is logged and leaves the read to build it."""
+    read = STORED_CARDS.take_read(str(db.engine.url))
+    built = 0
+    with db.read() as session:
+        for key in refreshed:
+            experiment = experiments_repository.get(session, key)
+            if experiment is None or experiment.id not in read or experiment.plan is None:
+                continue
+            state = incremental_service.usable(incremental_repository.state(session, experiment.id), experiment)
+            if state is None:
+                continue
+            try:
+                load_stored_scorecard(session, experiment, state)
+                built += 1
+            except Exception:  # a warm-up is an optimisation: the read builds (and reports) it instead
+                log.exception("warming a stored scorecard failed", extra={"experiment": key})
+    return built
 
 
 def across_experiments(session: Session, metric: str) -> CrossExperimentJson:

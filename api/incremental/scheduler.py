@@ -73,16 +73,21 @@ class RefreshScheduler:
     app lifespan beside the allocation scheduler)."""
 
     def __init__(self, db: Database, policy: RefreshPolicy, interval_seconds: float,
-                 source_of: SourceOf | None = None) -> None:
+                 source_of: SourceOf | None = None,
+                 after_round: Callable[[JobRound], object] | None = None) -> None:
         self._db = db
         self._policy = policy
         self._source_of = source_of
+        self._after_round = after_round
         self._loop = PeriodicLoop("titrate-scorecard-refresh", self.run_once, interval_seconds,
                                   failure=lambda: "scorecard refresh round failed", stop_timeout=30.0)
 
     def run_once(self) -> JobRound:
-        """One round now."""
-        return run_round(self._db, self._policy, self._source_of)
+        """One round now, then ``after_round`` with its result (the app warms read scorecards there)."""
+        result = run_round(self._db, self._policy, self._source_of)
+        if self._after_round is not None and result.refreshed:
+            self._after_round(result)
+        return result
 
     def start(self) -> None:
         """Start the loop (the first round runs one interval after start)."""
