@@ -19,6 +19,11 @@ STATUSES = ["draft", "running", "paused", "shipped", "rolled_back", "stopped"]
 GUARDRAIL_LIGHT = {"pass": "🟢", "fail": "🔴", "inconclusive": "🟡"}
 DECISION_BADGE = {"ship": "✅ ship", "no_ship": "⛔ no ship", "rollback": "↩️ rollback",
                   "keep_running": "⏳ keep running"}
+#: the rule that took a decision (``GET /decision``'s ``rule``), as the page names it
+DECISION_RULE = {"bandit_stopping": "the bandit stopping rule (P(best) against the threshold)",
+                 "gst": "the group-sequential design (its look and boundary)",
+                 "msprt": "the always-valid test (mSPRT)", "fixed_horizon": "the fixed-horizon test",
+                 "rollout_guardrails": "the roll-out's guardrails"}
 EXPERIMENT_PAGE = "views/experiment.py"
 REVIEW_PAGE = "views/review.py"
 #: the row of a contextual bandit's weight table for units whose context value is missing or undeclared

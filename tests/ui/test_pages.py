@@ -347,6 +347,7 @@ def test_contextual_bandit_page_shows_each_values_effect_and_the_decision_names_
     # the decision is the bandit stopping rule's, naming each value's leader with its P(best)
     assert decision["rule"] == "bandit_stopping"
     body = texts(at)
+    assert "· decided by the bandit stopping rule (P(best) against the threshold)" in body
     named = [value for value in CONTEXT_LEADERS if any(r.startswith(f"platform = {value}:")
                                                        for r in decision["reasons"])]
     assert named, decision["reasons"]

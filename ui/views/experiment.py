@@ -17,6 +17,7 @@ import streamlit as st
 from ui.auth import Action
 from ui.common import (
     DECISION_BADGE,
+    DECISION_RULE,
     OTHER_CONTEXT,
     REVIEW_PAGE,
     age,
@@ -163,7 +164,8 @@ if scorecard is not None:
     if decision_reply.ok:
         d = decision_reply.data
         st.markdown(f"**Decision:** {DECISION_BADGE.get(d['decision'], d['decision'])}"
-                    + (f" — variant `{d['variant']}`" if d.get("variant") else ""))
+                    + (f" — variant `{d['variant']}`" if d.get("variant") else "")
+                    + (f" · decided by {DECISION_RULE[d['rule']]}" if d.get("rule") in DECISION_RULE else ""))
         for reason in d.get("reasons", []):
             st.markdown(f"- {reason}")
 
