@@ -224,3 +224,13 @@ def test_a_contextual_bandit_names_each_values_leader_its_p_best_and_lift() -> N
     android = next(r for r in d.reasons if r.startswith("platform = android:"))
     assert android.startswith("platform = android: leader control (P(best) 0.88); best treatment v2 -0."), android
     _absent(d, FIXED_WORDS + SEQUENTIAL_WORDS)
+
+
+def test_a_bandit_that_finds_control_best_says_no_ship_by_its_rule() -> None:
+    stop = BanditStop(2, Decision("no_ship", None, ["control control is best with P(best) 0.9700 >= 0.95"],
+                                  "bandit_stopping"))
+    d = _card(_plan(False), stop).decision
+    assert (d.decision, d.variant, d.rule) == ("no_ship", None, "bandit_stopping")
+    assert d.reasons[0] == ("bandit stopping rule (allocation version 2): control control is best with P(best) "
+                            "0.9700 >= 0.95")
+    _absent(d, FIXED_WORDS + SEQUENTIAL_WORDS)
