@@ -82,6 +82,21 @@ async def sdk_config(request: Request, _: Principal = Depends(require_sdk)) -> R
     """Everything local evaluation needs (ETag; If-None-Match gives 304 when unchanged)."""
     snapshot = request.app.state.snapshots.current
     headers = {"ETag": snapshot.etag, "Cache-Control": "no-cache"}
+    if snapshot.document_gzip is not None:
+        headers["Vary"] = "Accept-Encoding"  # a large document is answered gzipped to clients that accept it
     if request.headers.get("if-none-match") == snapshot.etag:
         return Response(status_code=304, headers=headers)
+    if snapshot.document_gzip is not None and _accepts_gzip(request.headers.get("accept-encoding", "")):
+        return Response(content=snapshot.document_gzip, media_type="application/json",
+                        headers={**headers, "Content-Encoding": "gzip"})
     return Response(content=snapshot.document, media_type="application/json", headers=headers)
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value admits gzip (``gzip`` or ``*`` listed without ``q=0``)."""
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip().lower().replace(" ", "")
+            return not (q.startswith("q=0") and q.strip("q=0.") == "")
+    return False
