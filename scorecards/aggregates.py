@@ -85,7 +85,7 @@ class MetricAggregate:
     covariate_sum: float = 0.0
     covariate_sum_squares: float = 0.0
     covariate_sum_cross: float = 0.0
-    #: mean metrics: the shift c (the variant's mean per-unit value, from SQL) and Σ(y − c), Σ(y − c)² over the
+    #: mean metrics: the shift c (the variant's midrange of per-unit values, from SQL) and Σ(y − c), Σ(y − c)² over the
     #: complete units — the numerically stable sums the variance is computed from (issue 16, item 8)
     #: (a representation of the same data: left out of equality, which compares the raw sums)
     shift_y: float = field(default=0.0, compare=False)

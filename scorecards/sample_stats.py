@@ -76,7 +76,7 @@ class SampleStats:
         n: number of units (exposed units in the arm).
         sum: Σy over units.
         sum_squares: Σy² over units.
-        shift: optional constant c the shifted sums are taken around (the SQL uses the arm's own mean; any
+        shift: optional constant c the shifted sums are taken around (the SQL uses the arm's midrange; any
             constant near the mean does).
         sum_shifted: Σ(y − c) over units, or None.
         sum_squares_shifted: Σ(y − c)² over units, or None.

@@ -38,7 +38,7 @@ exposures with unreadable attributes (``NaN`` tokens older versions wrote into S
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -155,13 +155,15 @@ def _component_column(x: Any, e: Any, component: Component, finite: ColumnElemen
 
 def _per_unit(exposures: FromClause, events: FromClause, experiment_id: int, components: dict[Component, str],
               as_of: datetime, segment: str | None, by_version: bool, segment_strings_only: bool,
-              earliest: datetime | None, *, units: Any = None, whole_rows: bool = False) -> Any:
+              earliest: datetime | None, *, units: Any = None, whole_rows: bool = False,
+              event_filter: Callable[[Any], ColumnElement[bool]] | None = None) -> Any:
     """The per-unit subquery ``u``: one row per usable exposure with its variant, exposure time, (version,
     segment), excluded-event count and one column per component.
 
     ``units`` (a one-column ``SELECT`` of unit ids) keeps only those units; ``whole_rows`` also selects the
     exposure's ``unit_id``, ``allocation_version`` and ``attributes`` (the rows ``scorecards.incremental``
-    materialises) and returns the ``SELECT`` rather than a subquery."""
+    materialises) and returns the ``SELECT`` rather than a subquery; ``event_filter`` (given the events' alias)
+    keeps only the events it accepts (``scorecards.incremental``: those received by a time, or in a delta)."""
     x = exposures.alias("x")
     e = events.alias("e")
     names = sorted({key[0] for key in components})
@@ -192,6 +194,8 @@ def _per_unit(exposures: FromClause, events: FromClause, experiment_id: int, com
                          .label("excluded_events") if names else literal_column("0", Integer).label("excluded_events"))
     per_unit_cols += [_component_column(x, e, component, finite, after_exposure, bool(lookbacks)).label(label)
                       for component, label in components.items()]
+    if event_filter is not None:
+        on = and_(on, event_filter(e))
     if units is not None:
         # why also on the events side: an engine without indexes (DuckDB) then prunes the events to those units
         # before the join instead of joining every event and filtering after
@@ -274,12 +278,18 @@ def aggregate_units(u: Any, metrics: Sequence[MetricSpec], as_of: datetime, segm
     shifted = [(i, m) for i, m in enumerate(metrics) if m.kind == "mean"]
     if shifted:
         # why: Σy² − (Σy)²/n cancels catastrophically when |mean|/sd is large (1e6 + N(0, 1) loses 4 digits of
-        # the SE, 1e8 + N(0, 1) all of them); summing y − c with c the group's own mean keeps the variance exact
-        # to rounding. c must be known before the sums, so it is a window mean over the per-unit rows (one pass
-        # over units, not events); a single unit's value or MIN(y) would do as well numerically — any per-unit
-        # value is within √(n − 1)·s of the mean — but an aggregate cannot feed another in the same GROUP BY.
-        u = select(u, *[func.avg(_unit_value(u, m, labels)).over(partition_by=group_keys(u)).label(f"s{i}")
-                        for i, m in shifted]).subquery("w")
+        # the SE, 1e8 + N(0, 1) all of them); summing y − c with c near the mean keeps the variance exact to
+        # rounding (relative error ~ε·(1 + ((ȳ − c)/s)²)). c must be known before the sums (an aggregate cannot feed
+        # another in the same GROUP BY), so it is a window over the per-unit rows — one pass over units, not
+        # events. c = the group's midrange (MIN + MAX)/2: any value in [min, max] is within √(n − 1)·s of the
+        # mean, so the loss is at most ε·n whatever the data, and MIN and MAX, unlike AVG, do not depend on the
+        # order the engine adds rows in — the live and the materialised reads of the same rows agree bit for bit.
+        def midrange(m: MetricSpec) -> ColumnElement[Any]:
+            y = _unit_value(u, m, labels)
+            part = group_keys(u)
+            return (func.min(y).over(partition_by=part) + func.max(y).over(partition_by=part)) * _float_literal(0.5)
+
+        u = select(u, *[midrange(m).label(f"s{i}") for i, m in shifted]).subquery("w")
     keys = group_keys(u)
     out: list[ColumnElement[Any]] = [*keys, func.count().label("exposed"),
                                      func.coalesce(func.sum(u.c.excluded_events), 0).label("excluded_events")]

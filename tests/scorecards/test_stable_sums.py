@@ -1,7 +1,7 @@
-"""Numerically stable sums (issue 16, item 8): mean metrics are aggregated around a shift (the variant's own mean,
-a window mean over the per-unit rows) so that a scorecard of 1e6 + N(0, 1) or 1e8 + N(0, 1) data matches the
-statistics of the raw per-unit values (numpy, statsmodels) to 1e-9 — where Σy² − (Σy)²/n loses the SE's leading
-digits (1e6: ~1e-4 relative; 1e8: all of them).
+"""Numerically stable sums (issue 16, item 8): mean metrics are aggregated around a shift (the variant's midrange
+of per-unit values, a window over the per-unit rows) so that a scorecard of 1e6 + N(0, 1) or 1e8 + N(0, 1) data
+matches the statistics of the raw per-unit values (numpy, statsmodels) to 1e-9 — where Σy² − (Σy)²/n loses the
+SE's leading digits (1e6: ~1e-4 relative; 1e8: all of them).
 
 The SQL half runs the scorecard query on SQLite, PostgreSQL (the ``store`` fixture of ``test_sql``) and DuckDB with
 50,000 units per arm, one event each."""
