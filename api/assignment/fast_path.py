@@ -43,7 +43,9 @@ class AssignFastPath:
             await self.app(scope, receive, send)
             return
         app_state: Any = scope["app"].state
-        if app_state.settings.exposure_durability == "sync":
+        # durability sync: its 503 comes after exposures are queued, so it is never replayed; a keyless request is
+        # refused by the full stack before its body is read, as before
+        if app_state.settings.exposure_durability == "sync" or not _has_authorization(scope):
             await self.app(scope, receive, send)
             return
         messages: list[Message] = []
@@ -64,6 +66,10 @@ class AssignFastPath:
             return
         scope["route"] = _ROUTE
         await response(scope, receive, send)
+
+
+def _has_authorization(scope: Scope) -> bool:
+    return any(name == b"authorization" for name, _ in scope["headers"])
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
