@@ -111,7 +111,9 @@ def copy_events_postgres(session: Session, rows: Sequence[EventRow]) -> int:
     # binary COPY (issue 18): numbers and timestamps go as their binary values, not rendered and re-parsed text
     return copy_ignoring_conflicts_postgres(
         session, "events", list(zip(EVENT_COLUMNS, _EVENT_STAGE_TYPES, strict=True)), ("event_id",),
-        ((row["event_id"], row["unit_id"], row["name"], row["value"], row["timestamp"],
+        # astimezone(UTC) also refuses (OverflowError -> the isolating writer's dead letters) a time that leaves
+        # Python's range in UTC, which binary COPY would otherwise store as a year-0 timestamp
+        ((row["event_id"], row["unit_id"], row["name"], row["value"], row["timestamp"].astimezone(UTC),
           _attributes_json(row), row["received_at"]) for row in rows),
         binary=True, casts={"attributes": "jsonb"},
     )
