@@ -7,6 +7,9 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 MetricKind = Literal["proportion", "mean", "ratio"]
+#: what the metrics catalog and the plan accept: the per-unit kinds above, or "quantile" (the q-quantile of
+#: per-event values, ``scorecards.quantile``; computed from a histogram, not from per-unit sums)
+CatalogMetricKind = Literal["proportion", "mean", "ratio", "quantile"]
 Direction = Literal["higher_is_better", "lower_is_better"]
 HypothesisDirection = Literal["increase", "decrease"]
 ExperimentType = Literal["ab", "rollout"]

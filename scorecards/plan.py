@@ -28,6 +28,7 @@ from scorecards.aggregates import EventAggregate, MetricSpec
 from scorecards.kinds import (
     Aggregation,
     AllocationStrategy,
+    CatalogMetricKind,
     Direction,
     ExperimentType,
     HypothesisDirection,
@@ -35,6 +36,7 @@ from scorecards.kinds import (
     MetricRole,
     RampMode,
 )
+from scorecards.quantile import QuantileSpec
 
 #: Bumped whenever the decision rule in ``scorecards`` changes meaning, so old fingerprints stay honest.
 DECISION_RULE = "titrate-decision-v1"
@@ -72,7 +74,7 @@ class MetricDefinition:
     """The parts of a catalog metric that change what is measured (the REST metric fields)."""
 
     key: str
-    kind: MetricKind
+    kind: CatalogMetricKind
     direction: Direction = DEFAULT_DIRECTION
     event: str | None = None
     aggregation: Aggregation | None = None
@@ -80,6 +82,8 @@ class MetricDefinition:
     denominator: EventAggregate | None = None
     winsorize: float | None = None
     window_hours: float | None = None
+    #: kind "quantile" only: q of the q-quantile of ``event``'s per-event values
+    quantile: float | None = None
 
     @classmethod
     def from_document(cls, d: Mapping[str, Any]) -> MetricDefinition:
@@ -87,17 +91,42 @@ class MetricDefinition:
         return cls(key=d["key"], kind=d["kind"], direction=d.get("direction") or DEFAULT_DIRECTION,
                    event=d.get("event"), aggregation=d.get("aggregation"),
                    numerator=event_aggregate(d.get("numerator")), denominator=event_aggregate(d.get("denominator")),
-                   winsorize=d.get("winsorize"), window_hours=d.get("window_hours"))
+                   winsorize=d.get("winsorize"), window_hours=d.get("window_hours"), quantile=d.get("quantile"))
 
     def to_document(self) -> dict[str, Any]:
-        """The nine fields of the plan document (nulls included)."""
-        return {"key": self.key, "kind": self.kind, "event": self.event, "aggregation": self.aggregation,
-                "numerator": _aggregate_document(self.numerator),
-                "denominator": _aggregate_document(self.denominator), "direction": self.direction,
-                "winsorize": self.winsorize, "window_hours": self.window_hours}
+        """The nine fields of the plan document (nulls included), plus ``quantile`` for a quantile metric only (so
+        the documents — and fingerprints — of plans without one are as before)."""
+        out = {"key": self.key, "kind": self.kind, "event": self.event, "aggregation": self.aggregation,
+               "numerator": _aggregate_document(self.numerator),
+               "denominator": _aggregate_document(self.denominator), "direction": self.direction,
+               "winsorize": self.winsorize, "window_hours": self.window_hours}
+        if self.kind == "quantile":
+            out["quantile"] = self.quantile
+        return out
+
+    @property
+    def sum_kind(self) -> MetricKind:
+        """The kind of a metric computed from per-unit sums (every kind but "quantile", which raises)."""
+        if self.kind == "quantile":
+            raise ValueError(f"metric {self.key!r} is a quantile metric (no per-unit sums)")
+        return self.kind
+
+    @property
+    def is_quantile(self) -> bool:
+        """Whether this is a quantile metric (computed from a histogram of events, not from per-unit sums)."""
+        return self.kind == "quantile"
+
+    def quantile_spec(self) -> QuantileSpec:
+        """What the quantile SQL needs (:func:`scorecards.quantile.quantile_query`); quantile metrics only."""
+        if self.kind != "quantile" or self.event is None or self.quantile is None:
+            raise ValueError(f"metric {self.key!r} is not a quantile metric with an event and a quantile")
+        return QuantileSpec(self.key, self.event, float(self.quantile), self.window_hours)
 
     def spec(self, cuped_lookback_hours: float | None = None) -> MetricSpec:
-        """What the SQL needs; ``cuped_lookback_hours`` also aggregates the pre-exposure covariate (not ratios)."""
+        """What the SQL needs; ``cuped_lookback_hours`` also aggregates the pre-exposure covariate (not ratios).
+        Not for quantile metrics (:meth:`quantile_spec`)."""
+        if self.kind == "quantile":
+            raise ValueError(f"metric {self.key!r} is a quantile metric: use quantile_spec()")
         spec = MetricSpec.from_definition(self.to_document())
         if cuped_lookback_hours is not None and spec.kind != "ratio":
             spec = replace(spec, cuped_lookback_hours=cuped_lookback_hours)

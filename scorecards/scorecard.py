@@ -42,6 +42,7 @@ from scorecards.kinds import MetricKind, PowerKind
 from scorecards.multiple_testing import holm
 from scorecards.plan import Plan, PlannedMetric
 from scorecards.power import achieved_power, mde_at_n, sample_size_per_arm
+from scorecards.quantile import QuantileArm, compare_quantiles, empty_arm, quantile_guardrail
 from scorecards.sample_stats import RatioStats, SampleStats
 from scorecards.segments import SegmentInput, Segments, build_segments
 from scorecards.sequential import compare_sequential
@@ -201,6 +202,25 @@ class _Context:
     signed_mde: float | None
     planned_n: int | None
     gst: GstLook | None = None
+    #: quantile metric key → variant → its histogram (``scorecards.quantile``)
+    quantiles: Mapping[str, Mapping[str, QuantileArm]] | None = None
+
+
+def _quantile_variant(ctx: _Context, pm: PlannedMetric, treatment: str) -> VariantResult:
+    """A quantile metric's treatment vs control from the arms' histograms: :func:`compare_quantiles` (z test of
+    Q_t − Q_c with the clustered Woodruff SEs, Fieller ``rel_ci``) and, for a guardrail, :func:`quantile_guardrail`
+    with the relative margin (always-valid in both sequential modes, as other guardrails). The fixed-horizon test is
+    used whatever the design (no mSPRT/GST/CUPED form of a quantile yet); no MDE or power (no per-unit variance)."""
+    d = pm.definition
+    q = float(d.quantile or 0.5)
+    arms = (ctx.quantiles or {}).get(pm.key, {})
+    c_arm, t_arm = arms.get(ctx.plan.control, empty_arm()), arms.get(treatment, empty_arm())
+    cmp_ = compare_quantiles(c_arm, t_arm, q, ctx.alpha, direction=d.direction)
+    guard = (quantile_guardrail(c_arm, t_arm, q, float(pm.margin or 0.0), ctx.alpha, direction=d.direction,
+                                sequential=ctx.plan.design.sequential_method is not None,
+                                horizon_n_per_arm=ctx.planned_n)
+             if pm.role == "guardrail" else None)
+    return VariantResult(treatment, cmp_, None, guard, None, None, 0)
 
 
 def _planned_n(plan: Plan, aggregates: ScorecardAggregates, alpha: float,
@@ -210,6 +230,8 @@ def _planned_n(plan: Plan, aggregates: ScorecardAggregates, alpha: float,
     mde = plan.design.mde
     signed = None if mde is None else (float(mde) if plan.hypothesis_direction == "increase" else -float(mde))
     kind = plan.primary.definition.kind
+    if kind == "quantile":  # why: no per-unit variance to size a sample from
+        return signed, None
     c = aggregates.metric(plan.primary.key, plan.control).stats(kind)
     if signed is None or c.n < 2:
         return signed, None
@@ -219,7 +241,7 @@ def _planned_n(plan: Plan, aggregates: ScorecardAggregates, alpha: float,
 
 def _comparison(ctx: _Context, pm: PlannedMetric, c_agg: MetricAggregate, t_agg: MetricAggregate,
                 lookback_hours: float | None) -> tuple[Comparison, CupedResult | None]:
-    kind, direction = pm.definition.kind, pm.definition.direction
+    kind, direction = pm.definition.sum_kind, pm.definition.direction
     c_stats, t_stats = c_agg.stats(kind), t_agg.stats(kind)
     if ctx.gst is not None:
         return compare_gst(c_stats, t_stats, kind, ctx.alpha, information_fractions=ctx.gst.fractions,
@@ -241,7 +263,7 @@ def _guardrail(ctx: _Context, pm: PlannedMetric, c_stats: SampleStats | RatioSta
     # why: the always-valid regression test is tuned (mSPRT mixture) to the n at which a regression of the
     # margin's size is detectable, not to the primary's planned n: tuned to a far larger n it would miss even a
     # tenfold regression at early looks, which is exactly when a guardrail matters.
-    kind, margin = pm.definition.kind, float(pm.margin or 0.0)
+    kind, margin = pm.definition.sum_kind, float(pm.margin or 0.0)
     margin_n = (_safe(sample_size_per_arm, power_kind(kind), _baseline(kind, c_stats), margin, ctx.alpha,
                       ctx.power, _unit_sd(kind, c_stats)) if c_stats.n >= 2 and pm.margin else None)
     horizon_n = margin_n or ctx.planned_n
@@ -253,6 +275,9 @@ def _guardrail(ctx: _Context, pm: PlannedMetric, c_stats: SampleStats | RatioSta
 
 def _variant(ctx: _Context, pm: PlannedMetric, treatment: str, lookback_hours: float | None) -> VariantResult:
     kind = pm.definition.kind
+    if kind == "quantile":
+        return _quantile_variant(ctx, pm, treatment)
+    kind = pm.definition.sum_kind
     c_agg, t_agg = ctx.aggregates.metric(pm.key, ctx.plan.control), ctx.aggregates.metric(pm.key, treatment)
     c_stats, t_stats = c_agg.stats(kind), t_agg.stats(kind)
     cmp_, cuped = _comparison(ctx, pm, c_agg, t_agg, lookback_hours)
@@ -418,10 +443,16 @@ def _overall_lifts(metrics: Sequence[MetricResult]) -> dict[tuple[str, str], flo
     return {(m.metric.key, v.variant): v.comparison.abs_lift for m in metrics for v in m.variants}
 
 
+def _without_quantiles(plan: Plan) -> Plan:
+    """The plan without its quantile metrics (segments are per-unit sums by attribute value)."""
+    return replace(plan, metrics=tuple(m for m in plan.metrics if m.definition.kind != "quantile"))
+
+
 def build_scorecard(plan: Plan, aggregates: ScorecardAggregates, allocation_history: Sequence[AllocationVersion],
                     exposures: ExposureCounts, *, as_of: datetime, strata: Mapping[str, Strata] | None = None,
                     segment: SegmentInput | None = None, bandit_stop: BanditStop | None = None,
-                    excluded: ExcludedRows | None = None) -> Scorecard:
+                    excluded: ExcludedRows | None = None,
+                    quantiles: Mapping[str, Mapping[str, QuantileArm]] | None = None) -> Scorecard:
     """The scorecard and its decision from sufficient statistics (pure; see the module docstring).
 
     Args:
@@ -436,11 +467,13 @@ def build_scorecard(plan: Plan, aggregates: ScorecardAggregates, allocation_hist
         segment: the breakdown by one exposure attribute (its sums per value).
         bandit_stop: the stopping rule stored with the newest allocation version (pass it only for a live read).
         excluded: stored rows left out of the sums.
+        quantiles: quantile metrics: key → variant → histogram (``scorecards.quantile.read_quantile_rows``);
+            segments leave quantile metrics out.
     """
     alpha, power = float(plan.design.alpha), float(plan.design.power)
     signed_mde, planned_n = _planned_n(plan, aggregates, alpha, power)
     gst = gst_look(plan, aggregates, planned_n, as_of)
-    ctx = _Context(plan, aggregates, alpha, power, signed_mde, planned_n, gst)
+    ctx = _Context(plan, aggregates, alpha, power, signed_mde, planned_n, gst, quantiles)
     lookback = plan.design.cuped_lookback_hours
     metrics = []
     for pm in plan.metrics:
@@ -461,8 +494,9 @@ def build_scorecard(plan: Plan, aggregates: ScorecardAggregates, allocation_hist
     return Scorecard(
         plan=plan, as_of=as_of, metrics=tuple(metrics), srm=srm, planned_n_per_variant=planned_n,
         planned_n_reached=reached, current_n={v: aggregates.exposed.get(v, 0) for v in plan.served},
-        segments=None if segment is None else build_segments(plan, segment, _overall_lifts(metrics), srm.expected,
-                                                             alpha, srm.result is not None
+        segments=None if segment is None else build_segments(_without_quantiles(plan), segment,
+                                                             _overall_lifts(metrics), srm.expected, alpha,
+                                                             srm.result is not None
                                                              and srm.result.test == "sequential"),
         adaptive_note=note, excluded_rows=excluded,
         decision=_decision(plan, metrics, srm.result, reached, bandit_stop, excluded, gst),

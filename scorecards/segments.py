@@ -74,7 +74,7 @@ def _rows(plan: Plan, segment: SegmentInput, alpha: float) -> list[SegmentRow]:
         agg = segment.by_value[value]
         metrics = []
         for pm in plan.metrics:
-            kind = pm.definition.kind
+            kind = pm.definition.sum_kind
             c_stats = agg.metric(pm.key, plan.control).stats(kind)
             cells = tuple(SegmentCell(t, compare(c_stats, agg.metric(pm.key, t).stats(kind), kind, alpha,
                                                  direction=pm.definition.direction)) for t in plan.treatments)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from api.db.tables import Event, Exposure
 from api.settings import get_settings
 from api.sources import service as sources
+from scorecards.quantile import QuantileArm, QuantileSpec, quantile_query, read_quantile_rows
 from scorecards.sql import (
     MetricAggregate,
     MetricSpec,
@@ -134,3 +135,12 @@ def metric_strata(conn: Runner, experiment_id: int, metric: MetricSpec, as_of: d
     return read_version_segment_rows(conn.execute(version_segment_metric_query(
         tables.exposures, tables.events, experiment_id, metric, as_of, context_attribute, earliest_usable())).all(),
         metric)
+
+
+def quantile_arms(conn: Runner, experiment_id: int, metrics: Sequence[QuantileSpec], as_of: datetime, *,
+                  tables: AnalysisTables = BUILT_IN) -> dict[str, dict[str, QuantileArm]]:
+    """metric key → variant → histogram of each quantile metric (one query each, ``scorecards.quantile``); computed
+    live on every read, stored scorecards included (a histogram does not decompose into per-unit sums)."""
+    return {m.key: read_quantile_rows(conn.execute(quantile_query(tables.exposures, tables.events, experiment_id, m,
+                                                                  as_of, earliest_usable())).all())
+            for m in metrics}

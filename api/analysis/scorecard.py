@@ -16,8 +16,10 @@ from api.experiments.plan import plan_of
 from api.incremental import repository as stored
 from api.incremental.repository import RefreshState
 from scorecards.adaptive import Strata
+from scorecards.aggregates import MetricSpec
 from scorecards.decision import ContextLeaders, Decision
 from scorecards.plan import Plan
+from scorecards.quantile import QuantileArm, QuantileSpec
 from scorecards.scorecard import (
     AllocationVersion,
     BanditStop,
@@ -27,6 +29,16 @@ from scorecards.scorecard import (
     build_scorecard,
 )
 from scorecards.segments import SegmentInput
+
+
+def sum_specs(plan: Plan) -> list[MetricSpec]:
+    """The SQL specs of the plan's metrics computed from per-unit sums (every kind but "quantile")."""
+    return [m.definition.spec(plan.design.cuped_lookback_hours) for m in plan.metrics if not m.definition.is_quantile]
+
+
+def quantile_specs(plan: Plan) -> list[QuantileSpec]:
+    """The plan's quantile metrics as the quantile SQL needs them."""
+    return [m.definition.quantile_spec() for m in plan.metrics if m.definition.is_quantile]
 
 
 def effective_as_of(as_of: datetime | None) -> datetime:
@@ -68,7 +80,7 @@ def load_scorecard(session: Session, experiment: Experiment, as_of: datetime | N
     allocation history (SRM, allocation versions) is always titrate's."""
     plan = plan_of(experiment)
     when = effective_as_of(as_of)
-    specs = [m.definition.spec(plan.design.cuped_lookback_hours) for m in plan.metrics]
+    specs = sum_specs(plan)
     allocations = experiments_repository.allocation_history(session, experiment.id)
     history = [AllocationVersion(a.version, a.weights, a.context_weights) for a in allocations]
     attribute = plan.allocation.context_attribute
@@ -84,10 +96,11 @@ def load_scorecard(session: Session, experiment: Experiment, as_of: datetime | N
         by_segment = None if segment is None else SegmentInput(segment, repository.metric_aggregates_by_segment(
             conn, experiment.id, specs, when, segment, tables=tables))
         excluded = repository.excluded_exposures(conn, experiment.id, utc_now(), tables=tables)
+        quantiles = repository.quantile_arms(conn, experiment.id, quantile_specs(plan), when, tables=tables)
     return build_scorecard(
         plan, aggregates, history, exposures, as_of=when, strata=strata, segment=by_segment,
         bandit_stop=_bandit_stop(session, experiment) if thompson and as_of is None else None,
-        excluded=ExcludedRows(excluded, aggregates.excluded_events),
+        excluded=ExcludedRows(excluded, aggregates.excluded_events), quantiles=quantiles,
     )
 
 
@@ -97,9 +110,12 @@ def load_stored_scorecard(session: Session, experiment: Experiment, state: Refre
     that stored them (``state.computed_at``), computed by the same aggregation as :func:`load_scorecard` over the
     stored per-unit rows instead of the exposures and events (SRM against the allocation history, strata, segments,
     the bandit stopping rule as on a live read). Memoised per process until the next refresh or allocation version
-    (``api.analysis.card_cache``)."""
+    (``api.analysis.card_cache``) — except a plan with quantile metrics, whose histograms are computed live on every
+    read (at ``state.computed_at``; they are not per-unit sums, so they are not stored)."""
     history = [AllocationVersion(a.version, a.weights, a.context_weights)
                for a in experiments_repository.allocation_history(session, experiment.id)]
+    if quantile_specs(plan_of(experiment)):
+        return _build_stored_scorecard(session, experiment, state, segment, history)
     # why a memo: these numbers are fixed until the next refresh or allocation version (api/analysis/card_cache.py)
     key = CardKey(str(session.get_bind().engine.url), experiment.id, state.computed_at, segment,
                   (len(history), history[-1].version if history else None))
@@ -111,7 +127,7 @@ def _build_stored_scorecard(session: Session, experiment: Experiment, state: Ref
                             history: list[AllocationVersion]) -> Scorecard:
     plan = plan_of(experiment)
     when = state.computed_at
-    specs = [m.definition.spec(plan.design.cuped_lookback_hours) for m in plan.metrics]
+    specs = sum_specs(plan)
     aggregates = stored.stored_metric_aggregates(session, experiment.id, specs, when)
     attribute = plan.allocation.context_attribute
     exposures = ExposureCounts(
@@ -127,4 +143,18 @@ def _build_stored_scorecard(session: Session, experiment: Experiment, state: Ref
             session, experiment.id, specs, when, segment)),
         bandit_stop=_bandit_stop(session, experiment) if thompson else None,
         excluded=ExcludedRows(state.excluded_exposures, aggregates.excluded_events),
+        quantiles=_live_quantiles(session, experiment, plan, when),
     )
+
+
+def _live_quantiles(session: Session, experiment: Experiment, plan: Plan,
+                    when: datetime) -> dict[str, dict[str, QuantileArm]] | None:
+    """Quantile metrics of a stored scorecard, computed live from the exposures and events (at the refresh's
+    ``computed_at``, so the card is one analysis) — not stored: a histogram is no per-unit sum."""
+    specs = quantile_specs(plan)
+    if not specs:
+        return None
+    allocations = experiments_repository.allocation_history(session, experiment.id)
+    with repository.analysis_tables(session, experiment.key, experiment.id, plan.analysis_source,
+                                    [(a.version, a.created_at) for a in allocations]) as (conn, tables):
+        return repository.quantile_arms(conn, experiment.id, specs, when, tables=tables)

@@ -52,7 +52,7 @@ class Metric(Base):
     """A metric of the catalog: how per-unit values are computed from events."""
 
     __tablename__ = "metrics"
-    __table_args__ = (CheckConstraint("kind IN ('proportion', 'mean', 'ratio')", name="kind"),)
+    __table_args__ = (CheckConstraint("kind IN ('proportion', 'mean', 'ratio', 'quantile')", name="kind"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(100), unique=True)
@@ -64,6 +64,8 @@ class Metric(Base):
     direction: Mapped[str] = mapped_column(String(32))
     winsorize: Mapped[float | None] = mapped_column(Float, nullable=True)
     window_hours: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: kind "quantile" only: which quantile of the per-event values (0 < q < 1)
+    quantile: Mapped[float | None] = mapped_column(Float, nullable=True)
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, onupdate=utc_now)

@@ -33,7 +33,8 @@ def metric_definition(metric: Metric) -> MetricDefinition:
                             event=metric.event, aggregation=metric.aggregation,  # type: ignore[arg-type]
                             numerator=event_aggregate(metric.numerator),
                             denominator=event_aggregate(metric.denominator),
-                            winsorize=metric.winsorize, window_hours=metric.window_hours)
+                            winsorize=metric.winsorize, window_hours=metric.window_hours,
+                            quantile=metric.quantile)
 
 
 def build_plan(experiment: Experiment) -> Plan:

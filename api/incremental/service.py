@@ -112,7 +112,8 @@ class RefreshResult:
 def plan_metrics(experiment: Experiment) -> list[MetricSpec]:
     """The metric specs of the experiment's frozen plan (what the scorecard aggregates)."""
     plan = plan_of(experiment)
-    return [m.definition.spec(plan.design.cuped_lookback_hours) for m in plan.metrics]
+    # why not quantile metrics: a histogram is no per-unit sum; the scorecard computes them live on every read
+    return [m.definition.spec(plan.design.cuped_lookback_hours) for m in plan.metrics if not m.definition.is_quantile]
 
 
 def components_of(experiment: Experiment) -> tuple[str, ...]:

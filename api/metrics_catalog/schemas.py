@@ -8,7 +8,7 @@ from typing import Self
 from pydantic import ConfigDict, Field, model_validator
 
 from api.schemas_common import EventName, Key, RequestModel
-from scorecards.kinds import Aggregation, Direction, MetricKind
+from scorecards.kinds import Aggregation, CatalogMetricKind, Direction
 
 
 class EventAggregate(RequestModel):
@@ -24,7 +24,7 @@ class MetricCreate(RequestModel):
 
 
     key: Key
-    kind: MetricKind
+    kind: CatalogMetricKind
     event: EventName | None = None
     aggregation: Aggregation | None = None
     numerator: EventAggregate | None = None
@@ -34,10 +34,17 @@ class MetricCreate(RequestModel):
     window_hours: float | None = Field(
         None, gt=0, le=24 * 365, allow_inf_nan=False, description="attribution window after first exposure"
     )
+    quantile: float | None = Field(
+        None, gt=0, lt=1, allow_inf_nan=False,
+        description="kind 'quantile' only: the quantile q (0 < q < 1) of the per-event values of 'event'")
     description: str | None = Field(None, max_length=2000)
 
     @model_validator(mode="after")
     def _check_shape(self) -> Self:
+        if self.kind != "quantile" and self.quantile is not None:
+            raise ValueError("'quantile' is only for kind 'quantile'")
+        if self.kind == "quantile":
+            return self._check_quantile()
         if self.kind == "ratio":
             if self.numerator is None or self.denominator is None:
                 raise ValueError("a ratio metric needs 'numerator' and 'denominator'")
@@ -56,6 +63,20 @@ class MetricCreate(RequestModel):
             self.aggregation = "sum"
         elif self.aggregation == "any":
             raise ValueError("aggregation 'any' makes a proportion: use kind 'proportion'")
+        return self
+
+    def _check_quantile(self) -> Self:
+        """The q-quantile of ``event``'s per-event values (``scorecards.quantile``): no per-unit aggregation, no
+        winsorising (a quantile is robust to outliers already)."""
+        if self.quantile is None:
+            raise ValueError("a quantile metric needs 'quantile' (0 < q < 1, e.g. 0.95)")
+        if self.event is None:
+            raise ValueError("a quantile metric needs 'event'")
+        if self.numerator is not None or self.denominator is not None or self.aggregation is not None:
+            raise ValueError("a quantile metric takes 'event' and 'quantile', not 'aggregation'/'numerator'/"
+                             "'denominator'")
+        if self.winsorize is not None:
+            raise ValueError("a quantile metric takes no 'winsorize'")
         return self
 
 
