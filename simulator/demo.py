@@ -117,8 +117,8 @@ def ramp_line(ramp: dict[str, Any]) -> str:
     where = f"after day {ramp['days_run']} of {ramp['days_planned']}"
     if ramp["status"] != "rolled_back":
         return (f"{ramp['experiment']}: {ramp['status']} at {ramp['max_fraction_reached']:.0%} of traffic {where}; "
-                f"latency {_pct(ramp['latency_rel_lift'], 0)} (planted {_pct(ramp['true_latency_regression'], 0)})")
-    return (f"{ramp['experiment']}: rolled back at {ramp['max_fraction_reached']:.0%} (guardrail latency "
+                f"p95 latency {_pct(ramp['latency_rel_lift'], 0)} (planted {_pct(ramp['true_latency_regression'], 0)})")
+    return (f"{ramp['experiment']}: rolled back at {ramp['max_fraction_reached']:.0%} (guardrail p95 latency "
             f"{_pct(ramp['latency_rel_lift'], 0)}, 95% CI {_pct_ci(ramp['latency_rel_ci'])}; planted "
             f"{_pct(ramp['true_latency_regression'], 0)}) {where} — on purpose: the remaining days were not run")
 
@@ -186,16 +186,17 @@ def _serving_result(base_url: str, key: str, result: SimulationResult) -> dict[s
 
 
 def _ramp_result(base_url: str, key: str, scenario: Scenario, result: SimulationResult) -> dict[str, Any]:
-    """The slower roll-out: how far its ramp got, and the latency regression measured against the truth."""
+    """The slower roll-out: how far its ramp got, and the p95 latency regression (its guardrail, a quantile metric)
+    measured against the truth."""
     with _http(base_url, key) as http:
         history = http.get(f"/v1/experiments/{result.experiment}/allocations").raise_for_status().json()
     (treatment,) = scenario.treatments
-    latency = _row(result, treatment, metric="latency")
+    latency = _row(result, treatment, metric="p95_latency")
     return {"scenario": "ramp-rollback", "experiment": result.experiment, "status": result.status,
             "decision": "rollback" if result.status == "rolled_back" else result.status,
             "max_fraction_reached": _r(max((1 - h["weights"].get(scenario.control, 1.0) for h in history),
                                            default=0.0)),
-            "true_latency_regression": _r(traffic.true_latency_change(scenario)[treatment]),
+            "true_latency_regression": _r(traffic.true_latency_quantile_change(scenario, 0.95)[treatment]),
             "latency_rel_lift": _r(latency.rel_lift), "latency_rel_ci": _ci(latency.rel_ci),
             "days_run": len(result.days), "days_planned": result.days_planned, "steps": result.actions}
 

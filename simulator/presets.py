@@ -3,8 +3,9 @@
 * ``checkout-ab`` — an A/B test of a one-page checkout: +45 % conversions everywhere except Germany, where it
   halves them (the "good on average, bad for one segment" case the scorecard must flag); a week of traffic
   with a weekly rhythm, units carrying ``country`` and ``platform``.
-* ``ranker-rollout`` — a ramped roll-out (10 % → 50 % → 100 %) of a ranker that is 30 % slower: the latency
-  guardrail must fail and the daily allocation step roll it back before it reaches 50 %.
+* ``ranker-rollout`` — a ramped roll-out (10 % → 50 % → 100 %) of a ranker that is 30 % slower on average (p95
+  +22 %): the p95 latency guardrail (a quantile metric, 5 % relative margin) must fail and the daily allocation
+  step roll it back before it reaches 50 %.
 * ``headline-bandit`` — a Thompson-sampling bandit over four headlines (5 %, 6 %, 7 %, 10 % conversion) that
   must converge on the best; a floor of 5 % per arm keeps enough units on control in every allocation version
   for the stratified lift to be measurable (with 1 %/K the control cells hold a unit or two).
@@ -27,6 +28,9 @@ CONVERSION_METRIC: dict[str, Any] = {"key": "conversion", "kind": "proportion", 
 LATENCY_METRIC: dict[str, Any] = {
     "key": "latency", "kind": "ratio", "numerator": {"event": "serving.latency_ms", "aggregation": "sum"},
     "denominator": {"event": "serving.request", "aggregation": "count"}, "direction": "lower_is_better"}
+#: The serving guardrail: p95 of the per-request latencies (a quantile metric, ``scorecards.quantile``).
+P95_LATENCY_METRIC: dict[str, Any] = {"key": "p95_latency", "kind": "quantile", "event": "serving.latency_ms",
+                                      "quantile": 0.95, "direction": "lower_is_better"}
 ERRORS_METRIC: dict[str, Any] = {
     "key": "errors", "kind": "ratio", "numerator": {"event": "serving.error", "aggregation": "count"},
     "denominator": {"event": "serving.request", "aggregation": "count"}, "direction": "lower_is_better"}
@@ -73,14 +77,14 @@ def ranker_rollout() -> Scenario:
         "variants": {"control": {"latency": {"mean_ms": 40.0, "sd_ms": 8.0}},
                      "ranker-v3": {"latency": {"mean_ms": 52.0, "sd_ms": 8.0}}},
         "allocation_step": True,
-        "registration": {"metrics": [CONVERSION_METRIC, LATENCY_METRIC], "experiment": _experiment(
+        "registration": {"metrics": [CONVERSION_METRIC, P95_LATENCY_METRIC], "experiment": _experiment(
             "ranker-rollout", "Ranker v3 roll-out", "roll out ranker v3", "conversion", "increase",
             "a bigger model ranks better", type="rollout",
             allocation={"strategy": "ramp", "steps": [{"fraction": 0.1, "min_units": 400},
                                                       {"fraction": 0.5, "min_units": 800},
                                                       {"fraction": 1.0, "min_units": 800}]},
             variants=[{"key": "control", "control": True, "weight": 0.5}, {"key": "ranker-v3", "weight": 0.5}],
-            metrics={"primary": "conversion", "guardrails": [{"metric": "latency", "margin": 0.05}]})},
+            metrics={"primary": "conversion", "guardrails": [{"metric": "p95_latency", "margin": 0.05}]})},
     })
 
 

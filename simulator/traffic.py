@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy import stats
 
 from simulator.scenario import ArrivalProcess, Latency, Population, PurchaseValue, Scenario
 
@@ -178,6 +179,24 @@ def true_segment_lift(scenario: Scenario, attribute: str) -> dict[str, dict[str,
     """Attribute value → treatment → true relative lift among the units with that value."""
     return {value: true_relative_lift(scenario, {attribute: value})
             for value in scenario.population.attributes[attribute]}
+
+
+def true_latency_quantile_change(scenario: Scenario, q: float) -> dict[str, float]:
+    """Each treatment's true relative change of the q-quantile of per-request latency, Q_t(q) / Q_c(q) − 1 (the
+    ``rel_lift`` of a quantile metric): latencies are gamma with shape (mean/sd)² and scale sd²/mean (a constant
+    when sd is 0); empty when the scenario simulates no latency."""
+    control = scenario.variants[scenario.control].latency
+    if control is None:
+        return {}
+
+    def quantile(latency: Latency) -> float:
+        if latency.sd_ms == 0:
+            return latency.mean_ms
+        shape, scale = (latency.mean_ms / latency.sd_ms) ** 2, latency.sd_ms ** 2 / latency.mean_ms
+        return float(stats.gamma.ppf(q, shape, scale=scale))
+
+    return {key: quantile(latency) / quantile(control) - 1 for key in scenario.treatments
+            if (latency := scenario.variants[key].latency) is not None}
 
 
 def true_latency_change(scenario: Scenario) -> dict[str, float]:

@@ -11,7 +11,7 @@ def test_the_rollback_line_names_the_fraction_and_the_guardrail() -> None:
             "true_latency_regression": demo._r(0.30000000000000004), "latency_rel_lift": 0.2987,
             "latency_rel_ci": [0.2511, 0.3472], "days_run": 1, "days_planned": 12}
     line = demo.ramp_line(ramp)
-    assert line.startswith("demo-ranker-rollout: rolled back at 10% (guardrail latency +30%, 95% CI "
+    assert line.startswith("demo-ranker-rollout: rolled back at 10% (guardrail p95 latency +30%, 95% CI "
                            "[+25.1%, +34.7%]; planted +30%) after day 1 of 12")
     assert "on purpose" in line
     assert "0.0999" not in line

@@ -97,6 +97,11 @@ def test_latency_draws_have_each_variants_mean_and_sd() -> None:
         assert sample.std(ddof=1) == pytest.approx(truth.latency.sd_ms, rel=0.03)
         assert (sample > 0).all()
     assert traffic.true_latency_change(scenario) == {"ranker-v3": pytest.approx(0.3)}
+    # the p95 guardrail's truth: the ratio of the gamma quantiles, which the samples' p95 approaches
+    p95 = {key: float(np.quantile(latency[variants == key], 0.95)) for key in scenario.variants}
+    (change,) = traffic.true_latency_quantile_change(scenario, 0.95).values()
+    assert change == pytest.approx(p95["ranker-v3"] / p95["control"] - 1, abs=0.01)
+    assert 0.15 < change < 0.3  # a gamma's upper tail is relatively thinner at the larger mean
 
 
 def test_true_lift_matches_a_hand_computation() -> None:
