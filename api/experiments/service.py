@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from api.audit import record
 from api.auth.keys import Principal
-from api.db.tables import Allocation, Experiment, ExperimentMetric, Variant, utc_now
+from api.db.tables import Allocation, Experiment, ExperimentMetric, Metric, Variant, utc_now
 from api.errors import Conflict, Forbidden, InvalidInput, NotFound
 from api.experiments import plan as plan_module
 from api.experiments import repository
@@ -156,6 +156,9 @@ def create_experiment(session: Session, body: ExperimentCreate, principal: Princ
     )
     experiment.variants = _variants(body.variants)
     experiment.metric_links = _metric_links(session, body.metrics)
+    primary = metrics_repository.get_by_key(session, body.metrics.primary)
+    if primary is not None:
+        _check_bandit_primary(primary, body.allocation.strategy)
     session.add(experiment)
     session.flush()
     created = get_or_404(session, body.key)
@@ -243,6 +246,16 @@ def _check_consistency(experiment: Experiment) -> None:
     first = experiment.variants[0] if experiment.variants else None
     if allocation.strategy == "ramp" and first is not None and not first.is_control:
         raise InvalidInput(("body", "variants", 0, "control"), "a ramped experiment lists its control variant first")
+    if primary is not None:
+        _check_bandit_primary(primary.metric, allocation.strategy)
+
+
+def _check_bandit_primary(primary: Metric, strategy: str) -> None:
+    """A Thompson bandit's primary metric has per-unit sums (its posteriors are built from them): not a quantile."""
+    if primary.kind == "quantile" and strategy == "thompson":
+        raise InvalidInput(("body", "metrics", "primary"),
+                           f"a thompson experiment's primary metric cannot be the quantile metric "
+                           f"'{primary.key}' (the bandit's posteriors need per-unit sums)")
 
 
 def _free_range(taken: list[tuple[int, int]], width: int) -> tuple[int, int] | None:

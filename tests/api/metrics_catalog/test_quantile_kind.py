@@ -14,7 +14,7 @@ from api.db.engine import Database
 from api.db.tables import Experiment
 from scorecards.plan import MetricDefinition, Plan, plan_fingerprint
 from tests.conftest import Keys
-from tests.factories import create_experiment, create_metrics
+from tests.factories import create_experiment, create_metrics, experiment_body
 
 P95 = {"key": "p95_latency", "kind": "quantile", "event": "serving.latency_ms", "quantile": 0.95,
        "direction": "lower_is_better"}
@@ -83,3 +83,21 @@ def test_other_kinds_keep_their_nine_plan_fields() -> None:
         q.spec()
     with pytest.raises(ValueError, match="quantile"):
         _ = q.sum_kind
+
+
+def test_a_bandit_cannot_optimise_a_quantile(client: TestClient, keys: Keys) -> None:
+    analyst = keys.headers("analyst")
+    create_metrics(client, analyst)
+    assert client.post("/v1/metrics", json=P95, headers=analyst).status_code == 201
+    body = experiment_body(
+        hypothesis={"change": "c", "metric": "p95_latency", "direction": "decrease", "rationale": "r"},
+        allocation={"strategy": "thompson"}, metrics={"primary": "p95_latency"})
+    refused = client.post("/v1/experiments", json=body, headers=analyst)
+    assert refused.status_code == 422, refused.text
+    assert "primary" in refused.text
+    assert "quantile" in refused.text
+    fixed = client.post("/v1/experiments", json={**body, "allocation": {"strategy": "fixed"}}, headers=analyst)
+    assert fixed.status_code == 201, fixed.text
+    patched = client.patch("/v1/experiments/ranker-v2", json={"allocation": {"strategy": "thompson"}},
+                           headers=analyst)
+    assert patched.status_code == 422, patched.text
