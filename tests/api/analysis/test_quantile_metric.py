@@ -122,3 +122,23 @@ def test_an_equal_p95_passes_its_guardrail(client: TestClient, keys: Keys, db: D
     assert p95["abs_ci"][0] < 0.0 < p95["abs_ci"][1]
     decision = client.get("/v1/experiments/ranker-v2/decision", headers=keys.headers("analyst")).json()
     assert not any("p95_latency" in r and "fail" in r for r in decision["reasons"])
+
+
+def test_the_materialised_scorecard_computes_the_quantile_on_every_read(client: TestClient, keys: Keys,
+                                                                        db: Database) -> None:
+    """No ``as_of``: the stored per-unit sums answer as of the last refresh, but the quantile is recomputed at each
+    read (no memo), so events stored since — dated before that refresh — move it."""
+    _start(client, keys)
+    _seed(db, slowdown=1.0)
+    analyst = keys.headers("analyst")
+    first = _p95(client.get("/v1/experiments/ranker-v2/scorecard", headers=analyst).json())
+    with db.engine.begin() as conn:
+        exp_id = conn.scalar(select(Experiment.id).where(Experiment.key == "ranker-v2"))
+        units = conn.scalars(select(Exposure.unit_id).where(Exposure.experiment_id == exp_id,
+                                                            Exposure.variant == "v2")).all()
+        conn.execute(insert(Event), [{"event_id": f"late-{i}", "unit_id": u, "name": "serving.latency_ms",
+                                      "value": 10_000.0, "timestamp": NOW - timedelta(hours=1), "attributes": {},
+                                      "received_at": utc_now()} for i, u in enumerate(units[:200])])
+    second = _p95(client.get("/v1/experiments/ranker-v2/scorecard", headers=analyst).json())
+    assert second["control_mean"] == first["control_mean"]
+    assert second["mean"] > 1.5 * first["mean"]
