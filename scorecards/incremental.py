@@ -8,21 +8,33 @@ over it (:func:`scorecards.sql.aggregate_units`). The rows of ``u`` are what thi
 * :func:`unit_rows_query` — the ``u`` rows of every unit (a full refresh) or of some units (an incremental one),
   with ``unit_id``, ``allocation_version`` and ``attributes``, every component of the plan's metrics, computed at
   ``as_of`` (the refresh time) from *all* the unit's events, exactly as the live query computes them;
-* :func:`touched_units_query` — the units a refresh must recompute: those with an event of a plan event name
-  dated after ``since`` (= previous watermark − lookback), or exposed after ``since``;
+* :func:`touched_units_query` — the units a refresh of an analysis source must recompute: those with an event of a
+  plan event name dated after ``since`` (= previous watermark − lookback), or exposed after ``since``;
+* on titrate's own tables (events with ``received_at``, each ``event_id`` stored once) a refresh at ``R`` counts the
+  events received by ``R`` (``unit_rows_query(received_by=R)``), and an incremental one recomputes whole only the
+  units exposed after ``since`` (:func:`exposed_units_query`) and adds to every other stored unit the
+  contribution of the events :func:`arrived` since the previous refresh (:func:`delta_units_query`,
+  :func:`delta_rows_query`);
 * :func:`stored_units` — the stored rows pivoted back into a ``u``-shaped subquery (components stored long, one row
   per nonzero value, keyed by :func:`component_text`), on which :func:`stored_scorecard_query`,
   :func:`stored_version_metric_query`, :func:`stored_version_segment_metric_query` run the same per-variant
   aggregation as the live queries, and ``scorecards.sql.exposure_counts_query`` runs unchanged (the stored unit
   table has the exposure columns it reads).
 
-Why recomputing the touched units is exact: a unit's stored values are a function of its exposure and its events
-dated ``<= as_of``. A unit not touched at refresh time ``R2`` (previous refresh ``R1``, lookback ``L``) has no event
-dated in ``(R1 − L, R2]`` and was exposed at or before ``R1 − L``; all its events dated ``<= R1 − L`` had arrived at
-``R1`` unless one arrived more than ``L`` after its own timestamp. So between full refreshes the materialised rows
-equal a full recomputation except for rows (events, or exposures) that arrived more than ``L`` after their own
-timestamp; each such row changes only its own unit's values, until a full refresh (or a later event of that unit,
-which recomputes the unit) picks it up.
+Why the deltas are exact (titrate's own tables): every component is a sum, a count or a max over the unit's
+events, each event's term depending only on the event and the unit's exposure time (window and CUPED lookback
+tests), so the events counted at ``W`` (received by ``W``, dated by ``W``) plus those :func:`arrived` in ``(W, R]``
+(received in ``(W, R]``, or received by ``W`` and dated in ``(W, R]``; dated by ``R`` in both cases) are exactly
+the events received by ``R`` and dated by ``R``, each once. Only exposures have no arrival time: one stored more
+than the lookback after its ``exposed_at`` waits for a full refresh.
+
+Why recomputing the touched units is exact (analysis sources): a unit's stored values are a function of its
+exposure and its events dated ``<= as_of``. A unit not touched at refresh time ``R2`` (previous refresh ``R1``,
+lookback ``L``) has no event dated in ``(R1 − L, R2]`` and was exposed at or before ``R1 − L``; all its events dated
+``<= R1 − L`` had arrived at ``R1`` unless one arrived more than ``L`` after its own timestamp. So between full
+refreshes the materialised rows equal a full recomputation except for rows (events, or exposures) that arrived more
+than ``L`` after their own timestamp; each such row changes only its own unit's values, until a full refresh (or a
+later event of that unit, which recomputes the unit) picks it up.
 
 Tables are passed in (this package never imports the service's ORM): the stored unit table needs
 ``experiment_id, unit_id, variant, allocation_version, exposed_at, attributes, excluded_events``; the value table
@@ -37,14 +49,29 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, FromClause, Integer, Select, Table, case, cast, func, select, union
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    FromClause,
+    Integer,
+    Select,
+    Table,
+    and_,
+    case,
+    cast,
+    func,
+    or_,
+    select,
+    union,
+)
 
 from scorecards.aggregates import MetricSpec
 from scorecards.sql import Component, _per_unit, _unique, aggregate_units, components, usable_exposure
 from scorecards.sql_dialect import float_literal as _float_literal
 from scorecards.sql_dialect import segment_value as _segment_value
 
-__all__ = ["component_text", "plan_components", "stored_scorecard_query", "stored_units",
+__all__ = ["arrived", "component_text", "delta_rows_query", "delta_units_query", "exposed_units_query",
+           "plan_components", "stored_scorecard_query", "stored_units",
            "stored_version_metric_query", "stored_version_segment_metric_query", "touched_units_query",
            "unit_rows_query"]
 
@@ -64,13 +91,69 @@ def plan_components(metrics: Sequence[MetricSpec]) -> dict[Component, str]:
 
 
 def unit_rows_query(exposures: FromClause, events: FromClause, experiment_id: int, metrics: Sequence[MetricSpec],
-                    as_of: datetime, earliest: datetime | None = None, units: Any = None) -> Select[Any]:
+                    as_of: datetime, earliest: datetime | None = None, units: Any = None,
+                    received_by: datetime | None = None) -> Select[Any]:
     """The per-unit rows to materialise: ``unit_id, variant, exposed_at, allocation_version, attributes,
     excluded_events`` and one column per component of :func:`plan_components` (labelled ``c0`` …), for every usable
     exposure at ``as_of`` — or only for the unit ids ``units`` selects (a one-column ``SELECT``, e.g.
-    :func:`touched_units_query`). The values are those of the live per-unit subquery at ``as_of``."""
+    :func:`touched_units_query`). The values are those of the live per-unit subquery at ``as_of``; with
+    ``received_by`` (titrate's own events, which have ``received_at``) only of the events received by then, so
+    that the next :func:`delta_rows_query` (events received after it) never counts an event twice."""
+    def received(e: Any) -> ColumnElement[bool]:
+        return e.c.received_at <= received_by  # type: ignore[no-any-return]
+
     return _per_unit(exposures, events, experiment_id, plan_components(metrics), as_of, None, False, False,  # type: ignore[no-any-return]
-                     earliest, units=units, whole_rows=True)
+                     earliest, units=units, whole_rows=True, event_filter=None if received_by is None else received)
+
+
+def arrived(events: Any, watermark: datetime, as_of: datetime) -> ColumnElement[bool]:
+    """The events a refresh at ``as_of`` adds to the rows stored at ``watermark`` (the previous refresh, which
+    counted exactly the events received by ``watermark`` and dated by it): those received in
+    ``(watermark, as_of]``, and those received by ``watermark`` but dated after it (future-dated then, due now).
+    Dated after ``as_of`` they wait for a later refresh (the per-unit query's ``timestamp <= as_of``)."""
+    e = events
+    return or_(and_(e.c.received_at > watermark, e.c.received_at <= as_of),
+               and_(e.c.received_at <= watermark, e.c.timestamp > watermark))
+
+
+def exposed_units_query(exposures: FromClause, experiment_id: int, since: datetime, as_of: datetime) -> Select[Any]:
+    """Unit ids (``unit_id``) of the experiment exposed in ``(since, as_of]``: the units an incremental refresh of
+    titrate's own tables recomputes whole (``since`` = previous watermark − lookback: exposures carry no arrival
+    time, so one stored late by more than the lookback waits for a full refresh)."""
+    x = exposures
+    return select(x.c.unit_id.label("unit_id")).where(x.c.experiment_id == experiment_id, x.c.exposed_at > since,
+                                                      x.c.exposed_at <= as_of)
+
+
+def delta_units_query(events: FromClause, stored: Table, experiment_id: int, metrics: Sequence[MetricSpec],
+                      watermark: datetime, since: datetime, as_of: datetime) -> Select[Any]:
+    """Unit ids (``unit_id``) that get a delta at ``as_of``: the stored units (``stored``: the unit table,
+    ``experiment_id, unit_id, exposed_at``) exposed at or before ``since`` with an event that :func:`arrived`
+    since ``watermark`` (those exposed later are recomputed whole: :func:`exposed_units_query`).
+
+    Two halves (UNION): events received in ``(watermark, as_of]`` — why without event-name or date tests: on SQLite
+    they make it pick the ``(name, timestamp)`` index and fetch every event's row for ``received_at``, slower than
+    the plain scan; a unit with only new events of other names, or dated later, gets a zero delta — and events of
+    the plan's names received by ``watermark`` and dated in ``(watermark, as_of]`` (a range on that index)."""
+    names = sorted({c[0] for c in plan_components(metrics)})
+    ev = events
+    received = select(ev.c.unit_id.label("unit_id")).where(ev.c.received_at > watermark, ev.c.received_at <= as_of)
+    due = select(ev.c.unit_id.label("unit_id")).where(ev.c.name.in_(names), ev.c.timestamp > watermark,
+                                                      ev.c.timestamp <= as_of, ev.c.received_at <= watermark)
+    return select(stored.c.unit_id).where(stored.c.experiment_id == experiment_id, stored.c.exposed_at <= since,
+                                          stored.c.unit_id.in_(union(received, due).subquery("arrived").select()))
+
+
+def delta_rows_query(exposures: FromClause, events: FromClause, experiment_id: int, metrics: Sequence[MetricSpec],
+                     watermark: datetime, as_of: datetime, units: Any) -> Select[Any]:
+    """The additive delta of an incremental refresh at ``as_of`` on titrate's own tables: the columns of
+    :func:`unit_rows_query` computed by the same per-unit SQL over only the :func:`arrived` events, for the unit ids
+    ``units`` (a list or a one-column ``SELECT``: :func:`delta_units_query`). Merged into the stored rows per
+    component: ``sum`` and ``count`` add, ``any`` takes the max, ``excluded_events`` adds — exact, since each is a
+    sum (or max) over the unit's events and the window and CUPED lookback tests depend only on the event and the
+    unit's exposure time."""
+    return _per_unit(exposures, events, experiment_id, plan_components(metrics), as_of, None, False, False, None,  # type: ignore[no-any-return]
+                     units=units, whole_rows=True, event_filter=lambda e: arrived(e, watermark, as_of))
 
 
 def touched_units_query(exposures: FromClause, events: FromClause, experiment_id: int, metrics: Sequence[MetricSpec],

@@ -250,8 +250,9 @@ class ScorecardUnitValue(Base):
 
 class ScorecardRefresh(Base):
     """The refresh state of an experiment's materialised scorecard: the rows are the analysis as of
-    ``computed_at``; the next incremental refresh recomputes units with events dated after ``watermark`` minus the
-    lookback; ``components`` are the stored component keys (a plan with others needs a full refresh)."""
+    ``computed_at``; the next incremental refresh adds the events received after ``watermark`` (titrate's own
+    tables) or recomputes units with events dated after ``watermark`` minus the lookback (an analysis source);
+    ``components`` are the stored component keys (a plan with others needs a full refresh)."""
 
     __tablename__ = "scorecard_refreshes"
 

@@ -14,12 +14,32 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Executable, FromClause, Result, Row, Table, delete, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Executable,
+    FromClause,
+    Result,
+    Row,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from api.db.tables import Experiment, ScorecardRefresh, ScorecardUnit, ScorecardUnitValue
 from scorecards.incremental import (
     component_text,
+    delta_rows_query,
+    delta_units_query,
+    exposed_units_query,
     plan_components,
     stored_scorecard_query,
     stored_version_metric_query,
@@ -48,6 +68,9 @@ JOB_LOCK_KEY = 0x7469747261746573
 _EXPERIMENT_LOCK_CLASS = 0x7363  # "sc"
 #: Unit ids per DELETE statement (below SQLite's 32,766 and PostgreSQL's 65,535 bound parameters).
 _CHUNK = 2000
+#: Unit ids per delta query (two IN lists: below both bounds). why large: PostgreSQL may scan the events once per
+#: query, so fewer, larger lists.
+_DELTA_CHUNK = 15000
 
 
 class Runner(Protocol):
@@ -100,6 +123,32 @@ def unit_rows(conn: Runner, tables: AnalysisTables, experiment_id: int, metrics:
     return list(conn.execute(stmt).all())
 
 
+def own_unit_rows(conn: Runner, tables: AnalysisTables, experiment_id: int, metrics: Sequence[MetricSpec],
+                  as_of: datetime, earliest: datetime | None, since: datetime | None) -> list[Row[Any]]:
+    """:func:`unit_rows` on titrate's own tables, counting only the events received by ``as_of``: every usable
+    exposure's when ``since`` is None (a full refresh), else only the units exposed after ``since`` (recomputed
+    whole by an incremental refresh; the others get :func:`delta_rows`)."""
+    units = None if since is None else exposed_units_query(tables.exposures, experiment_id, since, as_of)
+    stmt = unit_rows_query(tables.exposures, tables.events, experiment_id, metrics, as_of, earliest, units,
+                           received_by=as_of)
+    return list(conn.execute(stmt).all())
+
+
+def delta_rows(conn: Runner, tables: AnalysisTables, experiment_id: int, metrics: Sequence[MetricSpec],
+               watermark: datetime, since: datetime, as_of: datetime) -> list[Row[Any]]:
+    """The additive per-unit deltas of the events that arrived since ``watermark``
+    (``scorecards.incremental.delta_rows_query``; the stored unit table is read on ``conn``: titrate's database)."""
+    units = [str(u) for u in conn.execute(delta_units_query(tables.events, UNITS, experiment_id, metrics, watermark,
+                                                            since, as_of)).scalars()]
+    # why the ids first, then chunks: the unit set is read once (one scan of the new events) instead of once per
+    # place the per-unit query tests it
+    out: list[Row[Any]] = []
+    for chunk in _chunks(units, _DELTA_CHUNK):
+        stmt = delta_rows_query(tables.exposures, tables.events, experiment_id, metrics, watermark, as_of, list(chunk))
+        out += conn.execute(stmt).all()
+    return out
+
+
 def excluded_exposures(conn: Runner, tables: AnalysisTables, experiment_id: int,
                        earliest: datetime | None, latest: datetime) -> int:
     """The experiment's exposure rows the analysis leaves out (``scorecards.sql.excluded_exposures_query``)."""
@@ -127,9 +176,9 @@ def lock_experiment(session: Session, experiment_id: int) -> None:
         session.execute(select(func.pg_advisory_xact_lock(_EXPERIMENT_LOCK_CLASS, experiment_id)))
 
 
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start:start + _CHUNK]
+def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 #: What a stored unit row holds, comparable with a computed one: variant, version, exposure time, attributes (JSON
@@ -200,6 +249,31 @@ def replace_rows(session: Session | Connection, experiment_id: int, rows: Sequen
     session.execute(insert(UNITS), units)
     if values:
         session.execute(insert(VALUES), values)
+
+
+def merge_delta(session: Session | Connection, experiment_id: int, rows: Sequence[Row[Any]],
+                labels: Mapping[str, str]) -> None:
+    """Add the deltas ``rows`` (of :func:`delta_rows`) to the stored rows of their units, in one upsert of the
+    value table (``INSERT … ON CONFLICT DO UPDATE``: ``sum``/``count`` components add, ``any`` ones take the max —
+    a delta's ``any`` is 1 when stored, so it is written as is) and one update of ``excluded_events`` for the few
+    units with non-finite new values. Zero deltas are not written."""
+    values = [{"experiment_id": experiment_id, "unit_id": r._mapping["unit_id"], "component": key,
+               "value": float(r._mapping[label])}
+              for r in rows for label, key in labels.items() if r._mapping[label]]
+    excluded = [{"b_unit": r._mapping["unit_id"], "b_add": int(r._mapping["excluded_events"])}
+                for r in rows if r._mapping["excluded_events"]]
+    conn = session.connection() if isinstance(session, Session) else session
+    if values:
+        upsert = (postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)(VALUES)
+        maxed = [key for key in labels.values() if json.loads(key)[1] == "any"]
+        conn.execute(upsert.on_conflict_do_update(
+            index_elements=[VALUES.c.experiment_id, VALUES.c.unit_id, VALUES.c.component],
+            # why literal(): an expanding IN cannot run in an executemany
+            set_={"value": case((VALUES.c.component.in_([literal(key) for key in maxed]), upsert.excluded.value),
+                                else_=VALUES.c.value + upsert.excluded.value)}), values)
+    if excluded:
+        conn.execute(update(UNITS).where(UNITS.c.experiment_id == experiment_id, UNITS.c.unit_id == bindparam("b_unit"))
+                     .values(excluded_events=UNITS.c.excluded_events + bindparam("b_add")), excluded)
 
 
 def _copy(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

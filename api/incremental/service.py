@@ -6,16 +6,26 @@ is the analysis as of ``computed_at = R``.
 
 * **full** — every unit's row is recomputed (first refresh, the plan's components changed, ``full=True``, or
   ``TITRATE_SCORECARD_FULL_REFRESH_HOURS`` passed since the last full one);
-* **incremental** — only the units touched since the previous refresh's watermark ``W`` minus the lookback ``L``
-  (``TITRATE_SCORECARD_LOOKBACK_HOURS``): with an event of a plan event name dated after ``W − L``, or exposed
-  after it. Each is recomputed from *all* its events, so duplicates, late events and exposures arriving after
-  their events come out exactly as in a full recomputation. The watermark becomes ``R``.
+* **incremental**, titrate's own tables — in proportion to the new events: the units exposed after the previous
+  refresh's watermark ``W`` minus the lookback ``L`` (``TITRATE_SCORECARD_LOOKBACK_HOURS``) are recomputed whole;
+  every other stored unit gets the contribution of the events that arrived since ``W`` (``received_at`` in
+  ``(W, R]``, or received by ``W`` and dated in ``(W, R]``), computed by the same per-unit SQL over those events
+  only and merged into its stored values (``repository.merge_delta``: sums and counts add, ``any`` takes the max).
+  Every refresh of these tables counts the events received by ``R`` only, so no event is counted twice;
+* **incremental**, an analysis source (no arrival column) — the units touched since ``W − L``: with an event of a
+  plan event name dated after ``W − L``, or exposed after it, each recomputed from *all* its events (duplicates,
+  late events and exposures arriving after their events come out as in a full recomputation).
 
-**Guarantee.** Between full refreshes the stored rows — hence the scorecard — equal a full recomputation at
-``computed_at`` on every row except rows that arrived more than ``L`` after their own timestamp (an event, or an
-exposure, dated at or before the previous watermark minus ``L`` and stored after that refresh read the data). Each
-such row changes only its own unit's values (one unit's count, sums, exposure), and only until the next full
-refresh, or the next refresh touching that unit, picks it up.
+The watermark becomes ``R``.
+
+**Guarantee.** Titrate's own tables: the stored rows — hence the scorecard — equal a full recomputation at
+``computed_at`` over the events received by then, whatever their lateness, except (a) an exposure stored more than
+``L`` after its ``exposed_at`` (exposures carry no arrival time; its unit waits for the next full refresh) and (b) an
+event whose ingestion stamped ``received_at`` at or before a refresh's time but committed after that refresh read
+(a window of milliseconds; the next full refresh counts it). An analysis source: equal except rows that arrived more
+than ``L`` after their own timestamp (an event, or an exposure, dated at or before the previous watermark minus
+``L`` and stored after that refresh read the data); each such row changes only its own unit's values (one unit's
+count, sums, exposure), and only until the next full refresh, or the next refresh touching that unit, picks it up.
 
 The per-unit rows are computed in a read (no write lock while the database aggregates events), then written in one
 short transaction (delete + insert) under a per-experiment lock; if another refresher stored a newer state in
@@ -30,6 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
@@ -155,11 +166,18 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
     since = None
     if mode == "incremental" and previous is not None:
         since = previous.watermark - timedelta(hours=policy.lookback_hours)
+    deltas: list[Any] = []
     with db.read() as session, (source or source_of(experiment))(session) as (conn, tables):
-        rows = repository.unit_rows(conn, tables, experiment.id, metrics, now, earliest, since)
+        if isinstance(tables, OwnTables):
+            # why: titrate's events carry their arrival time, so only what arrived since the watermark is read
+            rows = repository.own_unit_rows(conn, tables, experiment.id, metrics, now, earliest, since)
+            if since is not None and previous is not None:
+                deltas = repository.delta_rows(conn, tables, experiment.id, metrics, previous.watermark, since, now)
+        else:
+            rows = repository.unit_rows(conn, tables, experiment.id, metrics, now, earliest, since)
         excluded = repository.excluded_exposures(
             conn, tables, experiment.id, earliest, now + timedelta(hours=settings.timestamp_max_future_hours))
-    everything, removed, recomputed = previous is None, [], len(rows)
+    everything, removed, recomputed = previous is None, [], len(rows) + len(deltas)
     if mode == "full" and previous is not None:
         # why a diff: a full refresh rewrites only the units whose rows changed (usually few), so the write
         # transaction — which holds SQLite's only write lock — stays short however many units the experiment has
@@ -178,11 +196,13 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
         if current != previous:  # another refresher stored (or cleared) since we read: keep what is there
             return RefreshResult("skipped", current or previous or new, 0, time.perf_counter() - started)
         repository.replace_rows(session, experiment.id, rows, labels, everything=everything, removed=removed)
+        repository.merge_delta(session, experiment.id, deltas, labels)
         repository.save_state(session, new)
     seconds = time.perf_counter() - started
+    written = len(rows) + len(removed) + len(deltas)
     log.info("scorecard refreshed", extra={"experiment": experiment.key, "mode": mode, "units": recomputed,
-                                           "units_written": len(rows) + len(removed), "seconds": round(seconds, 3)})
-    return RefreshResult(mode, new, recomputed, seconds, len(rows) + len(removed))
+                                           "units_written": written, "seconds": round(seconds, 3)})
+    return RefreshResult(mode, new, recomputed, seconds, written)
 
 
 def stored_state(db: Database, experiment: Experiment, policy: RefreshPolicy, *, fresh: bool | None = None,

@@ -257,3 +257,30 @@ def test_the_job_keeps_paused_experiments_fresh(client: TestClient, keys: Keys, 
     create_experiment(client, keys.headers("admin"), start=True, key="held", variants=ARMS)
     assert client.post("/v1/experiments/held/pause", headers=keys.headers("admin")).status_code == 200
     assert set(scheduler.run_round(db, POLICY).refreshed) == {"held"}
+
+
+def test_an_incremental_refresh_adds_the_events_that_arrived_whatever_their_date(client: TestClient, keys: Keys,
+                                                                                 db: Database) -> None:
+    """Titrate's own tables: the next refresh adds only the events received since the last one (units with none
+    are not touched), late ones included (dated before the lookback), and equals the live scorecard."""
+    create_metrics(client, keys.headers("admin"))
+    create_experiment(client, keys.headers("admin"), start=True, key="delta", variants=ARMS,
+                      design={"alpha": 0.05, "power": 0.8, "mde": 0.05, "sequential": False, "cuped": True,
+                              "cuped_lookback_days": 3})
+    _seed(db, "delta", range(0, 200), hours_ago=40)
+    experiment = _experiment(db, "delta")
+    first = service.refresh(db, experiment, POLICY)
+    assert first.mode == "full"
+    with db.engine.begin() as conn:
+        units = list(conn.scalars(select(Exposure.unit_id).where(Exposure.experiment_id == experiment.id)
+                                  .order_by(Exposure.unit_id).limit(5)))
+        conn.execute(insert(Event), [
+            {"event_id": f"delta-{i}-{j}", "unit_id": unit, "name": name, "value": 4.0 + j, "attributes": {},
+             "timestamp": NOW - timedelta(hours=39 - j), "received_at": utc_now()}  # 36-39 h late: beyond 24 h
+            for i, unit in enumerate(units) for j, name in enumerate(("purchase", "serving.request", "purchase"))])
+    second = service.refresh(db, experiment, POLICY)
+    assert (second.mode, second.units_recomputed, second.units_written) == ("incremental", 5, 5)
+    stored = _get(client, "delta", keys)
+    assert datetime.fromisoformat(stored["computed_at"]) == second.state.computed_at
+    _close(_numbers(stored), _numbers(_get(client, "delta", keys, as_of=stored["computed_at"])))
+    assert service.refresh(db, experiment, POLICY).units_recomputed == 0  # nothing new arrived
