@@ -43,7 +43,8 @@ from tests.factories import create_experiment, create_metrics
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("TITRATE_UPDATE_GOLDEN") == "1"
-VOLATILE = frozenset({"as_of", "computed_at", "created_at", "updated_at", "started_at", "ended_at", "hours_at_step", "due"})
+VOLATILE = frozenset({"as_of", "computed_at", "created_at", "updated_at", "started_at", "ended_at", "hours_at_step",
+                      "due"})
 THREE_ARMS = [{"key": "control", "control": True, "weight": 0.4}, {"key": "a", "weight": 0.3},
               {"key": "b", "weight": 0.3}]
 GUARDED = {"primary": "conversion", "secondary": [], "guardrails": [{"metric": "latency", "margin": 0.05}]}
