@@ -21,7 +21,9 @@ Measured per backend (median over ``--repeats``; each timing includes reading th
 
 * ``full query`` — ``scorecards.sql.scorecard_query`` on all rows (what every read cost before; the denominator);
 * ``full refresh`` — ``api.incremental.service.refresh(full=True)``: every unit's row computed and stored;
-* ``incremental`` — ``refresh`` after a round of +1 % events (touched units found, recomputed, replaced);
+* ``incremental`` — ``refresh`` after a round of +1 % events: on SQLite and PostgreSQL (titrate's own tables) the
+  new events' per-unit deltas merged into the stored rows; on DuckDB (a source, no arrival column) the touched
+  units recomputed and replaced; ``units``: units given a delta or recomputed;
 * ``stored read`` — the scorecard aggregation over the stored rows (what a read costs now).
 
 The section "## Incremental scorecards" of bench/RESULTS.md is appended or replaced (other sections untouched).
