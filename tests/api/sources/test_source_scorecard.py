@@ -5,9 +5,8 @@ One data set (1200 units over two variants, attributes with a country, purchases
 the conversion / revenue / latency-guardrail metrics of ``tests.factories``, some events sent twice under one
 event id) is sent through ``POST /v1/exposures`` and ``POST /v1/events`` for experiment ``builtin``. The rows titrate
 stored are then written, in user-shaped tables (other column names, other experiments' rows, later repeat
-exposures, the repeated events), into a DuckDB file, an embedded ClickHouse (chDB) database when chDB is installed
-and a schema of a PostgreSQL database; experiments ``lake``, ``ch`` and ``pg`` name those sources. Their
-scorecards (plain and by country, at a fixed ``as_of`` and from the
+exposures, the repeated events), into a DuckDB file and into a schema of a PostgreSQL database; experiments
+``lake`` and ``pg`` name those sources. Their scorecards (plain and by country, at a fixed ``as_of`` and from the
 last refresh) equal ``builtin``'s, SRM included; the decision and the ship guard decide the same; a source that
 disappears answers 424. A Thompson bandit on a source updates its weights from the source's rows.
 """
@@ -35,7 +34,6 @@ from api.db.tables import Experiment, Exposure, utc_now
 from api.experiments import repository as experiments_repository
 from bandits.thompson import thompson_allocation
 from scorecards import SampleStats
-from scorecards.sql_dialect import prepare_engine
 from tests.api.sources.test_sources import EVENTS, EXPOSURES
 from tests.conftest import POSTGRES_URL, Keys
 from tests.factories import create_experiment, create_metrics
@@ -110,36 +108,6 @@ def _lake_file(path: Path, exposures: list[tuple[Any, ...]], events: list[tuple[
     return path
 
 
-def _chdb_lake(path: Path, exposures: list[tuple[Any, ...]], events: list[tuple[Any, ...]]) -> str | None:
-    """The user-shaped tables in an embedded ClickHouse (chDB) database at ``path`` (attributes as JSON text,
-    DateTime64(6, 'UTC') timestamps), loaded through Parquet; its URL, or None without chDB."""
-    try:
-        import chdb  # noqa: F401
-    except ImportError:
-        return None
-    scratch = path.with_suffix(".parquet.d")
-    scratch.mkdir()
-    with duckdb.connect() as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        conn.execute("CREATE TABLE exp_log (uid VARCHAR, exp VARCHAR, arm VARCHAR, ts TIMESTAMPTZ, attrs VARCHAR)")
-        conn.execute("CREATE TABLE ev (uid VARCHAR, event_name VARCHAR, val DOUBLE, ts TIMESTAMPTZ, id VARCHAR)")
-        conn.executemany("INSERT INTO exp_log VALUES (?, ?, ?, ?, ?)", exposures)
-        conn.executemany("INSERT INTO ev VALUES (?, ?, ?, ?, ?)", events)
-        for table in ("exp_log", "ev"):
-            conn.execute(f"COPY {table} TO '{scratch / table}.parquet' (FORMAT parquet)")
-    url = f"chdb:///{path}"
-    engine = prepare_engine(create_engine(url))
-    with engine.connect() as conn:
-        conn.execute(text("CREATE TABLE exp_log (uid String, exp String, arm String, ts DateTime64(6, 'UTC'), "
-                          "attrs String) ENGINE = MergeTree ORDER BY uid"))
-        conn.execute(text("CREATE TABLE ev (uid String, event_name String, val Float64, ts DateTime64(6, 'UTC'), "
-                          "id String) ENGINE = MergeTree ORDER BY uid"))
-        for table in ("exp_log", "ev"):
-            conn.execute(text(f"INSERT INTO {table} SELECT * FROM file('{scratch / table}.parquet', Parquet)"))
-    engine.dispose()
-    return url
-
-
 @pytest.fixture
 def pg_database() -> Iterator[str | None]:
     """An empty database of its own on the test PostgreSQL server (its URL), or None without one."""
@@ -207,9 +175,6 @@ def test_a_source_experiments_scorecard_equals_the_same_rows_sent_through_the_ap
     lake_rows = _user_rows("lake", stored, events)
     lake = _lake_file(tmp_path / "lake.duckdb", *lake_rows)
     sources = {"lake": {"key": "lake", "url": f"duckdb:///{lake}", "exposures": EXPOSURES, "events": EVENTS}}
-    chdb_url = _chdb_lake(tmp_path / "lake.chdb", *_user_rows("ch", stored, events))
-    if chdb_url is not None:  # ClickHouse (embedded chDB) when installed: CI installs it (the dev extra)
-        sources["ch"] = {"key": "ch", "url": chdb_url, "exposures": EXPOSURES, "events": EVENTS}
     if pg_database is not None:
         _pg_lake(pg_database, *_user_rows("pg", stored, events))
         sources["pg"] = {"key": "pg", "url": pg_database,
