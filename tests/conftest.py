@@ -98,8 +98,10 @@ def db(database_url: str) -> Iterator[Database]:
     try:
         yield database
     finally:
-        _empty_tables(database)
-        database.dispose()
+        try:
+            _empty_tables(database)
+        finally:  # a failed TRUNCATE must not leak the pool's connections into a later test's garbage collection
+            database.dispose()
 
 
 @pytest.fixture

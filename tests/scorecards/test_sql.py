@@ -123,7 +123,11 @@ class Store:
 @pytest.fixture(scope="module")
 def engine(database_url: str) -> Iterator[Engine]:
     """An engine on the migrated test database of each backend (shared by the module)."""
-    eng = create_engine(normalise_url(database_url))
+    url = normalise_url(database_url)
+    # A server-side statement timeout below pytest-timeout's: a runaway query ends on the server with the test
+    # instead of running on, holding its locks, while later tests' TRUNCATEs time out behind it.
+    connect_args = {"options": "-c statement_timeout=120000"} if url.startswith("postgresql") else {}
+    eng = create_engine(url, connect_args=connect_args)
     yield eng
     eng.dispose()
 
