@@ -109,6 +109,9 @@ class Store:
             self.conn.execute(insert(EVENTS), [
                 {"event_id": f"ev-{next(_ids)}", "unit_id": e.unit, "name": e.name, "value": e.value,
                  "timestamp": e.at, "attributes": {}} for e in events])
+        if self.dialect == "postgresql" and len(exposures) + len(events) >= 1000:
+            # statistics for the uncommitted rows: the planner otherwise keeps what an earlier autovacuum saw
+            self.conn.exec_driver_sql("ANALYZE exposures, events")
 
     def clear_events(self) -> None:
         self.conn.execute(EVENTS.delete())
