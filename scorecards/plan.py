@@ -82,7 +82,8 @@ class MetricDefinition:
     denominator: EventAggregate | None = None
     winsorize: float | None = None
     window_hours: float | None = None
-    #: kind "quantile" only: q of the q-quantile of ``event``'s per-event values
+    #: kind "quantile" only: q of the q-quantile of ``event``'s per-event values (per-unit aggregates when
+    #: ``aggregation`` is set: REST ``"over": "units"``)
     quantile: float | None = None
 
     @classmethod
@@ -120,7 +121,8 @@ class MetricDefinition:
         """What the quantile SQL needs (:func:`scorecards.quantile.quantile_query`); quantile metrics only."""
         if self.kind != "quantile" or self.event is None or self.quantile is None:
             raise ValueError(f"metric {self.key!r} is not a quantile metric with an event and a quantile")
-        return QuantileSpec(self.key, self.event, float(self.quantile), self.window_hours)
+        # why aggregation: a quantile metric with one (REST "over": "units") is over per-unit aggregates
+        return QuantileSpec(self.key, self.event, float(self.quantile), self.window_hours, self.aggregation)
 
     def spec(self, cuped_lookback_hours: float | None = None) -> MetricSpec:
         """What the SQL needs; ``cuped_lookback_hours`` also aggregates the pre-exposure covariate (not ratios).

@@ -21,6 +21,14 @@ With σ = √Var F̂(Q̂) the Woodruff interval of the quantile is ``[F̂⁻¹(q
 al., SE(Q̂) = (U − L) / (2 z) (the interval's width turned into a density estimate, f̂ = 2 z σ / (U − L)). The
 difference of two arms' quantiles is then a z test with SE = √(SE_c² + SE_t²); ``rel_ci`` is Fieller's interval
 with the same SEs (:func:`scorecards.frequentist.build_comparison`), so it agrees with the test.
+
+**Per-unit values** (``QuantileSpec.aggregation`` set: the metric's ``over`` is "units"). The quantile of each
+unit's aggregate of the event over its window — the per-unit value a mean metric of the same event and aggregation
+uses (``scorecards.sql``: Σ value or the event count, 0 for a unit without events; only units whose window has
+elapsed) — across the exposed units. The SQL takes that per-unit value first (``scorecards.sql``'s per-unit
+subquery) and then the same histogram: each unit is one "event" (N_i = 1, S_i ∈ {0, 1}), so the clustered variance
+above reduces to ``F̂(1 − F̂)/(n − 1)``, the plain i.i.d. Woodruff interval (units are independent). Negative per-unit
+values share the non-positive bucket with 0, like negative event values.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -38,18 +46,19 @@ from sqlalchemy import BigInteger, ColumnElement, FromClause, Integer, Select, a
 
 from scorecards.frequentist import ArmEstimate, Comparison, build_comparison
 from scorecards.guardrails import GuardrailResult, guardrail_from_estimates
-from scorecards.kinds import Direction, check_direction
+from scorecards.kinds import Aggregation, Direction, check_direction
 from scorecards.reasons import Reason
 from scorecards.sequential import DEFAULT_HORIZON_N_PER_ARM
-from scorecards.sql import usable_exposure
+from scorecards.sql import _per_unit, usable_exposure
 from scorecards.sql_dialect import BeforeOffset as _BeforeOffset
 from scorecards.sql_dialect import PlannerOpaque as _PlannerOpaque
 from scorecards.sql_dialect import finite_number as _finite
 from scorecards.sql_dialect import float_literal as _float_literal
+from scorecards.sql_dialect import segment_value as _segment_value
 
 __all__ = ["NONPOSITIVE_BUCKET", "RELATIVE_WIDTH", "QuantileArm", "QuantileEstimate", "QuantileSpec", "bucket_of",
            "compare_quantiles", "histogram_from_events", "quantile_estimate", "quantile_guardrail", "quantile_query",
-           "read_quantile_rows"]
+           "read_quantile_rows", "read_quantile_segment_rows"]
 
 #: relative width r of a bucket: bucket b is [(1 + r)^b, (1 + r)^(b + 1)) — the quantiles' resolution
 RELATIVE_WIDTH = 0.005
@@ -61,14 +70,24 @@ NONPOSITIVE_BUCKET = -1_000_000
 @dataclass(frozen=True, slots=True)
 class QuantileSpec:
     """A quantile metric as the SQL needs it: the ``quantile`` (0 < q < 1) of the values of ``event`` events dated
-    in ``[exposed_at, as_of]`` (and before ``exposed_at + window_hours`` when given)."""
+    in ``[exposed_at, as_of]`` (and before ``exposed_at + window_hours`` when given) — or, with ``aggregation``
+    ("sum" or "count"), of each unit's aggregate of those events (the metric's ``over`` is "units")."""
 
     key: str
     event: str
     quantile: float
     window_hours: float | None = None
+    #: None: over the per-event values; "sum"/"count": over the per-unit aggregates (one value per exposed unit)
+    aggregation: Aggregation | None = None
+
+    @property
+    def over(self) -> str:
+        """"events" or "units" (the REST field of the metric)."""
+        return "events" if self.aggregation is None else "units"
 
     def __post_init__(self) -> None:
+        if self.aggregation not in (None, "sum", "count"):
+            raise ValueError(f"a per-unit quantile aggregates by sum or count, got {self.aggregation!r}")
         if not 0.0 < self.quantile < 1.0:
             raise ValueError(f"quantile must lie strictly between 0 and 1, got {self.quantile}")
         if self.window_hours is not None and not (math.isfinite(self.window_hours) and self.window_hours > 0):
@@ -230,36 +249,63 @@ def _bucket_sql(value: Any) -> ColumnElement[Any]:
 
 
 def quantile_query(exposures: FromClause, events: FromClause, experiment_id: int, metric: QuantileSpec,
-                   as_of: datetime, earliest: datetime | None = None) -> Select[Any]:
-    """One ``SELECT``: per (variant, bucket) of ``metric``'s events the columns ``variant, bucket, events, g, h``
-    (see the module docstring), ordered by variant and bucket; read it with :func:`read_quantile_rows`.
+                   as_of: datetime, earliest: datetime | None = None, *, segment: str | None = None) -> Select[Any]:
+    """One ``SELECT``: per (variant, bucket) of ``metric``'s events the columns ``variant, bucket, events, g, h,
+    first`` (see the module docstring), ordered by variant and bucket; read it with :func:`read_quantile_rows`.
+    With ``segment`` (an exposure attribute) the rows also carry its value at exposure in a first column
+    ``segment`` (text, NULL when absent) and are grouped by it: read them with :func:`read_quantile_segment_rows`.
 
     Events: those of ``metric.event`` of the experiment's usable exposures (:func:`scorecards.sql.usable_exposure`),
     dated in ``[exposed_at, as_of]`` (and ``< exposed_at + window_hours``), with a finite value. Three levels: per
     (unit, bucket) counts; running and total counts per unit (window functions over the unit's rows); per (variant,
     bucket) sums. The ``value`` is the per-event value, so raw events never leave the database — only one row per
-    occupied bucket (a few thousand at most: 0.5 % buckets over six decades of latency are 2,770)."""
+    occupied bucket (a few thousand at most: 0.5 % buckets over six decades of latency are 2,770). A per-unit
+    quantile (``metric.aggregation``) is :func:`_unit_quantile_query`."""
+    if metric.aggregation is not None:
+        return _unit_quantile_query(exposures, events, experiment_id, metric, as_of, earliest, segment)
     x, e = exposures, events
     on = and_(x.c.unit_id == e.c.unit_id, e.c.name == metric.event, e.c.timestamp >= x.c.exposed_at,
               _PlannerOpaque(e.c.timestamp) <= as_of, _finite(e.c.value))
     if metric.window_hours is not None:
         on = and_(on, _BeforeOffset(e.c.timestamp, x.c.exposed_at, _float_literal(metric.window_hours)))
     bucket = _bucket_sql(e.c.value)
-    per_bucket = (select(x.c.id.label("unit"), x.c.variant.label("variant"), bucket.label("bucket"),
+    seg = [] if segment is None else [_segment_value(x.c.attributes, segment, False).label("segment")]
+    per_bucket = (select(x.c.id.label("unit"), x.c.variant.label("variant"), *seg, bucket.label("bucket"),
                          func.count().label("c"))
                   .select_from(x.join(e, on))
                   .where(x.c.experiment_id == experiment_id, x.c.exposed_at <= as_of, usable_exposure(x, earliest))
-                  .group_by(x.c.id, x.c.variant, bucket)).subquery("ub")
+                  .group_by(x.c.id, x.c.variant, *seg, bucket)).subquery("ub")
     ub = per_bucket
-    running = select(ub.c.variant, ub.c.bucket, ub.c.c,
+    r_seg = [] if segment is None else [ub.c.segment]
+    running = select(ub.c.variant, *r_seg, ub.c.bucket, ub.c.c,
                      func.sum(ub.c.c).over(partition_by=ub.c.unit, order_by=ub.c.bucket).label("s"),
                      func.sum(ub.c.c).over(partition_by=ub.c.unit).label("n_i")).subquery("r")
     r = running
-    return (select(r.c.variant, r.c.bucket, cast(func.sum(r.c.c), BigInteger).label("events"),
+    keys = [r.c.variant] if segment is None else [r.c.segment, r.c.variant]
+    return (select(*keys, r.c.bucket, cast(func.sum(r.c.c), BigInteger).label("events"),
                    cast(func.sum(r.c.c * (2 * r.c.s - r.c.c)), BigInteger).label("g"),
                    cast(func.sum(r.c.c * r.c.n_i), BigInteger).label("h"),
                    cast(func.sum(case((r.c.s == r.c.c, 1), else_=0)), Integer).label("first"))
-            .group_by(r.c.variant, r.c.bucket).order_by(r.c.variant, r.c.bucket))
+            .group_by(*keys, r.c.bucket).order_by(*keys, r.c.bucket))
+
+
+def _unit_quantile_query(exposures: FromClause, events: FromClause, experiment_id: int, metric: QuantileSpec,
+                         as_of: datetime, earliest: datetime | None, segment: str | None) -> Select[Any]:
+    """The rows of :func:`quantile_query` for a per-unit quantile: ``scorecards.sql``'s per-unit subquery (the value
+    a mean metric of ``metric.event`` with ``metric.aggregation`` and window uses: 0 without events), only units
+    whose window has elapsed (``exposed_at <= as_of − window_hours``, as the mean metric counts them), then one
+    histogram row per (variant, bucket) with every unit its own cluster: ``events = g = h = first`` = units."""
+    assert metric.aggregation is not None
+    component = (metric.event, metric.aggregation, metric.window_hours, None)
+    u = _per_unit(exposures, events, experiment_id, {component: "c0"}, as_of, segment, False, False, earliest)
+    bucket = _bucket_sql(u.c.c0)
+    keys = [u.c.variant] if segment is None else [u.c.segment, u.c.variant]
+    units = cast(func.count(), BigInteger)
+    stmt = select(*keys, bucket.label("bucket"), units.label("events"), units.label("g"), units.label("h"),
+                  cast(func.count(), Integer).label("first"))
+    if metric.window_hours is not None:
+        stmt = stmt.where(u.c.exposed_at <= as_of - timedelta(hours=metric.window_hours))
+    return stmt.group_by(*keys, bucket).order_by(*keys, bucket)
 
 
 def read_quantile_rows(rows: Iterable[Any]) -> dict[str, QuantileArm]:
@@ -275,6 +321,15 @@ def read_quantile_rows(rows: Iterable[Any]) -> dict[str, QuantileArm]:
         a = np.asarray(items, dtype=np.int64)
         out[variant] = QuantileArm(int(a[:, 4].sum()), a[:, 0], a[:, 1], a[:, 2], a[:, 3])
     return out
+
+
+def read_quantile_segment_rows(rows: Iterable[Any]) -> dict[str | None, dict[str, QuantileArm]]:
+    """Rows of :func:`quantile_query` with ``segment`` → segment value (None: absent) → variant → histogram."""
+    grouped: dict[str | None, list[Any]] = {}
+    for row in rows:
+        value = row._mapping["segment"]
+        grouped.setdefault(None if value is None else str(value), []).append(row)
+    return {value: read_quantile_rows(items) for value, items in grouped.items()}
 
 
 def empty_arm() -> QuantileArm:

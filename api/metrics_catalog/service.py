@@ -17,7 +17,7 @@ def create_metric(session: Session, body: MetricCreate, principal: Principal) ->
     if repository.get_by_key(session, body.key) is not None:
         raise Conflict(f"metric '{body.key}' already exists")
     data = body.model_dump(mode="json")
-    metric = Metric(**data, created_at=utc_now(), updated_at=utc_now())
+    metric = Metric(**body.stored(), created_at=utc_now(), updated_at=utc_now())
     session.add(metric)
     session.flush()
     record(session, principal, "metric.create", experiment_id=None, after=data)
