@@ -443,11 +443,6 @@ def _overall_lifts(metrics: Sequence[MetricResult]) -> dict[tuple[str, str], flo
     return {(m.metric.key, v.variant): v.comparison.abs_lift for m in metrics for v in m.variants}
 
 
-def _without_quantiles(plan: Plan) -> Plan:
-    """The plan without its quantile metrics (segments are per-unit sums by attribute value)."""
-    return replace(plan, metrics=tuple(m for m in plan.metrics if m.definition.kind != "quantile"))
-
-
 def build_scorecard(plan: Plan, aggregates: ScorecardAggregates, allocation_history: Sequence[AllocationVersion],
                     exposures: ExposureCounts, *, as_of: datetime, strata: Mapping[str, Strata] | None = None,
                     segment: SegmentInput | None = None, bandit_stop: BanditStop | None = None,
@@ -468,7 +463,7 @@ def build_scorecard(plan: Plan, aggregates: ScorecardAggregates, allocation_hist
         bandit_stop: the stopping rule stored with the newest allocation version (pass it only for a live read).
         excluded: stored rows left out of the sums.
         quantiles: quantile metrics: key → variant → histogram (``scorecards.quantile.read_quantile_rows``);
-            segments leave quantile metrics out.
+            per segment value they come with ``segment.quantiles``.
     """
     alpha, power = float(plan.design.alpha), float(plan.design.power)
     signed_mde, planned_n = _planned_n(plan, aggregates, alpha, power)
@@ -494,7 +489,7 @@ def build_scorecard(plan: Plan, aggregates: ScorecardAggregates, allocation_hist
     return Scorecard(
         plan=plan, as_of=as_of, metrics=tuple(metrics), srm=srm, planned_n_per_variant=planned_n,
         planned_n_reached=reached, current_n={v: aggregates.exposed.get(v, 0) for v in plan.served},
-        segments=None if segment is None else build_segments(_without_quantiles(plan), segment,
+        segments=None if segment is None else build_segments(plan, segment,
                                                              _overall_lifts(metrics), srm.expected, alpha,
                                                              srm.result is not None
                                                              and srm.result.test == "sequential"),

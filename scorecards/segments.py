@@ -1,6 +1,9 @@
 """The scorecard broken down by one exposure attribute: every metric per value of the attribute (fixed-horizon
 tests: segments are exploratory), Benjamini–Hochberg across the values per (metric, variant), a flag on values that
-move significantly opposite to the overall effect, and the SRM drill-down by the same attribute."""
+move significantly opposite to the overall effect, and the SRM drill-down by the same attribute. Quantile metrics
+are compared within each value from that value's histograms (``scorecards.quantile.compare_quantiles``: the
+clustered Woodruff SEs — a unit's events all carry its one exposure's attribute, so clusters never straddle
+values)."""
 
 from __future__ import annotations
 
@@ -12,15 +15,19 @@ from scorecards.aggregates import ScorecardAggregates
 from scorecards.frequentist import Comparison, compare
 from scorecards.multiple_testing import benjamini_hochberg
 from scorecards.plan import Plan, PlannedMetric
+from scorecards.quantile import QuantileArm, compare_quantiles, empty_arm
 from scorecards.srm import SegmentSrm, srm_drill_down
 
 
 @dataclass(frozen=True, slots=True)
 class SegmentInput:
-    """The attribute and the sums per value of it (None: units without the attribute)."""
+    """The attribute and the sums per value of it (None: units without the attribute); ``quantiles``: the quantile
+    metrics' histograms per value (value → metric key → variant → histogram; a value or variant without events is
+    absent)."""
 
     attribute: str
     by_value: Mapping[str | None, ScorecardAggregates]
+    quantiles: Mapping[str | None, Mapping[str, Mapping[str, QuantileArm]]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +81,9 @@ def _rows(plan: Plan, segment: SegmentInput, alpha: float) -> list[SegmentRow]:
         agg = segment.by_value[value]
         metrics = []
         for pm in plan.metrics:
+            if pm.definition.is_quantile:
+                metrics.append((pm, _quantile_cells(plan, pm, (segment.quantiles or {}).get(value, {}), alpha)))
+                continue
             kind = pm.definition.sum_kind
             c_stats = agg.metric(pm.key, plan.control).stats(kind)
             cells = tuple(SegmentCell(t, compare(c_stats, agg.metric(pm.key, t).stats(kind), kind, alpha,
@@ -81,6 +91,16 @@ def _rows(plan: Plan, segment: SegmentInput, alpha: float) -> list[SegmentRow]:
             metrics.append((pm, cells))
         rows.append(SegmentRow(value, {v: agg.exposed.get(v, 0) for v in plan.served}, tuple(metrics)))
     return rows
+
+
+def _quantile_cells(plan: Plan, pm: PlannedMetric, arms: Mapping[str, Mapping[str, QuantileArm]],
+                    alpha: float) -> tuple[SegmentCell, ...]:
+    """A quantile metric's cells within one value: :func:`compare_quantiles` on that value's histograms."""
+    by_variant = arms.get(pm.key, {})
+    c_arm = by_variant.get(plan.control, empty_arm())
+    q = float(pm.definition.quantile or 0.5)
+    return tuple(SegmentCell(t, compare_quantiles(c_arm, by_variant.get(t, empty_arm()), q, alpha,
+                                                  direction=pm.definition.direction)) for t in plan.treatments)
 
 
 def _adjust(plan: Plan, rows: list[SegmentRow], overall: Mapping[tuple[str, str], float],

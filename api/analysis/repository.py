@@ -22,7 +22,13 @@ from sqlalchemy.orm import Session
 from api.db.tables import Event, Exposure
 from api.settings import get_settings
 from api.sources import service as sources
-from scorecards.quantile import QuantileArm, QuantileSpec, quantile_query, read_quantile_rows
+from scorecards.quantile import (
+    QuantileArm,
+    QuantileSpec,
+    quantile_query,
+    read_quantile_rows,
+    read_quantile_segment_rows,
+)
 from scorecards.sql import (
     MetricAggregate,
     MetricSpec,
@@ -144,3 +150,17 @@ def quantile_arms(conn: Runner, experiment_id: int, metrics: Sequence[QuantileSp
     return {m.key: read_quantile_rows(conn.execute(quantile_query(tables.exposures, tables.events, experiment_id, m,
                                                                   as_of, earliest_usable())).all())
             for m in metrics}
+
+
+def quantile_arms_by_segment(conn: Runner, experiment_id: int, metrics: Sequence[QuantileSpec], as_of: datetime,
+                             segment: str, *, tables: AnalysisTables = BUILT_IN,
+                             ) -> dict[str | None, dict[str, dict[str, QuantileArm]]]:
+    """segment value → metric key → variant → histogram of each quantile metric by the exposure attribute
+    ``segment`` (one query each, like :func:`quantile_arms`)."""
+    out: dict[str | None, dict[str, dict[str, QuantileArm]]] = {}
+    for m in metrics:
+        rows = conn.execute(quantile_query(tables.exposures, tables.events, experiment_id, m, as_of,
+                                           earliest_usable(), segment=segment)).all()
+        for value, arms in read_quantile_segment_rows(rows).items():
+            out.setdefault(value, {})[m.key] = arms
+    return out

@@ -94,7 +94,8 @@ def load_scorecard(session: Session, experiment: Experiment, as_of: datetime | N
                                                                                   when, tables=tables))
         strata = _strata(conn, experiment, plan, when, tables) if thompson else None
         by_segment = None if segment is None else SegmentInput(segment, repository.metric_aggregates_by_segment(
-            conn, experiment.id, specs, when, segment, tables=tables))
+            conn, experiment.id, specs, when, segment, tables=tables), repository.quantile_arms_by_segment(
+            conn, experiment.id, quantile_specs(plan), when, segment, tables=tables))
         excluded = repository.excluded_exposures(conn, experiment.id, utc_now(), tables=tables)
         quantiles = repository.quantile_arms(conn, experiment.id, quantile_specs(plan), when, tables=tables)
     return build_scorecard(
@@ -117,7 +118,7 @@ def load_stored_scorecard(session: Session, experiment: Experiment, state: Refre
     if quantile_specs(plan_of(experiment)):
         return _build_stored_scorecard(session, experiment, state, segment, history)
     # why a memo: these numbers are fixed until the next refresh or allocation version (api/analysis/card_cache.py)
-    key = CardKey(str(session.get_bind().engine.url), experiment.id, state.computed_at, segment,
+    key = CardKey(str(session.get_bind().engine.url), experiment.id, state, segment,
                   (len(history), history[-1].version if history else None))
     return STORED_CARDS.get_or_build(key, lambda: _build_stored_scorecard(session, experiment, state, segment,
                                                                           history))
@@ -137,24 +138,29 @@ def _build_stored_scorecard(session: Session, experiment: Experiment, state: Ref
     strata = None if not thompson else {
         m.key: stored.stored_metric_strata(session, experiment.id, m.definition.spec(plan.design.cuped_lookback_hours),
                                            when, attribute) for m in plan.by_role("primary")}
+    quantiles, segment_quantiles = _live_quantiles(session, experiment, plan, when, segment)
     return build_scorecard(
         plan, aggregates, history, exposures, as_of=when, strata=strata,
         segment=None if segment is None else SegmentInput(segment, stored.stored_metric_aggregates_by_segment(
-            session, experiment.id, specs, when, segment)),
+            session, experiment.id, specs, when, segment), segment_quantiles),
         bandit_stop=_bandit_stop(session, experiment) if thompson else None,
         excluded=ExcludedRows(state.excluded_exposures, aggregates.excluded_events),
-        quantiles=_live_quantiles(session, experiment, plan, when),
+        quantiles=quantiles,
     )
 
 
-def _live_quantiles(session: Session, experiment: Experiment, plan: Plan,
-                    when: datetime) -> dict[str, dict[str, QuantileArm]] | None:
-    """Quantile metrics of a stored scorecard, computed live from the exposures and events (at the refresh's
-    ``computed_at``, so the card is one analysis) — not stored: a histogram is no per-unit sum."""
+def _live_quantiles(session: Session, experiment: Experiment, plan: Plan, when: datetime, segment: str | None,
+                    ) -> tuple[dict[str, dict[str, QuantileArm]] | None,
+                               dict[str | None, dict[str, dict[str, QuantileArm]]] | None]:
+    """Quantile metrics of a stored scorecard (and by ``segment`` when given), computed live from the exposures and
+    events (at the refresh's ``computed_at``, so the card is one analysis) — not stored: a histogram is no per-unit
+    sum."""
     specs = quantile_specs(plan)
     if not specs:
-        return None
+        return None, None
     allocations = experiments_repository.allocation_history(session, experiment.id)
     with repository.analysis_tables(session, experiment.key, experiment.id, plan.analysis_source,
                                     [(a.version, a.created_at) for a in allocations]) as (conn, tables):
-        return repository.quantile_arms(conn, experiment.id, specs, when, tables=tables)
+        return (repository.quantile_arms(conn, experiment.id, specs, when, tables=tables),
+                None if segment is None else repository.quantile_arms_by_segment(conn, experiment.id, specs, when,
+                                                                                   segment, tables=tables))
