@@ -17,9 +17,11 @@ import math
 import struct
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from hashlib import sha256
+from itertools import pairwise
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -219,6 +221,7 @@ class CompiledExperiment:
         "allocation_version",
         "context",
         "hot",
+        "layered",
         "_table",
     )
 
@@ -239,6 +242,8 @@ class CompiledExperiment:
     allocation_version: int
     context: ContextTables | None
     hot: HotTuple
+    #: running with a layer range: ``gate_prefix`` is the layer's seed and [gate_low, gate_high) its range
+    layered: bool
     _table: list[str] | None
 
     def evaluate(self, unit: bytes, attributes: Mapping[str, Any] | None) -> Assignment | None:
@@ -251,6 +256,14 @@ class CompiledExperiment:
             gate = _U64_PREFIX(sha256(self.gate_prefix + unit).digest())[0] % BUCKETS
             if not self.gate_low <= gate < self.gate_high:
                 return None
+        variant = _U64_PREFIX(sha256(self.variant_prefix + unit).digest())[0] % BUCKETS
+        return self.assignments[self.table_for(attributes)[variant]]
+
+    def evaluate_in_range(self, unit: bytes, attributes: Mapping[str, Any] | None) -> Assignment | None:
+        """:meth:`evaluate` of a running experiment for a unit already known to pass its gate (the layer index
+        found the unit's layer bucket in this experiment's range): targeting, then the variant hash."""
+        if self.targeting is not None and not matches_all(self.targeting, attributes):
+            return None
         variant = _U64_PREFIX(sha256(self.variant_prefix + unit).digest())[0] % BUCKETS
         return self.assignments[self.table_for(attributes)[variant]]
 
@@ -315,7 +328,20 @@ def index_table(boundaries: Sequence[int]) -> bytes | array[int]:
 
     Why a table rather than bisection: indexing 10 kB of bytes is faster than ``bisect_right`` on the
     hot path and the answer is identical by construction; more than 256 variants use 16-bit entries.
+    Byte tables are shared between experiments with the same boundaries (immutable ``bytes``): a catalogue
+    of 10,000 two-variant experiments holds a handful of tables, not 100 MB, and they stay in cache.
     """
+    if len(boundaries) <= 256:
+        return _shared_byte_table(tuple(boundaries))
+    return _build_index_table(boundaries)
+
+
+@lru_cache(maxsize=1024)
+def _shared_byte_table(boundaries: tuple[int, ...]) -> bytes | array[int]:
+    return _build_index_table(boundaries)
+
+
+def _build_index_table(boundaries: Sequence[int]) -> bytes | array[int]:
     out = array("H", bytes(2 * BUCKETS)) if len(boundaries) > 256 else bytearray(BUCKETS)
     low = 0
     for i, high in enumerate(search_boundaries(boundaries)):
@@ -404,6 +430,7 @@ def compile_experiment(doc: Mapping[str, Any]) -> CompiledExperiment | None:
     exp.gate_low = 0
     exp.gate_high = BUCKETS
     exp.fixed = None
+    exp.layered = False
     if status == RUNNING:
         layer = doc.get("layer")
         if layer is not None:
@@ -417,6 +444,7 @@ def compile_experiment(doc: Mapping[str, Any]) -> CompiledExperiment | None:
                 exp.gate_low, exp.gate_high = 0, 0
             else:
                 exp.gate_low, exp.gate_high = start, end
+                exp.layered = start < end
         else:
             traffic = doc.get("traffic", 1.0)
             traffic = 1.0 if traffic is None else traffic
@@ -475,6 +503,40 @@ class Snapshot:
     experiments: Mapping[str, CompiledExperiment]
     skipped: tuple[str, ...] = ()
     hot: Mapping[str, HotTuple] = field(default_factory=dict)
+    #: the layer index of :func:`build_layers`: ``assign`` hashes each layer once per unit, not each experiment
+    layers: tuple[LayerIndex, ...] = ()
+    #: (document position, experiment) of the experiments the layer index does not hold, evaluated one by one
+    flat: tuple[tuple[int, CompiledExperiment], ...] = ()
+
+
+#: One layer: UTF-8 of ``"layer:" + name + "."``, its experiments' sorted, disjoint, non-empty range starts and
+#: ends, the experiments and their positions in the document (``assign`` answers in document order).
+LayerIndex = tuple[bytes, tuple[int, ...], tuple[int, ...], tuple[CompiledExperiment, ...], tuple[int, ...]]
+
+
+def build_layers(
+    experiments: Iterable[CompiledExperiment],
+) -> tuple[tuple[LayerIndex, ...], tuple[tuple[int, CompiledExperiment], ...]]:
+    """Group running layered experiments by layer; the rest (and any layer whose ranges overlap, which the
+    service never writes) stay flat. Within a layer at most one experiment owns a bucket (spec §3.3), so one
+    layer hash and a binary search find the only experiment a unit can be in: answers stay the spec's."""
+    by_layer: dict[bytes, list[tuple[int, CompiledExperiment]]] = {}
+    flat: list[tuple[int, CompiledExperiment]] = []
+    for position, exp in enumerate(experiments):
+        if exp.layered and exp.gate_prefix is not None:
+            by_layer.setdefault(exp.gate_prefix, []).append((position, exp))
+        else:
+            flat.append((position, exp))
+    layers: list[LayerIndex] = []
+    for prefix, members in sorted(by_layer.items()):
+        members.sort(key=lambda item: item[1].gate_low)
+        if any(later[1].gate_low < earlier[1].gate_high for earlier, later in pairwise(members)):
+            flat.extend(members)
+            continue
+        layers.append((prefix, tuple(e.gate_low for _, e in members), tuple(e.gate_high for _, e in members),
+                       tuple(e for _, e in members), tuple(p for p, _ in members)))
+    flat.sort(key=lambda item: item[0])
+    return tuple(layers), tuple(flat)
 
 
 EMPTY_SNAPSHOT = Snapshot(version=None, etag=None, experiments={})
@@ -509,10 +571,13 @@ def compile_document(doc: Any, etag: str | None = None) -> Snapshot:
             continue
         if compiled is not None and compiled.key not in experiments:
             experiments[compiled.key] = compiled
+    layers, flat = build_layers(experiments.values())
     return Snapshot(
         version=doc.get("version"),
         etag=etag,
         experiments=experiments,  # never mutated after this point
         skipped=tuple(skipped),
         hot={key: exp.hot for key, exp in experiments.items()},
+        layers=layers,
+        flat=flat,
     )

@@ -19,11 +19,13 @@ import threading
 import time
 import uuid
 import weakref
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import sha256
+from operator import itemgetter
 from typing import Any
 from urllib.parse import quote
 
@@ -409,17 +411,37 @@ class Client:
             if type(unit_id) is not str:
                 unit_id = str(unit_id)
             unit = unit_id.encode()
-            log = self._log_exposures
-            for key, exp in self._experiments.items():
+            snapshot = self._snapshot  # one read: layers and flat experiments of the same document
+            found: list[tuple[int, CompiledExperiment, Assignment]] = []
+            # Per layer one hash finds the only experiment the unit can be in (spec §3.3): O(layers), not
+            # O(experiments); the layer index is exactly the per-experiment gate (see build_layers).
+            for prefix, starts, ends, members, positions in snapshot.layers:
+                try:
+                    gate = _U64_PREFIX(sha256(prefix + unit).digest())[0] % BUCKETS
+                    slot = bisect_right(starts, gate) - 1
+                    if slot < 0 or gate >= ends[slot]:
+                        continue
+                    exp = members[slot]
+                    assignment = exp.evaluate_in_range(unit, attributes)
+                except Exception as exc:  # noqa: BLE001
+                    self._hot_error("assign", exc)
+                    continue
+                if assignment is not None:
+                    found.append((positions[slot], exp, assignment))
+            for position, exp in snapshot.flat:
                 try:
                     assignment = exp.evaluate(unit, attributes)
                 except Exception as exc:  # noqa: BLE001
                     self._hot_error("assign", exc)
                     continue
                 if assignment is not None:
-                    out[key] = assignment
-                    if log and exp.running:
-                        self._expose((key, unit_id), assignment.variant, attributes)
+                    found.append((position, exp, assignment))
+            found.sort(key=_position)  # the document's order, as the per-experiment loop answered
+            log = self._log_exposures
+            for _, exp, assignment in found:
+                out[exp.key] = assignment
+                if log and exp.running:
+                    self._expose((exp.key, unit_id), assignment.variant, attributes)
         except Exception as exc:  # noqa: BLE001 - the hot path never raises
             self._hot_error("assign", exc)
         return out
@@ -751,6 +773,9 @@ class Client:
             logger.warning(msg, *args)
         else:
             logger.debug(msg, *args)
+
+
+_position = itemgetter(0)
 
 
 def _assign_running(
