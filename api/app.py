@@ -94,6 +94,9 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
                 db, app.state.snapshots, settings.scheduler_interval_seconds,
                 maintenance=lambda: purge_predictions(db, utc_now(), settings.serving_predictions_retain_days))
             app.state.allocation_scheduler.start()
+        # why not in this process by default: a refresh round's CPU and SQLite write lock would stall every route of
+        # the worker; "process" runs it in titrate refresh-worker, which titrate serve starts beside its workers
+        if settings.scheduler_enabled and settings.scorecard_refresh_mode == "inline":
             app.state.refresh_scheduler = RefreshScheduler(
                 db, RefreshPolicy.from_settings(settings), settings.scorecard_refresh_seconds,
                 after_round=lambda round_: warm_stored_scorecards(db, round_.refreshed))

@@ -17,6 +17,8 @@ from simulator.overrides import Overrides
 from simulator.presets import PRESETS
 
 if TYPE_CHECKING:
+    import subprocess
+
     from simulator.scenario import Scenario
 
 
@@ -89,6 +91,8 @@ def serve(
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # /metrics aggregates across processes only through a shared directory.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="titrate-prom-")
+    refresher = _start_refresh_worker()
+    _stop_refresh_worker_on_sigterm(refresher)
     try:
         uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_config=None,
                     timeout_graceful_shutdown=30)
@@ -96,6 +100,94 @@ def serve(
         if stopped.code not in (None, 0):
             require_free(host, port)  # someone took the port after the check: say so (exit 2), else uvicorn's code
         raise
+    finally:
+        _stop_refresh_worker(refresher)
+
+
+#: How long ``titrate serve`` waits at exit for the refresh worker to finish the experiment it is refreshing.
+REFRESH_WORKER_STOP_SECONDS = 30.0
+
+
+def _start_refresh_worker() -> subprocess.Popen[bytes] | None:
+    """``titrate refresh-worker`` beside the service's workers (one per host, whatever ``--workers``), when the
+    settings run the scorecard refresh job in its own process (``scorecard_refresh_mode=process`` and
+    ``scheduler_enabled``); None otherwise. It gets this process's environment (the same settings) and stops by
+    itself if this process dies without stopping it."""
+    import subprocess
+    import sys
+
+    from api.mistakes import load_settings
+
+    settings = load_settings()
+    if not (settings.scheduler_enabled and settings.scorecard_refresh_mode == "process"):
+        return None
+    return subprocess.Popen([sys.executable, "-m", "api.cli", "refresh-worker", "--parent-pid", str(os.getpid())])
+
+
+def _stop_refresh_worker(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM the refresh worker and wait for it (it finishes the experiment in progress); kill it past
+    :data:`REFRESH_WORKER_STOP_SECONDS`."""
+    import subprocess
+
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=REFRESH_WORKER_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _stop_refresh_worker_on_sigterm(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop the refresh worker when SIGTERM ends this process. Why a handler and not only ``finally``: uvicorn
+    shuts down gracefully on SIGTERM, puts back the handler it found and raises the signal again, so with the
+    default handler this process would die there without running its ``finally``; this one stops the worker, then
+    lets the signal end the process as before (the same exit status)."""
+    import signal
+
+    if process is None:
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop_then_exit(sig: int, _frame: object) -> None:
+        _stop_refresh_worker(process)
+        signal.signal(sig, previous)
+        signal.raise_signal(sig)
+
+    signal.signal(signal.SIGTERM, stop_then_exit)
+
+
+@app.command("refresh-worker")
+def refresh_worker(
+    once: Annotated[bool, typer.Option("--once", help="run one refresh round now and exit")] = False,
+    parent_pid: Annotated[int | None, typer.Option(
+        hidden=True, help="stop when this process ends (set by titrate serve)")] = None,
+) -> None:
+    """Refresh the materialised scorecards of running and paused experiments every
+    TITRATE_SCORECARD_REFRESH_SECONDS, in this process (titrate serve starts one beside its workers; with several
+    replicas, each host may run one: on PostgreSQL one round runs at a time). Stops on SIGTERM or Ctrl-C after the
+    experiment in progress."""
+    import signal
+    import threading
+
+    from api.incremental.scheduler import run_worker
+    from api.logging_setup import configure_logging
+    from api.mistakes import database_errors, load_settings
+
+    settings = load_settings()
+    url = _database_url()
+    configure_logging(settings.log_level, settings.log_json)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with database_errors(url):
+            rounds = run_worker(settings, stop, parent_pid=parent_pid, once=once)
+    finally:  # run in-process (tests, an embedding program): leave its handlers as they were
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if once:
+        typer.echo(f"refresh round {'done' if rounds else 'skipped: another replica holds the lock'}")
 
 
 @app.command()
@@ -116,6 +208,8 @@ def demo(
     from api.ports import require_service_and_console_ports
 
     settings = load_settings()
+    if settings.scorecard_refresh_mode == "process":  # the demo serves in this one process: refresh beside it
+        settings = settings.model_copy(update={"scorecard_refresh_mode": "inline"})
     require_service_and_console_ports(host, port, console_port, console=not headless)  # before anything starts
     migrate()
     # heavy (the service, the simulator): only once the checks passed. The CLI is the one place that wires the

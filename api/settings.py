@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         60.0, gt=0, description="how often the scorecard refresh job refreshes running and paused experiments "
                                 "(runs where scheduler_enabled)"
     )
+    scorecard_refresh_mode: Literal["process", "inline", "off"] = Field(
+        "process", description="where the refresh job runs: process — in its own process, which titrate serve "
+                               "starts beside its workers (or run titrate refresh-worker yourself); inline — in a "
+                               "thread of each service process (embedded use, tests); off — nowhere (reads refresh "
+                               "an experiment never refreshed, and ?fresh=true)"
+    )
     scorecard_lookback_hours: float = Field(
         24.0, ge=0, le=8760, description="an incremental refresh recomputes units with rows dated after the last "
                                          "refresh minus this: later-arriving rows are exact up to this lateness"

@@ -1,12 +1,22 @@
 """A process-local memo of scorecards built from the materialised rows (``api.incremental``).
 
 A read without ``as_of`` answers the analysis as of the last refresh: its numbers cannot change until the next
-refresh stores new rows (a new ``computed_at``) or the allocation updater publishes a version (SRM, strata and the
+refresh stores new rows (a new stored state) or the allocation updater publishes a version (SRM, strata and the
 bandit stopping rule read the allocation history). So the built :class:`~scorecards.scorecard.Scorecard` is kept under
-(database, experiment, ``computed_at``, segment, allocation history) and a repeated read is a lookup plus
-serialisation — scorecard reads no longer aggregate every stored per-unit row each time. The refresh job warms the
-entries of experiments read since the previous round (``warm_keys``), so the first read after a refresh is a lookup
-too. Bounded (least recently used out); each replica has its own.
+(database, experiment, stored refresh state, segment, allocation history) and a repeated read is a lookup plus
+serialisation — scorecard reads no longer aggregate every stored per-unit row each time. Bounded (least recently used
+out); each process has its own.
+
+**Refreshes by another process.** The refresh job usually runs in ``titrate refresh-worker``, not in the process
+that serves reads, so nothing here is told about a refresh. Correctness does not depend on being told: every read
+first reads the experiment's stored state (``api.incremental.repository.state``, in the read's session) and looks
+up the card under that whole state — ``computed_at`` together with the watermark, mode, counts and components — so a
+refresh stored by any process changes the key and the next read builds from the new rows: once a state is stored,
+no read that found it is answered with a card of an older one. Keying on the whole state rather than ``computed_at`` alone
+also tells apart two refreshes stamped with the same time (a clock that did not advance, or ``now`` given). Entries
+of superseded states are never looked up again and age out. With the job in the same process (``inline``) it warms
+the entries of experiments read since its previous round (``take_read``), so the first read after a refresh is a
+lookup too; with the job in its own process that first read builds the card.
 """
 
 from __future__ import annotations
@@ -15,7 +25,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from datetime import datetime
 
 from scorecards.scorecard import Scorecard
 
@@ -29,7 +38,7 @@ class CardKey:
 
     database: str
     experiment_id: int
-    computed_at: datetime
+    stored: Hashable  # the stored refresh state the card is built from (api.incremental.repository.RefreshState)
     segment: str | None
     history: Hashable  # (number of allocation versions, newest version) — a new version changes SRM and strata
 

@@ -8,19 +8,32 @@
   interleave rows.
 
 One experiment's failure is logged and the round goes on with the next one (its stored rows stay as they were).
+
+Where the rounds run (``TITRATE_SCORECARD_REFRESH_MODE``): ``process`` (default) — :func:`run_worker`, the loop of
+``titrate refresh-worker``, a process of its own that ``titrate serve`` starts beside its workers (one per host) and
+stops with them; ``inline`` — a :class:`RefreshScheduler` thread in each service process (embedded use, tests);
+``off`` — nowhere. Why a process: a round aggregates every refreshed experiment's events; inside a serving worker
+its Python work holds the GIL and its SQLite reads and writes run in that worker, which stalled every route for
+~15 s per round on SQLite (``bench/RESULTS.md``). Service processes see another process's refresh through the
+stored state (``api.analysis.card_cache`` keys its memo on it).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from api.background import PeriodicLoop
-from api.db.engine import Database
+from api.db.engine import Database, DbTimeouts
 from api.db.tables import Experiment
 from api.incremental import repository, service
 from api.incremental.service import RefreshPolicy, RefreshResult, Source
+from api.settings import Settings
+from api.sources import service as sources_service
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +53,30 @@ class JobRound:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def run_round(db: Database, policy: RefreshPolicy, source_of: SourceOf | None = None) -> JobRound:
-    """Refresh every running or paused experiment, under the job lock on PostgreSQL."""
+def run_round(db: Database, policy: RefreshPolicy, source_of: SourceOf | None = None,
+              stop: threading.Event | None = None) -> JobRound:
+    """Refresh every running or paused experiment, under the job lock on PostgreSQL; once ``stop`` is set no
+    further experiment is started (the one in progress finishes: each is its own transaction)."""
     if db.dialect != "postgresql":
-        return _refresh_all(db, policy, source_of)
+        return _refresh_all(db, policy, source_of, stop)
     with db.engine.connect() as conn:
         if not repository.try_job_lock(conn):
             log.info("scorecard refresh round skipped: another replica holds the lock")
             return JobRound(ran=False)
         try:
-            return _refresh_all(db, policy, source_of)
+            return _refresh_all(db, policy, source_of, stop)
         finally:
             repository.job_unlock(conn)
 
 
-def _refresh_all(db: Database, policy: RefreshPolicy, source_of: SourceOf | None) -> JobRound:
+def _refresh_all(db: Database, policy: RefreshPolicy, source_of: SourceOf | None,
+                 stop: threading.Event | None = None) -> JobRound:
     result = JobRound(ran=True)
     with db.read() as session:
         experiments = repository.refreshable_experiments(session, REFRESHED_STATUSES)
     for experiment in experiments:
+        if stop is not None and stop.is_set():
+            break
         try:
             source = None if source_of is None else source_of(experiment)
             result.refreshed[experiment.key] = service.refresh(db, experiment, policy, source=source)
@@ -96,3 +114,56 @@ class RefreshScheduler:
     def stop(self) -> None:
         """Stop the loop and wait (up to 30 s) for a round in progress."""
         self._loop.stop()
+
+
+#: How often the refresh worker checks that the process that started it is still there (seconds).
+PARENT_CHECK_SECONDS = 1.0
+
+
+def parent_gone(parent_pid: int | None) -> bool:
+    """Whether the process that started this one (``parent_pid``) has ended: this process was re-parented."""
+    return parent_pid is not None and os.getppid() != parent_pid
+
+
+def run_worker(settings: Settings, stop: threading.Event, *, parent_pid: int | None = None,
+               once: bool = False) -> int:
+    """The loop of ``titrate refresh-worker``: a round every ``scorecard_refresh_seconds`` (the first one interval
+    after start; with ``once``, one round now and return) until ``stop`` is set or, with ``parent_pid``, that
+    process has ended (``titrate serve`` killed without a chance to stop it). A failed round is logged and the next
+    one retries. Returns the number of rounds that ran (a round skipped for another replica's lock does not count).
+
+    Each experiment is refreshed in its own short write transaction (``service.refresh``: rows computed in a read,
+    then one delete + insert), so event ingestion and exposure flushes wait at most one experiment's write.
+    """
+    db = Database(settings.database_url, settings.db_pool_size, DbTimeouts.from_settings(settings))
+    sources_service.ENGINES.configure(sources_service.SourceLimits.from_settings(settings))
+    policy = RefreshPolicy.from_settings(settings)
+    rounds = 0
+
+    def one_round() -> None:
+        nonlocal rounds
+        try:
+            if run_round(db, policy, stop=stop).ran:
+                rounds += 1
+        except Exception:  # a failed round (database away) must not end the worker: the next one retries
+            log.exception("scorecard refresh round failed")
+
+    log.info("scorecard refresh worker started", extra={"database": db.dialect,
+                                                        "interval_seconds": settings.scorecard_refresh_seconds})
+    try:
+        if once:
+            one_round()
+            return rounds
+        due = time.monotonic() + settings.scorecard_refresh_seconds
+        while not stop.wait(max(0.0, min(PARENT_CHECK_SECONDS, due - time.monotonic()))):
+            if parent_gone(parent_pid):
+                log.warning("scorecard refresh worker: the process that started it has ended; stopping")
+                break
+            if time.monotonic() >= due:
+                one_round()
+                due = time.monotonic() + settings.scorecard_refresh_seconds
+        return rounds
+    finally:
+        sources_service.ENGINES.dispose_all()
+        db.dispose()
+        log.info("scorecard refresh worker stopped", extra={"rounds": rounds})
