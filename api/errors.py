@@ -86,10 +86,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def _json_safe(value: Any) -> bool:
     try:
-        json.dumps(jsonable_encoder(value), allow_nan=False)
-    except (TypeError, ValueError):
+        # why encode: a lone surrogate ("\ud800" in the JSON text) dumps, escaped, but the response writes UTF-8
+        json.dumps(jsonable_encoder(value), allow_nan=False, ensure_ascii=False).encode()
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
         return False
     return True
+
+
+def _utf8(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate (which a JSON body may hold) becomes ``?``."""
+    return text.encode("utf-8", "replace").decode()
 
 
 class ValidationErrorJson(TypedDict):
@@ -107,8 +113,9 @@ def safe_validation_errors(errors: Any) -> list[ValidationErrorJson]:
     422 into a 500)."""
     out = []
     for error in errors:
-        item: ValidationErrorJson = {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", "")),
-                                "type": str(error.get("type", "value_error"))}
+        item: ValidationErrorJson = {
+            "loc": [_utf8(part) if isinstance(part, str) else part for part in error.get("loc", ())],
+            "msg": _utf8(str(error.get("msg", ""))), "type": str(error.get("type", "value_error"))}
         value = error.get("input")
         if value is not None and _json_safe(value) and len(json.dumps(jsonable_encoder(value))) <= 200:
             item["input"] = jsonable_encoder(value)

@@ -397,7 +397,8 @@ _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|--[^\n]*|/\*.*
 
 def read_only_select(sql: str) -> str | None:
     """Why ``sql`` is not one read-only ``SELECT``/``WITH`` query (None when it is). Quotes, quoted identifiers
-    and comments are ignored; one trailing ``;`` is allowed."""
+    and comments are ignored; one trailing ``;`` is allowed; parentheses must balance (the query is wrapped as a
+    subquery)."""
     bare = _QUOTED.sub(" ", sql).strip()
     if sql.rstrip().endswith(";"):  # the raw text's last character: nothing (not even a comment) after it
         bare = bare.removesuffix(";").rstrip()
@@ -406,6 +407,13 @@ def read_only_select(sql: str) -> str | None:
         return "must be a read-only query starting with SELECT or WITH"
     if ";" in bare:
         return "must be a single statement (no ';' between statements)"
+    depth = 0
+    for char in bare:  # why: titrate wraps the query as ``(sql) AS src``; a stray ')' would end that subquery early
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return "has a ')' without its '(' (outside quotes and comments)"
+    if depth:
+        return "has a '(' without its ')' (outside quotes and comments)"
     word = _WRITE_WORDS.search(bare)
     if word is not None:
         return f"must only read: '{word.group(1)}' is not allowed outside quotes"

@@ -7,19 +7,23 @@ defects of the issue are replayed where their fix lives: ``test_validation.py`` 
 integers, extreme timestamps, path integers), ``test_bad_stored_rows.py`` (rows stored by older versions),
 ``test_limits.py`` (body and batch sizes), ``test_faults.py`` (database faults), ``test_durability.py``
 (SIGKILL), ``test_roles.py`` (PATCH needs admin), ``test_cli.py`` (one-line CLI mistakes) and ``tests/ui/``
-(console sign-in)."""
+(console sign-in). Hostile ``/v1/sources`` requests (issue 14) are refused naming the field, and nothing in a column
+name or a ``sql`` mapping runs as SQL."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import duckdb
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.db.engine import Database
 from api.db.tables import DeadLetter, Exposure
+from tests.api.sources.test_sources import EVENTS, EXPOSURES, make_lake, with_columns
+from tests.api.sources.test_sources import body as source_body
 from tests.conftest import Keys
-from tests.factories import create_experiment, create_metrics
+from tests.factories import create_experiment, create_metrics, experiment_body
 
 POISON_EXPOSURES: list[dict[str, Any]] = [
     {"timestamp": "0001-01-01T00:00:00+14:00"},
@@ -77,3 +81,77 @@ def test_poison_requests_are_refused_and_never_block_10k_valid_exposures(
     assert treatment["n"] + treatment["control_n"] == 10_000
     segment = client.get("/v1/experiments/ranker-v2/scorecard?segment=country", headers=admin)
     assert segment.status_code == 200, segment.text
+
+
+# ------------------------------------------------------------------------------------ hostile /v1/sources (issue 14)
+
+_COLUMNS_SQL = 'val"; DROP TABLE ev; --'
+
+
+def _hostile_sources(lake: str) -> dict[str, tuple[dict[str, Any] | str, int, list[str | int] | None]]:
+    """name → (body or raw JSON text, expected status, the field a 422 must name)."""
+    def body(**overrides: Any) -> dict[str, Any]:
+        return {"key": "s", "url": f"duckdb:///{lake}", "exposures": EXPOSURES, "events": EVENTS, **overrides}
+
+    def sql(query: str) -> dict[str, Any]:
+        return body(events={"sql": query, "columns": EVENTS["columns"]})
+
+    ev = ["body", "events"]
+    return {
+        "SQL in a column name": (body(events=with_columns(EVENTS, value=_COLUMNS_SQL)), 422,
+                                 [*ev, "columns", "value"]),
+        "SQL in a table name": (body(events={**EVENTS, "table": "ev; DROP TABLE ev"}), 422, [*ev, "table"]),
+        "a column name with a lone surrogate": (body(events=with_columns(EVENTS, value="\ud800")), 422,
+                                                [*ev, "columns", "value"]),
+        "a unicode column name": (body(events=with_columns(EVENTS, value="vål😀")), 422, [*ev, "columns", "value"]),
+        "a huge integer as a column": (body(events=with_columns(EVENTS, value=10**30)), 422,
+                                       [*ev, "columns", "value"]),  # type: ignore[arg-type]
+        "NaN as the key": (_raw_json(body(key=float("nan"))), 422, ["body", "key"]),
+        "Infinity as the URL": (_raw_json(body(url=float("inf"))), 422, ["body", "url"]),
+        "a URL with a lone surrogate": (body(url="duckdb:///\ud800"), 422, ["body", "url"]),
+        "a URL with NUL": (body(url="duckdb:///a\x00b"), 422, ["body", "url"]),
+        "an empty table name": (body(events={**EVENTS, "table": "."}), 422, [*ev, "table"]),
+        "a second statement": (sql("SELECT * FROM ev; DROP TABLE ev"), 422, [*ev, "sql"]),
+        "a write": (sql("WITH x AS (DELETE FROM ev RETURNING *) SELECT * FROM x"), 422, [*ev, "sql"]),
+        "a ')' leaving the subquery": (sql("SELECT * FROM ev) AS q, (SELECT 1"), 422, [*ev, "sql"]),
+        "an unclosed '('": (sql("SELECT * FROM (SELECT * FROM ev"), 422, [*ev, "sql"]),
+        "an unterminated string": (sql("SELECT * FROM ev WHERE id = '"), 422, [*ev, "sql"]),
+        "20,000 quotes": (sql("SELECT " + "'" * 19_990), 422, None),
+        "an oversized body": (sql("SELECT * FROM ev " + " " * 3_000_000), 413, None),
+    }
+
+
+def test_hostile_source_requests_are_refused_naming_the_field_and_never_run(
+        client: TestClient, keys: Keys, tmp_path: Any) -> None:
+    admin = {**keys.headers("admin"), "Content-Type": "application/json"}
+    lake = make_lake(tmp_path / "lake.duckdb")
+    for name, (body, status, loc) in _hostile_sources(str(lake)).items():
+        content = body if isinstance(body, str) else _raw_json(body)
+        response = client.post("/v1/sources", content=content, headers=admin)
+        assert response.status_code == status, (name, response.text[:500])
+        if loc is not None:
+            assert response.json()["detail"][0]["loc"] == loc, (name, response.text[:500])
+    with duckdb.connect(str(lake), read_only=True) as conn:  # nothing in a name or a query ran
+        assert conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'ev'").fetchone() == (1,)
+    for path in ("/v1/sources/%00", "/v1/sources/" + "a" * 300, "/v1/sources/%F0%9F%98%80", "/v1/sources/%ED%A0%80",
+                 "/v1/sources/x'%20OR%20'1'='1"):
+        for method in ("GET", "DELETE"):
+            assert client.request(method, path, headers=admin).status_code in (404, 422), (method, path)
+    assert client.get("/v1/sources", headers=admin).json() == []
+
+    # experiments with a hostile analysis block: 422 at analysis(.source), and a real source still works
+    create_metrics(client, admin)
+    for analysis, loc in (({"source": "nope"}, ["body", "analysis", "source"]),
+                          ({"source": float("nan")}, ["body", "analysis", "source"]),
+                          ({"source": 10**30}, ["body", "analysis", "source"]),
+                          ({"source": "\ud800"}, ["body", "analysis", "source"]),
+                          ({"source": "lake'; DROP TABLE ev; --"}, ["body", "analysis", "source"]),
+                          ({"source": "lake", "sql": "SELECT 1"}, ["body", "analysis", "sql"]),
+                          ("lake", ["body", "analysis"])):
+        response = client.post("/v1/experiments", content=_raw_json(experiment_body(key="e1", analysis=analysis)),
+                               headers=admin)
+        assert response.status_code == 422, (analysis, response.text[:500])
+        assert response.json()["detail"][0]["loc"] == loc, (analysis, response.text[:500])
+    assert client.post("/v1/sources", json=source_body("lake", f"duckdb:///{lake}"), headers=admin).status_code == 201
+    create_experiment(client, admin, key="e1", analysis={"source": "lake"})
+    assert client.get("/v1/experiments/e1/scorecard", headers=admin).status_code in (200, 409)

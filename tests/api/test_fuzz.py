@@ -1,17 +1,20 @@
 """Property-based fuzzing from the OpenAPI schema (schemathesis strategies driven by hypothesis): no generated input
-makes the registry, assignment, event, analysis or key endpoints answer 5xx (both databases).
+makes the registry, assignment, event, analysis, analysis-source or key endpoints answer 5xx (both databases).
+Experiments may carry an ``analysis`` block; a DuckDB analysis source (``lake``) is registered first, so reads of a
+source and experiments naming it are reachable.
 
 Half of the generated requests are poisoned (issue 12) in one drawn place of the body and one parameter, the rest
 staying as schemathesis made it: a number becomes NaN, ±Infinity, ``1e309`` or an integer beyond 64 bits; a
 ``timestamp`` becomes an extreme one (years 1 and 9999 with ±14:00 offsets, which overflow when converted to UTC);
-another string becomes one of those or number-like text; a free-form object (attributes, payload) gains such a
-value under a new key; a path or query parameter gets the same values as text. Every poisoned request must be
-refused or served — never a 5xx."""
+another string becomes one of those, number-like text, SQL or (in a body) a lone surrogate; a free-form object
+(attributes, payload) gains such a value under a new key; a path or query parameter gets the same values as text.
+Every poisoned request must be refused or served — never a 5xx."""
 
 from __future__ import annotations
 
 import json
 import math
+import pathlib
 import re
 from typing import Any
 
@@ -21,16 +24,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.core import NotSet
 
+from tests.api.sources.test_sources import body as source_body
+from tests.api.sources.test_sources import make_lake
 from tests.conftest import Keys
 from tests.factories import create_experiment, create_metrics
 
-FUZZED = re.compile(r"^/v1/(metrics|experiments|assign|events|exposures|sdk|keys|scorecards|design|dead-letters)")
+FUZZED = re.compile(r"^/v1/(metrics|experiments|assign|events|exposures|sdk|keys|scorecards|design|dead-letters|"
+                    r"sources)")
 _RAW_1E309 = "\ue000raw-1e309\ue000"  # a marker json.dumps keeps as a string, then swapped for the bare token
 POISON_NUMBERS: tuple[Any, ...] = (math.nan, math.inf, -math.inf, _RAW_1E309, 2**63, -(2**63) - 1, 10**30)
 EXTREME_TIMESTAMPS = ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00Z",
                       "9999-12-31T23:59:59Z")
 POISON_TEXT: tuple[Any, ...] = (*EXTREME_TIMESTAMPS, "999999999999999999999", "-9223372036854775809", "NaN",
-                                "Infinity", "1e309")
+                                "Infinity", "1e309", "x'; DROP TABLE events; --")
+#: In a body a string may also be a lone surrogate (``"\\ud800"`` in the JSON text; a URL cannot carry one).
+POISON_BODY_TEXT: tuple[Any, ...] = (*POISON_TEXT, "\ud800")
 FREE_FORM = {"attributes", "payload"}
 
 
@@ -63,8 +71,8 @@ def _poison_one(body: Any, draw: Any) -> Any:
     if not targets:
         return body
     path, kind = draw(st.sampled_from(targets))
-    poison = draw(st.sampled_from({"number": POISON_NUMBERS, "timestamp": EXTREME_TIMESTAMPS, "string": POISON_TEXT,
-                                   "object": POISON_NUMBERS + EXTREME_TIMESTAMPS}[kind]))
+    poison = draw(st.sampled_from({"number": POISON_NUMBERS, "timestamp": EXTREME_TIMESTAMPS,
+                                   "string": POISON_BODY_TEXT, "object": POISON_NUMBERS + EXTREME_TIMESTAMPS}[kind]))
     body = json.loads(json.dumps(body))  # a copy
     if not path:
         return poison
@@ -83,11 +91,14 @@ def _json_text(body: Any) -> str:
     return json.dumps(body).replace(json.dumps(_RAW_1E309), "1e309")
 
 
-def test_no_server_errors_on_generated_requests(client: TestClient, keys: Keys) -> None:
+def test_no_server_errors_on_generated_requests(client: TestClient, keys: Keys, tmp_path: pathlib.Path) -> None:
     admin = keys.headers("admin")
     create_metrics(client, admin)
+    lake = make_lake(tmp_path / "lake.duckdb")
+    assert client.post("/v1/sources", json=source_body("lake", f"duckdb:///{lake}"), headers=admin).status_code == 201
     create_experiment(client, admin, start=True)
     create_experiment(client, admin, key="draft-one")
+    create_experiment(client, admin, key="on-lake", analysis={"source": "lake"})
     app = client.app
 
     async def without_lifespan(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
