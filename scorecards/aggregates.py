@@ -10,7 +10,7 @@ from typing import Any
 from typing import cast as type_cast
 
 from scorecards.kinds import Aggregation, MetricKind
-from scorecards.sample_stats import CovariateStats, RatioStats, SampleStats
+from scorecards.sample_stats import CentredSums, CovariateStats, RatioStats, SampleStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,22 +85,47 @@ class MetricAggregate:
     covariate_sum: float = 0.0
     covariate_sum_squares: float = 0.0
     covariate_sum_cross: float = 0.0
-    #: mean metrics: the shift c (the variant's midrange of per-unit values, from SQL) and Σ(y − c), Σ(y − c)² over the
-    #: complete units — the numerically stable sums the variance is computed from (issue 16, item 8)
+    #: mean and ratio metrics: the shift c (the variant's midrange of per-unit values y — the numerator for ratios —,
+    #: from SQL) and Σ(y − c), Σ(y − c)² over the complete units — the numerically stable sums the variance is
+    #: computed from (issue 16, item 8)
     #: (a representation of the same data: left out of equality, which compares the raw sums)
     shift_y: float = field(default=0.0, compare=False)
     shifted_sum_y: float | None = field(default=None, compare=False)
     shifted_sum_squares_y: float | None = field(default=None, compare=False)
+    #: ratio metrics: the denominator's shift d (its midrange) and Σ(x − d), Σ(x − d)², Σ(y − c)(x − d)
+    shift_x: float = field(default=0.0, compare=False)
+    shifted_sum_x: float | None = field(default=None, compare=False)
+    shifted_sum_squares_x: float | None = field(default=None, compare=False)
+    shifted_sum_xy: float | None = field(default=None, compare=False)
+    #: CUPED on mean metrics: the covariate's shift k (its midrange) and Σ(x − k), Σ(x − k)², Σ(y − c)(x − k)
+    covariate_shift: float = field(default=0.0, compare=False)
+    shifted_covariate_sum: float | None = field(default=None, compare=False)
+    shifted_covariate_sum_squares: float | None = field(default=None, compare=False)
+    shifted_covariate_sum_cross: float | None = field(default=None, compare=False)
+
+    def _centred(self, shift_x: float, sum_x: float | None, sum_squares_x: float | None,
+                 sum_xy: float | None) -> CentredSums | None:
+        if (self.shifted_sum_y is None or self.shifted_sum_squares_y is None or sum_x is None
+                or sum_squares_x is None or sum_xy is None):
+            return None
+        return CentredSums(self.shift_y, shift_x, self.shifted_sum_y, self.shifted_sum_squares_y, sum_x,
+                           sum_squares_x, sum_xy)
 
     def covariate_stats(self) -> CovariateStats:
-        """CUPED input: y the metric, x the same unit's pre-exposure value."""
+        """CUPED input: y the metric, x the same unit's pre-exposure value (with their centred sums when the SQL
+        gave them)."""
         return CovariateStats(self.n, self.sum_y, self.sum_squares_y, self.covariate_sum,
-                              self.covariate_sum_squares, self.covariate_sum_cross)
+                              self.covariate_sum_squares, self.covariate_sum_cross,
+                              centred=self._centred(self.covariate_shift, self.shifted_covariate_sum,
+                                                    self.shifted_covariate_sum_squares,
+                                                    self.shifted_covariate_sum_cross))
 
     def stats(self, kind: MetricKind) -> SampleStats | RatioStats:
-        """:class:`RatioStats` for ratio metrics, :class:`SampleStats` otherwise."""
+        """:class:`RatioStats` for ratio metrics, :class:`SampleStats` otherwise (with centred sums when given)."""
         if kind == "ratio":
-            return RatioStats(self.n, self.sum_y, self.sum_squares_y, self.sum_x, self.sum_squares_x, self.sum_xy)
+            return RatioStats(self.n, self.sum_y, self.sum_squares_y, self.sum_x, self.sum_squares_x, self.sum_xy,
+                              centred=self._centred(self.shift_x, self.shifted_sum_x, self.shifted_sum_squares_x,
+                                                    self.shifted_sum_xy))
         if self.shifted_sum_y is not None and self.shifted_sum_squares_y is not None:
             return SampleStats(self.n, self.sum_y, self.sum_squares_y, self.shift_y, self.shifted_sum_y,
                                self.shifted_sum_squares_y)

@@ -16,6 +16,11 @@ Treating θ as known costs O(1/n) in calibration, negligible at experiment sizes
 The relative lift μt,adj/μc,adj − 1 gets an exact first-order delta-method variance over the four
 means (ȳ_c, x̄_c, ȳ_t, x̄_t), because the shared x̄ correlates the two adjusted means; Fieller's
 ``rel_ci`` uses the adjusted means' variances and their covariance from the same four means.
+
+With centred sums (:class:`~scorecards.sample_stats.CentredSums`: y around a, x around b per arm, from the SQL's
+midranges) the means, variances and covariances come from those, and Δ_adj from the shifts and the centred means:
+Δ_adj = ((a_t − a_c) + (u_t − u_c)) − θ((b_t − b_c) + (v_t − v_c)), u = Σ(y − a)/n, v = Σ(x − b)/n — so metric
+and covariate at |mean|/sd ~ 1e6–1e8 keep the leading digits Σy² − (Σy)²/n loses (issue 16, item 8).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from scorecards.frequentist import ArmEstimate, Comparison, build_comparison
 from scorecards.inference import DifferenceInference, difference_inference
 from scorecards.kinds import Direction, MetricKind, check_direction, check_kind
 from scorecards.reasons import Reason
-from scorecards.sample_stats import ArrayLike, CovariateStats, FloatArray, covariance_of, variance_of
+from scorecards.sample_stats import ArrayLike, CovariateStats, FloatArray, centred_moments, covariance_of, variance_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,8 @@ class _CupedArrays(NamedTuple):
     var_adj_c: FloatArray
     var_adj_t: FloatArray
     cov_adj: FloatArray
+    # Δ_adj = ā − b̄ (from the shifts and centred means when the arms carry centred sums)
+    difference: FloatArray
 
 
 def _cuped_core(
@@ -70,14 +77,28 @@ def _cuped_core(
     sx_t: ArrayLike,
     sxx_t: ArrayLike,
     sxy_t: ArrayLike,
+    *,
+    centred_c: tuple[ArrayLike, ...] | None = None,
+    centred_t: tuple[ArrayLike, ...] | None = None,
 ) -> _CupedArrays:
-    """Vectorised CUPED arithmetic (see module docstring); arrays broadcast per experiment."""
+    """Vectorised CUPED arithmetic (see module docstring); arrays broadcast per experiment.
+
+    ``centred_c`` / ``centred_t`` (both or neither): each arm's ``(a, b, Σ(y − a), Σ(y − a)², Σ(x − b), Σ(x − b)²,
+    Σ(y − a)(x − b))``; the moments then come from those instead of the raw sums."""
     nc = np.asarray(n_c, dtype=float)
     nt = np.asarray(n_t, dtype=float)
-    vy_c, vx_c = np.asarray(variance_of(nc, sy_c, syy_c)), np.asarray(variance_of(nc, sx_c, sxx_c))
-    vy_t, vx_t = np.asarray(variance_of(nt, sy_t, syy_t)), np.asarray(variance_of(nt, sx_t, sxx_t))
-    cxy_c = np.asarray(covariance_of(nc, sy_c, sx_c, sxy_c))
-    cxy_t = np.asarray(covariance_of(nt, sy_t, sx_t, sxy_t))
+    if centred_c is not None and centred_t is not None:
+        ybar_c, xbar_c, vy_c, vx_c, cxy_c = (np.asarray(v, dtype=float) for v in centred_moments(nc, *centred_c))
+        ybar_t, xbar_t, vy_t, vx_t, cxy_t = (np.asarray(v, dtype=float) for v in centred_moments(nt, *centred_t))
+    else:
+        vy_c, vx_c = np.asarray(variance_of(nc, sy_c, syy_c)), np.asarray(variance_of(nc, sx_c, sxx_c))
+        vy_t, vx_t = np.asarray(variance_of(nt, sy_t, syy_t)), np.asarray(variance_of(nt, sx_t, sxx_t))
+        cxy_c = np.asarray(covariance_of(nc, sy_c, sx_c, sxy_c))
+        cxy_t = np.asarray(covariance_of(nt, sy_t, sx_t, sxy_t))
+        ybar_c = np.asarray(sy_c, dtype=float) / nc
+        ybar_t = np.asarray(sy_t, dtype=float) / nt
+        xbar_c = np.asarray(sx_c, dtype=float) / nc
+        xbar_t = np.asarray(sx_t, dtype=float) / nt
     # why: pooling centred sums weights each arm by its n − 1, the within-group OLS slope.
     s_xy = cxy_c * (nc - 1.0) + cxy_t * (nt - 1.0)
     s_xx = vx_c * (nc - 1.0) + vx_t * (nt - 1.0)
@@ -90,10 +111,6 @@ def _cuped_core(
         theta = np.where(np.isfinite(theta), theta, 0.0)
         denom = np.sqrt(s_xx) * np.sqrt(s_yy)  # why: product of roots, not root of product: no overflow
         rho = np.where(denom > 0, s_xy / np.where(denom > 0, denom, 1.0), 0.0)
-    ybar_c = np.asarray(sy_c, dtype=float) / nc
-    ybar_t = np.asarray(sy_t, dtype=float) / nt
-    xbar_c = np.asarray(sx_c, dtype=float) / nc
-    xbar_t = np.asarray(sx_t, dtype=float) / nt
     w_c = nc / (nc + nt)
     w_t = 1.0 - w_c
     xbar = w_c * xbar_c + w_t * xbar_t
@@ -127,14 +144,26 @@ def _cuped_core(
         var_adj_t = tw_c**2 * vx_c / nc + (vy_t - 2.0 * tw_c * cxy_t + tw_c**2 * vx_t) / nt
         var_adj_c = (vy_c - 2.0 * tw_t * cxy_c + tw_t**2 * vx_c) / nc + tw_t**2 * vx_t / nt
         cov_adj = (tw_c * cxy_c - tw_c * tw_t * vx_c) / nc + (tw_t * cxy_t - tw_c * tw_t * vx_t) / nt
-    return _CupedArrays(theta, rho, b, unit_c / nc, a, unit_t / nt, var_rel, var_adj_c, var_adj_t, cov_adj)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if centred_c is not None and centred_t is not None:
+            # why: ā − b̄ of two rounded ~1e8 means keeps ~6 digits of a 0.01 effect; the shifts' differences are
+            # exact (Sterbenz: both arms' midranges within a factor 2) and the centred means are small.
+            ac, bc, dyc, _, dxc, _, _ = (np.asarray(v, dtype=float) for v in centred_c)
+            at, bt, dyt, _, dxt, _, _ = (np.asarray(v, dtype=float) for v in centred_t)
+            difference = ((at - ac) + (dyt / nt - dyc / nc)) - theta * ((bt - bc) + (dxt / nt - dxc / nc))
+        else:
+            difference = a - b
+    difference = np.where(np.isfinite(difference), difference, np.nan)
+    return _CupedArrays(theta, rho, b, unit_c / nc, a, unit_t / nt, var_rel, var_adj_c, var_adj_t, cov_adj,
+                        difference)
 
 
 def cuped_adjustment(control: CovariateStats, treatment: CovariateStats) -> CupedAdjustment:
     """Fit θ and report the pooled within-arm correlation between metric and covariate."""
     if control.n < 2 or treatment.n < 2:
         return CupedAdjustment(math.nan, math.nan, math.nan, Reason.TOO_FEW_UNITS)
-    core = _cuped_core(*_fields(control), *_fields(treatment))
+    centred_c, centred_t = _centred(control, treatment)
+    core = _cuped_core(*_fields(control), *_fields(treatment), centred_c=centred_c, centred_t=centred_t)
     s_xx = control.x.variance * (control.n - 1) + treatment.x.variance * (treatment.n - 1)
     reason = Reason.OK if s_xx > 0 else Reason.ZERO_COVARIATE_VARIANCE
     rho = float(core.correlation)
@@ -161,7 +190,8 @@ def compare_cuped(
         c = ArmEstimate(control.n, control.y.mean, math.nan, math.nan, Reason.TOO_FEW_UNITS)
         t = ArmEstimate(treatment.n, treatment.y.mean, math.nan, math.nan, Reason.TOO_FEW_UNITS)
         return build_comparison(c, t, kind=kind, alpha=alpha, direction=direction, test=test)
-    core = _cuped_core(*_fields(control), *_fields(treatment))
+    centred_c, centred_t = _centred(control, treatment)
+    core = _cuped_core(*_fields(control), *_fields(treatment), centred_c=centred_c, centred_t=centred_t)
     # why: DESIGN.md fixes Welch t for means and z for proportions; CUPED keeps those references.
     dof_c = float(control.n - 1) if kind == "mean" else math.inf
     dof_t = float(treatment.n - 1) if kind == "mean" else math.inf
@@ -170,6 +200,7 @@ def compare_cuped(
     return build_comparison(
         c, t, kind=kind, alpha=alpha, direction=direction, test=test, var_rel=float(core.var_rel),
         fieller_moments=(float(core.var_adj_c), float(core.var_adj_t), float(core.cov_adj)), exact_posterior=False,
+        difference=float(core.difference) if centred_c is not None else None,
     )
 
 
@@ -199,3 +230,11 @@ def compare_cuped_arrays(
 
 def _fields(s: CovariateStats) -> tuple[float, ...]:
     return (s.n, s.sum_y, s.sum_squares_y, s.sum_x, s.sum_squares_x, s.sum_xy)
+
+
+def _centred(control: CovariateStats,
+             treatment: CovariateStats) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``_cuped_core``'s centred arguments when both arms carry centred sums (else None, None: the raw path)."""
+    if control.centred is None or treatment.centred is None:
+        return None, None
+    return control.centred.fields(), treatment.centred.fields()

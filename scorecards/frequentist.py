@@ -40,7 +40,7 @@ from scorecards.bayesian import chance_to_beat
 from scorecards.fieller import FiellerInterval, fieller_relative_interval
 from scorecards.inference import DifferenceInference, difference_inference, relative_inference
 from scorecards.kinds import Direction, MetricKind, check_direction, check_kind
-from scorecards.ratio import ratio_estimate
+from scorecards.ratio import ratio_difference, ratio_estimate
 from scorecards.reasons import Reason
 from scorecards.sample_stats import RatioStats, SampleStats, variance_of
 
@@ -124,6 +124,7 @@ def arm_estimate(stats_: SampleStats | RatioStats, kind: MetricKind) -> ArmEstim
             stats_.sum_x,
             stats_.sum_squares_x,
             stats_.sum_xy,
+            centred=None if stats_.centred is None else stats_.centred.fields(),
         )
         if stats_.n < 2:
             reason = Reason.TOO_FEW_UNITS
@@ -293,14 +294,17 @@ def compare(
     t = arm_estimate(treatment, kind)
     test = "welch_t" if kind == "mean" else "z"
     return build_comparison(c, t, kind=kind, alpha=alpha, direction=direction, test=test,
-                            difference=shifted_difference(control, treatment) if kind == "mean" else None)
+                            difference=shifted_difference(control, treatment) if kind != "proportion" else None)
 
 
 def shifted_difference(control: SampleStats | RatioStats, treatment: SampleStats | RatioStats) -> float | None:
     """Δ = (c_t − c_c) + (Σ(y − c_t)/n_t − Σ(y − c_c)/n_c) when both arms carry shifted sums (else None).
 
     ``c_t − c_c`` is exact in floating point when the shifts are within a factor 2 of each other (Sterbenz), so Δ
-    keeps its relative precision whatever |mean|/sd is; the difference of the two rounded means does not."""
+    keeps its relative precision whatever |mean|/sd is; the difference of the two rounded means does not.
+    Ratio metrics with centred sums: :func:`scorecards.ratio.ratio_difference`."""
+    if isinstance(control, RatioStats) and isinstance(treatment, RatioStats):
+        return ratio_difference(control, treatment)
     if not (isinstance(control, SampleStats) and isinstance(treatment, SampleStats)):
         return None
     if control.sum_shifted is None or treatment.sum_shifted is None or control.n < 1 or treatment.n < 1:

@@ -170,10 +170,15 @@ class SampleStats:
 
 
 @dataclass(frozen=True, slots=True)
-class _BivariateStats:
-    """Sums of a pair (y, x) measured on every unit: n, Σy, Σy², Σx, Σx², Σxy."""
+class CentredSums:
+    """Sums of a pair (y, x) around shifts a (for y) and b (for x), over the same units as the raw sums:
+    Σ(y − a), Σ(y − a)², Σ(x − b), Σ(x − b)², Σ(y − a)(x − b).
 
-    n: int
+    Any constants near the means do (the SQL uses each variant's midranges); the (co)variances computed from these
+    keep a relative error of about ε·(1 + ((ȳ − a)/s_y)² …) instead of ε·(ȳ/s_y)² (issue 16, item 8)."""
+
+    shift_y: float
+    shift_x: float
     sum_y: float
     sum_squares_y: float
     sum_x: float
@@ -181,10 +186,88 @@ class _BivariateStats:
     sum_xy: float
 
     def __post_init__(self) -> None:
+        for name in ("shift_y", "shift_x", "sum_y", "sum_squares_y", "sum_x", "sum_squares_x", "sum_xy"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        _check_counts(0, self.sum_squares_y, self.sum_squares_x)
+
+    @classmethod
+    def from_raw(cls, n: int, sum_y: float, sum_squares_y: float, sum_x: float, sum_squares_x: float,
+                 sum_xy: float, shift_y: float, shift_x: float) -> CentredSums:
+        """Re-express raw sums around (a, b) — exact algebra, but it inherits the raw sums' rounding."""
+        a, b = float(shift_y), float(shift_x)
+        return cls(a, b, sum_y - n * a, max(sum_squares_y - 2.0 * a * sum_y + n * a * a, 0.0),
+                   sum_x - n * b, max(sum_squares_x - 2.0 * b * sum_x + n * b * b, 0.0),
+                   sum_xy - b * sum_y - a * sum_x + n * a * b)
+
+    def around(self, n: int, shift_y: float, shift_x: float) -> CentredSums:
+        """The same units' sums around other shifts (a', b'): with d = a − a', e = b − b',
+        Σ(y − a')(x − b') = Σ(y − a)(x − b) + e·Σ(y − a) + d·Σ(x − b) + n·d·e (and likewise the squares)."""
+        d, e = self.shift_y - float(shift_y), self.shift_x - float(shift_x)
+        return CentredSums(
+            float(shift_y), float(shift_x),
+            self.sum_y + n * d, max(self.sum_squares_y + 2.0 * d * self.sum_y + n * d * d, 0.0),
+            self.sum_x + n * e, max(self.sum_squares_x + 2.0 * e * self.sum_x + n * e * e, 0.0),
+            self.sum_xy + e * self.sum_y + d * self.sum_x + n * d * e)
+
+    def raw(self, n: int) -> tuple[float, float, float, float, float]:
+        """The raw sums (Σy, Σy², Σx, Σx², Σxy) these represent (for callers that read or pool raw sums)."""
+        a, b = self.shift_y, self.shift_x
+        return (n * a + self.sum_y, max(self.sum_squares_y + 2.0 * a * self.sum_y + n * a * a, 0.0),
+                n * b + self.sum_x, max(self.sum_squares_x + 2.0 * b * self.sum_x + n * b * b, 0.0),
+                self.sum_xy + b * self.sum_y + a * self.sum_x + n * a * b)
+
+    def fields(self) -> tuple[float, float, float, float, float, float, float]:
+        """(a, b, Σ(y − a), Σ(y − a)², Σ(x − b), Σ(x − b)², Σ(y − a)(x − b)) — the order the vectorised helpers take."""
+        return (self.shift_y, self.shift_x, self.sum_y, self.sum_squares_y, self.sum_x, self.sum_squares_x,
+                self.sum_xy)
+
+    def moments(self, n: ArrayLike) -> tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike, ArrayLike]:
+        """(ȳ, x̄, s²_y, s²_x, s_xy): means a + Σ(y − a)/n, b + Σ(x − b)/n and the n − 1 (co)variances of the
+        centred sums (NaN where n < 2; means NaN where n = 0)."""
+        return centred_moments(n, *self.fields())
+
+
+def centred_moments(n: ArrayLike, shift_y: ArrayLike, shift_x: ArrayLike, sum_y: ArrayLike,
+                    sum_squares_y: ArrayLike, sum_x: ArrayLike, sum_squares_x: ArrayLike,
+                    sum_xy: ArrayLike) -> tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike, ArrayLike]:
+    """Vectorised :meth:`CentredSums.moments`: (ȳ, x̄, s²_y, s²_x, s_xy) from sums around (a, b).
+
+    ȳ = a + Σ(y − a)/n, x̄ = b + Σ(x − b)/n; s²_y = (Σ(y − a)² − (Σ(y − a))²/n)/(n − 1) (clipped at 0),
+    s_xy = (Σ(y − a)(x − b) − Σ(y − a)·Σ(x − b)/n)/(n − 1): the covariance is shift-invariant, so these are the
+    raw-data moments, computed without the cancellation of Σy² − (Σy)²/n."""
+    mean_y = np.asarray(shift_y, dtype=float) + np.asarray(mean_of(n, sum_y), dtype=float)
+    mean_x = np.asarray(shift_x, dtype=float) + np.asarray(mean_of(n, sum_x), dtype=float)
+    return (_scalar_or_array(mean_y), _scalar_or_array(mean_x), variance_of(n, sum_y, sum_squares_y),
+            variance_of(n, sum_x, sum_squares_x), covariance_of(n, sum_y, sum_x, sum_xy))
+
+
+@dataclass(frozen=True, slots=True)
+class _BivariateStats:
+    """Sums of a pair (y, x) measured on every unit: n, Σy, Σy², Σx, Σx², Σxy.
+
+    ``centred`` optionally carries the same units' sums around shifts (:class:`CentredSums`); when present the
+    marginals, the covariance and the estimators built on them use those, the raw sums stay for the callers that
+    pool or read them (issue 16, item 8)."""
+
+    n: int
+    sum_y: float
+    sum_squares_y: float
+    sum_x: float
+    sum_squares_x: float
+    sum_xy: float
+    # why compare=False: the centred sums represent the same data more precisely; equality stays on the raw sums.
+    centred: CentredSums | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
         object.__setattr__(self, "n", int(self.n))
         for name in ("sum_y", "sum_squares_y", "sum_x", "sum_squares_x", "sum_xy"):
             object.__setattr__(self, name, float(getattr(self, name)))
         _check_counts(self.n, self.sum_squares_y, self.sum_squares_x)
+
+    @classmethod
+    def from_centred(cls, n: int, centred: CentredSums) -> Self:
+        """From sums around shifts; the raw sums are derived (:meth:`CentredSums.raw`)."""
+        return cls(n, *centred.raw(n), centred=centred)
 
     @classmethod
     def from_values(cls, y: npt.ArrayLike, x: npt.ArrayLike) -> Self:
@@ -202,32 +285,54 @@ class _BivariateStats:
             float(ya @ xa),
         )
 
+    def _centred_around(self, shift_y: float, shift_x: float) -> CentredSums:
+        if self.centred is not None:
+            return self.centred.around(self.n, shift_y, shift_x)
+        return CentredSums.from_raw(self.n, self.sum_y, self.sum_squares_y, self.sum_x, self.sum_squares_x,
+                                    self.sum_xy, shift_y, shift_x)
+
     def __add__(self, other: Self) -> Self:
-        """Pool two disjoint sets of units."""
+        """Pool two disjoint sets of units (around the first centred operand's shifts when either has them)."""
         if type(other) is not type(self):
             return NotImplemented
-        return type(self)(
-            self.n + other.n,
-            self.sum_y + other.sum_y,
-            self.sum_squares_y + other.sum_squares_y,
-            self.sum_x + other.sum_x,
-            self.sum_squares_x + other.sum_squares_x,
-            self.sum_xy + other.sum_xy,
-        )
+        if self.centred is None and other.centred is None:
+            return type(self)(
+                self.n + other.n,
+                self.sum_y + other.sum_y,
+                self.sum_squares_y + other.sum_squares_y,
+                self.sum_x + other.sum_x,
+                self.sum_squares_x + other.sum_squares_x,
+                self.sum_xy + other.sum_xy,
+            )
+        ref = self.centred if self.centred is not None else other.centred
+        assert ref is not None
+        p, q = self._centred_around(ref.shift_y, ref.shift_x), other._centred_around(ref.shift_y, ref.shift_x)
+        pooled = CentredSums(ref.shift_y, ref.shift_x, p.sum_y + q.sum_y, p.sum_squares_y + q.sum_squares_y,
+                             p.sum_x + q.sum_x, p.sum_squares_x + q.sum_squares_x, p.sum_xy + q.sum_xy)
+        return type(self).from_centred(self.n + other.n, pooled)
 
     @property
     def y(self) -> SampleStats:
-        """Marginal statistics of y."""
+        """Marginal statistics of y (with its shifted sums when centred)."""
+        if self.centred is not None:
+            return SampleStats(self.n, self.sum_y, self.sum_squares_y, self.centred.shift_y, self.centred.sum_y,
+                               self.centred.sum_squares_y)
         return SampleStats(self.n, self.sum_y, self.sum_squares_y)
 
     @property
     def x(self) -> SampleStats:
-        """Marginal statistics of x."""
+        """Marginal statistics of x (with its shifted sums when centred)."""
+        if self.centred is not None:
+            return SampleStats(self.n, self.sum_x, self.sum_squares_x, self.centred.shift_x, self.centred.sum_x,
+                               self.centred.sum_squares_x)
         return SampleStats(self.n, self.sum_x, self.sum_squares_x)
 
     @property
     def covariance(self) -> float:
-        """Per-unit sample covariance of (y, x) with the n − 1 denominator (NaN when n < 2)."""
+        """Per-unit sample covariance of (y, x) with the n − 1 denominator (NaN when n < 2), from the centred
+        sums when present."""
+        if self.centred is not None:
+            return float(covariance_of(self.n, self.centred.sum_y, self.centred.sum_x, self.centred.sum_xy))
         return float(covariance_of(self.n, self.sum_y, self.sum_x, self.sum_xy))
 
 

@@ -220,6 +220,30 @@ def _unit_value(u: Any, m: MetricSpec, components: dict[Component, str]) -> Colu
     return y
 
 
+def _covariate_value(u: Any, m: MetricSpec, components: dict[Component, str]) -> ColumnElement[Any]:
+    """Metric ``m``'s CUPED covariate per unit in ``u`` (the same value over the lookback), capped at ``winsorize``."""
+    xc: ColumnElement[Any] = u.c[components[component_key(m.value, None, m.cuped_lookback_hours)]]
+    if m.winsorize is not None:
+        cap = _float_literal(m.winsorize)
+        xc = case((xc > cap, cap), else_=xc)
+    return xc
+
+
+def _shifted_values(m: MetricSpec, components: dict[Component, str]) -> list[tuple[str, Any]]:
+    """The per-unit values of metric ``m`` summed around a shift, as (shift column prefix, value of ``u``): y for mean
+    and ratio metrics (``s``), the ratio's denominator (``r``) and a mean metric's CUPED covariate (``k``).
+    Proportions (0/1 values, and their 0/1 covariates) need no shift."""
+    out: list[tuple[str, Any]] = []
+    if m.kind in ("mean", "ratio"):
+        out.append(("s", lambda u: _unit_value(u, m, components)))
+    if m.denominator is not None:
+        den = m.denominator
+        out.append(("r", lambda u: u.c[components[component_key(den, m.window_hours)]]))
+    if m.kind == "mean" and m.cuped_lookback_hours is not None:
+        out.append(("k", lambda u: _covariate_value(u, m, components)))
+    return out
+
+
 def _metric_columns(u: Any, i: int, m: MetricSpec, components: dict[Component, str],
                     as_of: datetime) -> list[ColumnElement[Any]]:
     """Metric ``i``'s per-variant sums over ``u``: n, Σy, Σy², pending (+ Σx, Σx², Σxy for ratios, + the CUPED
@@ -242,20 +266,28 @@ def _metric_columns(u: Any, i: int, m: MetricSpec, components: dict[Component, s
     y = _unit_value(u, m, components)
     out: list[ColumnElement[Any]] = [n.label(f"m{i}_n"), total(y).label(f"m{i}_sy"), total(y * y).label(f"m{i}_syy"),
            pending.label(f"m{i}_pending")]
-    if m.kind == "mean":
+    dy: ColumnElement[Any] | None = None
+    if m.kind in ("mean", "ratio"):
         shift: ColumnElement[Any] = u.c[f"s{i}"]
-        d = y - shift
-        out += [func.coalesce(func.max(shift), zero).label(f"m{i}_c"), total(d).label(f"m{i}_dy"),
-                total(d * d).label(f"m{i}_dyy")]
+        dy = y - shift
+        out += [func.coalesce(func.max(shift), zero).label(f"m{i}_c"), total(dy).label(f"m{i}_dy"),
+                total(dy * dy).label(f"m{i}_dyy")]
     if m.denominator is not None:
         xd: ColumnElement[Any] = u.c[components[component_key(m.denominator, m.window_hours)]]
         out += [total(xd).label(f"m{i}_sx"), total(xd * xd).label(f"m{i}_sxx"), total(y * xd).label(f"m{i}_sxy")]
+        if dy is not None:
+            # the centred co-moments of the delta method: Σ(x − d), Σ(x − d)², Σ(y − c)(x − d), d the midrange of x
+            dx = xd - u.c[f"r{i}"]
+            out += [func.coalesce(func.max(u.c[f"r{i}"]), zero).label(f"m{i}_d"), total(dx).label(f"m{i}_dx"),
+                    total(dx * dx).label(f"m{i}_dxx"), total(dy * dx).label(f"m{i}_dxy")]
     if m.cuped_lookback_hours is not None:
-        xc: ColumnElement[Any] = u.c[components[component_key(m.value, None, m.cuped_lookback_hours)]]
-        if m.winsorize is not None:
-            cap = _float_literal(m.winsorize)
-            xc = case((xc > cap, cap), else_=xc)
+        xc = _covariate_value(u, m, components)
         out += [total(xc).label(f"m{i}_cx"), total(xc * xc).label(f"m{i}_cxx"), total(y * xc).label(f"m{i}_cxy")]
+        if dy is not None:
+            # CUPED on a mean metric: Σ(x − k), Σ(x − k)², Σ(y − c)(x − k), k the covariate's midrange
+            dc = xc - u.c[f"k{i}"]
+            out += [func.coalesce(func.max(u.c[f"k{i}"]), zero).label(f"m{i}_k"), total(dc).label(f"m{i}_dcx"),
+                    total(dc * dc).label(f"m{i}_dcxx"), total(dy * dc).label(f"m{i}_dcxy")]
     return out
 
 
@@ -275,7 +307,7 @@ def aggregate_units(u: Any, metrics: Sequence[MetricSpec], as_of: datetime, segm
         out = [rows.c.variant] if not segment else [rows.c.segment, rows.c.variant]
         return [rows.c.allocation_version, *out] if by_version else out
 
-    shifted = [(i, m) for i, m in enumerate(metrics) if m.kind == "mean"]
+    shifted = [(f"{prefix}{i}", value) for i, m in enumerate(metrics) for prefix, value in _shifted_values(m, labels)]
     if shifted:
         # why: Σy² − (Σy)²/n cancels catastrophically when |mean|/sd is large (1e6 + N(0, 1) loses 4 digits of
         # the SE, 1e8 + N(0, 1) all of them); summing y − c with c near the mean keeps the variance exact to
@@ -284,12 +316,14 @@ def aggregate_units(u: Any, metrics: Sequence[MetricSpec], as_of: datetime, segm
         # events. c = the group's midrange (MIN + MAX)/2: any value in [min, max] is within √(n − 1)·s of the
         # mean, so the loss is at most ε·n whatever the data, and MIN and MAX, unlike AVG, do not depend on the
         # order the engine adds rows in — the live and the materialised reads of the same rows agree bit for bit.
-        def midrange(m: MetricSpec) -> ColumnElement[Any]:
-            y = _unit_value(u, m, labels)
+        # Ratio metrics shift numerator and denominator, CUPED the metric and its covariate, each by its own
+        # midrange (one window partition for all of them).
+        def midrange(value: Callable[[Any], ColumnElement[Any]]) -> ColumnElement[Any]:
+            y = value(u)
             part = group_keys(u)
             return (func.min(y).over(partition_by=part) + func.max(y).over(partition_by=part)) * _float_literal(0.5)
 
-        u = select(u, *[midrange(m).label(f"s{i}") for i, m in shifted]).subquery("w")
+        u = select(u, *[midrange(value).label(label) for label, value in shifted]).subquery("w")
     keys = group_keys(u)
     out: list[ColumnElement[Any]] = [*keys, func.count().label("exposed"),
                                      func.coalesce(func.sum(u.c.excluded_events), 0).label("excluded_events")]
@@ -346,8 +380,10 @@ def scorecard_query(
     Returns:
         A Core select with one row per variant and columns ``variant, exposed, excluded_events`` plus, for the i-th
         unique metric, ``m{i}_n, m{i}_sy, m{i}_syy, m{i}_pending`` (and ``m{i}_sx, m{i}_sxx, m{i}_sxy``
-        for ratios, ``m{i}_cx, m{i}_cxx, m{i}_cxy`` for the CUPED covariate); read it with
-        :func:`read_scorecard_rows`.
+        for ratios, ``m{i}_cx, m{i}_cxx, m{i}_cxy`` for the CUPED covariate), and the sums around each variant's
+        midranges: ``m{i}_c, m{i}_dy, m{i}_dyy`` (y, mean and ratio metrics), ``m{i}_d, m{i}_dx, m{i}_dxx, m{i}_dxy``
+        (the ratio's denominator), ``m{i}_k, m{i}_dcx, m{i}_dcxx, m{i}_dcxy`` (a mean metric's CUPED covariate); read
+        it with :func:`read_scorecard_rows`.
     """
     return _aggregate_query(exposures, events, experiment_id, metrics, as_of, segment,
                             segment_strings_only=segment_strings_only, earliest=earliest)
@@ -366,18 +402,26 @@ def read_scorecard_rows(rows: Iterable[Any], metrics: Sequence[MetricSpec]) -> S
         excluded_events += int(r["excluded_events"])
         for i, m in enumerate(metrics):
             ratio = m.denominator is not None
+            shifted_y = m.kind in ("mean", "ratio")
             by_metric[m.key][variant] = MetricAggregate(
                 n=int(r[f"m{i}_n"]), sum_y=float(r[f"m{i}_sy"]), sum_squares_y=float(r[f"m{i}_syy"]),
                 sum_x=float(r[f"m{i}_sx"]) if ratio else 0.0,
                 sum_squares_x=float(r[f"m{i}_sxx"]) if ratio else 0.0,
                 sum_xy=float(r[f"m{i}_sxy"]) if ratio else 0.0,
                 pending=int(r[f"m{i}_pending"]),
-                **({} if m.kind != "mean" else {
+                **({} if not shifted_y else {
                     "shift_y": float(r[f"m{i}_c"]), "shifted_sum_y": float(r[f"m{i}_dy"]),
                     "shifted_sum_squares_y": float(r[f"m{i}_dyy"])}),
+                **({} if not ratio else {
+                    "shift_x": float(r[f"m{i}_d"]), "shifted_sum_x": float(r[f"m{i}_dx"]),
+                    "shifted_sum_squares_x": float(r[f"m{i}_dxx"]), "shifted_sum_xy": float(r[f"m{i}_dxy"])}),
                 **({} if m.cuped_lookback_hours is None else {
                     "covariate_sum": float(r[f"m{i}_cx"]), "covariate_sum_squares": float(r[f"m{i}_cxx"]),
                     "covariate_sum_cross": float(r[f"m{i}_cxy"])}),
+                **({} if m.cuped_lookback_hours is None or not shifted_y else {
+                    "covariate_shift": float(r[f"m{i}_k"]), "shifted_covariate_sum": float(r[f"m{i}_dcx"]),
+                    "shifted_covariate_sum_squares": float(r[f"m{i}_dcxx"]),
+                    "shifted_covariate_sum_cross": float(r[f"m{i}_dcxy"])}),
             )
     return ScorecardAggregates(exposed=exposed, metrics=by_metric, excluded_events=excluded_events)
 
