@@ -15,6 +15,23 @@ d(2·asin√p)/dp = 1/√(p(1 − p)), h² ≈ Δ²/p̄(1 − p̄) and the two a
 < 0.2 % of n for |mde| ≤ 10 % and < 1 % for |mde| ≤ 20 % (pinned by the tests), the gap growing
 with the MDE.  statsmodels also counts the (negligible) opposite
 tail in its power; for means with a common sd the two coincide up to that tail.
+
+**Quantile metrics** (``scorecards.quantile``) are sized with the same closed form for means, baseline = the control
+quantile Q and the per-unit standard deviation replaced by σ_Q, the standard deviation of √n (Q̂ − Q):
+
+* from planning inputs, :func:`quantile_sd_from_density`: σ_Q = √(q(1 − q)) / f(Q), the asymptotic variance of a
+  sample quantile of n i.i.d. values with density f at Q (Bahadur's representation; Serfling 1980, *Approximation
+  Theorems of Mathematical Statistics*, §2.3.3) — per-unit quantiles, or per-event ones with one event per unit;
+* from a running experiment, :func:`quantile_sd_from_se`: σ_Q = SE(Q̂) · √n, the Woodruff SE at the current n
+  scaled as 1/√n to the planned n. This also holds for per-event quantiles with many correlated events per unit:
+  F̂ is a ratio of per-unit means (Liu et al. 2019), so its clustered variance — and the quantile's — is O(1/n) in
+  units with the units' event-count distribution held fixed. n counts exposed units (those without events included)
+  as long as the share of units with events does not drift.
+
+A relative change of a quantile is planned as a change of scale of the values near it, which scales σ_Q too: the
+treatment's is (1 + mde)·σ_Q, so the closed form's σ²_c + σ²_t is σ²_Q (1 + (1 + mde)²) — :func:`quantile_sd_for`
+returns the common sd with that sum, and :func:`quantile_mde_at_n` solves the MDE with it (fixed point). With equal
+SDs a +10 % p95 planned at power 0.80 was detected at 0.75 in simulation (400 runs); with the scaled one at 0.80.
 """
 
 from __future__ import annotations
@@ -178,3 +195,44 @@ def design(
     n = sample_size_per_arm(kind, baseline, mde, alpha, power, sd)
     total = n * variants
     return Design(n_per_variant=n, total_units=total, days=math.ceil(total / daily_units))
+
+
+def quantile_sd_from_density(q: float, density: float) -> float:
+    """σ_Q = √(q(1 − q)) / f(Q): the standard deviation of √n (Q̂ − Q) for the q-quantile of i.i.d. values with
+    density ``density`` = f(Q) > 0 at the quantile (module docstring); use it as ``sd`` with kind "mean" and
+    baseline Q in :func:`sample_size_per_arm`, :func:`mde_at_n` and :func:`achieved_power`."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"q must be in (0, 1), got {q}")
+    if not (math.isfinite(density) and density > 0):
+        raise ValueError(f"the density at the quantile must be positive and finite, got {density}")
+    return math.sqrt(q * (1.0 - q)) / density
+
+
+def quantile_sd_from_se(std_error: float, n: float) -> float:
+    """σ_Q = SE(Q̂) · √n: the observed (Woodruff, clustered for per-event quantiles) standard error at ``n`` units
+    as a per-unit standard deviation, to size the planned n with kind "mean" (module docstring). NaN when the SE is
+    not a positive finite number or n < 2."""
+    if not (math.isfinite(std_error) and std_error > 0 and n >= 2):
+        return math.nan
+    return std_error * math.sqrt(n)
+
+
+def quantile_sd_for(sd: float, mde: float) -> float:
+    """The common ``sd`` to give the closed form for means when the control's σ_Q is ``sd`` and the treatment's is
+    (1 + mde)·σ_Q (module docstring): √((1 + (1 + mde)²) / 2) · σ_Q."""
+    return sd * math.sqrt((1.0 + (1.0 + mde) ** 2) / 2.0)
+
+
+def quantile_mde_at_n(baseline: float, n_per_arm: float, alpha: float = 0.05, power: float = 0.8,
+                      sd: float | None = None) -> float:
+    """Smallest positive relative change of the quantile ``baseline`` detectable at ``n_per_arm`` with the given
+    power, the treatment's σ_Q scaled by (1 + mde): the root of m = (z_{1−α/2} + z_{1−β}) σ_Q √((1 + (1 + m)²)/n) /
+    |Q| by fixed-point iteration from the equal-SD MDE (a contraction: the right side grows by less than m does)."""
+    m = mde_at_n("mean", baseline, n_per_arm, alpha, power, sd)
+    assert sd is not None
+    for _ in range(50):
+        nxt = mde_at_n("mean", baseline, n_per_arm, alpha, power, quantile_sd_for(sd, m))
+        if abs(nxt - m) <= 1e-12 * max(1.0, abs(m)):
+            return nxt
+        m = nxt
+    return m

@@ -41,8 +41,15 @@ from scorecards.guardrails import GuardrailResult, guardrail_status
 from scorecards.kinds import MetricKind, PowerKind
 from scorecards.multiple_testing import holm
 from scorecards.plan import Plan, PlannedMetric
-from scorecards.power import achieved_power, mde_at_n, sample_size_per_arm
-from scorecards.quantile import QuantileArm, compare_quantiles, empty_arm, quantile_guardrail
+from scorecards.power import (
+    achieved_power,
+    mde_at_n,
+    quantile_mde_at_n,
+    quantile_sd_for,
+    quantile_sd_from_se,
+    sample_size_per_arm,
+)
+from scorecards.quantile import QuantileArm, compare_quantiles, empty_arm, quantile_estimate, quantile_guardrail
 from scorecards.sample_stats import RatioStats, SampleStats
 from scorecards.segments import SegmentInput, Segments, build_segments
 from scorecards.sequential import compare_sequential
@@ -210,7 +217,8 @@ def _quantile_variant(ctx: _Context, pm: PlannedMetric, treatment: str) -> Varia
     """A quantile metric's treatment vs control from the arms' histograms: :func:`compare_quantiles` (z test of
     Q_t − Q_c with the clustered Woodruff SEs, Fieller ``rel_ci``) and, for a guardrail, :func:`quantile_guardrail`
     with the relative margin (always-valid in both sequential modes, as other guardrails). The fixed-horizon test is
-    used whatever the design (no mSPRT/GST/CUPED form of a quantile yet); no MDE or power (no per-unit variance)."""
+    used whatever the design (no mSPRT/GST/CUPED form of a quantile yet). MDE and power at the current exposed n
+    per arm from the control arm's quantile and σ_Q = SE·√n (:func:`_quantile_sizing`)."""
     d = pm.definition
     q = float(d.quantile or 0.5)
     arms = (ctx.quantiles or {}).get(pm.key, {})
@@ -220,18 +228,52 @@ def _quantile_variant(ctx: _Context, pm: PlannedMetric, treatment: str) -> Varia
                                 sequential=ctx.plan.design.sequential_method is not None,
                                 horizon_n_per_arm=ctx.planned_n)
              if pm.role == "guardrail" else None)
-    return VariantResult(treatment, cmp_, None, guard, None, None, 0)
+    sizing = _quantile_sizing(ctx.aggregates, pm, ctx.quantiles, ctx.plan.control, ctx.alpha)
+    n_now = min(ctx.aggregates.exposed.get(ctx.plan.control, 0), ctx.aggregates.exposed.get(treatment, 0),
+                c_arm.units if sizing is None else sizing[2])
+    mde_now = power_now = None
+    if sizing is not None and n_now >= 2:
+        baseline, sd, _ = sizing
+        mde_now = _safe(quantile_mde_at_n, baseline, n_now, ctx.alpha, ctx.power, sd)
+        design_mde = ctx.plan.design.mde
+        metric_mde = ctx.signed_mde if pm.role == "primary" else (float(design_mde) if design_mde else None)
+        power_now = (_safe(achieved_power, "mean", baseline, metric_mde, n_now, ctx.alpha,
+                           quantile_sd_for(sd, metric_mde)) if metric_mde else None)
+    return VariantResult(treatment, cmp_, None, guard, mde_now, power_now, 0)
 
 
-def _planned_n(plan: Plan, aggregates: ScorecardAggregates, alpha: float,
-               power: float) -> tuple[float | None, int | None]:
+def _quantile_sizing(aggregates: ScorecardAggregates, pm: PlannedMetric,
+                     quantiles: Mapping[str, Mapping[str, QuantileArm]] | None, variant: str,
+                     alpha: float) -> tuple[float, float, int] | None:
+    """(Q̂, σ_Q, n) of one arm of a quantile metric, the inputs of the power formulas for means
+    (``scorecards.power``: σ_Q = SE(Q̂)·√n, the Woodruff SE at the current n scaled as 1/√n; the treatment's scaled
+    by 1 + mde, ``quantile_sd_for``): n is the arm's exposed
+    units (the unit of the planned n; units without events included), or its units with events when the exposures
+    are unknown. None when the arm cannot size anything (no events, a zero quantile, no finite SE)."""
+    arm = (quantiles or {}).get(pm.key, {}).get(variant)
+    if arm is None or arm.units < 2:
+        return None
+    e = quantile_estimate(arm, float(pm.definition.quantile or 0.5), alpha)
+    n = max(aggregates.exposed.get(variant, 0), arm.units)
+    sd = quantile_sd_from_se(e.std_error, n)
+    if not (math.isfinite(sd) and math.isfinite(e.estimate) and e.estimate != 0):
+        return None
+    return e.estimate, sd, n
+
+
+def _planned_n(plan: Plan, aggregates: ScorecardAggregates, alpha: float, power: float,
+               quantiles: Mapping[str, Mapping[str, QuantileArm]] | None = None) -> tuple[float | None, int | None]:
     """The design's MDE (signed by the hypothesis) and the n per variant it needs against the observed control
-    mean/variance of the primary metric."""
+    mean/variance of the primary metric (a quantile primary: its control quantile and σ_Q = SE·√n)."""
     mde = plan.design.mde
     signed = None if mde is None else (float(mde) if plan.hypothesis_direction == "increase" else -float(mde))
     kind = plan.primary.definition.kind
-    if kind == "quantile":  # why: no per-unit variance to size a sample from
-        return signed, None
+    if kind == "quantile":
+        sizing = _quantile_sizing(aggregates, plan.primary, quantiles, plan.control, alpha)
+        if signed is None or sizing is None:
+            return signed, None
+        return signed, _safe(sample_size_per_arm, "mean", sizing[0], signed, alpha, power,
+                             quantile_sd_for(sizing[1], signed))
     c = aggregates.metric(plan.primary.key, plan.control).stats(kind)
     if signed is None or c.n < 2:
         return signed, None
@@ -466,7 +508,7 @@ def build_scorecard(plan: Plan, aggregates: ScorecardAggregates, allocation_hist
             per segment value they come with ``segment.quantiles``.
     """
     alpha, power = float(plan.design.alpha), float(plan.design.power)
-    signed_mde, planned_n = _planned_n(plan, aggregates, alpha, power)
+    signed_mde, planned_n = _planned_n(plan, aggregates, alpha, power, quantiles)
     gst = gst_look(plan, aggregates, planned_n, as_of)
     ctx = _Context(plan, aggregates, alpha, power, signed_mde, planned_n, gst, quantiles)
     lookback = plan.design.cuped_lookback_hours
