@@ -29,6 +29,14 @@ Latency per request: from handing it to the client until its answer is read (bot
 cores, so the client's own scheduling delay is part of every figure, equally in both phases). Reported per route
 and phase: p50 and p99 over all repeats, the number of requests and of non-2xx answers. Prints a Markdown section;
 writes nothing to ``bench/RESULTS.md``.
+
+Where the scorecard refresh job runs: ``--refresh-modes`` lists ``TITRATE_SCORECARD_REFRESH_MODE`` values to
+measure one after the other on the same seeded database (``process``: ``titrate refresh-worker`` beside the
+worker, the default; ``inline``: a thread of the serving worker, as before issue 18 item 3), each with a refresh
+every ``--refresh-seconds`` so rounds overlap both phases. The script polls ``scorecard_refreshes`` during each
+phase and reports how many refreshes were stored in it (``rounds``). ``--server-cpus`` / ``--client-cpus`` pin the
+server (``taskset``; the refresh worker inherits it) and this load generator (``os.sched_setaffinity``) to CPU
+lists, e.g. ``0`` and ``1``.
 """
 
 from __future__ import annotations
@@ -136,12 +144,14 @@ def seed(url: str, units: int, events_per_unit: float) -> str:
     return key
 
 
-def start_server(url: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``titrate serve --port PORT`` (one worker) on ``url``, once ``/healthz`` answers."""
+def start_server(url: str, port: int, env: dict[str, str], cpus: str = "") -> subprocess.Popen[bytes]:
+    """``titrate serve --port PORT`` (one worker) on ``url``, once ``/healthz`` answers; pinned to ``cpus``
+    (``taskset -c``) when given."""
     titrate = Path(sys.executable).parent / "titrate"
+    pin = ["taskset", "-c", cpus] if cpus else []
     # why PYTHONPATH: the console script's own directory comes first on its path, so ROOT must be named for the
     # service to run that tree's code rather than the installed (editable) checkout's.
-    process = subprocess.Popen([str(titrate), "serve", "--port", str(port), "--no-migrate"], cwd=ROOT,
+    process = subprocess.Popen([*pin, str(titrate), "serve", "--port", str(port), "--no-migrate"], cwd=ROOT,
                                env={**os.environ, "TITRATE_DATABASE_URL": url, "TITRATE_LOG_LEVEL": "WARNING",
                                     "PYTHONPATH": str(ROOT), **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -193,8 +203,33 @@ async def open_loop(rate: float, until: float, fire: Callable[[], Coroutine[Any,
         await asyncio.gather(*tasks)
 
 
-async def phase(base: str, key: str, args: argparse.Namespace, reads: bool, units: int) -> dict[str, Route]:
-    """One phase; the routes' measurements."""
+def refresh_stamps(url: str) -> Callable[[], set[Any]]:
+    """A poller of the stored refresh states (``computed_at`` of each experiment's ``scorecard_refreshes`` row):
+    each call returns the set seen so far, so the number of refreshes stored during a phase can be counted."""
+    engine = create_engine(normalise_url(url))
+    seen: set[Any] = set()
+
+    def poll() -> set[Any]:
+        with engine.connect() as conn:
+            seen.update(conn.execute(text("SELECT experiment_id, computed_at FROM scorecard_refreshes")).all())
+        return seen
+
+    return poll
+
+
+async def count_refreshes(poll: Callable[[], set[Any]], until: float) -> int:
+    """Refreshes stored between now and ``until`` (the table polled every 0.5 s in a thread)."""
+    loop = asyncio.get_running_loop()
+    before = len(await asyncio.to_thread(poll))
+    while loop.time() < until:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(poll)
+    return len(await asyncio.to_thread(poll)) - before
+
+
+async def phase(base: str, key: str, args: argparse.Namespace, reads: bool, units: int,
+                poll: Callable[[], set[Any]] | None = None) -> tuple[dict[str, Route], int]:
+    """One phase; the routes' measurements and the refreshes stored during it."""
     routes = {"assign": Route(), "events": Route(), "scorecard": Route()}
     headers = {"Authorization": f"Bearer {key}"}
     rnd = random.Random()
@@ -219,11 +254,13 @@ async def phase(base: str, key: str, args: argparse.Namespace, reads: bool, unit
                 await routes["scorecard"].call(lambda: client.get(f"/v1/experiments/{EXPERIMENT}/scorecard"))
                 await asyncio.sleep(args.read_pause)
 
-        jobs = [open_loop(args.assign_rate, until, assign), open_loop(args.event_rate, until, events)]
+        jobs: list[Coroutine[Any, Any, Any]] = [open_loop(args.assign_rate, until, assign),
+                                                open_loop(args.event_rate, until, events)]
         if reads:
             jobs.append(reader())
-        await asyncio.gather(*jobs)
-    return routes
+        counted = count_refreshes(poll, until) if poll is not None else asyncio.sleep(0, 0)
+        *_, rounds = await asyncio.gather(*jobs, counted)
+    return routes, int(rounds)
 
 
 def percentiles(values: list[float]) -> tuple[float, float]:
@@ -234,13 +271,25 @@ def percentiles(values: list[float]) -> tuple[float, float]:
     return float(p50), float(p99)
 
 
-def run_backend(label: str, url: str, args: argparse.Namespace, port: int) -> dict[str, dict[str, Route]]:
-    """Seed, serve and run the alternating phases on one database; per phase the merged route measurements."""
+def run_backend(label: str, url: str, args: argparse.Namespace, port: int) -> dict[str, dict[str, dict[str, Route]]]:
+    """Seed once, then per refresh mode serve and run the alternating phases; per mode and phase the merged route
+    measurements (``rounds``: refreshes stored during the phase's repeats, in ``Route.failures`` of a pseudo-route
+    ``refreshes``)."""
     started = time.perf_counter()
     key = seed(url, args.units, args.events_per_unit)
     print(f"{label}: seeded {args.units:,} units in {time.perf_counter() - started:.0f} s", flush=True)
-    server = start_server(url, port, {})
-    merged: dict[str, dict[str, Route]] = {p: {r: Route() for r in ("assign", "events", "scorecard")} for p in PHASES}
+    return {mode: run_mode(label, url, key, args, port, mode) for mode in args.refresh_modes.split(",")}
+
+
+def run_mode(label: str, url: str, key: str, args: argparse.Namespace, port: int,
+             mode: str) -> dict[str, dict[str, Route]]:
+    """One server with the refresh job ``mode``; per phase the merged route measurements."""
+    label = f"{label} [{mode}]"
+    env = {"TITRATE_SCORECARD_REFRESH_MODE": mode, "TITRATE_SCORECARD_REFRESH_SECONDS": str(args.refresh_seconds)}
+    server = start_server(url, port, env, args.server_cpus)
+    poll = refresh_stamps(url)
+    merged: dict[str, dict[str, Route]] = {p: {r: Route() for r in ("assign", "events", "scorecard", "refreshes")}
+                                           for p in PHASES}
     try:
         base = f"http://127.0.0.1:{port}"
         first = httpx.get(f"{base}/v1/experiments/{EXPERIMENT}/scorecard",
@@ -253,7 +302,8 @@ def run_backend(label: str, url: str, args: argparse.Namespace, port: int) -> di
         asyncio.run(phase(base, key, argparse.Namespace(**{**vars(args), "seconds": 3.0}), False, args.units))
         for repeat in range(args.repeats):
             for name in PHASES:
-                got = asyncio.run(phase(base, key, args, name == "with reads", args.units))
+                got, rounds = asyncio.run(phase(base, key, args, name == "with reads", args.units, poll))
+                merged[name]["refreshes"].failures += rounds
                 for route, measured in got.items():
                     merged[name][route].latencies += measured.latencies
                     merged[name][route].failures += measured.failures
@@ -261,7 +311,7 @@ def run_backend(label: str, url: str, args: argparse.Namespace, port: int) -> di
                         merged[name][route].repeat_p99.append(percentiles(measured.latencies)[1])
                 summary = ", ".join(f"{r} n={len(m.latencies)} p50/p99 {percentiles(m.latencies)[0]:.1f}/"
                                     f"{percentiles(m.latencies)[1]:.1f} ms" for r, m in got.items() if m.latencies)
-                print(f"{label} repeat {repeat + 1} {name}: {summary}", flush=True)
+                print(f"{label} repeat {repeat + 1} {name}: {summary}; {rounds} refreshes stored", flush=True)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -297,8 +347,15 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--port", type=int, default=8170)
     parser.add_argument("--label", default="", help="a note printed in the section title, e.g. before/after")
+    parser.add_argument("--refresh-modes", default="process",
+                        help="TITRATE_SCORECARD_REFRESH_MODE values to measure in turn, e.g. process,inline")
+    parser.add_argument("--refresh-seconds", type=float, default=10.0, help="TITRATE_SCORECARD_REFRESH_SECONDS")
+    parser.add_argument("--server-cpus", default="", help="taskset CPU list for the server, e.g. 0")
+    parser.add_argument("--client-cpus", default="", help="CPU list for this load generator, e.g. 1")
     args = parser.parse_args()
-    results: dict[str, dict[str, dict[str, Route]]] = {}
+    if args.client_cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
+    results: dict[str, dict[str, dict[str, dict[str, Route]]]] = {}
     if args.backend in ("sqlite", "both"):
         tmp = Path(tempfile.mkdtemp(prefix="titrate-mixed-"))
         try:
@@ -317,27 +374,35 @@ def main() -> None:
         or str(ROOT))
     print(f"\n### Mixed load{' ' + args.label if args.label else ''} (`bench/mixed_load_scorecards.py`, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit})\n")
+    pins = (f" Server pinned to CPU {args.server_cpus}" if args.server_cpus else "") + \
+        (f", load generator to CPU {args.client_cpus}." if args.client_cpus else "")
     print(f"Machine: {machine()}. One `titrate serve` worker; {args.units:,} units × "
           f"{args.units * args.events_per_unit:,.0f} events of history; load from a second process (httpx, "
           f"asyncio): assign open-loop {args.assign_rate:g}/s, event batches of {args.event_batch} open-loop "
           f"{args.event_rate:g}/s, scorecard reads closed-loop (one reader, {args.read_pause:g} s pause); "
-          f"{args.repeats} × {args.seconds:g} s per phase, phases alternating; percentiles over all repeats.\n")
-    print("| database | phase | route | requests | non-2xx | p50 ms | p99 ms | p99 per repeat ms |\n"
-          "|---|---|---|---:|---:|---:|---:|---|")
-    for label, by_phase in results.items():
-        for name, routes in by_phase.items():
-            for route, measured in routes.items():
-                if measured.latencies:
-                    p50, p99 = percentiles(measured.latencies)
-                    each = ", ".join(f"{v:.0f}" for v in measured.repeat_p99)
-                    print(f"| {label} | {name} | {route} | {len(measured.latencies):,} | {measured.failures} | "
-                          f"{p50:.1f} | {p99:.1f} | {each} |")
-    for label, by_phase in results.items():
-        quiet, loaded = (percentiles(by_phase[p]["assign"].latencies)[1] for p in PHASES)
-        quiet_each, loaded_each = (float(np.median(by_phase[p]["assign"].repeat_p99)) for p in PHASES)
-        print(f"\n{label}: assign p99 with reads / without (same run): **{loaded / quiet:.2f}×** pooled, "
-              f"{loaded_each / quiet_each:.2f}× by the median of per-repeat p99; scorecard-read p99 "
-              f"{percentiles(by_phase['with reads']['scorecard'].latencies)[1]:.0f} ms (goal ≤ 50 ms).")
+          f"{args.repeats} × {args.seconds:g} s per phase, phases alternating; percentiles over all repeats; "
+          f"scorecard refresh every {args.refresh_seconds:g} s.{pins}\n")
+    print("| database | refresh job | phase | refreshes stored | route | requests | non-2xx | p50 ms | p99 ms | "
+          "p99 per repeat ms |\n|---|---|---|---:|---|---:|---:|---:|---:|---|")
+    for label, by_mode in results.items():
+        for mode, by_phase in by_mode.items():
+            for name, routes in by_phase.items():
+                rounds = routes["refreshes"].failures
+                for route, measured in routes.items():
+                    if measured.latencies:
+                        p50, p99 = percentiles(measured.latencies)
+                        each = ", ".join(f"{v:.0f}" for v in measured.repeat_p99)
+                        print(f"| {label} | {mode} | {name} | {rounds} | {route} | {len(measured.latencies):,} | "
+                              f"{measured.failures} | {p50:.1f} | {p99:.1f} | {each} |")
+    for label, by_mode in results.items():
+        for mode, by_phase in by_mode.items():
+            quiet, loaded = (percentiles(by_phase[p]["assign"].latencies)[1] for p in PHASES)
+            quiet_each, loaded_each = (float(np.median(by_phase[p]["assign"].repeat_p99)) for p in PHASES)
+            print(f"\n{label}, refresh job {mode}: assign p99 with reads / without (same run): "
+                  f"**{loaded / quiet:.2f}×** pooled, {loaded_each / quiet_each:.2f}× by the median of per-repeat "
+                  f"p99; scorecard-read p50/p99 "
+                  f"{percentiles(by_phase['with reads']['scorecard'].latencies)[0]:.0f}/"
+                  f"{percentiles(by_phase['with reads']['scorecard'].latencies)[1]:.0f} ms (goal p99 ≤ 50 ms).")
 
 
 if __name__ == "__main__":
