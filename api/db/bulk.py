@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy.orm import Session
 
@@ -87,15 +87,33 @@ def copy_ignoring_conflicts_postgres(
     return int(inserted)
 
 
+#: One row of ``events`` in ``EVENT_COLUMNS`` order, as the service builds it: event_id, unit_id, name, value,
+#: timestamp (aware, any zone), attributes as their stored JSON text, received_at (aware).
+EventTuple: TypeAlias = tuple[str, str, str, float, datetime, str, datetime]
+
+
+def _event_tuples(rows: Sequence[EventRow]) -> list[EventTuple]:
+    return [(r["event_id"], r["unit_id"], r["name"], r["value"], r["timestamp"], _attributes_json(r),
+             r["received_at"]) for r in rows]
+
+
 def executemany_events_sqlite(session: Session, rows: Sequence[EventRow]) -> int:
+    """Events on SQLite, from rows as dicts: :func:`executemany_event_tuples_sqlite`."""
+    return executemany_event_tuples_sqlite(session, _event_tuples(rows))
+
+
+def executemany_event_tuples_sqlite(session: Session, rows: Sequence[EventTuple]) -> int:
     """Events on SQLite: :func:`executemany_ignoring_conflicts_sqlite` keyed on ``event_id``; returns the rows
-    inserted."""
+    inserted. Times are stored as :func:`sqlite_utc_text`."""
     if not rows:
         return 0
+    received = sqlite_utc_text(rows[0][6])
+    # why one received_at text: the service stamps a batch with one time; a batch of mixed ones is rendered per row
+    same = all(row[6] is rows[0][6] for row in rows)
     return executemany_ignoring_conflicts_sqlite(
         session, "events", EVENT_COLUMNS, ("event_id",),
-        [(r["event_id"], r["unit_id"], r["name"], r["value"],
-          sqlite_utc_text(r["timestamp"]), _attributes_json(r), sqlite_utc_text(r["received_at"])) for r in rows],
+        [(e, u, n, v, sqlite_utc_text(t), a, received if same else sqlite_utc_text(r))
+         for e, u, n, v, t, a, r in rows],
     )
 
 
@@ -104,8 +122,13 @@ _EVENT_STAGE_TYPES = ("text", "text", "text", "float8", "timestamptz", "text", "
 
 
 def copy_events_postgres(session: Session, rows: Sequence[EventRow]) -> int:
-    """Events on PostgreSQL: :func:`copy_ignoring_conflicts_postgres` keyed on ``event_id``; returns the rows
-    inserted."""
+    """Events on PostgreSQL, from rows as dicts: :func:`copy_event_tuples_postgres`."""
+    return copy_event_tuples_postgres(session, _event_tuples(rows))
+
+
+def copy_event_tuples_postgres(session: Session, rows: Sequence[EventTuple]) -> int:
+    """Events on PostgreSQL: :func:`copy_ignoring_conflicts_postgres` keyed on ``event_id``, binary COPY;
+    returns the rows inserted."""
     if not rows:
         return 0
     # binary COPY (issue 18): numbers and timestamps go as their binary values, not rendered and re-parsed text
@@ -113,7 +136,6 @@ def copy_events_postgres(session: Session, rows: Sequence[EventRow]) -> int:
         session, "events", list(zip(EVENT_COLUMNS, _EVENT_STAGE_TYPES, strict=True)), ("event_id",),
         # astimezone(UTC) also refuses (OverflowError -> the isolating writer's dead letters) a time that leaves
         # Python's range in UTC, which binary COPY would otherwise store as a year-0 timestamp
-        ((row["event_id"], row["unit_id"], row["name"], row["value"], row["timestamp"].astimezone(UTC),
-          _attributes_json(row), row["received_at"]) for row in rows),
+        ((e, u, n, v, t.astimezone(UTC), a, r) for e, u, n, v, t, a, r in rows),
         binary=True, casts={"attributes": "jsonb"},
     )

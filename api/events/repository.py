@@ -6,7 +6,13 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from api.db.bulk import copy_events_postgres, executemany_events_sqlite
+from api.db.bulk import (
+    EventTuple,
+    copy_event_tuples_postgres,
+    copy_events_postgres,
+    executemany_event_tuples_sqlite,
+    executemany_events_sqlite,
+)
 from api.db.rows import EventRow
 
 
@@ -16,3 +22,11 @@ def insert_events(session: Session, rows: Sequence[EventRow]) -> int:
     if session.get_bind().dialect.name == "postgresql":
         return copy_events_postgres(session, rows)
     return executemany_events_sqlite(session, rows)
+
+
+def insert_event_tuples(session: Session, rows: Sequence[EventTuple]) -> int:
+    """:func:`insert_events` for rows already in column order (:data:`api.db.bulk.EventTuple`), as
+    ``POST /v1/events`` builds them."""
+    if session.get_bind().dialect.name == "postgresql":
+        return copy_event_tuples_postgres(session, rows)
+    return executemany_event_tuples_sqlite(session, rows)
