@@ -221,9 +221,18 @@ with st.sidebar:
     st.subheader("Design panel")
     metric = catalog[primary]
     kind = "proportion" if metric["kind"] == "proportion" else "mean"
-    baseline = st.number_input("Baseline (control mean)", value=0.10 if kind == "proportion" else 10.0,
-                               min_value=1e-6, format="%.4f", key="f_baseline")
-    sd = st.number_input("Per-unit SD", value=5.0, min_value=1e-6, key="f_sd") if kind == "mean" else None
+    quantile_primary = metric["kind"] == "quantile"
+    baseline = st.number_input("Baseline (control quantile)" if quantile_primary else "Baseline (control mean)",
+                               value=0.10 if kind == "proportion" else 10.0, min_value=1e-6, format="%.4f",
+                               key="f_baseline")
+    if quantile_primary:
+        # why: the service sizes a quantile as a mean with σ_Q, the SD of √n (Q̂ − Q), the treatment's scaled by
+        # 1 + mde (scorecards.power.quantile_sd_for); i.i.d. values: σ_Q = √(q(1 − q))/f(Q)
+        sigma_q = st.number_input("σ_Q per unit: √(q(1 − q))/f(Q), or a pilot's SE × √n", value=5.0,
+                                  min_value=1e-6, key="f_sigma_q")
+        sd: float | None = sigma_q * ((1.0 + (1.0 + mde) ** 2) / 2.0) ** 0.5
+    else:
+        sd = st.number_input("Per-unit SD", value=5.0, min_value=1e-6, key="f_sd") if kind == "mean" else None
     daily = st.number_input("Eligible units per day", value=20000, min_value=1, step=1000, key="f_daily")
     served = sum(1 for v in variants if not v.get("shadow"))
     design_body = {"kind": kind, "baseline": baseline, "mde": mde, "alpha": alpha, "power": power,
