@@ -509,7 +509,9 @@ def build_scorecard(plan: Plan, aggregates: ScorecardAggregates, allocation_hist
     """
     alpha, power = float(plan.design.alpha), float(plan.design.power)
     signed_mde, planned_n = _planned_n(plan, aggregates, alpha, power, quantiles)
-    gst = gst_look(plan, aggregates, planned_n, as_of)
+    # why not a quantile primary's planned n: its information fraction would need the histogram's units, and its
+    # comparison is fixed-horizon anyway; the read stays the design's final analysis (t = 1) as before
+    gst = gst_look(plan, aggregates, None if plan.primary.definition.is_quantile else planned_n, as_of)
     ctx = _Context(plan, aggregates, alpha, power, signed_mde, planned_n, gst, quantiles)
     lookback = plan.design.cuped_lookback_hours
     metrics = []
