@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.assignment import repository
 from api.assignment.exposure_writer import ExposureRecord, ExposureWriter
 from api.assignment.schemas import ExposureIn
-from api.assignment.snapshot import ConfigSnapshot
+from api.assignment.snapshot import ConfigSnapshot, EncodedAssignment
 from api.attributes import check_attributes_size, encode_attributes
 from api.errors import Unavailable
 from api.json_types import JsonObject
@@ -92,7 +92,8 @@ def assign_unit_encoded(
     pre-encoded fragments, byte for byte what encoding :func:`assign_unit`'s dict gives) and how many there are."""
     results = _assignments(snapshot, writer, unit_id, attributes, experiment_keys, now, force_enqueue)
     fragments = snapshot.fragments
-    return b",".join([fragments[(r.experiment, r.variant)] for r in results]), len(results)
+    return b",".join([r.fragment if type(r) is EncodedAssignment else fragments[(r.experiment, r.variant)]
+                      for r in results]), len(results)
 
 
 def refuse_when_queue_full(writer: ExposureWriter, rows: int) -> None:
