@@ -144,9 +144,10 @@ def seed(url: str, units: int, events_per_unit: float) -> str:
     return key
 
 
-def start_server(url: str, port: int, env: dict[str, str], cpus: str = "") -> subprocess.Popen[bytes]:
+def start_server(url: str, port: int, env: dict[str, str], cpus: str = "",
+                 log: Path | None = None) -> subprocess.Popen[bytes]:
     """``titrate serve --port PORT`` (one worker) on ``url``, once ``/healthz`` answers; pinned to ``cpus``
-    (``taskset -c``) when given."""
+    (``taskset -c``) when given; its stderr (and its refresh worker's) appended to ``log`` when given."""
     titrate = Path(sys.executable).parent / "titrate"
     pin = ["taskset", "-c", cpus] if cpus else []
     # why PYTHONPATH: the console script's own directory comes first on its path, so ROOT must be named for the
@@ -154,7 +155,7 @@ def start_server(url: str, port: int, env: dict[str, str], cpus: str = "") -> su
     process = subprocess.Popen([*pin, str(titrate), "serve", "--port", str(port), "--no-migrate"], cwd=ROOT,
                                env={**os.environ, "TITRATE_DATABASE_URL": url, "TITRATE_LOG_LEVEL": "WARNING",
                                     "PYTHONPATH": str(ROOT), **env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=log.open("ab") if log else subprocess.PIPE)
     for _ in range(600):
         if process.poll() is not None:
             raise RuntimeError(f"titrate serve exited: {process.stderr.read().decode() if process.stderr else ''}")
@@ -286,7 +287,10 @@ def run_mode(label: str, url: str, key: str, args: argparse.Namespace, port: int
     """One server with the refresh job ``mode``; per phase the merged route measurements."""
     label = f"{label} [{mode}]"
     env = {"TITRATE_SCORECARD_REFRESH_MODE": mode, "TITRATE_SCORECARD_REFRESH_SECONDS": str(args.refresh_seconds)}
-    server = start_server(url, port, env, args.server_cpus)
+    if args.server_log_level:
+        env["TITRATE_LOG_LEVEL"] = args.server_log_level
+    server = start_server(url, port, env, args.server_cpus,
+                          Path(f"{args.server_log}.{label.split()[0]}.{mode}") if args.server_log else None)
     poll = refresh_stamps(url)
     merged: dict[str, dict[str, Route]] = {p: {r: Route() for r in ("assign", "events", "scorecard", "refreshes")}
                                            for p in PHASES}
@@ -352,6 +356,8 @@ def main() -> None:
     parser.add_argument("--refresh-seconds", type=float, default=10.0, help="TITRATE_SCORECARD_REFRESH_SECONDS")
     parser.add_argument("--server-cpus", default="", help="taskset CPU list for the server, e.g. 0")
     parser.add_argument("--client-cpus", default="", help="CPU list for this load generator, e.g. 1")
+    parser.add_argument("--server-log", default="", help="append the server's stderr to PATH.<database>.<mode>")
+    parser.add_argument("--server-log-level", default="", help="TITRATE_LOG_LEVEL of the server (WARNING)")
     args = parser.parse_args()
     if args.client_cpus:
         os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
