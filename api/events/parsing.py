@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Annotated, cast
 
 from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, with_config
@@ -61,6 +62,7 @@ class _FastEventsIn(TypedDict):
 
 
 _FAST = TypeAdapter(_FastEventsIn)
+_TIMESTAMP, _ATTRIBUTES = itemgetter("timestamp"), itemgetter("attributes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +108,11 @@ def parse_events(raw: bytes, now: datetime | None = None) -> ParsedEvents:
         return _contract(raw)
     # the process settings, as the contract's validators read them (pydantic validates before route code runs)
     settings = get_settings()
-    stamps = [event["timestamp"] for event in events]
+    stamps = list(map(_TIMESTAMP, events))  # why itemgetter and map: one C loop, no Python frame per event
     latest = (now or datetime.now(UTC)) + timedelta(hours=settings.timestamp_max_future_hours)
     if min(stamps) < settings.timestamp_min or max(stamps) > latest:
         return _contract(raw)
-    values = [event["attributes"] for event in events]
+    values = list(map(_ATTRIBUTES, events))
     listed = encode_attributes_list(values)
     if not _attributes_pass(values, listed, settings):
         return _contract(raw)
