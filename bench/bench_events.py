@@ -1,10 +1,13 @@
 """Benchmark event ingestion through ``POST /v1/events`` on SQLite and PostgreSQL, batches of 1k and 10k.
 
-Baseline, same run, same rows: the bare database write with no HTTP and no validation (SQLite: one
-``executemany`` INSERT … ON CONFLICT DO NOTHING through the driver; PostgreSQL: the same COPY + INSERT …
-SELECT the service uses). Every batch has fresh event ids. Usage:
-``python bench/bench_events.py [--postgres URL] [--batches 20]`` (PostgreSQL is skipped without a URL;
-``bash .ci/start-postgres`` prints one).
+Baseline, same run, same rows: the bare database write with no HTTP and no validation — the service's own write
+path (``api.events.repository.insert_event_tuples``: SQLite one driver ``executemany`` of INSERT … ON CONFLICT DO
+NOTHING; PostgreSQL binary COPY into a staging table + INSERT … SELECT … ON CONFLICT DO NOTHING) over rows built
+before the clock starts. HTTP batches and bare writes alternate, so both see the same load on a shared machine.
+Every batch has fresh event ids. Usage:
+``python bench/bench_events.py [--postgres URL] [--batches 20] [--profile]`` (PostgreSQL is skipped without a URL;
+``bash .ci/start-postgres`` prints one). ``--profile`` runs the server under py-spy and writes
+``bench/profiles/events_<database>.svg`` (10k-event batches only).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 from api import migrate  # noqa: E402
 from api.auth.keys import create_api_key  # noqa: E402
 from api.db.engine import Database  # noqa: E402
-from api.events.repository import insert_events  # noqa: E402
 from bench.bench_assign import machine, start_server  # noqa: E402
 
 
@@ -55,60 +58,101 @@ def reset(url: str) -> str:
     return key
 
 
-def direct_rate(url: str, size: int, batches: int) -> float:
-    db = Database(url)
+def direct_batch(db: Database, size: int) -> float:
+    """One bare write of ``size`` fresh events through the service's write path; events/s."""
+    try:
+        from api.events.repository import insert_event_tuples
+    except ImportError:  # the tree before the tuple path (profiling an older checkout)
+        from api.events.repository import insert_events
+
+        def insert_event_tuples(session, rows):  # type: ignore[no-untyped-def]
+            keys = ("event_id", "unit_id", "name", "value", "timestamp", "attributes_json", "received_at")
+            return insert_events(session, [{**dict(zip(keys, row, strict=True)), "attributes": {}} for row in rows])
     now = datetime.now(UTC)
-    rates = []
-    for _ in range(batches):
-        rows = [{**e, "timestamp": now, "received_at": now} for e in make_batch(size)]
-        start = time.perf_counter()
-        with db.transaction() as session:
-            inserted = insert_events(session, rows)
-        rates.append(inserted / (time.perf_counter() - start))
-    db.dispose()
-    return statistics.median(rates)
+    rows = [(e["event_id"], e["unit_id"], e["name"], e["value"], now, json.dumps(e["attributes"]), now)
+            for e in make_batch(size)]
+    start = time.perf_counter()
+    with db.transaction() as session:
+        inserted = insert_event_tuples(session, rows)
+    elapsed = time.perf_counter() - start
+    assert inserted == size, inserted
+    return size / elapsed
 
 
-def http_rate(base: str, key: str, size: int, batches: int) -> float:
-    rates = []
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}",
-                                              "Content-Type": "application/json"}, timeout=120) as http:
-        for _ in range(batches):
-            body = json.dumps({"events": make_batch(size)}).encode()
-            start = time.perf_counter()
-            response = http.post("/v1/events", content=body)
-            elapsed = time.perf_counter() - start
-            if response.status_code != 200 or response.json()["accepted"] != size:
-                raise RuntimeError(f"unexpected answer: {response.status_code} {response.text[:500]}")
-            rates.append(size / elapsed)
-    return statistics.median(rates)
+def http_batch(http: httpx.Client, size: int) -> float:
+    """One ``POST /v1/events`` of ``size`` fresh events, pre-serialised; events/s."""
+    body = json.dumps({"events": make_batch(size)}).encode()
+    start = time.perf_counter()
+    response = http.post("/v1/events", content=body)
+    elapsed = time.perf_counter() - start
+    if response.status_code != 200 or response.json()["accepted"] != size:
+        raise RuntimeError(f"unexpected answer: {response.status_code} {response.text[:500]}")
+    return size / elapsed
+
+
+def start_profiled(port: int, env: dict[str, str], svg: Path) -> subprocess.Popen[bytes]:
+    """The server under ``py-spy record`` (native frames off, idle frames off), writing ``svg`` when it stops."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    process = subprocess.Popen(
+        [str(py_spy), "record", "-o", str(svg), "--rate", "200", "--",
+         sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port), "--workers", "1",
+         "--no-access-log", "--log-level", "warning"], cwd=ROOT, env={**os.environ, **env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("the profiled server did not start")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--postgres", default=os.environ.get("TITRATE_TEST_POSTGRES_URL", ""))
     parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--profile", action="store_true", help="py-spy flame graphs of the server, 10k batches")
+    parser.add_argument("--only", choices=("SQLite", "PostgreSQL"), help="one database only")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="titrate-events-"))
     targets = [("SQLite", f"sqlite:///{tmp}/events.db")]
     if args.postgres:
         targets.append(("PostgreSQL", args.postgres.replace("postgresql://", "postgresql+psycopg://")))
+    targets = [t for t in targets if args.only in (None, t[0])]
     rows = []
+    loads = [os.getloadavg()[0]]
     for port, (name, url) in enumerate(targets, start=8111):
         key = reset(url)
-        server = start_server("api.main:app", port, {"TITRATE_DATABASE_URL": url, "TITRATE_LOG_LEVEL": "WARNING"})
+        env = {"TITRATE_DATABASE_URL": url, "TITRATE_LOG_LEVEL": "WARNING"}
+        if args.profile:
+            svg = ROOT / "bench" / "profiles" / f"events_{name.lower()}.svg"
+            server = start_profiled(port, env, svg)
+        else:
+            server = start_server("api.main:app", port, env)
+        db = Database(url)
         try:
-            for size in (1000, 10_000):
-                http = http_rate(f"http://127.0.0.1:{port}", key, size, args.batches)
-                direct = direct_rate(url, size, args.batches)
-                rows.append((name, size, http, direct))
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300,
+                              headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}) as http:
+                for size in (10_000,) if args.profile else (1000, 10_000):
+                    http_batch(http, size)  # warm-up: imports, caches, the staging table
+                    direct_batch(db, size)
+                    http_rates, direct_rates = [], []
+                    for _ in range(args.batches):  # alternating, so both see the same machine load
+                        http_rates.append(http_batch(http, size))
+                        if not args.profile:
+                            direct_rates.append(direct_batch(db, size))
+                    loads.append(os.getloadavg()[0])
+                    rows.append((name, size, statistics.median(http_rates),
+                                 statistics.median(direct_rates) if direct_rates else float("nan")))
         finally:
-            server.terminate()
-            server.wait()
+            db.dispose()
+            server.send_signal(2)  # SIGINT: uvicorn stops; py-spy then writes its flame graph
+            server.wait(timeout=120)
     print(f"\n### Event ingestion ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
-    print(f"Machine: {machine()}. One uvicorn worker; one client posting pre-serialised batches back to back; "
-          f"median over {args.batches} batches of fresh events; the baseline writes the same rows straight to the "
-          "database in the same run. PostgreSQL 15 on loopback (fsync off, a test cluster).\n")
+    print(f"Machine: {machine()}; load average (1 min) {min(loads):.1f}–{max(loads):.1f} during the run. One uvicorn "
+          f"worker; one client posting pre-serialised batches back to back; median over {args.batches} batches of "
+          "fresh events; HTTP batches and bare writes alternate. PostgreSQL on loopback (fsync off, a test "
+          "cluster).\n")
     print("| database | batch | `/v1/events` events/s | bare database write events/s | ratio |")
     print("|---|---:|---:|---:|---:|")
     for name, size, http, direct in rows:
