@@ -509,9 +509,35 @@ class Snapshot:
     flat: tuple[tuple[int, CompiledExperiment], ...] = ()
 
 
-#: One layer: UTF-8 of ``"layer:" + name + "."``, its experiments' sorted, disjoint, non-empty range starts and
-#: ends, the experiments and their positions in the document (``assign`` answers in document order).
-LayerIndex = tuple[bytes, tuple[int, ...], tuple[int, ...], tuple[CompiledExperiment, ...], tuple[int, ...]]
+#: One layer: UTF-8 of ``"layer:" + name + "."``, its bucket → experiment table (``slots[b]`` = 1 + the index of
+#: the experiment whose range holds bucket ``b``, 0 for none), the experiments and their positions in the
+#: document (``assign`` answers in document order), and per experiment a flat :data:`LayerEntry`. Why a table
+#: and flat entries: at 200 layers each unit lands in a different experiment of every layer, so each object read
+#: is a likely cache miss; one byte read and one tuple per layer replace a binary search over scattered int
+#: objects and a dozen attribute loads.
+LayerIndex = tuple[bytes, "bytes | array[int]", tuple[CompiledExperiment, ...], tuple["LayerEntry", ...]]
+#: (document position, key, targeting or None, UTF-8 of ``salt + "."``, bucket → variant table, contextual
+#: tables or None, then the Assignment of each variant).
+LayerEntry = tuple[Any, ...]
+#: Offset of the first variant's Assignment in a :data:`LayerEntry`.
+ENTRY_FIRST_VARIANT = 6
+
+
+def layer_slots(members: Sequence[CompiledExperiment]) -> bytes | array[int]:
+    """The bucket → 1 + member index table of a layer whose members' [gate_low, gate_high) are disjoint."""
+    if len(members) < 256:
+        table = bytearray(BUCKETS)
+        for slot, exp in enumerate(members, start=1):
+            low, high = max(0, exp.gate_low), min(BUCKETS, exp.gate_high)
+            if low < high:
+                table[low:high] = bytes((slot,)) * (high - low)
+        return bytes(table)
+    wide = array("H", bytes(2 * BUCKETS))
+    for slot, exp in enumerate(members, start=1):
+        low, high = max(0, exp.gate_low), min(BUCKETS, exp.gate_high)
+        if low < high:
+            wide[low:high] = array("H", (slot,)) * (high - low)
+    return wide
 
 
 def build_layers(
@@ -533,8 +559,10 @@ def build_layers(
         if any(later[1].gate_low < earlier[1].gate_high for earlier, later in pairwise(members)):
             flat.extend(members)
             continue
-        layers.append((prefix, tuple(e.gate_low for _, e in members), tuple(e.gate_high for _, e in members),
-                       tuple(e for _, e in members), tuple(p for p, _ in members)))
+        experiments_in = tuple(e for _, e in members)
+        entries = tuple((p, e.key, e.targeting, e.variant_prefix, e.index_table, e.context, *e.assignments)
+                        for p, e in members)
+        layers.append((prefix, layer_slots(experiments_in), experiments_in, entries))
     flat.sort(key=lambda item: item[0])
     return tuple(layers), tuple(flat)
 

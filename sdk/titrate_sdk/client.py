@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 import weakref
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from titrate_sdk._spec import (
     _U64_PREFIX,
     BUCKETS,
     EMPTY_SNAPSHOT,
+    ENTRY_FIRST_VARIANT,
     Assignment,
     CompiledExperiment,
     HotTuple,
@@ -412,22 +412,26 @@ class Client:
                 unit_id = str(unit_id)
             unit = unit_id.encode()
             snapshot = self._snapshot  # one read: layers and flat experiments of the same document
-            found: list[tuple[int, CompiledExperiment, Assignment]] = []
+            found: list[tuple[int, str, Assignment, bool]] = []
+            append = found.append
             # Per layer one hash finds the only experiment the unit can be in (spec §3.3): O(layers), not
-            # O(experiments); the layer index is exactly the per-experiment gate (see build_layers).
-            for prefix, starts, ends, members, positions in snapshot.layers:
+            # O(experiments); the layer index is exactly the per-experiment gate (see build_layers). Then
+            # CompiledExperiment.evaluate's targeting and variant hash, read from the flat entry.
+            for prefix, slots, _, entries in snapshot.layers:
                 try:
-                    gate = _U64_PREFIX(sha256(prefix + unit).digest())[0] % BUCKETS
-                    slot = bisect_right(starts, gate) - 1
-                    if slot < 0 or gate >= ends[slot]:
+                    slot = slots[_U64_PREFIX(sha256(prefix + unit).digest())[0] % BUCKETS]
+                    if not slot:
                         continue
-                    exp = members[slot]
-                    assignment = exp.evaluate_in_range(unit, attributes)
+                    entry = entries[slot - 1]
+                    position, key, targeting, variant_prefix, table, context = entry[:ENTRY_FIRST_VARIANT]
+                    if targeting is not None and not matches_all(targeting, attributes):
+                        continue
+                    if context is not None:
+                        table = context_table(context, attributes, table)
+                    variant = table[_U64_PREFIX(sha256(variant_prefix + unit).digest())[0] % BUCKETS]
+                    append((position, key, entry[ENTRY_FIRST_VARIANT + variant], True))
                 except Exception as exc:  # noqa: BLE001
                     self._hot_error("assign", exc)
-                    continue
-                if assignment is not None:
-                    found.append((positions[slot], exp, assignment))
             for position, exp in snapshot.flat:
                 try:
                     assignment = exp.evaluate(unit, attributes)
@@ -435,13 +439,13 @@ class Client:
                     self._hot_error("assign", exc)
                     continue
                 if assignment is not None:
-                    found.append((position, exp, assignment))
+                    append((position, exp.key, assignment, exp.running))
             found.sort(key=_position)  # the document's order, as the per-experiment loop answered
             log = self._log_exposures
-            for _, exp, assignment in found:
-                out[exp.key] = assignment
-                if log and exp.running:
-                    self._expose((exp.key, unit_id), assignment.variant, attributes)
+            for _, key, assignment, running in found:
+                out[key] = assignment
+                if log and running:
+                    self._expose((key, unit_id), assignment.variant, attributes)
         except Exception as exc:  # noqa: BLE001 - the hot path never raises
             self._hot_error("assign", exc)
         return out

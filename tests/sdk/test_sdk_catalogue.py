@@ -82,8 +82,8 @@ def test_overlapping_layers_stay_flat_and_empty_ranges_out_of_the_index() -> Non
         experiment_doc("d", layer="y", layer_start=0, layer_end=5000),
         experiment_doc("e", layer="y", layer_start=7, layer_end=7),
     ))
-    assert [(prefix, starts, ends, positions) for prefix, starts, ends, _, positions in snapshot.layers] == [
-        (b"layer:y.", (0, 5000), (5000, 10000), (3, 2))]
+    assert [(prefix, slots[0], slots[4999], slots[5000], slots[9999], [(e[0], e[1]) for e in entries])
+            for prefix, slots, _, entries in snapshot.layers] == [(b"layer:y.", 1, 1, 2, 2, [(3, "d"), (2, "c")])]
     assert [(position, exp.key) for position, exp in snapshot.flat] == [(0, "a"), (1, "b"), (4, "e")]
 
 
