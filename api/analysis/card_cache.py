@@ -12,11 +12,11 @@ that serves reads, so nothing here is told about a refresh. Correctness does not
 first reads the experiment's stored state (``api.incremental.repository.state``, in the read's session) and looks
 up the card under that whole state — ``computed_at`` together with the watermark, mode, counts and components — so a
 refresh stored by any process changes the key and the next read builds from the new rows: once a state is stored,
-no read that found it is answered with a card of an older one. Keying on the whole state rather than ``computed_at`` alone
-also tells apart two refreshes stamped with the same time (a clock that did not advance, or ``now`` given). Entries
-of superseded states are never looked up again and age out. With the job in the same process (``inline``) it warms
-the entries of experiments read since its previous round (``take_read``), so the first read after a refresh is a
-lookup too; with the job in its own process that first read builds the card.
+no read that found it is answered with a card of an older one. Keying on the whole state rather than
+``computed_at`` alone also tells apart two refreshes stamped with the same time (a clock that did not advance, or
+``now`` given). Entries of superseded states are never looked up again and age out. With the job in the same
+process (``inline``) it warms the entries of experiments read since its previous round (``take_read``), so the first
+read after a refresh is a lookup too; with the job in its own process that first read builds the card.
 """
 
 from __future__ import annotations
