@@ -41,12 +41,15 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Column,
     DateTime,
     Float,
     FromClause,
     Integer,
+    MetaData,
     String,
     Subquery,
+    Table,
     TypeDecorator,
     and_,
     case,
@@ -69,7 +72,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
 __all__ = ["EVENT_COLUMNS", "EXPOSURE_COLUMNS", "OPTIONAL_EVENT_COLUMNS", "OPTIONAL_EXPOSURE_COLUMNS", "TableMapping",
-           "events_view", "exposures_view", "source_from"]
+           "events_view", "exposures_view", "materialised_tables", "source_from"]
 
 #: titrate's exposure roles a mapping must name, and those it may name.
 EXPOSURE_COLUMNS: tuple[str, ...] = ("unit_id", "experiment", "variant", "timestamp")
@@ -119,6 +122,26 @@ class TableMapping:
     def __post_init__(self) -> None:
         if (self.table is None) == (self.sql is None):
             raise ValueError("a mapping names exactly one of 'table' and 'sql'")
+
+
+def materialised_tables(schema: str) -> tuple[Table, Table]:
+    """The two tables that keep an experiment's materialised scorecard rows (``scorecards.incremental``) in schema
+    ``schema`` of an analysis source, shaped as titrate's ``scorecard_units`` and ``scorecard_unit_values`` (without
+    their foreign keys: the experiments live in titrate's database): the unit table ``experiment_id, unit_id,
+    variant, allocation_version, exposed_at, attributes, excluded_events`` and the value table ``experiment_id,
+    unit_id, component, value``, keyed as titrate's."""
+    metadata = MetaData(schema=schema)
+    units = Table(
+        "scorecard_units", metadata,
+        Column("experiment_id", Integer, primary_key=True), Column("unit_id", String(256), primary_key=True),
+        Column("variant", String(100), nullable=False), Column("allocation_version", Integer, nullable=False),
+        Column("exposed_at", _TIMESTAMP, nullable=False), Column("attributes", _JSON, nullable=False),
+        Column("excluded_events", Integer, nullable=False))
+    values = Table(
+        "scorecard_unit_values", metadata,
+        Column("experiment_id", Integer, primary_key=True), Column("unit_id", String(256), primary_key=True),
+        Column("component", String(512), primary_key=True), Column("value", Float, nullable=False))
+    return units, values
 
 
 def source_from(mapping: TableMapping, roles: Sequence[str]) -> FromClause:

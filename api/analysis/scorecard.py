@@ -15,6 +15,7 @@ from api.experiments import repository as experiments_repository
 from api.experiments.plan import plan_of
 from api.incremental import repository as stored
 from api.incremental.repository import RefreshState
+from api.incremental.service import stored_rows
 from scorecards.adaptive import Strata
 from scorecards.aggregates import MetricSpec
 from scorecards.decision import ContextLeaders, Decision
@@ -129,20 +130,26 @@ def _build_stored_scorecard(session: Session, experiment: Experiment, state: Ref
     plan = plan_of(experiment)
     when = state.computed_at
     specs = sum_specs(plan)
-    aggregates = stored.stored_metric_aggregates(session, experiment.id, specs, when)
     attribute = plan.allocation.context_attribute
-    exposures = ExposureCounts(
-        stored.stored_exposure_counts(session, experiment.id),
-        None if attribute is None else stored.stored_exposure_counts_by_segment(session, experiment.id, attribute))
     thompson = plan.allocation.strategy == "thompson"
-    strata = None if not thompson else {
-        m.key: stored.stored_metric_strata(session, experiment.id, m.definition.spec(plan.design.cuped_lookback_hours),
-                                           when, attribute) for m in plan.by_role("primary")}
+    # the stored rows: in titrate's database, or in the schema of the analysis source that keeps them
+    with stored_rows(session, experiment) as (conn, store):
+        aggregates = stored.stored_metric_aggregates(conn, experiment.id, specs, when, store)
+        exposures = ExposureCounts(
+            stored.stored_exposure_counts(conn, experiment.id, store),
+            None if attribute is None else stored.stored_exposure_counts_by_segment(conn, experiment.id, attribute,
+                                                                                    store))
+        strata = None if not thompson else {
+            m.key: stored.stored_metric_strata(conn, experiment.id,
+                                               m.definition.spec(plan.design.cuped_lookback_hours), when, attribute,
+                                               store) for m in plan.by_role("primary")}
+        by_segment = None if segment is None else stored.stored_metric_aggregates_by_segment(
+            conn, experiment.id, specs, when, segment, store=store)
     quantiles, segment_quantiles = _live_quantiles(session, experiment, plan, when, segment)
     return build_scorecard(
         plan, aggregates, history, exposures, as_of=when, strata=strata,
-        segment=None if segment is None else SegmentInput(segment, stored.stored_metric_aggregates_by_segment(
-            session, experiment.id, specs, when, segment), segment_quantiles),
+        segment=None if segment is None or by_segment is None else SegmentInput(segment, by_segment,
+                                                                                segment_quantiles),
         bandit_stop=_bandit_stop(session, experiment) if thompson else None,
         excluded=ExcludedRows(state.excluded_exposures, aggregates.excluded_events),
         quantiles=quantiles,

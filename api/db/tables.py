@@ -280,6 +280,8 @@ class AnalysisSource(Base):
     url: Mapped[str] = mapped_column(Text)
     exposures: Mapped[dict[str, Any]] = mapped_column(JSONType)
     events: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    #: ``{"schema": name}``: the materialised scorecard rows live in that schema of the source (None: in titrate's)
+    materialise: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
 

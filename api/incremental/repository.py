@@ -61,6 +61,10 @@ from scorecards.sql import (
 
 UNITS: Table = ScorecardUnit.__table__  # type: ignore[assignment]
 VALUES: Table = ScorecardUnitValue.__table__  # type: ignore[assignment]
+#: Where materialised rows are kept: the unit table and the value table (titrate's, or those of a schema of an
+#: analysis source: ``scorecards.source_views.materialised_tables``).
+StoreTables = tuple[Table, Table]
+OWN_STORE: StoreTables = (UNITS, VALUES)
 
 #: Session-level advisory lock of the refresh job ("titrates" in ASCII hex; the allocation job's key + "s").
 JOB_LOCK_KEY = 0x7469747261746573
@@ -218,18 +222,20 @@ def stored_digests(session: Session, experiment_id: int) -> dict[str, Digest]:
 
 
 def replace_rows(session: Session | Connection, experiment_id: int, rows: Sequence[Row[Any]], labels: Mapping[str, str],
-                 everything: bool, removed: Sequence[str] = ()) -> None:
+                 everything: bool, removed: Sequence[str] = (), store: StoreTables = OWN_STORE) -> None:
     """Replace stored rows by ``rows`` (of :func:`unit_rows`; ``labels``: column label → component key): all the
     experiment's rows when ``everything``, else those of the units in ``rows`` (and delete the units ``removed``).
-    Only nonzero values are stored."""
+    Only nonzero values are stored; ``store``: the tables (titrate's unless a source keeps them)."""
+    unit_table, value_table = store
     if everything:
-        session.execute(delete(VALUES).where(VALUES.c.experiment_id == experiment_id))
-        session.execute(delete(UNITS).where(UNITS.c.experiment_id == experiment_id))
+        session.execute(delete(value_table).where(value_table.c.experiment_id == experiment_id))
+        session.execute(delete(unit_table).where(unit_table.c.experiment_id == experiment_id))
     else:
         for chunk in _chunks([str(r._mapping["unit_id"]) for r in rows] + list(removed)):
-            session.execute(delete(VALUES).where(VALUES.c.experiment_id == experiment_id,
-                                                 VALUES.c.unit_id.in_(chunk)))
-            session.execute(delete(UNITS).where(UNITS.c.experiment_id == experiment_id, UNITS.c.unit_id.in_(chunk)))
+            session.execute(delete(value_table).where(value_table.c.experiment_id == experiment_id,
+                                                      value_table.c.unit_id.in_(chunk)))
+            session.execute(delete(unit_table).where(unit_table.c.experiment_id == experiment_id,
+                                                     unit_table.c.unit_id.in_(chunk)))
     if not rows:
         return
     units: list[dict[str, Any]] = []
@@ -242,13 +248,13 @@ def replace_rows(session: Session | Connection, experiment_id: int, rows: Sequen
         values += [{"experiment_id": experiment_id, "unit_id": r["unit_id"], "component": key, "value": float(r[label])}
                    for label, key in labels.items() if r[label]]
     conn = session.connection() if isinstance(session, Session) else session
-    if conn.dialect.name == "postgresql":
-        _copy(conn, UNITS, units)
-        _copy(conn, VALUES, values)
+    if conn.dialect.name == "postgresql" and store == OWN_STORE:  # a source's store: executemany (few rows per refresh)
+        _copy(conn, unit_table, units)
+        _copy(conn, value_table, values)
         return
-    session.execute(insert(UNITS), units)
+    session.execute(insert(unit_table), units)
     if values:
-        session.execute(insert(VALUES), values)
+        session.execute(insert(value_table), values)
 
 
 def merge_delta(session: Session | Connection, experiment_id: int, rows: Sequence[Row[Any]],
@@ -310,46 +316,48 @@ def refreshable_experiments(session: Session, statuses: Sequence[str]) -> list[E
     return found
 
 
-def stored_metric_aggregates(session: Session, experiment_id: int, metrics: Sequence[MetricSpec],
-                             as_of: datetime) -> ScorecardAggregates:
+def stored_metric_aggregates(session: Runner, experiment_id: int, metrics: Sequence[MetricSpec],
+                             as_of: datetime, store: StoreTables = OWN_STORE) -> ScorecardAggregates:
     """Per-variant sums of every metric over the stored rows (``as_of``: their ``computed_at``)."""
-    rows = session.execute(stored_scorecard_query(UNITS, VALUES, experiment_id, metrics, as_of)).all()
+    rows = session.execute(stored_scorecard_query(*store, experiment_id, metrics, as_of)).all()
     return read_scorecard_rows(rows, metrics)
 
 
-def stored_metric_aggregates_by_segment(session: Session, experiment_id: int, metrics: Sequence[MetricSpec],
+def stored_metric_aggregates_by_segment(session: Runner, experiment_id: int, metrics: Sequence[MetricSpec],
                                         as_of: datetime, segment: str,
-                                        strings_only: bool = False) -> dict[str | None, ScorecardAggregates]:
+                                        strings_only: bool = False, store: StoreTables = OWN_STORE,
+                                        ) -> dict[str | None, ScorecardAggregates]:
     """The same sums per value of an exposure attribute, over the stored rows."""
-    stmt = stored_scorecard_query(UNITS, VALUES, experiment_id, metrics, as_of, segment, strings_only)
+    stmt = stored_scorecard_query(*store, experiment_id, metrics, as_of, segment, strings_only)
     return read_segment_rows(session.execute(stmt).all(), metrics)
 
 
-def stored_exposure_counts(session: Session, experiment_id: int) -> dict[tuple[int, str], int]:
+def stored_exposure_counts(session: Runner, experiment_id: int,
+                           store: StoreTables = OWN_STORE) -> dict[tuple[int, str], int]:
     """Stored units per (allocation version, variant)."""
-    rows = session.execute(exposure_counts_query(UNITS, experiment_id)).all()
+    rows: Any = session.execute(exposure_counts_query(store[0], experiment_id)).all()
     return {(int(version), str(variant)): int(units) for version, variant, units in rows}
 
 
-def stored_exposure_counts_by_segment(session: Session, experiment_id: int,
-                                      segment: str) -> dict[tuple[int, str | None, str], int]:
+def stored_exposure_counts_by_segment(session: Runner, experiment_id: int, segment: str,
+                                      store: StoreTables = OWN_STORE) -> dict[tuple[int, str | None, str], int]:
     """Stored units per (allocation version, string value of attribute ``segment`` or None, variant)."""
-    rows = session.execute(exposure_counts_query(UNITS, experiment_id, None, segment,
-                                                 segment_strings_only=True)).all()
+    rows: Any = session.execute(exposure_counts_query(store[0], experiment_id, None, segment,
+                                                      segment_strings_only=True)).all()
     return {(int(version), None if value is None else str(value), str(variant)): int(units)
             for version, value, variant, units in rows}
 
 
-def stored_metric_strata(session: Session, experiment_id: int, metric: MetricSpec, as_of: datetime,
-                         context_attribute: str | None = None) -> dict[tuple[int, str | None],
-                                                                       dict[str, MetricAggregate]]:
+def stored_metric_strata(session: Runner, experiment_id: int, metric: MetricSpec, as_of: datetime,
+                         context_attribute: str | None = None, store: StoreTables = OWN_STORE,
+                         ) -> dict[tuple[int, str | None], dict[str, MetricAggregate]]:
     """(allocation version, context value or None) → variant → sums of one metric, over the stored rows."""
     if context_attribute is None:
         by_version = read_version_rows(session.execute(stored_version_metric_query(
-            UNITS, VALUES, experiment_id, metric, as_of)).all(), metric)
+            *store, experiment_id, metric, as_of)).all(), metric)
         return {(version, None): sums for version, sums in by_version.items()}
     return read_version_segment_rows(session.execute(stored_version_segment_metric_query(
-        UNITS, VALUES, experiment_id, metric, as_of, context_attribute)).all(), metric)
+        *store, experiment_id, metric, as_of, context_attribute)).all(), metric)
 
 
 def component_labels(metrics: Sequence[MetricSpec]) -> dict[str, str]:

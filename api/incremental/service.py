@@ -1,8 +1,10 @@
 """Refreshing an experiment's materialised scorecard rows (``scorecards.incremental``), fully or incrementally.
 
 A refresh at time ``R`` computes the per-unit rows of the scorecard query at ``R`` and stores them in titrate's
-database; a scorecard read without ``as_of`` then aggregates the stored rows (``api.analysis.scorecard``), so it
-is the analysis as of ``computed_at = R``.
+database (or, for an analysis source registered with ``"materialise": {"schema": …}``, in that schema of the
+source, replacing the touched units' rows there; the refresh state stays in titrate's database); a scorecard read
+without ``as_of`` then aggregates the stored rows (``api.analysis.scorecard``), so it is the analysis as of
+``computed_at = R``.
 
 * **full** — every unit's row is recomputed (first refresh, the plan's components changed, ``full=True``, or
   ``TITRATE_SCORECARD_FULL_REFRESH_HOURS`` passed since the last full one);
@@ -77,10 +79,32 @@ def own_tables(session: Session) -> AbstractContextManager[tuple[Runner, Analysi
     return nullcontext((session, OwnTables()))
 
 
+def store_source(session: Session, experiment: Experiment) -> str | None:
+    """The key of the analysis source that keeps the experiment's materialised rows in a schema of its own
+    (``"materialise"``); None when titrate's database keeps them."""
+    key = plan_of(experiment).analysis_source
+    if key is None or sources.materialise_schema(sources.repository.get_by_key(session, key)) is None:
+        return None
+    return key
+
+
+@contextmanager
+def stored_rows(session: Session, experiment: Experiment) -> Iterator[tuple[Runner, repository.StoreTables]]:
+    """Where the experiment's materialised rows are read: ``session`` and titrate's tables, or a read connection
+    to the source that keeps them and the tables of its schema (the scorecard's aggregation then runs there)."""
+    key = store_source(session, experiment)
+    if key is None:
+        yield session, repository.OWN_STORE
+        return
+    with sources.store_reading(session, key) as (reader, store):
+        yield reader, store
+
+
 def source_of(experiment: Experiment) -> Source:
     """Where the experiment's rows are read: its frozen plan's analysis source (that source's views of this
     experiment, as the live scorecard reads them: ``api.sources.service.experiment_views``), else titrate's own
-    tables. The materialised rows always live in titrate's database."""
+    tables. The materialised rows live in titrate's database unless the source names a schema of its own
+    (:func:`store_source`)."""
     key = plan_of(experiment).analysis_source
     if key is None:
         return own_tables
@@ -162,6 +186,7 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
     components = tuple(labels.values())
     with db.read() as session:
         previous = repository.state(session, experiment.id)
+        in_source = store_source(session, experiment)
     mode = _mode(previous, components, now, policy, full)
     since = None
     if mode == "incremental" and previous is not None:
@@ -178,7 +203,9 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
         excluded = repository.excluded_exposures(
             conn, tables, experiment.id, earliest, now + timedelta(hours=settings.timestamp_max_future_hours))
     everything, removed, recomputed = previous is None, [], len(rows) + len(deltas)
-    if mode == "full" and previous is not None:
+    if mode == "full" and in_source is not None:
+        everything = True  # why no diff: the stored rows are in the source; a full refresh there replaces them all
+    elif mode == "full" and previous is not None:
         # why a diff: a full refresh rewrites only the units whose rows changed (usually few), so the write
         # transaction — which holds SQLite's only write lock — stays short however many units the experiment has
         with db.read() as session:
@@ -195,8 +222,12 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
         current = repository.state(session, experiment.id)
         if current != previous:  # another refresher stored (or cleared) since we read: keep what is there
             return RefreshResult("skipped", current or previous or new, 0, time.perf_counter() - started)
-        repository.replace_rows(session, experiment.id, rows, labels, everything=everything, removed=removed)
-        repository.merge_delta(session, experiment.id, deltas, labels)
+        if in_source is None:
+            repository.replace_rows(session, experiment.id, rows, labels, everything=everything, removed=removed)
+            repository.merge_delta(session, experiment.id, deltas, labels)
+        else:  # the source keeps them: written (and committed) there while this transaction holds the lock
+            with sources.store_writing(session, in_source) as (conn, store):
+                repository.replace_rows(conn, experiment.id, rows, labels, everything=everything, store=store)
         repository.save_state(session, new)
     seconds = time.perf_counter() - started
     written = len(rows) + len(removed) + len(deltas)

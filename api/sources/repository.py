@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, String, cast, func, literal_column, select
+from sqlalchemy import Connection, DateTime, String, Table, cast, func, literal_column, select
+from sqlalchemy import delete as delete_rows
 from sqlalchemy.orm import Session
+from sqlalchemy.schema import CreateSchema
 
 from api.db.tables import AnalysisSource, Experiment
-from scorecards.source_views import SourceJson, TableMapping, source_from
+from scorecards.source_views import SourceJson, TableMapping, materialised_tables, source_from
 from scorecards.sql_dialect import BeforeOffset, float_literal
 
 #: Statuses in which an experiment may still be analysed for a decision: its source must stay registered.
@@ -104,3 +106,18 @@ def read_one(conn: Connection, mapping: TableMapping) -> None:
     """One row of the mapped columns: the rows can be read, not only planned."""
     src = source_from(mapping, list(mapping.columns))
     conn.execute(select(*(src.c[n] for n in dict.fromkeys(mapping.columns.values()))).select_from(src).limit(1)).all()
+
+
+# ------------------------------------------------------------------ the materialise schema of a source
+
+
+def create_store(conn: Connection, schema: str) -> tuple[Table, Table]:
+    """Create schema ``schema`` and its two tables where absent (``scorecards.source_views.materialised_tables``)
+    and check that they can be written (a DELETE of no rows: a schema whose tables exist but are read-only to this
+    role fails here, not at the first refresh)."""
+    store = materialised_tables(schema)
+    conn.execute(CreateSchema(schema, if_not_exists=True))
+    for table in store:
+        table.create(conn, checkfirst=True)
+        conn.execute(delete_rows(table).where(table.c.experiment_id == -1))
+    return store

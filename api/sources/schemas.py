@@ -58,6 +58,18 @@ class EventMapping(_Rows):
     columns: EventColumns
 
 
+#: A schema of the source that titrate may write into: a plain identifier (letters, digits, ``_``), so it is never
+#: SQL and needs no quoting on any engine; 63 characters at most (PostgreSQL's limit).
+SchemaName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+
+
+class Materialise(RequestModel):
+    """Where the per-(experiment, unit) rows of the incremental scorecard are kept in the source (opt-in)."""
+
+    schema_: SchemaName = Field(alias="schema", description="a schema of the source titrate may create tables in and "
+                                                            "write (created if absent; DuckDB and PostgreSQL sources)")
+
+
 class SourceCreate(RequestModel):
     """Register an analysis source: a database URL and the mapping of its exposure and event rows."""
 
@@ -66,6 +78,9 @@ class SourceCreate(RequestModel):
                      description="any SQLAlchemy URL; ${ENV_NAME} is read from the service's environment at use")
     exposures: ExposureMapping
     events: EventMapping
+    materialise: Materialise | None = Field(
+        None, description="keep the materialised scorecard rows in this schema of the source (the scorecard's "
+                          "aggregation then runs there); without it they are kept in titrate's database")
 
 
 class SourceOut(BaseModel):
@@ -75,4 +90,5 @@ class SourceOut(BaseModel):
     url: str
     exposures: ExposureMapping
     events: EventMapping
+    materialise: Materialise | None = None
     created_at: datetime

@@ -37,7 +37,18 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg
-from sqlalchemy import URL, Connection, Engine, Executable, FromClause, Result, create_engine, event, make_url
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    Executable,
+    FromClause,
+    Result,
+    Table,
+    create_engine,
+    event,
+    make_url,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -50,7 +61,7 @@ from api.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailabl
 from api.settings import Settings, get_settings
 from api.sources import repository
 from api.sources.schemas import SourceCreate, SourceOut
-from scorecards.source_views import TableMapping, events_view, exposures_view
+from scorecards.source_views import TableMapping, events_view, exposures_view, materialised_tables
 from scorecards.sql_dialect import prepare_engine
 
 #: Errors of SQLAlchemy and of the drivers titrate ships: a source's failure (or, in a probe, a mapping problem).
@@ -171,19 +182,22 @@ def _arm_watchdog(engine: Engine, seconds: float) -> None:
             _stop(context.connection)
 
 
-def _postgres_engine(url: URL, limits: SourceLimits) -> Engine:
+def _postgres_engine(url: URL, limits: SourceLimits, writable: bool = False) -> Engine:
     options = url.query.get("options")
     options = " ".join(options) if isinstance(options, tuple) else (options or "")
-    # why read-only and UTC: titrate writes nothing into a source; a timestamp without time zone is read as UTC
-    url = url.update_query_dict({"options": f"{options} -c default_transaction_read_only=on -c TimeZone=UTC".strip()})
+    # why read-only and UTC: titrate reads a source (it writes only a materialise schema, on a writable engine of
+    # its own); a timestamp without time zone is read as UTC
+    read_only = "" if writable else " -c default_transaction_read_only=on"
+    url = url.update_query_dict({"options": f"{options}{read_only} -c TimeZone=UTC".strip()})
     timeouts = DbTimeouts(connect=max(2.0, limits.connect_seconds), statement=limits.statement_seconds,
                           pool=limits.connect_seconds)
     return create_db_engine(url.render_as_string(hide_password=False), limits.pool_size, timeouts)
 
 
-def _duckdb_engine(url: URL, limits: SourceLimits) -> Engine:
+def _duckdb_engine(url: URL, limits: SourceLimits, writable: bool = False) -> Engine:
     database = url.database or ":memory:"
-    read_only = database != ":memory:"
+    # why every connection writable when one is: DuckDB refuses a second configuration of an open file in a process
+    read_only = database != ":memory:" and not writable
     engine = create_engine(url, poolclass=NullPool, connect_args={"read_only": read_only} if read_only else {})
 
     @event.listens_for(engine, "connect")
@@ -215,14 +229,15 @@ def _sqlite_engine(url: URL, limits: SourceLimits) -> Engine:
     return engine
 
 
-def build_engine(url: URL, limits: SourceLimits) -> Engine:
-    """An engine on a source (see the module docstring); ``sa_exc.NoSuchModuleError`` for an unknown dialect."""
+def build_engine(url: URL, limits: SourceLimits, writable: bool = False) -> Engine:
+    """An engine on a source (see the module docstring); ``sa_exc.NoSuchModuleError`` for an unknown dialect.
+    ``writable``: for a source that keeps materialised rows (:data:`MATERIALISE_BACKENDS` only)."""
     url.get_dialect()  # an unknown dialect or missing driver fails here, before anything connects
     backend = url.get_backend_name()
     if backend == "postgresql":
-        return _postgres_engine(make_url(normalise_url(url.render_as_string(hide_password=False))), limits)
+        return _postgres_engine(make_url(normalise_url(url.render_as_string(hide_password=False))), limits, writable)
     if backend == "duckdb":
-        return _duckdb_engine(url, limits)
+        return _duckdb_engine(url, limits, writable)
     if backend == "sqlite":
         return _sqlite_engine(url, limits)
     try:
@@ -253,27 +268,32 @@ class SourceEngines:
         """Use ``limits`` from now on (the app's settings, at startup); engines are rebuilt on next use."""
         self._limits = limits
 
-    def get(self, source: AnalysisSource) -> tuple[Engine, URL]:
-        """The engine of ``source`` (built at first use), and the expanded URL it connects to."""
+    def get(self, source: AnalysisSource, write: bool = False) -> tuple[Engine, URL]:
+        """The engine of ``source`` (built at first use), and the expanded URL it connects to; ``write``: the
+        writable engine of a source that keeps materialised rows (PostgreSQL: a second engine; DuckDB: the one
+        engine, writable whenever the source materialises)."""
         expanded = expand(source.url)
         url = make_url(expanded)
         limits = self.limits
+        writable = write or (source.materialise is not None and url.get_backend_name() == "duckdb")
+        slot = f"{source.key}\x00write" if write else source.key
         with self._lock:
-            cached = self._engines.get(source.key)
+            cached = self._engines.get(slot)
             if cached is not None and cached[0] == expanded and cached[1] == limits:
                 return cached[2], url
-            engine = build_engine(url, limits)
-            self._engines[source.key] = (expanded, limits, engine)
+            engine = build_engine(url, limits, writable)
+            self._engines[slot] = (expanded, limits, engine)
         if cached is not None:
             cached[2].dispose()
         return engine, url
 
     def dispose(self, key: str) -> None:
-        """Close the pooled connections of source ``key`` and forget its engine."""
+        """Close the pooled connections of source ``key`` and forget its engines."""
         with self._lock:
-            cached = self._engines.pop(key, None)
-        if cached is not None:
-            cached[2].dispose()
+            found = [self._engines.pop(slot, None) for slot in (key, f"{key}\x00write")]
+        for cached in found:
+            if cached is not None:
+                cached[2].dispose()
 
     def dispose_all(self) -> None:
         """Close every source's connections (shutdown)."""
@@ -383,6 +403,84 @@ def experiment_views(session: Session, key: str, experiment_key: str, experiment
     with reading(session, key) as (reader, mappings):
         yield reader, SourceViews(exposures_view(mappings.exposures, experiment_key, experiment_id, allocation_starts),
                                   events_view(mappings.events))
+
+
+# ------------------------------------------------------------------------------- materialised rows in the source
+
+#: Engines whose sources may keep the materialised scorecard rows in a schema of their own (``materialise``).
+MATERIALISE_BACKENDS = ("duckdb", "postgresql")
+#: The stored tables of a materialise schema: (unit table, value table) — ``scorecards.source_views``.
+StoreTables = tuple[Table, Table]
+
+
+def materialise_schema(source: AnalysisSource | None) -> str | None:
+    """The schema of the source that keeps the materialised rows (None: titrate's database keeps them)."""
+    if source is None or not source.materialise:
+        return None
+    return str(source.materialise["schema"])
+
+
+@contextmanager
+def store_reading(session: Session, key: str) -> Iterator[tuple[SourceReader, StoreTables]]:
+    """:func:`reading` source ``key`` with the tables of its materialise schema (where its materialised rows are
+    read; the aggregation runs in the source)."""
+    schema = materialise_schema(repository.get_by_key(session, key))
+    if schema is None:
+        raise SourceFailed(f"analysis source '{key}' keeps no materialised rows")
+    with reading(session, key) as (reader, _):
+        yield reader, materialised_tables(schema)
+
+
+@contextmanager
+def store_writing(session: Session, key: str) -> Iterator[tuple[Connection, StoreTables]]:
+    """A write transaction on source ``key``'s materialise schema, committed when the block ends (rolled back on
+    an error; the source's failure is a 424/503 with its message)."""
+    source = repository.get_by_key(session, key)
+    schema = materialise_schema(source)
+    if source is None or schema is None:
+        raise SourceFailed(f"analysis source '{key}' is not registered with a materialise schema")
+    url: URL | None = None
+    conn: Connection | None = None
+    try:
+        engine, url = ENGINES.get(source, write=True)
+        conn = engine.connect()
+        with conn.begin():
+            yield conn, materialised_tables(schema)
+    except DomainError:
+        raise
+    except MissingVariable as error:
+        raise SourceFailed(f"analysis source '{key}': {error}") from None
+    except Exception as error:  # noqa: BLE001 — why: a driver's own errors too; never a 500
+        raise failure(key, error, url, conn) from None
+    finally:
+        if conn is not None:
+            try:
+                conn.close()
+            except sa_exc.SQLAlchemyError:  # a connection a timeout broke: discarded
+                pass
+
+
+def _check_store(body: SourceCreate, url: URL, limits: SourceLimits) -> None:
+    """Create (or check) the materialise schema of ``body`` on a writable connection: 424 with the engine's message
+    when the source does not allow it, 503 on a timeout."""
+    assert body.materialise is not None
+    schema = body.materialise.schema_
+    engine = build_engine(url, limits, writable=True)
+    conn: Connection | None = None
+    try:
+        conn = engine.connect()
+        with conn.begin():
+            repository.create_store(conn, schema)
+    except Exception as error:  # noqa: BLE001 — why: a driver's own errors too; never a 500
+        answer = failure(body.key, error, url, conn)
+        if isinstance(answer, SourceFailed):
+            answer = SourceFailed(f"analysis source '{body.key}' does not let titrate keep materialised rows in "
+                                  f"schema '{schema}': {_scrub(str(getattr(error, 'orig', None) or error), url)}")
+        raise answer from None
+    finally:
+        if conn is not None:
+            conn.close()
+        engine.dispose()
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -497,8 +595,12 @@ def check_source(body: SourceCreate, limits: SourceLimits) -> None:
     except (sa_exc.ArgumentError, ValueError):
         raise InvalidInput(("body", "url"), "not a SQLAlchemy URL (dialect+driver://user:password@host/database, "
                                             "e.g. duckdb:////data/lake.duckdb)") from None
+    if body.materialise is not None and url.get_backend_name() not in MATERIALISE_BACKENDS:
+        raise InvalidInput(("body", "materialise", "schema"), "materialised rows can be kept in a schema of a "
+                           f"{' or '.join(MATERIALISE_BACKENDS)} source only; leave 'materialise' out to keep them in "
+                           "titrate's database")
     try:
-        engine = build_engine(url, limits)
+        engine = build_engine(url, limits, writable=body.materialise is not None)
     except Exception as error:  # noqa: BLE001 — why: unknown dialect, missing module, a driver's own URL errors
         raise SourceFailed(f"analysis source '{body.key}': cannot load its driver: {_scrub(str(error), url)}"
                            ) from None
@@ -516,6 +618,8 @@ def check_source(body: SourceCreate, limits: SourceLimits) -> None:
             prober.joinable(exposures, events)
     finally:
         engine.dispose()
+    if body.materialise is not None:
+        _check_store(body, url, limits)
 
 
 # ------------------------------------------------------------------------------------------------ the registry
@@ -524,7 +628,8 @@ def check_source(body: SourceCreate, limits: SourceLimits) -> None:
 def source_out(source: AnalysisSource) -> SourceOut:
     """The JSON of a stored source (URL masked)."""
     return SourceOut(key=source.key, url=masked(source.url), exposures=source.exposures,  # type: ignore[arg-type]
-                     events=source.events, created_at=source.created_at)  # type: ignore[arg-type]
+                     events=source.events, materialise=source.materialise,  # type: ignore[arg-type]
+                     created_at=source.created_at)
 
 
 def get_or_404(session: Session, key: str) -> AnalysisSource:
@@ -543,13 +648,15 @@ def create_source(session: Session, body: SourceCreate, principal: Principal, li
     check_source(body, limits)
     exposures = body.exposures.model_dump(mode="json", exclude_none=True)
     events = body.events.model_dump(mode="json", exclude_none=True)
-    source = AnalysisSource(key=body.key, url=body.url, exposures=exposures, events=events,
+    materialise = None if body.materialise is None else body.materialise.model_dump(mode="json", by_alias=True)
+    source = AnalysisSource(key=body.key, url=body.url, exposures=exposures, events=events, materialise=materialise,
                             created_at=now or utc_now())
     session.add(source)
     session.flush()
     ENGINES.dispose(body.key)  # a source of the same key deleted and registered again: no stale engine
     record(session, principal, "source.create", experiment_id=None,
-           after={"key": body.key, "url": masked(body.url), "exposures": exposures, "events": events})
+           after={"key": body.key, "url": masked(body.url), "exposures": exposures, "events": events,
+                  "materialise": materialise})
     return source
 
 
