@@ -51,18 +51,22 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     Float,
     FromClause,
     Integer,
     Select,
+    String,
     Table,
     and_,
     case,
     cast,
     func,
+    literal,
     or_,
     select,
     union,
+    union_all,
 )
 
 from scorecards.aggregates import MetricSpec
@@ -70,7 +74,8 @@ from scorecards.sql import Component, _per_unit, _unique, aggregate_units, compo
 from scorecards.sql_dialect import float_literal as _float_literal
 from scorecards.sql_dialect import segment_value as _segment_value
 
-__all__ = ["arrived", "component_text", "delta_rows_query", "delta_units_query", "exposed_units_query",
+__all__ = ["EXCLUDED_EVENTS", "arrived", "component_text", "delta_rows_query", "delta_units_query",
+           "delta_values_query", "exposed_units_query",
            "plan_components", "stored_scorecard_query", "stored_units",
            "stored_version_metric_query", "stored_version_segment_metric_query", "touched_units_query",
            "unit_rows_query"]
@@ -145,18 +150,55 @@ def delta_units_query(events: FromClause, stored: Table, experiment_id: int, met
 
 
 def delta_rows_query(exposures: FromClause, events: FromClause, experiment_id: int, metrics: Sequence[MetricSpec],
-                     watermark: datetime, as_of: datetime, units: Any) -> Select[Any]:
+                     watermark: datetime, as_of: datetime, units: Any, materialize: bool = True) -> Select[Any]:
     """The additive delta of an incremental refresh at ``as_of`` on titrate's own tables: the columns of
     :func:`unit_rows_query` computed by the same per-unit SQL over only the :func:`arrived` events, for the unit ids
     ``units`` (a list or a one-column ``SELECT``: :func:`delta_units_query`). Merged into the stored rows per
     component: ``sum`` and ``count`` add, ``any`` takes the max, ``excluded_events`` adds — exact, since each is a
     sum (or max) over the unit's events and the window and CUPED lookback tests depend only on the event and the
-    unit's exposure time."""
+    unit's exposure time. ``materialize``: the arrived events as a ``MATERIALIZED`` CTE (SQLite) rather than a
+    derived table (PostgreSQL: why not there, it then has no statistics for them and nested-loops the join)."""
     # why the arrived events as a derived table: the join then starts from the few new events (a hash join on
-    # PostgreSQL) instead of reading each unit's whole history from the (unit_id, name, timestamp) index
-    new = select(events).where(arrived(events, watermark, as_of)).subquery("arrived_events")
+    # PostgreSQL) instead of reading each unit's whole history from the (unit_id, name, timestamp) index. why a
+    # MATERIALIZED CTE: SQLite flattens a plain derived table into the join and is back to reading each unit's
+    # history from that index; materialised, it reads the new events once (a range on the received_at index,
+    # migration 0010) and joins them through an automatic index on unit_id
+    # why two halves (UNION ALL, disjoint by received_at) instead of the OR of arrived(): each half is then a range
+    # on an index (received_at; name, timestamp) where the OR is a scan of every event
+    names = sorted({c[0] for c in plan_components(metrics)})
+    ev = events
+    halves = union_all(
+        select(ev).where(ev.c.received_at > watermark, ev.c.received_at <= as_of),
+        select(ev).where(ev.c.name.in_(names), ev.c.timestamp > watermark, ev.c.timestamp <= as_of,
+                         ev.c.received_at <= watermark),
+    )
+    new = (halves.cte("arrived_events").prefix_with("MATERIALIZED") if materialize
+           else halves.subquery("arrived_events"))
     return _per_unit(exposures, new, experiment_id, plan_components(metrics), as_of, None, False, False, None,  # type: ignore[no-any-return]
                      units=units, whole_rows=True, event_filter=lambda e: arrived(e, watermark, as_of))
+
+
+#: The ``component`` of :func:`delta_values_query`'s row that carries a unit's new excluded events (not JSON: no
+#: :func:`component_text` can equal it).
+EXCLUDED_EVENTS = "excluded_events"
+
+
+def delta_values_query(exposures: FromClause, events: FromClause, experiment_id: int, metrics: Sequence[MetricSpec],
+                       watermark: datetime, as_of: datetime, units: Any, materialize: bool = True) -> CompoundSelect:
+    """The delta of an incremental refresh in long form, ``unit_id, component, value``: for each unit of ``units`` (as
+    in :func:`delta_rows_query`, with ``materialize``; the ids :func:`delta_units_query` selects), one row per
+    nonzero component of :func:`delta_rows_query` (``component`` = :func:`component_text`) and one row
+    ``EXCLUDED_EVENTS`` with its new excluded-event count (even 0: there is one such row per unit given a delta).
+    Runs where the stored rows live (titrate's database) so the delta can be merged by ``INSERT … SELECT`` without
+    passing through the client."""
+    # why MATERIALIZED: the per-unit delta is computed once, then read once per component
+    d = (delta_rows_query(exposures, events, experiment_id, metrics, watermark, as_of, units, materialize)
+         .cte("delta").prefix_with("MATERIALIZED"))
+    parts = [select(d.c.unit_id, literal(EXCLUDED_EVENTS, String).label("component"),
+                    cast(d.c.excluded_events, Float).label("value"))]
+    parts += [select(d.c.unit_id, literal(component_text(c), String), cast(d.c[label], Float)).where(d.c[label] != 0)
+              for c, label in plan_components(metrics).items()]
+    return union_all(*parts)
 
 
 def touched_units_query(exposures: FromClause, events: FromClause, experiment_id: int, metrics: Sequence[MetricSpec],

@@ -35,7 +35,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.schema import CreateSequence
 
 from api.db.tables import ScorecardUnit, ScorecardUnitValue
-from api.incremental.repository import component_labels, delta_rows, merge_delta, own_unit_rows, replace_rows
+from api.incremental.repository import component_labels, merge_arrived, own_unit_rows, replace_rows
 from api.incremental.service import OwnTables
 from scorecards.incremental import (
     component_text,
@@ -362,16 +362,14 @@ def refresh_own(conn: Connection, experiment_id: int, metrics: Sequence[MetricSp
                 previous: datetime | None, lookback: float) -> int:
     """A refresh of titrate's own tables at ``as_of`` as ``api.incremental.service.refresh`` runs it: full when
     ``previous`` is None, else the units exposed after ``previous − lookback`` recomputed whole and the events
-    arrived since ``previous`` merged as deltas. Returns the number of delta rows."""
+    arrived since ``previous`` merged as deltas. Returns the number of units given a delta."""
     since = None if previous is None else previous - timedelta(hours=lookback)
     labels = component_labels(metrics)
     rows = own_unit_rows(conn, OwnTables(), experiment_id, metrics, as_of, None, since)
     replace_rows(conn, experiment_id, rows, labels, everything=since is None)
     if previous is None or since is None:
         return 0
-    deltas = delta_rows(conn, OwnTables(), experiment_id, metrics, previous, since, as_of)
-    merge_delta(conn, experiment_id, deltas, labels)
-    return len(deltas)
+    return merge_arrived(conn, OwnTables(), experiment_id, metrics, previous, since, as_of)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,9 @@ def _seed(db: Database, key: str, units: range, *, hours_ago: float, version: in
                            "timestamp": at + timedelta(seconds=int(rng.integers(1, 3000)))})
             events.append({"unit_id": unit, "name": "serving.latency_ms", "value": float(rng.normal(80, 10)),
                            "timestamp": at + timedelta(seconds=int(rng.integers(1, 3000)))})
-    with db.engine.begin() as conn:
+    # why IMMEDIATE on SQLite: a deferred transaction that reads, then writes, fails at once ("database is locked")
+    # when a refresh running beside it (test_refresh_process) commits in between; IMMEDIATE waits for the lock
+    with db.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn, conn.begin():
         exp_id = conn.scalar(select(Experiment.id).where(Experiment.key == key))
         conn.execute(insert(Exposure), [{**x, "experiment_id": exp_id} for x in exposures])
         conn.execute(insert(Event), [{**e, "event_id": f"ev-{next(_event_ids)}", "attributes": {},
