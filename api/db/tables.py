@@ -208,7 +208,9 @@ class Event(Base):
     # why (name, timestamp): an incremental scorecard refresh finds the units with new events of the plan's event
     # names by a range scan instead of reading every event (api/incremental).
     __table_args__ = (Index("ix_events_unit_name_ts", "unit_id", "name", "timestamp"),
-                      Index("ix_events_name_ts", "name", "timestamp"))
+                      Index("ix_events_name_ts", "name", "timestamp"),
+                      # why: an incremental scorecard refresh reads the events received since its watermark
+                      Index("ix_events_received_at", "received_at"))
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     event_id: Mapped[str] = mapped_column(String(128), unique=True)

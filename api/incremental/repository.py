@@ -15,14 +15,19 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import (
+    Column,
     Connection,
     Executable,
+    Float,
     FromClause,
+    Integer,
+    MetaData,
     Result,
     Row,
+    String,
     Table,
-    bindparam,
     case,
+    cast,
     delete,
     func,
     insert,
@@ -30,15 +35,17 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from api.db.tables import Experiment, ScorecardRefresh, ScorecardUnit, ScorecardUnitValue
 from scorecards.incremental import (
+    EXCLUDED_EVENTS,
     component_text,
-    delta_rows_query,
     delta_units_query,
+    delta_values_query,
     exposed_units_query,
     plan_components,
     stored_scorecard_query,
@@ -72,8 +79,7 @@ JOB_LOCK_KEY = 0x7469747261746573
 _EXPERIMENT_LOCK_CLASS = 0x7363  # "sc"
 #: Unit ids per DELETE statement (below SQLite's 32,766 and PostgreSQL's 65,535 bound parameters).
 _CHUNK = 2000
-#: Unit ids per delta query (two IN lists: below both bounds). why large: PostgreSQL may scan the events once per
-#: query, so fewer, larger lists.
+#: Unit ids per delta statement (two IN lists: below both bounds).
 _DELTA_CHUNK = 15000
 
 
@@ -131,26 +137,11 @@ def own_unit_rows(conn: Runner, tables: AnalysisTables, experiment_id: int, metr
                   as_of: datetime, earliest: datetime | None, since: datetime | None) -> list[Row[Any]]:
     """:func:`unit_rows` on titrate's own tables, counting only the events received by ``as_of``: every usable
     exposure's when ``since`` is None (a full refresh), else only the units exposed after ``since`` (recomputed
-    whole by an incremental refresh; the others get :func:`delta_rows`)."""
+    whole by an incremental refresh; the others get :func:`merge_arrived`)."""
     units = None if since is None else exposed_units_query(tables.exposures, experiment_id, since, as_of)
     stmt = unit_rows_query(tables.exposures, tables.events, experiment_id, metrics, as_of, earliest, units,
                            received_by=as_of)
     return list(conn.execute(stmt).all())
-
-
-def delta_rows(conn: Runner, tables: AnalysisTables, experiment_id: int, metrics: Sequence[MetricSpec],
-               watermark: datetime, since: datetime, as_of: datetime) -> list[Row[Any]]:
-    """The additive per-unit deltas of the events that arrived since ``watermark``
-    (``scorecards.incremental.delta_rows_query``; the stored unit table is read on ``conn``: titrate's database)."""
-    units = [str(u) for u in conn.execute(delta_units_query(tables.events, UNITS, experiment_id, metrics, watermark,
-                                                            since, as_of)).scalars()]
-    # why the ids first, then chunks: the unit set is read once (one scan of the new events) instead of once per
-    # place the per-unit query tests it
-    out: list[Row[Any]] = []
-    for chunk in _chunks(units, _DELTA_CHUNK):
-        stmt = delta_rows_query(tables.exposures, tables.events, experiment_id, metrics, watermark, as_of, list(chunk))
-        out += conn.execute(stmt).all()
-    return out
 
 
 def excluded_exposures(conn: Runner, tables: AnalysisTables, experiment_id: int,
@@ -257,29 +248,61 @@ def replace_rows(session: Session | Connection, experiment_id: int, rows: Sequen
         session.execute(insert(value_table), values)
 
 
-def merge_delta(session: Session | Connection, experiment_id: int, rows: Sequence[Row[Any]],
-                labels: Mapping[str, str]) -> None:
-    """Add the deltas ``rows`` (of :func:`delta_rows`) to the stored rows of their units, in one upsert of the
-    value table (``INSERT … ON CONFLICT DO UPDATE``: ``sum``/``count`` components add, ``any`` ones take the max —
-    a delta's ``any`` is 1 when stored, so it is written as is) and one update of ``excluded_events`` for the few
-    units with non-finite new values. Zero deltas are not written."""
-    values = [{"experiment_id": experiment_id, "unit_id": r._mapping["unit_id"], "component": key,
-               "value": float(r._mapping[label])}
-              for r in rows for label, key in labels.items() if r._mapping[label]]
-    excluded = [{"b_unit": r._mapping["unit_id"], "b_add": int(r._mapping["excluded_events"])}
-                for r in rows if r._mapping["excluded_events"]]
+#: The temporary table an incremental refresh's delta is computed into (``scorecards.incremental.delta_values_query``:
+#: long form), merged from, and dropped, in the refresh's write transaction.
+_DELTA = Table("scorecard_delta", MetaData(), Column("unit_id", String(256)), Column("component", String(512)),
+               Column("value", Float), prefixes=["TEMPORARY"])
+
+
+def merge_arrived(session: Session | Connection, tables: AnalysisTables, experiment_id: int,
+                  metrics: Sequence[MetricSpec], watermark: datetime, since: datetime, as_of: datetime) -> int:
+    """Add to the stored rows the contribution of the events that arrived since ``watermark`` (titrate's own tables,
+    which live in the same database as the stored rows) and return how many units got a delta (those stored,
+    exposed at or before ``since``, with an arrived event).
+
+    All in the database, no rows through the client: the delta (``delta_values_query``) is computed into a
+    temporary table by one ``INSERT … SELECT``, merged into the value table by one ``INSERT … SELECT … ON CONFLICT
+    DO UPDATE`` (``sum``/``count`` components add; ``any`` ones take the max — a delta's ``any`` is 1 when present,
+    so it is written as is) and into ``excluded_events`` by one ``UPDATE`` of the units with new excluded events.
+    Zero deltas are not written. Run it in the refresh's write transaction (on SQLite it holds the write lock
+    while the delta is computed: a read of the new events only)."""
     conn = session.connection() if isinstance(session, Session) else session
-    if values:
-        upsert = (postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)(VALUES)
-        maxed = [key for key in labels.values() if json.loads(key)[1] == "any"]
-        conn.execute(upsert.on_conflict_do_update(
-            index_elements=[VALUES.c.experiment_id, VALUES.c.unit_id, VALUES.c.component],
-            # why literal(): an expanding IN cannot run in an executemany
-            set_={"value": case((VALUES.c.component.in_([literal(key) for key in maxed]), upsert.excluded.value),
-                                else_=VALUES.c.value + upsert.excluded.value)}), values)
-    if excluded:
-        conn.execute(update(UNITS).where(UNITS.c.experiment_id == experiment_id, UNITS.c.unit_id == bindparam("b_unit"))
-                     .values(excluded_events=UNITS.c.excluded_events + bindparam("b_add")), excluded)
+    # why in the database: moving the delta rows through Python (fetch, then an executemany upsert of ~4 values
+    # per unit) cost more than computing them
+    _DELTA.create(conn)
+    units = [str(u) for u in conn.execute(delta_units_query(tables.events, UNITS, experiment_id, metrics, watermark,
+                                                            since, as_of)).scalars()]
+    # why the ids first, then lists of them: with the id query as a subquery PostgreSQL planned the per-unit join
+    # as a nested loop over every exposure (minutes at 100k units); as a list both databases look the units up
+    postgres = conn.dialect.name == "postgresql"
+    for chunk in _chunks(units, _DELTA_CHUNK):
+        # why unnest(one array) on PostgreSQL: an IN list of bound parameters is tested element by element for each
+        # row (seconds at 10k units), an array parameter's unnest is a hashed semi-join
+        ids: Any = (select(func.unnest(literal(list(chunk), ARRAY(String(256))))) if postgres
+                    else list(chunk))
+        conn.execute(insert(_DELTA).from_select(["unit_id", "component", "value"], delta_values_query(
+            tables.exposures, tables.events, experiment_id, metrics, watermark, as_of, ids, materialize=not postgres)))
+    d = _DELTA.c
+    upsert = (postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)(VALUES).from_select(
+        ["experiment_id", "unit_id", "component", "value"],
+        # why the WHERE: it keeps the excluded-event rows out, and SQLite's parser needs one to tell the upsert's
+        # ON CONFLICT from a join's ON
+        select(literal(experiment_id), d.unit_id, d.component, d.value).where(d.component != EXCLUDED_EVENTS))
+    maxed = [component_text(c) for c in plan_components(metrics) if c[1] == "any"]
+    conn.execute(upsert.on_conflict_do_update(
+        index_elements=[VALUES.c.experiment_id, VALUES.c.unit_id, VALUES.c.component],
+        set_={"value": case((VALUES.c.component.in_(maxed), upsert.excluded.value),
+                            else_=VALUES.c.value + upsert.excluded.value)}))
+    new_excluded = select(d.value).where(d.unit_id == UNITS.c.unit_id, d.component == EXCLUDED_EVENTS)
+    conn.execute(update(UNITS).where(
+        UNITS.c.experiment_id == experiment_id,
+        UNITS.c.unit_id.in_(select(d.unit_id).where(d.component == EXCLUDED_EVENTS, d.value != 0)))
+        .values(excluded_events=UNITS.c.excluded_events + cast(new_excluded.scalar_subquery(), Integer)))
+    given = int(conn.execute(select(func.count()).select_from(_DELTA).where(d.component == EXCLUDED_EVENTS))
+                .scalar_one())
+    # why no try/finally: on an error the transaction rolls back, and the table's creation with it
+    _DELTA.drop(conn)
+    return given
 
 
 def _copy(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

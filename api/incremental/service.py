@@ -12,7 +12,8 @@ without ``as_of`` then aggregates the stored rows (``api.analysis.scorecard``), 
   refresh's watermark ``W`` minus the lookback ``L`` (``TITRATE_SCORECARD_LOOKBACK_HOURS``) are recomputed whole;
   every other stored unit gets the contribution of the events that arrived since ``W`` (``received_at`` in
   ``(W, R]``, or received by ``W`` and dated in ``(W, R]``), computed by the same per-unit SQL over those events
-  only and merged into its stored values (``repository.merge_delta``: sums and counts add, ``any`` takes the max).
+  only and merged into its stored values in the write transaction, without the rows leaving the database
+  (``repository.merge_arrived``: sums and counts add, ``any`` takes the max).
   Every refresh of these tables counts the events received by ``R`` only, so no event is counted twice;
 * **incremental**, an analysis source (no arrival column) — the units touched since ``W − L``: with an event of a
   plan event name dated after ``W − L``, or exposed after it, each recomputed from *all* its events (duplicates,
@@ -30,8 +31,9 @@ than ``L`` after their own timestamp (an event, or an exposure, dated at or befo
 count, sums, exposure), and only until the next full refresh, or the next refresh touching that unit, picks it up.
 
 The per-unit rows are computed in a read (no write lock while the database aggregates events), then written in one
-short transaction (delete + insert) under a per-experiment lock; if another refresher stored a newer state in
-between, this one's rows are dropped and that state is kept (``mode="skipped"``).
+short transaction (delete + insert) under a per-experiment lock — an incremental refresh of titrate's own tables
+also computes and merges its delta there (a read of the arrived events only, kept in the database); if another
+refresher stored a newer state in between, this one's rows are dropped and that state is kept (``mode="skipped"``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
@@ -191,18 +192,18 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
     since = None
     if mode == "incremental" and previous is not None:
         since = previous.watermark - timedelta(hours=policy.lookback_hours)
-    deltas: list[Any] = []
+    own = False
     with db.read() as session, (source or source_of(experiment))(session) as (conn, tables):
         if isinstance(tables, OwnTables):
             # why: titrate's events carry their arrival time, so only what arrived since the watermark is read
+            # (merged in the write transaction below: repository.merge_arrived)
+            own = True
             rows = repository.own_unit_rows(conn, tables, experiment.id, metrics, now, earliest, since)
-            if since is not None and previous is not None:
-                deltas = repository.delta_rows(conn, tables, experiment.id, metrics, previous.watermark, since, now)
         else:
             rows = repository.unit_rows(conn, tables, experiment.id, metrics, now, earliest, since)
         excluded = repository.excluded_exposures(
             conn, tables, experiment.id, earliest, now + timedelta(hours=settings.timestamp_max_future_hours))
-    everything, removed, recomputed = previous is None, [], len(rows) + len(deltas)
+    everything, removed, n_computed = previous is None, [], len(rows)
     if mode == "full" and in_source is not None:
         everything = True  # why no diff: the stored rows are in the source; a full refresh there replaces them all
     elif mode == "full" and previous is not None:
@@ -214,23 +215,29 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
         removed = [unit for unit in stored if unit not in computed]
         rows = [r for r in rows
                 if not repository.same_digest(stored.get(str(r._mapping["unit_id"])), repository.row_digest(r, labels))]
-    new = RefreshState(experiment.id, watermark=now, computed_at=now,
-                       last_full_at=now if mode == "full" or previous is None else previous.last_full_at,
-                       mode=mode, components=components, excluded_exposures=excluded, units_recomputed=recomputed)
     with db.transaction() as session:
         repository.lock_experiment(session, experiment.id)
         current = repository.state(session, experiment.id)
         if current != previous:  # another refresher stored (or cleared) since we read: keep what is there
-            return RefreshResult("skipped", current or previous or new, 0, time.perf_counter() - started)
+            kept = current if current is not None else previous
+            assert kept is not None  # they differ, so one of them is a state
+            return RefreshResult("skipped", kept, 0, time.perf_counter() - started)
         if in_source is None:
             repository.replace_rows(session, experiment.id, rows, labels, everything=everything, removed=removed)
-            repository.merge_delta(session, experiment.id, deltas, labels)
         else:  # the source keeps them: written (and committed) there while this transaction holds the lock
             with sources.store_writing(session, in_source) as (conn, store):
                 repository.replace_rows(conn, experiment.id, rows, labels, everything=everything, store=store)
+        deltas = 0
+        if own and since is not None and previous is not None:
+            deltas = repository.merge_arrived(session, OwnTables(), experiment.id, metrics, previous.watermark,
+                                              since, now)
+        recomputed = n_computed + deltas
+        new = RefreshState(experiment.id, watermark=now, computed_at=now,
+                           last_full_at=now if mode == "full" or previous is None else previous.last_full_at,
+                           mode=mode, components=components, excluded_exposures=excluded, units_recomputed=recomputed)
         repository.save_state(session, new)
     seconds = time.perf_counter() - started
-    written = len(rows) + len(removed) + len(deltas)
+    written = len(rows) + len(removed) + deltas
     log.info("scorecard refreshed", extra={"experiment": experiment.key, "mode": mode, "units": recomputed,
                                            "units_written": written, "seconds": round(seconds, 3)})
     return RefreshResult(mode, new, recomputed, seconds, written)
