@@ -222,9 +222,10 @@ class DynamicBatcher:
             # Wait for companions until the batch is full or the *oldest* request's deadline passes:
             # requests that queued up while the previous pass ran are already late and go at once.
             deadline = self._pending[0].enqueued_at + self.max_wait_s
-            if self.max_in_flight > 1 and not self._running:
+            if self._remote and not self._running:
                 # A remote variant whose server is idle sends at once: waiting would only add latency, and under
-                # load batches still form while requests are in flight (the gathering happens there).
+                # load batches still form while requests are in flight (the gathering happens there). With
+                # ``max_in_flight=1`` the batch runs inline below, so ``_running`` is empty and it goes at once too.
                 deadline = loop.time()
             while self._pending_texts < self.max_batch and not self._closing:
                 remaining = deadline - loop.time()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+import orjson
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from api.assignment.service import check_attributes
 from api.auth.dependencies import require_analyst, require_sdk
@@ -62,12 +63,16 @@ def get_model(key: ModelKeyPath, request: Request, _: Principal = Depends(requir
              responses={409: {"description": "not served, unit not in the experiment, or variant without model"},
                         503: {"description": "the variant's model failed"}})
 async def predict(key: KeyPath, body: PredictRequest, request: Request,
-                  _: Principal = Depends(require_sdk)) -> dict[str, Any]:
-    """Serve inputs with the model of the variant the unit is assigned to (logs the exposure)."""
+                  _: Principal = Depends(require_sdk)) -> Response:
+    """Serve inputs with the model of the variant the unit is assigned to (logs the exposure).
+
+    The answer is ``PredictResponse`` encoded by orjson, returned as a ``Response`` so FastAPI does not validate and
+    re-encode the outputs (a vector of floats per input) on the response path; ``response_model`` still documents it.
+    """
     state = request.app.state
     check_attributes(body.attributes, state.settings.max_attributes_bytes, ("body", "attributes"))
-    result: dict[str, Any] = await state.serving.predict(key, body.unit_id, body.attributes, body.inputs)
-    return result
+    result = await state.serving.predict(key, body.unit_id, body.attributes, body.inputs)
+    return Response(orjson.dumps(result), media_type="application/json")
 
 
 @router.get("/v1/experiments/{key}/serving", response_model=ServingReportOut)
