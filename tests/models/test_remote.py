@@ -178,6 +178,28 @@ def test_v2_answers_off_protocol_are_named(body: dict[str, Any], message: str) -
         parse_response(_spec(), body, 1)
 
 
+@pytest.mark.parametrize(("data", "message"), [
+    ([1.0, float("nan")], "holds nan"),
+    ([float("inf"), 1.0], "holds inf"),
+    ([float("inf"), float("-inf")], "holds inf"),  # the sum is nan (fsum raises): the slow path names the value
+    ([True, 1.0], "holds True"),  # bool is an int to isinstance, never a number here
+    ([1.0, None], "holds None"),
+    ([1.0, [2.0]], r"holds \[2.0\]"),
+])
+def test_embedding_values_must_be_finite_numbers(data: list[Any], message: str) -> None:
+    body = {"outputs": [{"name": "embedding", "datatype": "FP32", "shape": [1, 2], "data": data}]}
+    with pytest.raises(ValueError, match=message):
+        parse_response(_spec(), body, 1)
+
+
+def test_embedding_values_pass_as_floats_even_when_their_sum_overflows() -> None:
+    """Finite values whose exact sum overflows (fsum raises) take the per-element path and pass."""
+    body = {"outputs": [{"name": "embedding", "datatype": "FP64", "shape": [1, 3], "data": [1e308, 1e308, 7]}]}
+    out = parse_response(_spec(), body, 1)
+    assert out == [[1e308, 1e308, 7.0]]
+    assert all(type(v) is float for v in out[0])
+
+
 # --- resilience ------------------------------------------------------------------------------------------------------
 
 
