@@ -46,7 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.assignment.snapshot import EncodedAssignment, assignment_fragments, encoded_index  # noqa: E402
+from api.assignment.snapshot import EncodedAssignment, assignment_fragments, encoded_index, gc_paused  # noqa: E402
 from bandits.bucketing import BUCKETS, experiment_config_from_document  # noqa: E402
 from bandits.index import assign_all  # noqa: E402
 from bench.bench_assign import machine  # noqa: E402
@@ -92,9 +92,10 @@ def measure(experiments: int, layers: int, units: int) -> dict[str, float]:
         hashlib.sha256(json.dumps(docs, sort_keys=True).encode()).hexdigest()
 
     def build() -> Any:
-        configs = {d["key"]: experiment_config_from_document(d) for d in docs}
-        fragments = assignment_fragments(configs)
-        return configs, encoded_index(configs, fragments), fragments
+        with gc_paused():  # as build_snapshot does
+            configs = {d["key"]: experiment_config_from_document(d) for d in docs}
+            fragments = assignment_fragments(configs)
+            return configs, encoded_index(configs, fragments), fragments
 
     configs, index, fragments = build()
     ids = [f"unit-{i}" for i in range(units)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.assignment.snapshot import EncodedAssignment, assignment_fragments, encoded_index
+from api.assignment.snapshot import EncodedAssignment, assignment_fragments, encoded_index, gc_paused
 from bandits.bucketing import ExperimentConfig, VariantConfig, assign
 from bandits.index import assign_all
 
@@ -30,3 +30,19 @@ def test_encoded_answers_equal_the_spec_and_join_to_the_same_bytes() -> None:
         layered = [r for r in results if r.experiment != "flat"]
         assert all(type(r) is EncodedAssignment for r in layered)
         assert [r.fragment for r in layered] == [fragments[(r.experiment, r.variant)] for r in layered]  # type: ignore[attr-defined]
+
+
+def test_gc_paused_restores_the_collector_state() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller that turned it off keeps it off
+    finally:
+        gc.enable()
