@@ -28,7 +28,7 @@ def _batch(bad: dict[int, str], n: int = 10) -> bytes:
     return ('{"events":[' + ",".join(bad.get(i, _GOOD % (i, i, i, i)) for i in range(n)) + "]}").encode()
 
 
-def _event(**raw_fields: str) -> str:
+def _event(**raw_fields: str | None) -> str:
     """One event as raw JSON whose fields default to valid ones and are overridden by raw JSON text."""
     fields = {"event_id": '"x-1"', "unit_id": '"u-1"', "name": '"purchase"', "value": "2.5",
               "timestamp": '"2026-11-23T10:00:00Z"', "attributes": '{"sku":1}'} | raw_fields
