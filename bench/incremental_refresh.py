@@ -22,8 +22,10 @@ Measured per backend (median over ``--repeats``; each timing includes reading th
 * ``full query`` — ``scorecards.sql.scorecard_query`` on all rows (what every read cost before; the denominator);
 * ``full refresh`` — ``api.incremental.service.refresh(full=True)``: every unit's row computed and stored;
 * ``incremental`` — ``refresh`` after a round of +1 % events: on SQLite and PostgreSQL (titrate's own tables) the
-  new events' per-unit deltas merged into the stored rows; on DuckDB (a source, no arrival column) the touched
-  units recomputed and replaced; ``units``: units given a delta or recomputed;
+  new events' per-unit deltas (read from the ``received_at`` index, migration 0010) computed and merged into the
+  stored rows inside the database (``repository.merge_arrived``: a temporary table, one upsert); on DuckDB (a
+  source, no arrival column) the touched units recomputed and replaced; ``units``: units given a delta or
+  recomputed;
 * ``stored read`` — the scorecard aggregation over the stored rows (what a read costs now).
 
 The section "## Incremental scorecards" of bench/RESULTS.md is appended or replaced (other sections untouched).
@@ -195,6 +197,7 @@ def _bench(db: Database, duck: Engine | None, units: int, events_per_unit: float
         with db.read() as session:
             return repository.stored_metric_aggregates(session, experiment.id, SPECS, clock)
 
+    out["load_start"] = os.getloadavg()[0]  # why: the machine is shared; the figures are read beside it
     out["full_query_s"] = _median(full_query, repeats)
     out["full_refresh_s"] = _median(full_refresh, max(1, repeats - 1))
     out["stored_read_s"] = _median(stored_read, repeats)
@@ -222,6 +225,7 @@ def _bench(db: Database, duck: Engine | None, units: int, events_per_unit: float
     assert sum(int(r._mapping["exposed"]) for r in live) == sum(stored.exposed.values())
     out["full_query_end_s"] = _median(full_query, repeats)
     out["new_events"] = new
+    out["load_end"] = os.getloadavg()[0]
     return out
 
 
