@@ -18,7 +18,12 @@ EventNameNoNul = Annotated[str, StringConstraints(min_length=1, max_length=200, 
 
 
 class EventIn(BaseModel):
-    """One event; ``event_id`` is the idempotency key (resending never double-counts)."""
+    """One event; ``event_id`` is the idempotency key (resending never double-counts).
+
+    The contract of ``POST /v1/events`` (OpenAPI, refusals). The route validates a batch with
+    :func:`api.events.parsing.parse_events`, which checks these rules once per batch and comes back here for any
+    batch it cannot clear: a rule added here must be added there too (its property test compares the two).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
