@@ -13,11 +13,13 @@ calls and a table look-up.
 
 from __future__ import annotations
 
+import gc
 import math
 import struct
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from hashlib import sha256
@@ -570,8 +572,26 @@ def build_layers(
 EMPTY_SNAPSHOT = Snapshot(version=None, etag=None, experiments={})
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for the block; re-enabled only if it was enabled.
+
+    Why: compiling allocates ~20 tracked objects per experiment while the previous snapshot is alive, and the
+    collector's full passes over that heap made compiling 10,000 experiments cost 41 µs each vs 16 µs at 700;
+    paused, 17 µs (bench/RESULTS.md). Refcounting still frees everything acyclic meanwhile.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def compile_document(doc: Any, etag: str | None = None) -> Snapshot:
-    """Compile the ``GET /v1/sdk/config`` document; malformed experiments are skipped and named.
+    """Compile the ``GET /v1/sdk/config`` document; malformed experiments are skipped and named (linear in the
+    experiments: the cyclic collector is paused meanwhile, see :func:`gc_paused`).
 
     Raises:
         ValueError: the document as a whole is unusable (not an object, no experiment list, or a spec
@@ -588,6 +608,11 @@ def compile_document(doc: Any, etag: str | None = None) -> Snapshot:
     experiment_docs = doc.get("experiments")
     if not isinstance(experiment_docs, list | tuple):
         raise ValueError("config document has no experiments list")
+    with gc_paused():
+        return _compile_experiments(doc, experiment_docs, etag)
+
+
+def _compile_experiments(doc: Mapping[str, Any], experiment_docs: Sequence[Any], etag: str | None) -> Snapshot:
     experiments: dict[str, CompiledExperiment] = {}
     skipped: list[str] = []
     for item in experiment_docs:

@@ -43,6 +43,7 @@ from titrate_sdk._spec import (
     _freeze,
     compile_document,
     context_table,
+    gc_paused,
     matches_all,
 )
 
@@ -337,7 +338,8 @@ class Client:
                     self._count("config_not_modified")
                     return False
                 response.raise_for_status()
-                document = response.json()
+                with gc_paused():  # a large document is thousands of dicts: see gc_paused
+                    document = response.json()
             except Exception as exc:  # noqa: BLE001 - network/HTTP/JSON errors keep the cached config
                 self._count("config_errors")
                 self._log("config", "titrate_sdk: config fetch failed: %s", exc)
