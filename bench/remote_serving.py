@@ -15,13 +15,17 @@ Phases, each a closed loop of ``--concurrency`` async callers sending one short 
     breaker, then the same server);
 (c) titrate per-request forwarding: the same through ``minilm-forward``.
 
-Then added latency without contention: one caller, ``--sequential`` requests, direct vs (b): p50/p99 and their
-difference. Reported: added p50/p99 under load, throughput ratio (b)/(a) (goal ≥ 0.9) and the batching gain
-(b)/(c). All three processes (load generator, titrate, MLServer) share this machine's cores, so on a small machine
-titrate's own CPU competes with the model's.
+Then added latency without contention: one caller, ``--sequential`` requests each direct and through (b),
+interleaved (so both see the same load): p50/p99 and their difference. Reported: added p50/p99 under load,
+throughput ratio (b)/(a) (goal ≥ 0.9) and the batching gain (b)/(c). All three processes (load generator, titrate,
+MLServer) share this machine's cores, so on a small machine titrate's own CPU competes with the model's.
 
     .venv/bin/python bench/remote_serving.py                         # ~2 min
     .venv/bin/python bench/remote_serving.py --append bench/RESULTS.md
+    .venv/bin/python bench/remote_serving.py --profile bench/profiles/predict_remote.svg  # py-spy (extra "bench")
+
+``--profile`` records a py-spy flame graph of the ``titrate serve`` process during the sequential phase (one
+request at a time: every sample is that request's own work; the wait on MLServer and the direct calls are idle).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import argparse
 import asyncio
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -140,7 +145,26 @@ def setup_titrate(base: str, key: str, server: str, max_batch: int) -> None:
             http.post(f"/v1/experiments/{experiment}/start").raise_for_status()
 
 
-async def run(args: argparse.Namespace, server: str, base: str, key: str) -> dict[str, Any]:
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` into the flame graph ``out`` until it is sent SIGINT."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        sys.exit("--profile needs py-spy: pip install -e '.[bench]'")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen([str(spy), "record", "--pid", str(pid), "--output", str(out), "--rate", "500",
+                                "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # py-spy attaches before the first sample
+    return process
+
+
+def stop_profiler(process: subprocess.Popen[bytes]) -> None:
+    """Stop py-spy (SIGINT writes the flame graph)."""
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+
+
+async def run(args: argparse.Namespace, server: str, base: str, key: str,
+              titrate_pid: int | None = None) -> dict[str, Any]:
     infer = f"{server}/v2/models/minilm/infer"
     headers = {"Authorization": f"Bearer {key}"}
 
@@ -161,15 +185,19 @@ async def run(args: argparse.Namespace, server: str, base: str, key: str) -> dic
     for _ in range(args.repeats):
         for name, call in calls.items():
             phases[name].append(await closed_loop(name, call, args.concurrency, args.duration))
-    sequential: dict[str, Phase] = {}
-    for name in ("direct", "titrate"):
-        latencies = []
-        async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
-            for i in range(args.sequential):
+    # One caller, direct and titrate requests interleaved (which goes first alternates), so both see the same load
+    # on a shared machine: two back-to-back phases would compare two different loads.
+    latencies: dict[str, list[float]] = {"direct": [], "titrate": []}
+    profiler = start_profiler(titrate_pid, args.profile) if args.profile and titrate_pid is not None else None
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
+        for i in range(args.sequential):
+            for name in (("direct", "titrate") if i % 2 == 0 else ("titrate", "direct")):
                 started = time.perf_counter()
                 (await calls[name](http, 10_000 + i)).raise_for_status()
-                latencies.append((time.perf_counter() - started) * 1000)
-        sequential[name] = Phase(name, len(latencies), 0, sum(latencies) / 1000, latencies)
+                latencies[name].append((time.perf_counter() - started) * 1000)
+    if profiler is not None:
+        stop_profiler(profiler)
+    sequential = {name: Phase(name, len(values), 0, sum(values) / 1000, values) for name, values in latencies.items()}
 
     def med(name: str, f: Callable[[Phase], float]) -> float:
         return statistics.median(f(p) for p in phases[name])
@@ -211,7 +239,7 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"load: p50 {load['titrate']['p50'] - load['direct']['p50']:+.1f} ms, "
         f"p99 {load['titrate']['p99'] - load['direct']['p99']:+.1f} ms",
         f"- batching gain through titrate vs per-request forwarding: **{result['gain']:.2f}×** requests/s",
-        f"- one caller, {args.sequential} sequential requests (no contention): direct p50 "
+        f"- one caller, {args.sequential} sequential requests each, interleaved (no contention): direct p50 "
         f"{seq['direct']['p50']:.1f} / p99 {seq['direct']['p99']:.1f} ms, titrate p50 {seq['titrate']['p50']:.1f} / "
         f"p99 {seq['titrate']['p99']:.1f} ms: **added p50 {seq['titrate']['p50'] - seq['direct']['p50']:+.2f} ms, "
         f"p99 {seq['titrate']['p99'] - seq['direct']['p99']:+.2f} ms** (goal ≤ 2 ms at p50)",
@@ -230,6 +258,7 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=200)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--append", type=Path, help="append the markdown section to this file")
+    parser.add_argument("--profile", type=Path, help="py-spy flame graph (svg) of titrate in the sequential phase")
     args = parser.parse_args()
     if not MLSERVER.exists():
         sys.exit(f"MLServer is not installed: run `{SETUP}` first")
@@ -248,7 +277,7 @@ def main() -> None:
             try:
                 base = f"http://127.0.0.1:{port}"
                 setup_titrate(base, key, server, args.max_batch)
-                result = asyncio.run(run(args, server, base, key))
+                result = asyncio.run(run(args, server, base, key, titrate.pid))
             finally:
                 titrate.terminate()
                 titrate.wait(timeout=30)
