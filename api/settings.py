@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         30.0, gt=0, le=86_400, description="longest a query on an analysis source may run (503 beyond)"
     )
     source_pool_size: int = Field(5, ge=1, le=100, description="pooled connections per analysis source (networked)")
+    source_duckdb_allowed_directories: list[str] = Field(
+        default_factory=list, max_length=100,
+        description="directories (or URL prefixes) a DuckDB source's views and sql may read besides its own "
+                    "file's directory; every other file system or network access from a DuckDB source is refused"
+    )
     # Model serving (api/serving/).
     serving_batch_wait_ms: float = Field(
         5.0, ge=0, le=1000, description="how long a model's dynamic batcher waits for concurrent requests to join"

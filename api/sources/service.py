@@ -89,12 +89,15 @@ class SourceLimits:
     connect_seconds: float = 5.0
     statement_seconds: float = 30.0
     pool_size: int = 5
+    #: what a DuckDB source may read besides its own file's directory (``allowed_directories``)
+    duckdb_allowed_directories: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SourceLimits:
-        """``TITRATE_SOURCE_CONNECT_TIMEOUT_SECONDS``, ``…_STATEMENT_TIMEOUT_SECONDS``, ``…_POOL_SIZE``."""
+        """``TITRATE_SOURCE_CONNECT_TIMEOUT_SECONDS``, ``…_STATEMENT_TIMEOUT_SECONDS``, ``…_POOL_SIZE``,
+        ``…_DUCKDB_ALLOWED_DIRECTORIES``."""
         return cls(settings.source_connect_timeout_seconds, settings.source_statement_timeout_seconds,
-                   settings.source_pool_size)
+                   settings.source_pool_size, tuple(settings.source_duckdb_allowed_directories))
 
 
 # ------------------------------------------------------------------------------------------------------------ URLs
@@ -200,15 +203,32 @@ def _duckdb_engine(url: URL, limits: SourceLimits, writable: bool = False) -> En
     read_only = database != ":memory:" and not writable
     engine = create_engine(url, poolclass=NullPool, connect_args={"read_only": read_only} if read_only else {})
 
+    allowed = list(limits.duckdb_allowed_directories)
+    if database != ":memory:":
+        allowed.append(os.path.join(os.path.dirname(os.path.abspath(database)), ""))
+
     @event.listens_for(engine, "connect")
     def _utc(dbapi_connection: Any, _record: Any) -> None:
         try:
             dbapi_connection.execute("SET TimeZone = 'UTC'")
         except Exception:  # noqa: BLE001 — why: without the ICU extension DuckDB has no time zones: all is UTC
             pass
+        _confine(dbapi_connection, allowed)
 
     _arm_watchdog(engine, limits.statement_seconds)
     return engine
+
+
+def _confine(dbapi_connection: Any, allowed: list[str]) -> None:
+    """Refuse a DuckDB source's file system and network access outside ``allowed`` (its own file's directory and
+    ``TITRATE_SOURCE_DUCKDB_ALLOWED_DIRECTORIES``): a mapping's ``sql`` or a view could otherwise read any file the
+    service can (``read_csv('/etc/passwd')``) or fetch URLs. DuckDB keeps the restriction per database instance and
+    refuses to lift it while the instance is open, so a second connection to the same file finds it in place."""
+    row = dbapi_connection.execute("SELECT current_setting('enable_external_access')").fetchone()
+    if row is not None and row[0] is False:
+        return
+    dbapi_connection.execute("SET allowed_directories = ?", [allowed])
+    dbapi_connection.execute("SET enable_external_access = false")
 
 
 def _sqlite_engine(url: URL, limits: SourceLimits) -> Engine:

@@ -227,6 +227,46 @@ def test_a_read_only_select_with_quoted_keywords_is_accepted(client: TestClient,
     assert response.status_code == 201, response.text
 
 
+def _parquet_events(path: Path) -> Path:
+    """One event row as a Parquet file at ``path`` (written by a DuckDB of its own)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect() as conn:
+        conn.execute(f"COPY (SELECT 'u1' AS uid, 'purchase' AS event_name, 2.5::DOUBLE AS val, "
+                     f"TIMESTAMPTZ '2026-03-02 09:30:00+00' AS ts, 'e1' AS id) TO '{path}' (FORMAT parquet)")
+    return path
+
+
+def test_a_duckdb_source_reads_files_only_where_it_is_allowed(client: TestClient, admin: dict[str, str],
+                                                             lake: Path, tmp_path: Path) -> None:
+    beside = _parquet_events(lake.parent / "events.parquet")
+    elsewhere = _parquet_events(tmp_path.parent / f"{tmp_path.name}-elsewhere" / "events.parquet")
+    columns = EVENTS["columns"]
+    ok = client.post("/v1/sources", json=body("beside", f"duckdb:///{lake}", events={
+        "sql": f"SELECT * FROM read_parquet('{beside}')", "columns": columns}), headers=admin)
+    assert ok.status_code == 201, ok.text
+    for key, sql in (("passwd", "SELECT 'u' AS uid, 'n' AS event_name, 1.0 AS val, now() AS ts, column0 AS id "
+                                "FROM read_csv('/etc/passwd', header = false)"),
+                     ("outside", f"SELECT * FROM read_parquet('{elsewhere}')")):
+        refused = client.post("/v1/sources", json=body(key, f"duckdb:///{lake}", events={"sql": sql,
+                                                                                          "columns": columns}),
+                              headers=admin)
+        assert refused.status_code == 422, refused.text
+        assert _detail_loc(refused) == ["body", "events", "sql"]
+        assert "disabled by configuration" in refused.text
+        assert client.get(f"/v1/sources/{key}", headers=admin).status_code == 404
+
+
+def test_allowed_directories_widen_what_a_duckdb_source_reads(settings: Settings, keys: Keys, lake: Path,
+                                                              tmp_path: Path) -> None:
+    elsewhere = _parquet_events(tmp_path.parent / f"{tmp_path.name}-data" / "events.parquet")
+    widened = settings.model_copy(update={"source_duckdb_allowed_directories": [f"{elsewhere.parent}/"]})
+    with TestClient(create_app(widened)) as widened_client:
+        response = widened_client.post("/v1/sources", json=body("wide", f"duckdb:///{lake}", events={
+            "sql": f"SELECT * FROM read_parquet('{elsewhere}')", "columns": EVENTS["columns"]}),
+            headers=keys.headers("admin"))
+    assert response.status_code == 201, response.text
+
+
 @pytest.mark.parametrize("url", [
     "postgresql+psycopg://postgres@127.0.0.1:1/lake",  # nothing listens on port 1
     "nosuchdialect://host/db",
