@@ -97,11 +97,7 @@ def _load(st: Store, c: np.ndarray, t: np.ndarray) -> int:
               for arm, ys in (("control", c), ("treatment", t)) for i, y in enumerate(ys)]
     st.conn.execute(insert(EXPOSURES), exposures)
     st.conn.execute(insert(EVENTS), events)
-    if st.conn.dialect.name == "postgresql":
-        # Statistics for the 100k uncommitted rows (ANALYZE counts the own transaction's rows): without them the
-        # planner keeps whatever an earlier autovacuum left — after other tests' rolled-back loads that can be
-        # "0 rows in 3,000 pages" — and joins 100k × 100k in a nested loop (CI ran past the 300 s timeout).
-        st.conn.exec_driver_sql("ANALYZE exposures, events")
+    st.analyse()
     return exp
 
 

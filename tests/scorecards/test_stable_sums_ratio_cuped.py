@@ -20,16 +20,13 @@ denominator after) — fewer units than the mean metrics' test because each unit
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import timedelta
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
-from sqlalchemy import Engine, create_engine, insert
-from sqlalchemy.schema import CreateSequence, Sequence
+from sqlalchemy import insert
 
 from scorecards.cuped import compare_cuped, cuped_adjustment
 from scorecards.frequentist import compare
@@ -37,7 +34,7 @@ from scorecards.sample_stats import CentredSums, CovariateStats, RatioStats
 from scorecards.sql import EventAggregate, MetricSpec, read_scorecard_rows, scorecard_query
 from tests.scorecards.test_sql import AS_OF, EVENTS, EXPOSURES, Store, engine, store  # noqa: F401
 from tests.scorecards.test_sql import T0 as SQL_T0
-from tests.scorecards.test_sql_duckdb import _duckdb_tables
+from tests.scorecards.test_stable_sums import duck_store  # noqa: F401 — the empty DuckDB store fixture
 
 N = 20_000
 RATIO = MetricSpec("per_request", "ratio", EventAggregate("big", "sum"), denominator=EventAggregate("den", "sum"))
@@ -202,10 +199,7 @@ def _load(st: Store, c: Arm, t: Arm) -> int:
               for i, v in enumerate(vs)]
     st.conn.execute(insert(EXPOSURES), exposures)
     st.conn.execute(insert(EVENTS), events)
-    if st.conn.dialect.name == "postgresql":
-        # statistics for the uncommitted rows, or the planner may join 150k × 300k in a nested loop (see
-        # test_stable_sums._load)
-        st.conn.exec_driver_sql("ANALYZE exposures, events")
+    st.analyse()
     return exp
 
 
@@ -231,21 +225,7 @@ def test_scorecard_sql_ratio_and_cuped_match_raw_statistics(store: Store, level:
     _sql_check(store, level)
 
 
-@pytest.fixture(scope="module")
-def duck_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """An empty DuckDB with the service's tables (as in ``test_sql_duckdb``)."""
-    path: Path = tmp_path_factory.mktemp("duckdb") / "stable_ratio_cuped.duckdb"
-    eng: Engine = create_engine(f"duckdb:///{path}")
-    with eng.begin() as conn:
-        for seq in (f"{name}_id_seq" for name in ("experiments", "exposures", "events")):
-            conn.execute(CreateSequence(Sequence(seq)))
-        _duckdb_tables().create_all(conn)
-    with eng.connect() as conn:
-        yield Store(conn)
-    eng.dispose()
-
-
 @pytest.mark.parametrize("level", [1e6, 1e8])
-def test_scorecard_sql_ratio_and_cuped_match_raw_statistics_on_duckdb(duck_store: Store, level: float) -> None:
+def test_scorecard_sql_ratio_and_cuped_match_raw_statistics_on_duckdb(duck_store: Store, level: float) -> None:  # noqa: F811
     with duck_store.conn.begin():
         _sql_check(duck_store, level)
