@@ -92,14 +92,10 @@ def copy_ignoring_conflicts_postgres(
 EventTuple: TypeAlias = tuple[str, str, str, float, datetime, str, datetime]
 
 
-def _event_tuples(rows: Sequence[EventRow]) -> list[EventTuple]:
+def event_tuples(rows: Sequence[EventRow]) -> list[EventTuple]:
+    """Rows as dicts (the serving recorder's) in ``EVENT_COLUMNS`` order, attributes as their stored JSON text."""
     return [(r["event_id"], r["unit_id"], r["name"], r["value"], r["timestamp"], _attributes_json(r),
              r["received_at"]) for r in rows]
-
-
-def executemany_events_sqlite(session: Session, rows: Sequence[EventRow]) -> int:
-    """Events on SQLite, from rows as dicts: :func:`executemany_event_tuples_sqlite`."""
-    return executemany_event_tuples_sqlite(session, _event_tuples(rows))
 
 
 def executemany_event_tuples_sqlite(session: Session, rows: Sequence[EventTuple]) -> int:
@@ -119,11 +115,6 @@ def executemany_event_tuples_sqlite(session: Session, rows: Sequence[EventTuple]
 
 # attributes are staged as text (the JSON the service encoded) and cast to jsonb by the INSERT … SELECT
 _EVENT_STAGE_TYPES = ("text", "text", "text", "float8", "timestamptz", "text", "timestamptz")
-
-
-def copy_events_postgres(session: Session, rows: Sequence[EventRow]) -> int:
-    """Events on PostgreSQL, from rows as dicts: :func:`copy_event_tuples_postgres`."""
-    return copy_event_tuples_postgres(session, _event_tuples(rows))
 
 
 def copy_event_tuples_postgres(session: Session, rows: Sequence[EventTuple]) -> int:

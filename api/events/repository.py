@@ -6,22 +6,14 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from api.db.bulk import (
-    EventTuple,
-    copy_event_tuples_postgres,
-    copy_events_postgres,
-    executemany_event_tuples_sqlite,
-    executemany_events_sqlite,
-)
+from api.db.bulk import EventTuple, copy_event_tuples_postgres, event_tuples, executemany_event_tuples_sqlite
 from api.db.rows import EventRow
 
 
 def insert_events(session: Session, rows: Sequence[EventRow]) -> int:
     """Insert events skipping known ``event_id``s; returns how many were new
     (COPY on PostgreSQL, executemany on SQLite)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return copy_events_postgres(session, rows)
-    return executemany_events_sqlite(session, rows)
+    return insert_event_tuples(session, event_tuples(rows))
 
 
 def insert_event_tuples(session: Session, rows: Sequence[EventTuple]) -> int:
