@@ -33,6 +33,7 @@ from api.metrics_catalog.endpoints import router as metrics_router
 from api.ops.endpoints import router as ops_router
 from api.ops.observability import LatencyMiddleware
 from api.serving.endpoints import router as serving_router
+from api.serving.fast_path import PredictFastPath
 from api.serving.recorder import ServingRecorder
 from api.serving.retention import purge_predictions
 from api.serving.runtime import ServingRuntime
@@ -124,7 +125,9 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    # innermost: POST /v1/assign answered beside the router when it succeeds (api/assignment/fast_path.py)
+    # innermost: POST /v1/experiments/{key}/predict answered beside the router once its checks pass
+    # (api/serving/fast_path.py), and POST /v1/assign when it succeeds (api/assignment/fast_path.py)
+    app.add_middleware(PredictFastPath)
     app.add_middleware(AssignFastPath)
     default_limit, route_limits = body_limits(settings)  # before auth and parsing; right inside the latency timer
     app.add_middleware(BodyLimitMiddleware, default=default_limit, routes=route_limits)

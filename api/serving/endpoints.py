@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -71,7 +71,11 @@ async def predict(key: KeyPath, body: PredictRequest, request: Request,
     """
     state = request.app.state
     check_attributes(body.attributes, state.settings.max_attributes_bytes, ("body", "attributes"))
-    result = await state.serving.predict(key, body.unit_id, body.attributes, body.inputs)
+    return predict_response(await state.serving.predict(key, body.unit_id, body.attributes, body.inputs))
+
+
+def predict_response(result: dict[str, Any]) -> Response:
+    """``/predict``'s answer to ``ServingRuntime.predict``'s ``result`` (the route's and ``PredictFastPath``'s)."""
     return Response(orjson.dumps(result), media_type="application/json")
 
 
