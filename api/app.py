@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from api.allocation.endpoints import router as allocation_router
 from api.allocation.scheduler import AllocationScheduler
 from api.analysis.endpoints import router as analysis_router
-from api.analysis.service import warm_stored_scorecards
+from api.analysis.published import publish_card
 from api.assignment.endpoints import router as assignment_router
 from api.assignment.exposure_writer import ExposureWriter
 from api.assignment.fast_path import AssignFastPath
@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
         if settings.scheduler_enabled and settings.scorecard_refresh_mode == "inline":
             app.state.refresh_scheduler = RefreshScheduler(
                 db, RefreshPolicy.from_settings(settings), settings.scorecard_refresh_seconds,
-                after_round=lambda round_: warm_stored_scorecards(db, round_.refreshed))
+                publish=publish_card)
             app.state.refresh_scheduler.start()
         log.info("titrate started", extra={"database": db.dialect})
         try:

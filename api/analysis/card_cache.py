@@ -14,9 +14,8 @@ up the card under that whole state — ``computed_at`` together with the waterma
 refresh stored by any process changes the key and the next read builds from the new rows: once a state is stored,
 no read that found it is answered with a card of an older one. Keying on the whole state rather than
 ``computed_at`` alone also tells apart two refreshes stamped with the same time (a clock that did not advance, or
-``now`` given). Entries of superseded states are never looked up again and age out. With the job in the same
-process (``inline``) it warms the entries of experiments read since its previous round (``take_read``), so the first
-read after a refresh is a lookup too; with the job in its own process that first read builds the card.
+``now`` given). Entries of superseded states are never looked up again and age out. A read of the default card
+(no segment) usually never gets here: the refresh published it with its state (``api.analysis.published``).
 """
 
 from __future__ import annotations
@@ -49,13 +48,11 @@ class StoredCardCache:
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self._max = max_entries
         self._cards: OrderedDict[CardKey, Scorecard] = OrderedDict()
-        self._read: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
 
     def get_or_build(self, key: CardKey, build: Callable[[], Scorecard]) -> Scorecard:
         """The cached scorecard for ``key``, or ``build()`` stored under it (built outside the lock)."""
         with self._lock:
-            self._read.add((key.database, key.experiment_id))
             card = self._cards.get(key)
             if card is not None:
                 self._cards.move_to_end(key)
@@ -68,18 +65,10 @@ class StoredCardCache:
                 self._cards.popitem(last=False)
         return card
 
-    def take_read(self, database: str) -> set[int]:
-        """Experiment ids of ``database`` read since the last call (the refresh job warms those)."""
-        with self._lock:
-            ids = {experiment_id for db, experiment_id in self._read if db == database}
-            self._read = {entry for entry in self._read if entry[0] != database}
-        return ids
-
     def clear(self) -> None:
         """Forget everything."""
         with self._lock:
             self._cards.clear()
-            self._read.clear()
 
 
 #: The process's memo.

@@ -9,14 +9,13 @@ this module serialises them and applies the rules around them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 from sqlalchemy.orm import Session
 
-from api.analysis.card_cache import STORED_CARDS
+from api.analysis.published import publish_card, published_body
 from api.analysis.schemas import DesignOut, DesignRequest
 from api.analysis.scorecard import load_scorecard, load_stored_scorecard
 from api.analysis.serialise import scorecard_json
@@ -63,7 +62,13 @@ def stored_state(db: Database, experiment: Experiment, settings: Settings,
     ``fresh`` None: the last refresh (one now if never refreshed); False: an incremental refresh now; True: a full
     one."""
     return incremental_service.stored_state(db, experiment, incremental_service.RefreshPolicy.from_settings(settings),
-                                            fresh=fresh)
+                                            fresh=fresh, publish=publish_card)
+
+
+def published_scorecard(session: Session, key: str) -> bytes | None:
+    """The REST body of the experiment's default scorecard as its last refresh published it, when that still
+    answers a read now (``api.analysis.published``); None: build it (404/409 as for any read)."""
+    return published_body(session, get_analysable(session, key))
 
 
 def analyse(session: Session, experiment: Experiment, as_of: datetime | None = None,
@@ -79,28 +84,6 @@ def analyse(session: Session, experiment: Experiment, as_of: datetime | None = N
         return Analysis(scorecard=scorecard_json(experiment, card, stored.computed_at), decision=card.decision)
     card = load_scorecard(session, experiment, as_of, segment)
     return Analysis(scorecard=scorecard_json(experiment, card, utc_now()), decision=card.decision)
-
-
-def warm_stored_scorecards(db: Database, refreshed: Iterable[str]) -> int:
-    """After a refresh round: build (into the process's memo, ``api.analysis.card_cache``) the default scorecard of
-    each refreshed experiment that was read since the previous round, so its next read is a lookup. Returns how many
-    were built; a failure is logged and leaves the read to build it."""
-    read = STORED_CARDS.take_read(str(db.engine.url))
-    built = 0
-    with db.read() as session:
-        for key in refreshed:
-            experiment = experiments_repository.get(session, key)
-            if experiment is None or experiment.id not in read or experiment.plan is None:
-                continue
-            state = incremental_service.usable(incremental_repository.state(session, experiment.id), experiment)
-            if state is None:
-                continue
-            try:
-                load_stored_scorecard(session, experiment, state)
-                built += 1
-            except Exception:  # a warm-up is an optimisation: the read builds (and reports) it instead
-                log.exception("warming a stored scorecard failed", extra={"experiment": key})
-    return built
 
 
 def across_experiments(session: Session, metric: str) -> CrossExperimentJson:

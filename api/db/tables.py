@@ -266,6 +266,11 @@ class ScorecardRefresh(Base):
     components: Mapped[list[str]] = mapped_column(JSONType)
     excluded_exposures: Mapped[int] = mapped_column(BigInteger)
     units_recomputed: Mapped[int] = mapped_column(BigInteger)
+    #: The default scorecard of this state as REST JSON, written in the refresh's own transaction (None: not
+    #: published; a read builds it), and what else it depends on (``card_key``: status and allocation history).
+    #: Deferred: reading the state does not load it.
+    card: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
+    card_key: Mapped[str | None] = mapped_column(String(200), nullable=True, deferred=True)
 
 
 class AnalysisSource(Base):

@@ -64,6 +64,13 @@ def allocation_history(session: Session, experiment_id: int) -> list[Allocation]
     ))
 
 
+def allocation_history_key(session: Session, experiment_id: int) -> tuple[int, int | None]:
+    """How many allocation versions the experiment has and the newest one (what changes when one is published)."""
+    count, newest = session.execute(select(func.count(), func.max(Allocation.version))
+                                    .where(Allocation.experiment_id == experiment_id)).one()
+    return int(count), None if newest is None else int(newest)
+
+
 def layer_ranges(session: Session, layer: str, exclude_id: int | None = None) -> list[tuple[int, int]]:
     """Bucket ranges held by live (running or paused) experiments of a layer."""
     stmt = select(Experiment.layer_start, Experiment.layer_end).where(

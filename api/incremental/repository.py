@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from api.db.tables import Experiment, ScorecardRefresh, ScorecardUnit, ScorecardUnitValue
 from scorecards.incremental import (
@@ -326,7 +326,31 @@ def save_state(session: Session, new: RefreshState) -> None:
     row.watermark, row.computed_at, row.last_full_at = new.watermark, new.computed_at, new.last_full_at
     row.mode, row.components = new.mode, list(new.components)
     row.excluded_exposures, row.units_recomputed = new.excluded_exposures, new.units_recomputed
+    row.card, row.card_key = None, None  # a card belongs to one state: the new state's is published after it
     session.flush()
+
+
+def publish_card(session: Session, experiment_id: int, card_key: str, card: str) -> None:
+    """Store the REST scorecard of the experiment's current state (in the transaction that saved that state)."""
+    session.execute(update(ScorecardRefresh).where(ScorecardRefresh.experiment_id == experiment_id)
+                    .values(card=card, card_key=card_key))
+
+
+@dataclass(frozen=True)
+class PublishedCard:
+    """A stored state with the card published for it (``card`` None when none was)."""
+
+    state: RefreshState
+    card_key: str | None
+    card: str | None
+
+
+def published_card(session: Session, experiment_id: int) -> PublishedCard | None:
+    """The experiment's refresh state and its published card, in one read; None when never refreshed."""
+    row = session.scalars(select(ScorecardRefresh).where(ScorecardRefresh.experiment_id == experiment_id)
+                          .options(undefer(ScorecardRefresh.card), undefer(ScorecardRefresh.card_key))
+                          .execution_options(populate_existing=True)).one_or_none()
+    return None if row is None else PublishedCard(_state(row), row.card_key, row.card)
 
 
 def refreshable_experiments(session: Session, statuses: Sequence[str]) -> list[Experiment]:

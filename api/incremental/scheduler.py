@@ -31,7 +31,7 @@ from api.background import PeriodicLoop
 from api.db.engine import Database, DbTimeouts
 from api.db.tables import Experiment
 from api.incremental import repository, service
-from api.incremental.service import RefreshPolicy, RefreshResult, Source
+from api.incremental.service import CardPublisher, RefreshPolicy, RefreshResult, Source
 from api.settings import Settings
 from api.sources import service as sources_service
 
@@ -54,23 +54,24 @@ class JobRound:
 
 
 def run_round(db: Database, policy: RefreshPolicy, source_of: SourceOf | None = None,
-              stop: threading.Event | None = None) -> JobRound:
+              stop: threading.Event | None = None, publish: CardPublisher | None = None) -> JobRound:
     """Refresh every running or paused experiment, under the job lock on PostgreSQL; once ``stop`` is set no
-    further experiment is started (the one in progress finishes: each is its own transaction)."""
+    further experiment is started (the one in progress finishes: each is its own transaction). ``publish``: as in
+    ``service.refresh`` (the app and the worker publish each refresh's default scorecard)."""
     if db.dialect != "postgresql":
-        return _refresh_all(db, policy, source_of, stop)
+        return _refresh_all(db, policy, source_of, stop, publish)
     with db.engine.connect() as conn:
         if not repository.try_job_lock(conn):
             log.info("scorecard refresh round skipped: another replica holds the lock")
             return JobRound(ran=False)
         try:
-            return _refresh_all(db, policy, source_of, stop)
+            return _refresh_all(db, policy, source_of, stop, publish)
         finally:
             repository.job_unlock(conn)
 
 
 def _refresh_all(db: Database, policy: RefreshPolicy, source_of: SourceOf | None,
-                 stop: threading.Event | None = None) -> JobRound:
+                 stop: threading.Event | None = None, publish: CardPublisher | None = None) -> JobRound:
     result = JobRound(ran=True)
     with db.read() as session:
         experiments = repository.refreshable_experiments(session, REFRESHED_STATUSES)
@@ -79,7 +80,8 @@ def _refresh_all(db: Database, policy: RefreshPolicy, source_of: SourceOf | None
             break
         try:
             source = None if source_of is None else source_of(experiment)
-            result.refreshed[experiment.key] = service.refresh(db, experiment, policy, source=source)
+            result.refreshed[experiment.key] = service.refresh(db, experiment, policy, source=source,
+                                                               publish=publish)
         except Exception as exc:  # one experiment's failure must not stop the others; its rows stay as they were
             log.exception("scorecard refresh failed", extra={"experiment": experiment.key})
             result.failed[experiment.key] = f"failed: {type(exc).__name__}"
@@ -92,8 +94,10 @@ class RefreshScheduler:
 
     def __init__(self, db: Database, policy: RefreshPolicy, interval_seconds: float,
                  source_of: SourceOf | None = None,
-                 after_round: Callable[[JobRound], object] | None = None) -> None:
+                 after_round: Callable[[JobRound], object] | None = None,
+                 publish: CardPublisher | None = None) -> None:
         self._db = db
+        self._publish = publish
         self._policy = policy
         self._source_of = source_of
         self._after_round = after_round
@@ -102,7 +106,7 @@ class RefreshScheduler:
 
     def run_once(self) -> JobRound:
         """One round now, then ``after_round`` with its result (the app warms read scorecards there)."""
-        result = run_round(self._db, self._policy, self._source_of)
+        result = run_round(self._db, self._policy, self._source_of, publish=self._publish)
         if self._after_round is not None and result.refreshed:
             self._after_round(result)
         return result
@@ -126,11 +130,12 @@ def parent_gone(parent_pid: int | None) -> bool:
 
 
 def run_worker(settings: Settings, stop: threading.Event, *, parent_pid: int | None = None,
-               once: bool = False) -> int:
+               once: bool = False, publish: CardPublisher | None = None) -> int:
     """The loop of ``titrate refresh-worker``: a round every ``scorecard_refresh_seconds`` (the first one interval
     after start; with ``once``, one round now and return) until ``stop`` is set or, with ``parent_pid``, that
     process has ended (``titrate serve`` killed without a chance to stop it). A failed round is logged and the next
     one retries. Returns the number of rounds that ran (a round skipped for another replica's lock does not count).
+    ``publish``: as in ``service.refresh`` (``titrate refresh-worker`` publishes each refresh's default scorecard).
 
     Each experiment is refreshed in its own short write transaction (``service.refresh``: rows computed in a read,
     then one delete + insert), so event ingestion and exposure flushes wait at most one experiment's write.
@@ -143,7 +148,7 @@ def run_worker(settings: Settings, stop: threading.Event, *, parent_pid: int | N
     def one_round() -> None:
         nonlocal rounds
         try:
-            if run_round(db, policy, stop=stop).ran:
+            if run_round(db, policy, stop=stop, publish=publish).ran:
                 rounds += 1
         except Exception:  # a failed round (database away) must not end the worker: the next one retries
             log.exception("scorecard refresh round failed")

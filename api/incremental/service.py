@@ -145,6 +145,11 @@ class RefreshResult:
     units_written: int = 0
 
 
+#: Stores what reads need beside a new state, in the transaction that saves it (the default scorecard:
+#: ``api.analysis.published.publish_card``; injected, since the analysis builds on this package).
+CardPublisher = Callable[[Session, Experiment, RefreshState], None]
+
+
 def plan_metrics(experiment: Experiment) -> list[MetricSpec]:
     """The metric specs of the experiment's frozen plan (what the scorecard aggregates)."""
     plan = plan_of(experiment)
@@ -172,11 +177,14 @@ def _mode(previous: RefreshState | None, components: tuple[str, ...], now: datet
 
 
 def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full: bool = False,
-            now: datetime | None = None, source: Source | None = None) -> RefreshResult:
+            now: datetime | None = None, source: Source | None = None,
+            publish: CardPublisher | None = None) -> RefreshResult:
     """Refresh the experiment's stored rows at ``now`` (default: the current time) — see the module docstring.
 
     ``source``: where the experiment's exposures and events are read (default :func:`source_of`: the plan's
-    analysis source or titrate's own tables); the rows are always stored in ``db``.
+    analysis source or titrate's own tables); the rows are always stored in ``db``. ``publish``: called in the
+    transaction that saves the new state (after it is saved), to store what reads need with it; if it fails, the
+    state is saved without (logged; reads then build the card themselves).
     """
     started = time.perf_counter()
     now = now or utc_now()
@@ -236,6 +244,8 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
                            last_full_at=now if mode == "full" or previous is None else previous.last_full_at,
                            mode=mode, components=components, excluded_exposures=excluded, units_recomputed=recomputed)
         repository.save_state(session, new)
+        if publish is not None:
+            _publish(session, experiment, new, publish)
     seconds = time.perf_counter() - started
     written = len(rows) + len(removed) + deltas
     log.info("scorecard refreshed", extra={"experiment": experiment.key, "mode": mode, "units": recomputed,
@@ -243,14 +253,23 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
     return RefreshResult(mode, new, recomputed, seconds, written)
 
 
+def _publish(session: Session, experiment: Experiment, state: RefreshState, publish: CardPublisher) -> None:
+    try:
+        with session.begin_nested():  # why a savepoint: a failed publish must not abort the refresh's transaction
+            publish(session, experiment, state)
+    except Exception:  # publishing is an optimisation: the state is kept and reads build the card themselves
+        log.exception("publishing the scorecard of a refresh failed", extra={"experiment": experiment.key})
+
+
 def stored_state(db: Database, experiment: Experiment, policy: RefreshPolicy, *, fresh: bool | None = None,
-                 source: Source | None = None) -> RefreshState:
+                 source: Source | None = None, publish: CardPublisher | None = None) -> RefreshState:
     """The state a scorecard read answers from: the last refresh's, unless ``fresh`` is given (False: refresh now,
     incrementally unless a full refresh is due; True: a full refresh now), the experiment was never refreshed, or
-    its stored rows lack components the plan needs (then a full refresh now)."""
+    its stored rows lack components the plan needs (then a full refresh now, with ``publish`` as in
+    :func:`refresh`)."""
     with db.read() as session:
         current = repository.state(session, experiment.id)
     if fresh is not None or (answer := usable(current, experiment)) is None:
-        return refresh(db, experiment, policy, full=bool(fresh), source=source).state
+        return refresh(db, experiment, policy, full=bool(fresh), source=source, publish=publish).state
     return answer
 

@@ -1,6 +1,6 @@
 """The memo of stored scorecards (``api.analysis.card_cache``): a repeated read without ``as_of`` answers without
 aggregating the stored rows again, and anything that changes the numbers (a refresh, an allocation version) is
-seen at once; the refresh job's warm-up builds the read experiments' scorecards so their next read is a lookup."""
+seen at once. (The default card of a refresh is published with it: ``test_published_cards``.)"""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from api.analysis.card_cache import STORED_CARDS, CardKey, StoredCardCache
-from api.analysis.service import warm_stored_scorecards
+from api.analysis.card_cache import CardKey, StoredCardCache
 from api.db.engine import Database
-from api.incremental import scheduler
-from tests.api.incremental.test_refresh import ARMS, POLICY, _add_version, _get, _seed
+from tests.api.incremental.test_refresh import ARMS, _add_version, _get, _seed
 from tests.conftest import Keys
 from tests.factories import create_experiment, create_metrics
 
@@ -42,48 +40,27 @@ def test_a_repeated_read_is_a_lookup_until_the_numbers_can_change(client: TestCl
     create_metrics(client, keys.headers("admin"))
     create_experiment(client, keys.headers("admin"), start=True, key="memo", variants=ARMS)
     _seed(db, "memo", range(0, 200), hours_ago=30)
-    first = _get(client, "memo", keys)
+    _get(client, "memo", keys)  # the first read refreshes (the default card is published: test_published_cards)
+    by = {"segment": "platform"}  # a breakdown is not published: the memo serves it
+    first = _get(client, "memo", keys, **by)
 
     with stored_row_reads(client) as reads:
-        again = _get(client, "memo", keys)
+        again = _get(client, "memo", keys, **by)
     assert reads == []
     assert again == first
 
     _seed(db, "memo", range(200, 260), hours_ago=2)
+    fresh = _get(client, "memo", keys, fresh="true")
     with stored_row_reads(client) as reads:
-        fresh = _get(client, "memo", keys, fresh="true")
+        after = _get(client, "memo", keys, **by)
     assert reads  # a new refresh: built from the stored rows again
-    assert sum(fresh["current_n"].values()) == 260
+    assert sum(after["current_n"].values()) == 260
 
     _add_version(db, "memo", 2, {"control": 0.5, "b": 0.5}, hours_ago=1)  # SRM reads the allocation history
     with stored_row_reads(client) as reads:
-        versioned = _get(client, "memo", keys)
+        versioned = _get(client, "memo", keys, **by)
     assert reads
     assert versioned["computed_at"] == fresh["computed_at"]
-
-
-def test_the_refresh_job_warms_the_experiments_read_since_its_last_round(client: TestClient, keys: Keys,
-                                                                          db: Database) -> None:
-    service_db: Database = client.app.state.db  # type: ignore[attr-defined]
-    database = str(service_db.engine.url)
-    create_metrics(client, keys.headers("admin"))
-    for key in ("read", "unread"):
-        create_experiment(client, keys.headers("admin"), start=True, key=key, variants=ARMS)
-        _seed(db, key, range(0, 100), hours_ago=30)
-        _get(client, key, keys)
-    _seed(db, "read", range(100, 150), hours_ago=2)
-    _seed(db, "unread", range(100, 150), hours_ago=2)
-    STORED_CARDS.take_read(database)
-    _get(client, "read", keys)  # read since the last round; "unread" was not
-    round_ = scheduler.run_round(service_db, POLICY)  # the job's round: stores new rows, builds no scorecard
-    assert set(round_.refreshed) == {"read", "unread"}
-    assert warm_stored_scorecards(service_db, [*round_.refreshed, "missing"]) == 1
-    with stored_row_reads(client) as reads:
-        assert sum(_get(client, "read", keys)["current_n"].values()) == 150
-    assert reads == []
-    with stored_row_reads(client) as reads:
-        assert sum(_get(client, "unread", keys)["current_n"].values()) == 150
-    assert reads  # not warmed: built on this read
 
 
 def test_the_memo_is_bounded_least_recently_used_first() -> None:
@@ -100,5 +77,3 @@ def test_the_memo_is_bounded_least_recently_used_first() -> None:
     for i in (1, 2, 1, 3, 1, 2):
         assert cache.get_or_build(key(i), lambda i=i: build(i)) == f"card-{i}"  # type: ignore[misc]
     assert built == [1, 2, 3, 2]  # 2 was the least recently used when 3 came
-    assert cache.take_read("db") == {1, 2, 3}
-    assert cache.take_read("db") == set()

@@ -1,0 +1,173 @@
+"""Published scorecards (``api.analysis.published``), both databases: a refresh stores its default scorecard with its
+state, a read without ``as_of``/``segment``/``fresh`` answers those bytes without aggregating anything — the same
+bytes it would build — and never a card of another state, status or allocation history; a publisher that fails
+leaves the refresh stored and the read builds the card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from api.analysis.card_cache import STORED_CARDS
+from api.analysis.published import publish_card
+from api.db.engine import Database
+from api.db.tables import Experiment, ScorecardRefresh, utc_now
+from api.incremental import repository, scheduler, service
+from api.incremental.repository import RefreshState
+from tests.api.incremental.test_card_cache import stored_row_reads
+from tests.api.incremental.test_refresh import ARMS, POLICY, _add_version, _get, _seed
+from tests.conftest import Keys
+from tests.factories import create_experiment, create_metrics
+
+CUPED = {"alpha": 0.05, "power": 0.8, "mde": 0.05, "sequential": False, "cuped": True, "cuped_lookback_days": 3}
+
+
+def _raw(client: TestClient, key: str, keys: Keys, **params: Any) -> bytes:
+    response = client.get(f"/v1/experiments/{key}/scorecard", params=params, headers=keys.headers("analyst"))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    return response.content
+
+
+def _experiment(db: Database, key: str) -> Experiment:
+    with db.read() as session:
+        experiment = session.scalars(select(Experiment).where(Experiment.key == key)).one()
+        session.expunge(experiment)
+        return experiment
+
+
+def _published(db: Database, key: str) -> repository.PublishedCard | None:
+    with db.read() as session:
+        return repository.published_card(session, _experiment(db, key).id)
+
+
+def _unpublish(db: Database, key: str) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(update(ScorecardRefresh).where(ScorecardRefresh.experiment_id == _experiment(db, key).id)
+                     .values(card=None, card_key=None))
+
+
+def test_a_read_answers_the_published_bytes_which_equal_the_built_ones(client: TestClient, keys: Keys,
+                                                                       db: Database) -> None:
+    create_metrics(client, keys.headers("admin"))
+    create_experiment(client, keys.headers("admin"), start=True, key="pub", variants=ARMS, design=CUPED)
+    _seed(db, "pub", range(0, 300), hours_ago=30)
+    first = _raw(client, "pub", keys)  # never refreshed: refreshed (and published) on this read
+    found = _published(db, "pub")
+    assert found is not None
+    assert found.card is not None
+    assert found.card.encode() == first
+
+    STORED_CARDS.clear()
+    with stored_row_reads(client) as reads:
+        published = _raw(client, "pub", keys)
+    assert reads == []  # answered from the published card: no aggregation
+    assert published == first
+
+    _unpublish(db, "pub")
+    STORED_CARDS.clear()
+    with stored_row_reads(client) as reads:
+        built = _raw(client, "pub", keys)
+    assert reads  # nothing published: the read builds the card from the stored rows
+    assert built == published  # byte for byte what the route encodes itself
+
+
+def test_a_round_of_the_job_publishes_and_a_round_without_a_publisher_does_not(client: TestClient, keys: Keys,
+                                                                               db: Database) -> None:
+    service_db: Database = client.app.state.db  # type: ignore[attr-defined]
+    create_metrics(client, keys.headers("admin"))
+    create_experiment(client, keys.headers("admin"), start=True, key="job", variants=ARMS)
+    _seed(db, "job", range(0, 100), hours_ago=30)
+    _get(client, "job", keys)
+
+    _seed(db, "job", range(100, 160), hours_ago=2)
+    assert set(scheduler.run_round(service_db, POLICY).refreshed) == {"job"}
+    found = _published(db, "job")
+    assert found is not None
+    assert found.card is None
+    STORED_CARDS.clear()
+    with stored_row_reads(client) as reads:
+        assert sum(_get(client, "job", keys)["current_n"].values()) == 160
+    assert reads
+
+    _seed(db, "job", range(160, 200), hours_ago=1)
+    assert set(scheduler.run_round(service_db, POLICY, publish=publish_card).refreshed) == {"job"}
+    STORED_CARDS.clear()
+    with stored_row_reads(client) as reads:
+        card = _get(client, "job", keys)
+    assert reads == []
+    assert sum(card["current_n"].values()) == 200
+    state = _published(db, "job")
+    assert state is not None
+    assert card["computed_at"].replace("Z", "+00:00") == state.state.computed_at.isoformat()
+
+
+def test_a_card_is_not_served_once_the_status_or_the_allocation_history_changed(client: TestClient, keys: Keys,
+                                                                                db: Database) -> None:
+    create_metrics(client, keys.headers("admin"))
+    create_experiment(client, keys.headers("admin"), start=True, key="moved", variants=ARMS)
+    _seed(db, "moved", range(0, 120), hours_ago=30)
+    assert _get(client, "moved", keys)["status"] == "running"
+
+    paused = client.post("/v1/experiments/moved/pause", headers=keys.headers("admin"))
+    assert paused.status_code == 200, paused.text
+    STORED_CARDS.clear()
+    with stored_row_reads(client) as reads:
+        assert _get(client, "moved", keys)["status"] == "paused"
+    assert reads  # the published card says "running": built instead
+
+    published = _get(client, "moved", keys, fresh="true")  # publishes a card of the paused experiment
+    _add_version(db, "moved", 2, {"control": 0.9, "b": 0.1}, hours_ago=1)
+    STORED_CARDS.clear()
+    with stored_row_reads(client) as reads:
+        versioned = _get(client, "moved", keys)
+    assert reads  # SRM and strata read the allocation history: a new version is not in the published card
+    assert versioned["computed_at"] == published["computed_at"]
+
+
+def test_a_failing_publisher_keeps_the_refresh_and_the_read_builds_the_card(client: TestClient, keys: Keys,
+                                                                           db: Database) -> None:
+    service_db: Database = client.app.state.db  # type: ignore[attr-defined]
+    create_metrics(client, keys.headers("admin"))
+    create_experiment(client, keys.headers("admin"), start=True, key="fails", variants=ARMS)
+    _seed(db, "fails", range(0, 80), hours_ago=30)
+    calls: list[RefreshState] = []
+
+    def broken(session: Session, _experiment: Experiment, state: RefreshState) -> None:
+        calls.append(state)
+        session.execute(text("SELECT no_such_column FROM scorecard_refreshes"))  # fails inside the transaction
+
+    result = service.refresh(service_db, _experiment(db, "fails"), POLICY, publish=broken)
+    assert calls == [result.state]
+    found = _published(db, "fails")
+    assert found is not None
+    assert found.state == result.state  # the refresh was stored (PostgreSQL: the savepoint kept the transaction)
+    assert found.card is None
+    with stored_row_reads(client) as reads:
+        card = _get(client, "fails", keys)
+    assert reads
+    assert sum(card["current_n"].values()) == 80
+
+
+@pytest.mark.parametrize("read", ["segment", "fresh", "as_of"])
+def test_reads_with_a_segment_fresh_or_as_of_never_answer_the_published_card(
+        client: TestClient, keys: Keys, db: Database, read: str) -> None:
+    create_metrics(client, keys.headers("admin"))
+    create_experiment(client, keys.headers("admin"), start=True, key="other", variants=ARMS)
+    _seed(db, "other", range(0, 60), hours_ago=30)
+    published = _get(client, "other", keys)
+    assert published["segment_attribute"] is None
+    _seed(db, "other", range(60, 90), hours_ago=2)
+    params = {"segment": {"segment": "platform"}, "fresh": {"fresh": "full"},
+              "as_of": {"as_of": utc_now().replace(tzinfo=None).isoformat()}}[read]
+    body = _get(client, "other", keys, **params)
+    if read == "segment":
+        assert body["segment_attribute"] == "platform"
+        assert body["computed_at"] == published["computed_at"]
+        assert sum(body["current_n"].values()) == 60  # the last refresh's rows, broken down
+    else:
+        assert sum(body["current_n"].values()) == 90  # refreshed first, or computed live
