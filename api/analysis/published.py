@@ -29,7 +29,6 @@ from api.experiments import repository as experiments_repository
 from api.experiments.plan import plan_of
 from api.incremental import repository as incremental_repository
 from api.incremental.repository import RefreshState
-from api.incremental.service import usable
 
 #: The route's response model: validating and dumping through it gives the bytes the route itself sends.
 _SCORECARD = TypeAdapter(ScorecardOut)
@@ -40,11 +39,11 @@ def scorecard_body(card: ScorecardJson) -> bytes:
     return _SCORECARD.dump_json(_SCORECARD.validate_python(card), by_alias=True)
 
 
-def card_key(experiment: Experiment, history: tuple[int, int | None]) -> str:
-    """What a published card depends on besides its refresh state: the experiment's status and its allocation
-    history (number of versions, newest version)."""
+def card_key(status: str, plan_fingerprint: str | None, history: tuple[int, int | None]) -> str:
+    """What a published card depends on besides its refresh state: the experiment's status, its frozen plan
+    (fingerprint) and its allocation history (number of versions, newest version)."""
     count, newest = history
-    return f"{experiment.status}|{count}|{newest}"
+    return f"{status}|{plan_fingerprint}|{count}|{newest}"
 
 
 def publish_card(session: Session, experiment: Experiment, state: RefreshState) -> None:
@@ -54,18 +53,20 @@ def publish_card(session: Session, experiment: Experiment, state: RefreshState) 
         return
     card = load_stored_scorecard(session, experiment, state)
     body = scorecard_body(scorecard_json(experiment, card, state.computed_at))
-    key = card_key(experiment, experiments_repository.allocation_history_key(session, experiment.id))
+    key = card_key(experiment.status, experiment.plan_fingerprint,
+                   experiments_repository.allocation_history_key(session, experiment.id))
     incremental_repository.publish_card(session, experiment.id, key, body.decode())
 
 
-def published_body(session: Session, experiment: Experiment) -> bytes | None:
-    """The published default scorecard of ``experiment`` (loaded with its variants) when it answers a read now;
-    None when the read must build it (see the module docstring)."""
-    if any(v.model is not None for v in experiment.variants):
+def published_body(session: Session, key: str) -> bytes | None:
+    """The published default scorecard of experiment ``key`` when it answers a read now, found in one query;
+    None when the read must build it (see the module docstring) or there is no such started experiment.
+
+    Why no check that the state's stored components cover the plan: the refresh that saved the state computed them
+    from the same frozen plan (its fingerprint is in ``card_key``), and a new state clears the card."""
+    found = incremental_repository.card_lookup(session, key)
+    if found is None or found.card is None or found.has_model:
         return None
-    found = incremental_repository.published_card(session, experiment.id)
-    if found is None or found.card is None or usable(found.state, experiment) is None:
-        return None
-    if found.card_key != card_key(experiment, experiments_repository.allocation_history_key(session, experiment.id)):
+    if found.card_key != card_key(found.status, found.plan_fingerprint, (found.versions, found.newest_version)):
         return None
     return found.card.encode()

@@ -67,8 +67,8 @@ def stored_state(db: Database, experiment: Experiment, settings: Settings,
 
 def published_scorecard(session: Session, key: str) -> bytes | None:
     """The REST body of the experiment's default scorecard as its last refresh published it, when that still
-    answers a read now (``api.analysis.published``); None: build it (404/409 as for any read)."""
-    return published_body(session, get_analysable(session, key))
+    answers a read now (``api.analysis.published``); None: build it (404/409 then come from the normal path)."""
+    return published_body(session, key)
 
 
 def analyse(session: Session, experiment: Experiment, as_of: datetime | None = None,

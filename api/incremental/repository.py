@@ -29,6 +29,7 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -40,7 +41,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, undefer
 
-from api.db.tables import Experiment, ScorecardRefresh, ScorecardUnit, ScorecardUnitValue
+from api.db.tables import Allocation, Experiment, ScorecardRefresh, ScorecardUnit, ScorecardUnitValue, Variant
 from scorecards.incremental import (
     EXCLUDED_EVENTS,
     component_text,
@@ -343,6 +344,40 @@ class PublishedCard:
     state: RefreshState
     card_key: str | None
     card: str | None
+
+
+@dataclass(frozen=True)
+class CardLookup:
+    """What a read needs to answer from a published card, found by the experiment's key in one query."""
+
+    status: str
+    plan_fingerprint: str | None
+    has_model: bool
+    versions: int
+    newest_version: int | None
+    card_key: str | None
+    card: str | None
+
+
+def card_lookup(session: Session, key: str) -> CardLookup | None:
+    """The published card of the started experiment ``key`` and what decides whether it still answers (status,
+    plan fingerprint, model variants, allocation history); None when there is no such experiment or it was never
+    refreshed (the read's normal path then answers, 404/409 included)."""
+    versions = (select(func.count()).where(Allocation.experiment_id == Experiment.id)
+                .correlate(Experiment).scalar_subquery())
+    newest = (select(func.max(Allocation.version)).where(Allocation.experiment_id == Experiment.id)
+              .correlate(Experiment).scalar_subquery())
+    has_model = exists().where(Variant.experiment_id == Experiment.id, Variant.model.is_not(None))
+    row = session.execute(
+        select(Experiment.status, Experiment.plan_fingerprint, has_model, versions, newest,
+               ScorecardRefresh.card_key, ScorecardRefresh.card)
+        .join(ScorecardRefresh, ScorecardRefresh.experiment_id == Experiment.id)
+        .where(Experiment.key == key, Experiment.plan.is_not(None))).one_or_none()
+    if row is None:
+        return None
+    status, fingerprint, model, count, newest_version, card_key, card = row
+    return CardLookup(status, fingerprint, bool(model), int(count), None if newest_version is None
+                      else int(newest_version), card_key, card)
 
 
 def published_card(session: Session, experiment_id: int) -> PublishedCard | None:
