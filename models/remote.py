@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
 
+import aiohttp
 import httpx
 import orjson
 
@@ -434,8 +435,13 @@ def parse_response(spec: RemoteModelSpec, body: Any, n: int) -> list[Any]:
 
 def server_message(response: httpx.Response, limit: int = 300) -> str:
     """The server's error text: the ``error``/``detail``/``message`` of a JSON body, else the body, trimmed."""
+    return _server_text(response.content, response.text, response.reason_phrase, limit)
+
+
+def _server_text(content: bytes, text: str, reason: str, limit: int = 300) -> str:
+    """``server_message`` of an answer's raw ``content``, its decoded ``text`` and the status line's ``reason``."""
     try:
-        body = response.json()
+        body = json.loads(content) if content else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = None
     if isinstance(body, dict):
@@ -445,12 +451,38 @@ def server_message(response: httpx.Response, limit: int = 300) -> str:
                 value = value.get("message", value)
             if value:
                 return str(value)[:limit]
-    return (response.text or response.reason_phrase or "").strip()[:limit]
+    return (text or reason or "").strip()[:limit]
 
 
 # --- the servable variant -------------------------------------------------------------------------------------------
 
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """An inference server's HTTP answer: status, body (content-encoding decoded) and the status line's reason."""
+
+    status: int
+    content: bytes
+    reason: str
+
+    @property
+    def text(self) -> str:
+        """The body as text (UTF-8, undecodable bytes replaced)."""
+        return self.content.decode("utf-8", "replace")
+
+
+class _NoAnswer(Exception):
+    """A request that got no HTTP answer. ``kind`` names the failure as httpx does (``ConnectError``,
+    ``RemoteProtocolError``, ``ReadError``...) whichever client sent it, so ``serving.error`` messages read the
+    same; ``retryable``: whether the request may not have reached a model (a retry is then harmless)."""
+
+    def __init__(self, kind: str, detail: str, retryable: bool) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+        self.retryable = retryable
 
 
 @dataclass(slots=True)
@@ -464,40 +496,91 @@ class _EndpointState:
 class RemoteEndpoints:
     """The HTTP client pool, breakers and retry budgets shared by every remote variant of one worker.
 
-    One pooled ``httpx.AsyncClient`` for all endpoints (connections are kept per origin), created on first use
-    in the event loop that serves; one :class:`CircuitBreaker`, :class:`RetryBudget` and bound of
+    One pooled ``aiohttp.ClientSession`` for all endpoints (keep-alive connections per origin), created on first
+    use in the event loop that serves; one :class:`CircuitBreaker`, :class:`RetryBudget` and bound of
     ``max_in_flight`` concurrent requests per endpoint (``url`` + ``model``), shared by the variants that name it.
+
+    Why aiohttp for inference requests: its C HTTP parser and lighter request path cost ~0.16 ms of CPU per
+    exchange against ~0.47 ms for httpx's transport and ~0.39 ms for the httpcore pool alone (a canned v2 answer
+    of 384 floats on loopback, ``time.thread_time``; bench/RESULTS.md "Remote serving: /predict fast path"), on
+    the response path of every remote ``/predict``. The session is set to do what the transport did and no more:
+    no cookies kept, no redirects followed, no proxy from the environment (inference servers sit next to the
+    service), no timeout of its own (``asyncio.timeout`` bounds each exchange). The registration check
+    (:func:`check_endpoint`, blocking) keeps httpx.
 
     Args:
         settings: concurrency, retry and breaker settings.
-        transport: an ``httpx`` transport to use instead of the network (tests: ``httpx.MockTransport``).
+        transport: an ``httpx`` transport to send inference requests to instead of the network (tests:
+            ``httpx.MockTransport``); the exchange's failures are then httpx's, mapped the same way.
         clock: the breakers' clock (tests).
     """
+
+    #: Seconds an idle connection is kept: under the 5 s idle timeout of uvicorn-based servers (MLServer, KServe),
+    #: so titrate drops a connection before the server does instead of sending on one the server is closing.
+    KEEPALIVE_SECONDS = 4.0
 
     def __init__(self, settings: RemoteSettings | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings or RemoteSettings()
         self._transport = transport
         self._clock = clock
-        self._pool: httpx.AsyncBaseTransport | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._states: dict[tuple[str, str], _EndpointState] = {}
 
-    def transport(self) -> httpx.AsyncBaseTransport:
-        """The shared connection pool (created on first use): HTTP/1.1 keep-alive connections per origin.
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.settings.max_connections, limit_per_host=0,
+                                             keepalive_timeout=self.KEEPALIVE_SECONDS)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
+                                                  cookie_jar=aiohttp.DummyCookieJar(),
+                                                  timeout=aiohttp.ClientTimeout(total=None))
+        return self._session
 
-        Inference requests go to the transport directly, not through an ``httpx.AsyncClient``: the client's per-request
-        layers (URL merging, cookies, auth and redirect handling, default headers, event hooks) do nothing for a POST
-        to a fixed URL and cost ~0.3 ms of CPU per request on the response path (measured, bench/RESULTS.md "Remote
-        serving"). No proxy from the environment applies either: inference servers sit next to the service.
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> _Answer:
+        """POST ``body`` to ``url`` on a pooled connection and read the whole answer (any status).
+
+        Unbounded in time: the caller bounds it (``asyncio.timeout``, which cancels it).
+
+        Raises:
+            _NoAnswer: no HTTP answer came: connection refused or reset, the server closed the connection or
+                answered something that is not HTTP (retryable), or another client failure (not retryable).
         """
-        if self._pool is None:
-            if self._transport is not None:
-                self._pool = self._transport
-            else:
-                limits = httpx.Limits(max_connections=self.settings.max_connections,
-                                      max_keepalive_connections=self.settings.max_connections)
-                self._pool = httpx.AsyncHTTPTransport(limits=limits)
-        return self._pool
+        if self._transport is not None:
+            return await self._post_httpx(self._transport, url, body, headers)
+        try:
+            async with self._client().post(url, data=body, headers=headers, allow_redirects=False) as response:
+                content = await response.read()
+                return _Answer(response.status, content, response.reason or "")
+        except TimeoutError:
+            raise
+        except aiohttp.ClientConnectorError as exc:
+            raise _NoAnswer("ConnectError", str(exc), True) from None
+        except aiohttp.ServerDisconnectedError as exc:
+            raise _NoAnswer("RemoteProtocolError", str(exc) or "server disconnected", True) from None
+        except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
+            raise _NoAnswer("RemoteProtocolError", str(exc), True) from None
+        except aiohttp.ClientOSError as exc:  # a reset or broken pipe on an established connection
+            raise _NoAnswer("ReadError", str(exc), True) from None
+        except aiohttp.ClientError as exc:
+            raise _NoAnswer(type(exc).__name__, str(exc), False) from None
+
+    @staticmethod
+    async def _post_httpx(transport: httpx.AsyncBaseTransport, url: str, body: bytes,
+                          headers: dict[str, str]) -> _Answer:
+        try:
+            request = httpx.Request("POST", url, content=body, headers=headers)
+            response = await transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException:
+            raise TimeoutError from None
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise _NoAnswer(type(exc).__name__, str(exc), True) from None
+        except httpx.HTTPError as exc:
+            raise _NoAnswer(type(exc).__name__, str(exc), False) from None
+        return _Answer(response.status_code, response.content, response.reason_phrase)
 
     def state(self, endpoint: Endpoint) -> _EndpointState:
         """The breaker and budget of ``endpoint`` (by url and model)."""
@@ -518,9 +601,9 @@ class RemoteEndpoints:
 
     async def aclose(self) -> None:
         """Close the connection pool (idempotent)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
 
 class RemoteVariant:
@@ -593,13 +676,12 @@ class RemoteVariant:
         # orjson: encoding the body and decoding 384 floats per text are on the response path (json: ~4× slower).
         body = orjson.dumps(request_body(endpoint, texts))
         headers = {**headers, "content-type": "application/json"}
-        transport = self._endpoints.transport()
         retries_left = self._endpoints.settings.retries
         attempt = 0
         try:
             while True:
                 remaining = deadline - loop.time()
-                error, retryable = await self._attempt(transport, body, headers, remaining, texts, state)
+                error, retryable = await self._attempt(body, headers, remaining, texts, state)
                 if isinstance(error, list):
                     breaker.success()
                     return error
@@ -618,37 +700,29 @@ class RemoteVariant:
             breaker.release()
             raise
 
-    async def _attempt(self, transport: httpx.AsyncBaseTransport, body: bytes, headers: dict[str, str],
-                       remaining: float, texts: list[str], state: _EndpointState) -> tuple[list[Any] | str, bool]:
+    async def _attempt(self, body: bytes, headers: dict[str, str], remaining: float, texts: list[str],
+                       state: _EndpointState) -> tuple[list[Any] | str, bool]:
         """One HTTP request: ``(outputs, False)`` or ``(error message, retryable)``."""
         endpoint = self.spec.endpoint
         if remaining <= 0:
             return f"{endpoint.describe()} timed out after {endpoint.timeout_ms} ms", False
         try:
-            # asyncio.timeout bounds the whole exchange (a free slot, pool wait, connect, send, every read): httpx's
-            # own timeouts apply to each phase separately, so a server trickling bytes could outlast them.
+            # asyncio.timeout bounds the whole exchange (a free slot, pool wait, connect, send, every read): a
+            # client's own timeouts apply to each phase separately, so a server trickling bytes could outlast them.
             async with asyncio.timeout(remaining), state.slots:
                 state.attempts += 1
-                request = httpx.Request("POST", endpoint.infer_url, content=body, headers=headers,
-                                        extensions={"timeout": httpx.Timeout(remaining).as_dict()})
-                response = await transport.handle_async_request(request)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-        except (TimeoutError, httpx.TimeoutException):
+                answer = await self._endpoints.post(endpoint.infer_url, body, headers)
+        except TimeoutError:
             return f"{endpoint.describe()} timed out after {endpoint.timeout_ms} ms", False
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            return f"{endpoint.describe()} unreachable: {type(exc).__name__}: {exc}", True
-        except httpx.HTTPError as exc:
-            return f"{endpoint.describe()} failed: {type(exc).__name__}: {exc}", False
-        if response.status_code != 200:
-            return (f"{endpoint.describe()} answered {response.status_code}: {server_message(response)}",
-                    response.status_code in _RETRYABLE_STATUS)
+        except _NoAnswer as exc:
+            return f"{endpoint.describe()} {'unreachable' if exc.retryable else 'failed'}: {exc}", exc.retryable
+        if answer.status != 200:
+            message = _server_text(answer.content, answer.text, answer.reason)
+            return f"{endpoint.describe()} answered {answer.status}: {message}", answer.status in _RETRYABLE_STATUS
         try:
-            return parse_response(self.spec, orjson.loads(response.content), len(texts)), False
+            return parse_response(self.spec, orjson.loads(answer.content), len(texts)), False
         except orjson.JSONDecodeError:
-            return f"{endpoint.describe()} answered non-JSON: {response.text[:120]!r}", False
+            return f"{endpoint.describe()} answered non-JSON: {answer.text[:120]!r}", False
         except ProtocolError as exc:
             return f"{endpoint.describe()} answered off-protocol: {exc}", False
 
