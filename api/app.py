@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from api.allocation.endpoints import router as allocation_router
 from api.allocation.scheduler import AllocationScheduler
 from api.analysis.endpoints import router as analysis_router
+from api.analysis.fast_path import ScorecardFastPath
 from api.analysis.published import publish_card
 from api.assignment.endpoints import router as assignment_router
 from api.assignment.exposure_writer import ExposureWriter
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
     # innermost: POST /v1/experiments/{key}/predict answered beside the router once its checks pass
     # (api/serving/fast_path.py), and POST /v1/assign when it succeeds (api/assignment/fast_path.py)
     app.add_middleware(PredictFastPath)
+    app.add_middleware(ScorecardFastPath)  # a plain scorecard read answered from its published card
     app.add_middleware(AssignFastPath)
     default_limit, route_limits = body_limits(settings)  # before auth and parsing; right inside the latency timer
     app.add_middleware(BodyLimitMiddleware, default=default_limit, routes=route_limits)

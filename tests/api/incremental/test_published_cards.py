@@ -1,10 +1,12 @@
 """Published scorecards (``api.analysis.published``), both databases: a refresh stores its default scorecard with its
 state, a read without ``as_of``/``segment``/``fresh`` answers those bytes without aggregating anything — the same
 bytes it would build — and never a card of another state, status or allocation history; a publisher that fails
-leaves the refresh stored and the read builds the card."""
+leaves the refresh stored and the read builds the card. A plain read is answered beside the router
+(``api.analysis.fast_path``), with the route's bytes; refusals and other reads take the route."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from api.analysis import service as analysis_service
 from api.analysis.card_cache import STORED_CARDS
 from api.analysis.published import publish_card
 from api.db.engine import Database
@@ -171,3 +174,53 @@ def test_reads_with_a_segment_fresh_or_as_of_never_answer_the_published_card(
         assert sum(body["current_n"].values()) == 60  # the last refresh's rows, broken down
     else:
         assert sum(body["current_n"].values()) == 90  # refreshed first, or computed live
+
+
+def _timed(client: TestClient, status: int) -> float:
+    text = client.get("/metrics").text
+    match = re.search(r'titrate_request_seconds_count\{method="GET",route="/v1/experiments/\{key\}/scorecard",'
+                      rf'status="{status}"\}} (\S+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_a_plain_read_is_answered_beside_the_router_and_timed_under_the_route(
+        client: TestClient, keys: Keys, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    create_metrics(client, keys.headers("admin"))
+    create_experiment(client, keys.headers("admin"), start=True, key="fast", variants=ARMS)
+    _seed(db, "fast", range(0, 90), hours_ago=30)
+    routed = _raw(client, "fast", keys, fresh="false", unused="1")  # the route (another query)
+    before = _timed(client, 200)
+
+    def no_route(*_args: Any) -> None:
+        raise AssertionError("the route ran")
+
+    monkeypatch.setattr(analysis_service, "published_scorecard", no_route)
+    monkeypatch.setattr(analysis_service, "analyse", no_route)
+    assert _raw(client, "fast", keys) == routed  # answered beside the router, the route's bytes
+    assert _raw(client, "fast", keys, fresh="false") == routed
+    assert _timed(client, 200) == before + 2
+
+
+def test_refusals_and_reads_the_card_does_not_answer_take_the_route(client: TestClient, keys: Keys,
+                                                                    db: Database) -> None:
+    create_metrics(client, keys.headers("admin"))
+    create_experiment(client, keys.headers("admin"), start=True, key="refused", variants=ARMS)
+    create_experiment(client, keys.headers("admin"), key="drafted", variants=ARMS)
+    _seed(db, "refused", range(0, 50), hours_ago=30)
+    _get(client, "refused", keys)
+    keyless = client.get("/v1/experiments/refused/scorecard")
+    assert keyless.status_code == 401
+    assert keyless.headers["www-authenticate"] == "Bearer"
+    wrong = client.get("/v1/experiments/refused/scorecard", headers={"Authorization": "Bearer tk_nope"})
+    assert wrong.status_code == 401
+    assert wrong.json()["detail"] == "invalid or revoked API key"
+    sdk = client.get("/v1/experiments/refused/scorecard", headers=keys.headers("sdk"))
+    assert sdk.status_code == 403
+    assert "'analyst' role" in sdk.json()["detail"]
+    analyst = keys.headers("analyst")
+    assert client.get("/v1/experiments/nothing/scorecard", headers=analyst).status_code == 404
+    assert client.get("/v1/experiments/drafted/scorecard", headers=analyst).status_code == 409
+    bad_key = client.get("/v1/experiments/Bad Key!/scorecard", headers=analyst)
+    assert bad_key.status_code == 422
+    assert bad_key.json()["detail"][0]["loc"] == ["path", "key"]
+    assert client.post("/v1/experiments/refused/scorecard", headers=analyst).status_code == 405
