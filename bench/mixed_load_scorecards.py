@@ -16,9 +16,10 @@ Set-up per database: the migrated schema, an admin key, three catalogue metrics 
 as a guardrail) and one running 2-variant experiment ``mixed`` whose history is ``--units`` exposed units and
 ``--events-per-unit`` × as many events, bulk-loaded with ``bench.bench_scorecard``'s seeded generator (exposures
 over the last 14 days, events after them). Then a real ``titrate serve`` process (one worker, defaults otherwise)
-and this process as the load generator (httpx + asyncio), two phases alternating ``--repeats`` times,
+and this process as the load generator (httpx + asyncio), three phases alternating ``--repeats`` times,
 ``--seconds`` each:
 
+* ``assign only``: the assignments below alone (issue 18 item 3's "its p99 alone");
 * ``no reads`` (baseline): ``POST /v1/assign`` open-loop at ``--assign-rate`` requests/s (a new unit each, so
   every request also queues an exposure), and ``POST /v1/events`` open-loop at ``--event-rate`` batches/s of
   ``--event-batch`` events (existing units, the metrics' event names, timestamped now);
@@ -86,7 +87,7 @@ METRICS = [
     {"key": "latency", "kind": "ratio", "numerator": {"event": "serving.latency_ms", "aggregation": "sum"},
      "denominator": {"event": "serving.request", "aggregation": "count"}, "direction": "lower_is_better"},
 ]
-PHASES = ("no reads", "with reads")
+PHASES = ("assign only", "no reads", "with reads")
 
 
 def seed(url: str, units: int, events_per_unit: float) -> str:
@@ -229,7 +230,7 @@ async def count_refreshes(poll: Callable[[], set[Any]], until: float) -> int:
 
 
 async def phase(base: str, key: str, args: argparse.Namespace, reads: bool, units: int,
-                poll: Callable[[], set[Any]] | None = None) -> tuple[dict[str, Route], int]:
+                poll: Callable[[], set[Any]] | None = None, events_too: bool = True) -> tuple[dict[str, Route], int]:
     """One phase; the routes' measurements and the refreshes stored during it."""
     routes = {"assign": Route(), "events": Route(), "scorecard": Route()}
     headers = {"Authorization": f"Bearer {key}"}
@@ -255,8 +256,9 @@ async def phase(base: str, key: str, args: argparse.Namespace, reads: bool, unit
                 await routes["scorecard"].call(lambda: client.get(f"/v1/experiments/{EXPERIMENT}/scorecard"))
                 await asyncio.sleep(args.read_pause)
 
-        jobs: list[Coroutine[Any, Any, Any]] = [open_loop(args.assign_rate, until, assign),
-                                                open_loop(args.event_rate, until, events)]
+        jobs: list[Coroutine[Any, Any, Any]] = [open_loop(args.assign_rate, until, assign)]
+        if events_too:
+            jobs.append(open_loop(args.event_rate, until, events))
         if reads:
             jobs.append(reader())
         counted = count_refreshes(poll, until) if poll is not None else asyncio.sleep(0, 0)
@@ -306,7 +308,8 @@ def run_mode(label: str, url: str, key: str, args: argparse.Namespace, port: int
         asyncio.run(phase(base, key, argparse.Namespace(**{**vars(args), "seconds": 3.0}), False, args.units))
         for repeat in range(args.repeats):
             for name in PHASES:
-                got, rounds = asyncio.run(phase(base, key, args, name == "with reads", args.units, poll))
+                got, rounds = asyncio.run(phase(base, key, args, name == "with reads", args.units, poll,
+                                                events_too=name != "assign only"))
                 merged[name]["refreshes"].failures += rounds
                 for route, measured in got.items():
                     merged[name][route].latencies += measured.latencies
@@ -402,11 +405,13 @@ def main() -> None:
                               f"{measured.failures} | {p50:.1f} | {p99:.1f} | {each} |")
     for label, by_mode in results.items():
         for mode, by_phase in by_mode.items():
-            quiet, loaded = (percentiles(by_phase[p]["assign"].latencies)[1] for p in PHASES)
-            quiet_each, loaded_each = (float(np.median(by_phase[p]["assign"].repeat_p99)) for p in PHASES)
+            alone, quiet, loaded = (percentiles(by_phase[p]["assign"].latencies)[1] for p in PHASES)
+            alone_each, quiet_each, loaded_each = (float(np.median(by_phase[p]["assign"].repeat_p99))
+                                                   for p in PHASES)
             print(f"\n{label}, refresh job {mode}: assign p99 with reads / without (same run): "
                   f"**{loaded / quiet:.2f}×** pooled, {loaded_each / quiet_each:.2f}× by the median of per-repeat "
-                  f"p99; scorecard-read p50/p99 "
+                  f"p99; the whole mixed load / assign alone: **{loaded / alone:.2f}×** pooled, "
+                  f"{loaded_each / alone_each:.2f}× by the median; scorecard-read p50/p99 "
                   f"{percentiles(by_phase['with reads']['scorecard'].latencies)[0]:.0f}/"
                   f"{percentiles(by_phase['with reads']['scorecard'].latencies)[1]:.0f} ms (goal p99 ≤ 50 ms).")
 

@@ -7,6 +7,8 @@ Usage:
 Seeds the mixed-load data set (``bench.mixed_load_scorecards.seed``), then runs, one after the other, a first
 (full) refresh, +1 % new events and an incremental refresh, +1 % and a full refresh (``fresh=true``), each while a
 second thread inserts one event per short transaction every 10 ms (what event ingestion and the exposure writer do).
+Each refresh publishes its scorecard in its write transaction, as ``titrate refresh-worker`` does
+(``api.analysis.published``; ``--no-publish``: without).
 Reports per refresh: its wall time, the longest write transaction it held (``BEGIN`` to ``COMMIT`` of the
 transactions that wrote, from SQLAlchemy's engine events) and the writer's p50 / max insert latency during it.
 The refresh runs in this process's thread, as in ``titrate refresh-worker`` (the writer's latency also includes
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import event, insert, select  # noqa: E402
 
+from api.analysis.published import publish_card  # noqa: E402
 from api.db.engine import Database  # noqa: E402
 from api.db.tables import Event, Experiment, utc_now  # noqa: E402
 from api.incremental import service  # noqa: E402
@@ -113,7 +116,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--units", type=int, default=20_000)
     parser.add_argument("--events-per-unit", type=float, default=10.0)
+    parser.add_argument("--no-publish", action="store_true",
+                        help="refresh without publishing the scorecard in the write transaction (as before 0012)")
     args = parser.parse_args()
+    publish = None if args.no_publish else publish_card
     tmp = Path(tempfile.mkdtemp(prefix="titrate-writelock-"))
     try:
         url = f"sqlite:///{tmp}/w.db"
@@ -123,15 +129,19 @@ def main() -> None:
             experiment = session.scalars(select(Experiment).where(Experiment.key == EXPERIMENT)).one()
             session.expunge(experiment)
         one_percent = int(args.units * args.events_per_unit / 100)
-        rows = [measured(db, "first refresh", lambda: service.refresh(db, experiment, POLICY))]
+        def refresh(full: bool = False) -> Any:
+            return service.refresh(db, experiment, POLICY, full=full, publish=publish)
+
+        rows = [measured(db, "first refresh", refresh)]
         add_events(db, args.units, one_percent)
-        rows.append(measured(db, "+1 % events, incremental", lambda: service.refresh(db, experiment, POLICY)))
+        rows.append(measured(db, "+1 % events, incremental", refresh))
         add_events(db, args.units, one_percent)
-        rows.append(measured(db, "+1 % events, full", lambda: service.refresh(db, experiment, POLICY, full=True)))
+        rows.append(measured(db, "+1 % events, full", lambda: refresh(full=True)))
         db.dispose()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nMachine: {machine()}. SQLite, {args.units:,} units × {args.units * args.events_per_unit:,.0f} events.\n")
+    print(f"\nMachine: {machine()}. SQLite, {args.units:,} units × {args.units * args.events_per_unit:,.0f} events; "
+          f"{'no card published' if publish is None else 'each refresh publishes its scorecard'}.\n")
     print("| refresh | mode | units written | wall s | longest write transaction ms | writer p50 ms | "
           "writer max ms |\n|---|---|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
