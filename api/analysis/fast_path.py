@@ -21,19 +21,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.analysis.published import published_body
 from api.auth.dependencies import authorize
+from api.ops.observability import RouteTemplate
 
 SCORECARD_PATH = re.compile(r"/v1/experiments/([^/]+)/scorecard")
 #: Query strings a plain read may carry (the default of ``fresh`` spelled out).
 PLAIN_QUERIES = (b"", b"fresh=false")
 
 
-class _Route:
-    """What ``LatencyMiddleware`` reads from ``scope["route"]``: the route template."""
-
-    path = "/v1/experiments/{key}/scorecard"
-
-
-_ROUTE = _Route()
+_ROUTE = RouteTemplate("/v1/experiments/{key}/scorecard")
 
 
 class ScorecardFastPath:

@@ -18,17 +18,12 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.assignment.endpoints import assign_reply
+from api.ops.observability import RouteTemplate
 
 ASSIGN_PATH = "/v1/assign"
 
 
-class _Route:
-    """What ``LatencyMiddleware`` reads from ``scope["route"]``: the route template."""
-
-    path = ASSIGN_PATH
-
-
-_ROUTE = _Route()
+_ROUTE = RouteTemplate(ASSIGN_PATH)
 
 
 class AssignFastPath:

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.assignment.fast_path import _replay
 from api.assignment.service import check_attributes
 from api.auth.dependencies import authorize
+from api.ops.observability import RouteTemplate
 from api.schemas_common import KEY_PATTERN
 from api.serving.endpoints import predict_response
 from api.serving.schemas import PredictRequest
@@ -38,13 +39,7 @@ _PATH = re.compile(r"^/v1/experiments/([^/]+)/predict$")
 _KEY = re.compile(KEY_PATTERN)
 
 
-class _Route:
-    """What ``LatencyMiddleware`` reads from ``scope["route"]``: the route template."""
-
-    path = PREDICT_PATH
-
-
-_ROUTE = _Route()
+_ROUTE = RouteTemplate(PREDICT_PATH)
 
 
 class PredictFastPath:
