@@ -13,7 +13,7 @@ from api.allocation.endpoints import router as allocation_router
 from api.allocation.scheduler import AllocationScheduler
 from api.analysis.endpoints import router as analysis_router
 from api.analysis.fast_path import ScorecardFastPath
-from api.analysis.published import publish_card
+from api.analysis.published import publish_if_read
 from api.assignment.endpoints import router as assignment_router
 from api.assignment.exposure_writer import ExposureWriter
 from api.assignment.fast_path import AssignFastPath
@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
         if settings.scheduler_enabled and settings.scorecard_refresh_mode == "inline":
             app.state.refresh_scheduler = RefreshScheduler(
                 db, RefreshPolicy.from_settings(settings), settings.scorecard_refresh_seconds,
-                publish=publish_card)
+                publish=publish_if_read(settings.scorecard_publish_read_hours))
             app.state.refresh_scheduler.start()
         log.info("titrate started", extra={"database": db.dialect})
         try:

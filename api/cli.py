@@ -171,7 +171,7 @@ def refresh_worker(
     import signal
     import threading
 
-    from api.analysis.published import publish_card
+    from api.analysis.published import publish_if_read
     from api.incremental.scheduler import run_worker
     from api.logging_setup import configure_logging
     from api.mistakes import database_errors, load_settings
@@ -183,7 +183,8 @@ def refresh_worker(
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with database_errors(url):
-            rounds = run_worker(settings, stop, parent_pid=parent_pid, once=once, publish=publish_card)
+            rounds = run_worker(settings, stop, parent_pid=parent_pid, once=once,
+                                publish=publish_if_read(settings.scorecard_publish_read_hours))
     finally:  # run in-process (tests, an embedding program): leave its handlers as they were
         for sig, handler in previous.items():
             signal.signal(sig, handler)

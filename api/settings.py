@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         24.0, ge=0, le=8760, description="an incremental refresh recomputes units with rows dated after the last "
                                          "refresh minus this: later-arriving rows are exact up to this lateness"
     )
+    scorecard_publish_read_hours: float = Field(
+        24.0, gt=0, le=8760, description="the refresh job publishes an experiment's default scorecard with each "
+                                         "refresh (a plain read is then a lookup) while it was read within this "
+                                         "many hours; an experiment nobody reads pays no card per refresh"
+    )
     scorecard_full_refresh_hours: float = Field(
         24.0, gt=0, le=8760, description="a refresh recomputes every unit when this long has passed since the last "
                                          "full one (picks up rows later than the lookback)"

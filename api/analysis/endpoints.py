@@ -7,7 +7,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from api.analysis import service
+from api.analysis import published, service
 from api.analysis.schemas import CrossExperimentOut, DecisionOut, DesignOut, DesignRequest, ScorecardOut
 from api.analysis.wire import CrossExperimentJson, DecisionJson, ScorecardJson
 from api.auth.dependencies import require_admin, require_analyst
@@ -38,7 +38,8 @@ def get_scorecard(key: KeyPath, request: Request,
     Without ``as_of`` it answers from the last refresh of the materialised per-unit rows (``computed_at``; the
     first read of an experiment, or ``fresh=true``, refreshes first); with ``as_of`` it is computed live."""
     state = request.app.state
-    if as_of is None and segment is None and fresh == "false":
+    plain = as_of is None and segment is None and fresh == "false"
+    if plain:
         # why first: the last refresh published this exact body with its state; a lookup, no aggregation here
         with state.db.read() as session:
             body = service.published_scorecard(session, key)
@@ -57,10 +58,15 @@ def get_scorecard(key: KeyPath, request: Request,
     with state.db.read() as session:
         experiment = service.get_analysable(session, key)
         scorecard = service.analyse(session, experiment, as_of, segment, stored).scorecard
-        if any(v.model is not None for v in experiment.variants):
+        served = any(v.model is not None for v in experiment.variants)
+        if served:
             scorecard = {**scorecard, "serving": serving_service.serving_report(
                 session, experiment, state.settings.serving_report_max_rows)}
-        return scorecard
+        unwanted = plain and not served and published.card_unwanted(session, experiment)
+        experiment_id = experiment.id
+    if unwanted:  # built here because no published card answered: ask the refresh job to publish the next ones
+        published.want_card(state.db, experiment_id, key)
+    return scorecard
 
 
 @router.get("/v1/experiments/{key}/decision", response_model=DecisionOut)

@@ -13,9 +13,18 @@ change, a new allocation version, an experiment with model variants, whose card 
 read builds the card as before. Why (issues 14 and 18): with the refresh in its own process, the first read after
 each refresh built the card in the serving process (1–2 s of CPU under load), which was the scorecard-read p99 and
 stalled assignment in that worker.
+
+**Which experiments get a card.** Building one is an aggregation over every stored row (~0.5 s at 100k units), so
+the refresh job publishes only for experiments a plain read needed within ``TITRATE_SCORECARD_PUBLISH_READ_HOURS``
+(:func:`publish_if_read`): a read that finds no card builds it as before and marks the experiment
+(``scorecard_refreshes.card_wanted_at``, :func:`want_card`); a refresh a read asks for (the first read, ``fresh``)
+always publishes (:func:`publish_for_read`).
 """
 
 from __future__ import annotations
+
+import logging
+from datetime import timedelta
 
 from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
@@ -24,11 +33,15 @@ from api.analysis.schemas import ScorecardOut
 from api.analysis.scorecard import load_stored_scorecard, quantile_specs
 from api.analysis.serialise import scorecard_json
 from api.analysis.wire import ScorecardJson
-from api.db.tables import Experiment
+from api.db.engine import Database
+from api.db.tables import Experiment, utc_now
 from api.experiments import repository as experiments_repository
 from api.experiments.plan import plan_of
 from api.incremental import repository as incremental_repository
 from api.incremental.repository import RefreshState
+from api.incremental.service import CardPublisher
+
+log = logging.getLogger(__name__)
 
 #: The route's response model: validating and dumping through it gives the bytes the route itself sends.
 _SCORECARD = TypeAdapter(ScorecardOut)
@@ -56,6 +69,49 @@ def publish_card(session: Session, experiment: Experiment, state: RefreshState) 
     key = card_key(experiment.status, experiment.plan_fingerprint,
                    experiments_repository.allocation_history_key(session, experiment.id))
     incremental_repository.publish_card(session, experiment.id, key, body.decode())
+
+
+def publish_for_read(session: Session, experiment: Experiment, state: RefreshState) -> None:
+    """:func:`publish_card` for a refresh a read asked for (the first read, ``fresh``): that read wants the card."""
+    publish_card(session, experiment, state)
+    incremental_repository.want_card(session, experiment.id, utc_now())
+
+
+def publish_if_read(window_hours: float) -> CardPublisher:
+    """The refresh job's publisher: :func:`publish_card` for an experiment a plain read needed within
+    ``window_hours`` of the refresh (``TITRATE_SCORECARD_PUBLISH_READ_HOURS``), nothing for the others — building a
+    card is an aggregation over every stored row (~0.5 s at 100k units), which an experiment nobody reads should not
+    pay at every refresh. Its next plain read builds the card and marks it wanted (:func:`want_card`)."""
+    window = timedelta(hours=window_hours)
+
+    def publish(session: Session, experiment: Experiment, state: RefreshState) -> None:
+        wanted = incremental_repository.card_wanted_at(session, experiment.id)
+        if wanted is not None and state.computed_at - wanted <= window:
+            publish_card(session, experiment, state)
+
+    return publish
+
+
+#: A plain read that built its card marks it wanted again only when the mark is older than this (a write per read
+#: would be the price of a card that keeps going stale, e.g. a bandit's new allocation versions).
+REMARK_AFTER = timedelta(hours=1)
+
+
+def card_unwanted(session: Session, experiment: Experiment) -> bool:
+    """Whether the refresh job would not publish the experiment's card for lack of a recent read (no mark, or one
+    older than :data:`REMARK_AFTER`)."""
+    wanted = incremental_repository.card_wanted_at(session, experiment.id)
+    return wanted is None or utc_now() - wanted > REMARK_AFTER
+
+
+def want_card(db: Database, experiment_id: int, key: str) -> None:
+    """After a plain read built the card of experiment ``key`` because none answered: mark it wanted, so the refresh
+    job publishes the next ones. A failure is logged, never the read's (the mark is an optimisation)."""
+    try:
+        with db.transaction() as session:
+            incremental_repository.want_card(session, experiment_id, utc_now())
+    except Exception:
+        log.warning("could not mark a scorecard as read", exc_info=True, extra={"experiment": key})
 
 
 def published_body(session: Session, key: str) -> bytes | None:

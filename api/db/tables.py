@@ -271,6 +271,8 @@ class ScorecardRefresh(Base):
     #: Deferred: reading the state does not load it.
     card: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
     card_key: Mapped[str | None] = mapped_column(String(200), nullable=True, deferred=True)
+    #: When a plain read last needed the card (the refresh job publishes only for experiments read lately).
+    card_wanted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, deferred=True)
 
 
 class AnalysisSource(Base):

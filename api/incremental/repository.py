@@ -337,6 +337,18 @@ def publish_card(session: Session, experiment_id: int, card_key: str, card: str)
                     .values(card=card, card_key=card_key))
 
 
+def want_card(session: Session, experiment_id: int, at: datetime) -> None:
+    """Record that a plain read needed the experiment's card at ``at`` (the refresh job then publishes it)."""
+    session.execute(update(ScorecardRefresh).where(ScorecardRefresh.experiment_id == experiment_id)
+                    .values(card_wanted_at=at))
+
+
+def card_wanted_at(session: Session, experiment_id: int) -> datetime | None:
+    """When a plain read last needed the experiment's card (None: never, or never refreshed)."""
+    return session.scalar(select(ScorecardRefresh.card_wanted_at)
+                          .where(ScorecardRefresh.experiment_id == experiment_id))
+
+
 @dataclass(frozen=True)
 class PublishedCard:
     """A stored state with the card published for it (``card`` None when none was)."""

@@ -22,9 +22,12 @@ def upgrade() -> None:
     with op.batch_alter_table('scorecard_refreshes') as batch:
         batch.add_column(sa.Column('card', sa.Text(), nullable=True))
         batch.add_column(sa.Column('card_key', sa.String(length=200), nullable=True))
+        # why: the refresh job builds cards only for experiments read lately (a card costs a stored aggregation)
+        batch.add_column(sa.Column('card_wanted_at', sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('scorecard_refreshes') as batch:
+        batch.drop_column('card_wanted_at')
         batch.drop_column('card_key')
         batch.drop_column('card')

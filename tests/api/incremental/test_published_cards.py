@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from api.analysis import service as analysis_service
 from api.analysis.card_cache import STORED_CARDS
-from api.analysis.published import publish_card
+from api.analysis.published import publish_card, publish_if_read
 from api.db.engine import Database
 from api.db.tables import Experiment, ScorecardRefresh, utc_now
 from api.incremental import repository, scheduler, service
@@ -224,3 +224,39 @@ def test_refusals_and_reads_the_card_does_not_answer_take_the_route(client: Test
     assert bad_key.status_code == 422
     assert bad_key.json()["detail"][0]["loc"] == ["path", "key"]
     assert client.post("/v1/experiments/refused/scorecard", headers=analyst).status_code == 405
+
+
+def test_the_job_publishes_only_for_experiments_read_lately(client: TestClient, keys: Keys, db: Database) -> None:
+    service_db: Database = client.app.state.db  # type: ignore[attr-defined]
+    create_metrics(client, keys.headers("admin"))
+    for key in ("read", "unread"):
+        create_experiment(client, keys.headers("admin"), start=True, key=key, variants=ARMS)
+        _seed(db, key, range(0, 60), hours_ago=30)
+    _get(client, "read", keys)  # its first read refreshes and publishes, and marks the card wanted
+    job = publish_if_read(24.0)
+    round_ = scheduler.run_round(service_db, POLICY, publish=job)
+    assert set(round_.refreshed) == {"read", "unread"}
+    read, unread = _published(db, "read"), _published(db, "unread")
+    assert read is not None
+    assert read.card is not None  # read lately: published with the round's state
+    assert unread is not None
+    assert unread.card is None  # never read: the round built no card
+
+    STORED_CARDS.clear()
+    with stored_row_reads(client) as reads:
+        assert sum(_get(client, "unread", keys)["current_n"].values()) == 60
+    assert reads  # no card: built by the read, which marks it wanted
+    with db.read() as session:
+        assert repository.card_wanted_at(session, _experiment(db, "unread").id) is not None
+    _seed(db, "unread", range(60, 80), hours_ago=2)
+    scheduler.run_round(service_db, POLICY, publish=job)
+    STORED_CARDS.clear()
+    with stored_row_reads(client) as reads:
+        assert sum(_get(client, "unread", keys)["current_n"].values()) == 80
+    assert reads == []  # the next round published it
+
+    _seed(db, "unread", range(80, 90), hours_ago=1)
+    scheduler.run_round(service_db, POLICY, publish=publish_if_read(1e-9))  # the read is now too long ago
+    found = _published(db, "unread")
+    assert found is not None
+    assert found.card is None
