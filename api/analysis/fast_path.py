@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.analysis.published import published_body
 from api.auth.dependencies import authorize
+from api.fast_path import has_authorization
 from api.ops.observability import RouteTemplate
 
 SCORECARD_PATH = re.compile(r"/v1/experiments/([^/]+)/scorecard")
@@ -41,7 +42,7 @@ class ScorecardFastPath:
         """ASGI entry: the published card for a plain scorecard read by an analyst, the app for the rest."""
         if (scope["type"] != "http" or scope["method"] != "GET" or scope.get("query_string", b"") not in PLAIN_QUERIES
                 or (match := SCORECARD_PATH.fullmatch(scope["path"])) is None
-                or not any(name == b"authorization" for name, _ in scope["headers"])):
+                or not has_authorization(scope)):
             await self.app(scope, receive, send)
             return
         request = Request(scope)

@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.assignment.endpoints import assign_reply
+from api.fast_path import has_authorization, read_body, replay
 from api.ops.observability import RouteTemplate
 
 ASSIGN_PATH = "/v1/assign"
@@ -40,40 +41,17 @@ class AssignFastPath:
         app_state: Any = scope["app"].state
         # durability sync: its 503 comes after exposures are queued, so it is never replayed; a keyless request is
         # refused by the full stack before its body is read, as before
-        if app_state.settings.exposure_durability == "sync" or not _has_authorization(scope):
+        if app_state.settings.exposure_durability == "sync" or not has_authorization(scope):
             await self.app(scope, receive, send)
             return
-        messages: list[Message] = []
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":  # a disconnect: the full stack deals with it as before
-                await self.app(scope, _replay(messages, receive), send)
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        messages, raw = await read_body(receive)
+        if raw is None:  # a disconnect: the full stack deals with it as before
+            await self.app(scope, replay(messages, receive), send)
+            return
         try:
-            response = await assign_reply(Request(scope), chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            response = await assign_reply(Request(scope), raw)
         except Exception:  # a refusal (or a fault): the route answers it through the handlers, as always
-            await self.app(scope, _replay(messages, receive), send)
+            await self.app(scope, replay(messages, receive), send)
             return
         scope["route"] = _ROUTE
         await response(scope, receive, send)
-
-
-def _has_authorization(scope: Scope) -> bool:
-    return any(name == b"authorization" for name, _ in scope["headers"])
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    """A ``receive`` giving ``messages`` again, then the real ``receive``'s."""
-    pending = list(messages)
-
-    async def _receive() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return _receive

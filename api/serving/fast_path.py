@@ -24,11 +24,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.assignment.fast_path import _replay
 from api.assignment.service import check_attributes
 from api.auth.dependencies import authorize
+from api.fast_path import read_body, replay
 from api.ops.observability import RouteTemplate
 from api.schemas_common import KEY_PATTERN
 from api.serving.endpoints import predict_response
@@ -58,25 +58,18 @@ class PredictFastPath:
         if match is None or not _KEY.match(match.group(1)) or not _json_with_authorization(scope):
             await self.app(scope, receive, send)
             return
-        messages: list[Message] = []
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":  # a disconnect: the full stack deals with it as before
-                await self.app(scope, _replay(messages, receive), send)
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        messages, raw = await read_body(receive)
+        if raw is None:  # a disconnect: the full stack deals with it as before
+            await self.app(scope, replay(messages, receive), send)
+            return
         request = Request(scope)
         state: Any = scope["app"].state
         try:  # the route's checks, in effect-free order; any refusal is the route's to answer
             await authorize(request, "sdk")
-            body = PredictRequest.model_validate_json(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            body = PredictRequest.model_validate_json(raw)
             check_attributes(body.attributes, state.settings.max_attributes_bytes, ("body", "attributes"))
         except Exception:
-            await self.app(scope, _replay(messages, receive), send)
+            await self.app(scope, replay(messages, receive), send)
             return
         key = match.group(1)
         scope["route"] = _ROUTE
