@@ -6,9 +6,9 @@ build from that state's rows — the same ``load_stored_scorecard`` and ``scorec
 response model encodes it — is stored with the state. State and card are committed together, and saving a new
 state clears the old card, so a card is never served for a state other than its own.
 
-:func:`published_body` answers such a read from it when it still describes the experiment: its state is the stored
-one and usable, and nothing else the card shows changed since — the status and the allocation history (a new
-version changes SRM, strata and the bandit stopping rule), recorded in ``card_key``. Otherwise (no card yet, a status
+:func:`published_body` answers such a read from it when it still describes the experiment: nothing else the card
+shows changed since its state was saved — the status, the frozen plan and the allocation history (a new version
+changes SRM, strata and the bandit stopping rule), recorded in ``card_key``. Otherwise (no card yet, a status
 change, a new allocation version, an experiment with model variants, whose card adds the live serving report) the
 read builds the card as before. Why (issues 14 and 18): with the refresh in its own process, the first read after
 each refresh built the card in the serving process (1–2 s of CPU under load), which was the scorecard-read p99 and

@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session
 
 from api.db.tables import Allocation, Experiment, ScorecardRefresh, ScorecardUnit, ScorecardUnitValue, Variant
 from scorecards.incremental import (
@@ -350,15 +350,6 @@ def card_wanted_at(session: Session, experiment_id: int) -> datetime | None:
 
 
 @dataclass(frozen=True)
-class PublishedCard:
-    """A stored state with the card published for it (``card`` None when none was)."""
-
-    state: RefreshState
-    card_key: str | None
-    card: str | None
-
-
-@dataclass(frozen=True)
 class CardLookup:
     """What a read needs to answer from a published card, found by the experiment's key in one query."""
 
@@ -390,14 +381,6 @@ def card_lookup(session: Session, key: str) -> CardLookup | None:
     status, fingerprint, model, count, newest_version, card_key, card = row
     return CardLookup(status, fingerprint, bool(model), int(count), None if newest_version is None
                       else int(newest_version), card_key, card)
-
-
-def published_card(session: Session, experiment_id: int) -> PublishedCard | None:
-    """The experiment's refresh state and its published card, in one read; None when never refreshed."""
-    row = session.scalars(select(ScorecardRefresh).where(ScorecardRefresh.experiment_id == experiment_id)
-                          .options(undefer(ScorecardRefresh.card), undefer(ScorecardRefresh.card_key))
-                          .execution_options(populate_existing=True)).one_or_none()
-    return None if row is None else PublishedCard(_state(row), row.card_key, row.card)
 
 
 def refreshable_experiments(session: Session, statuses: Sequence[str]) -> list[Experiment]:

@@ -57,7 +57,7 @@ def run_round(db: Database, policy: RefreshPolicy, source_of: SourceOf | None = 
               stop: threading.Event | None = None, publish: CardPublisher | None = None) -> JobRound:
     """Refresh every running or paused experiment, under the job lock on PostgreSQL; once ``stop`` is set no
     further experiment is started (the one in progress finishes: each is its own transaction). ``publish``: as in
-    ``service.refresh`` (the app and the worker publish each refresh's default scorecard)."""
+    ``service.refresh`` (the app and the worker pass ``api.analysis.published.publish_if_read``)."""
     if db.dialect != "postgresql":
         return _refresh_all(db, policy, source_of, stop, publish)
     with db.engine.connect() as conn:
@@ -93,23 +93,17 @@ class RefreshScheduler:
     app lifespan beside the allocation scheduler)."""
 
     def __init__(self, db: Database, policy: RefreshPolicy, interval_seconds: float,
-                 source_of: SourceOf | None = None,
-                 after_round: Callable[[JobRound], object] | None = None,
-                 publish: CardPublisher | None = None) -> None:
+                 source_of: SourceOf | None = None, publish: CardPublisher | None = None) -> None:
         self._db = db
         self._publish = publish
         self._policy = policy
         self._source_of = source_of
-        self._after_round = after_round
         self._loop = PeriodicLoop("titrate-scorecard-refresh", self.run_once, interval_seconds,
                                   failure=lambda: "scorecard refresh round failed", stop_timeout=30.0)
 
     def run_once(self) -> JobRound:
-        """One round now, then ``after_round`` with its result (the app warms read scorecards there)."""
-        result = run_round(self._db, self._policy, self._source_of, publish=self._publish)
-        if self._after_round is not None and result.refreshed:
-            self._after_round(result)
-        return result
+        """One round now."""
+        return run_round(self._db, self._policy, self._source_of, publish=self._publish)
 
     def start(self) -> None:
         """Start the loop (the first round runs one interval after start)."""
@@ -135,7 +129,7 @@ def run_worker(settings: Settings, stop: threading.Event, *, parent_pid: int | N
     after start; with ``once``, one round now and return) until ``stop`` is set or, with ``parent_pid``, that
     process has ended (``titrate serve`` killed without a chance to stop it). A failed round is logged and the next
     one retries. Returns the number of rounds that ran (a round skipped for another replica's lock does not count).
-    ``publish``: as in ``service.refresh`` (``titrate refresh-worker`` publishes each refresh's default scorecard).
+    ``publish``: as in ``service.refresh`` (``titrate refresh-worker`` passes ``publish_if_read``).
 
     Each experiment is refreshed in its own short write transaction (``service.refresh``: rows computed in a read,
     then one delete + insert), so event ingestion and exposure flushes wait at most one experiment's write.

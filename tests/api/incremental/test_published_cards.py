@@ -7,6 +7,7 @@ leaves the refresh stored and the read builds the card. A plain read is answered
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -43,9 +44,19 @@ def _experiment(db: Database, key: str) -> Experiment:
         return experiment
 
 
-def _published(db: Database, key: str) -> repository.PublishedCard | None:
+@dataclass(frozen=True)
+class Published:
+    """An experiment's stored refresh state and the card published with it (None: none)."""
+
+    state: RefreshState
+    card: str | None
+
+
+def _published(db: Database, key: str) -> Published | None:
     with db.read() as session:
-        return repository.published_card(session, _experiment(db, key).id)
+        state = repository.state(session, _experiment(db, key).id)
+        found = repository.card_lookup(session, key)
+    return None if state is None or found is None else Published(state, found.card)
 
 
 def _unpublish(db: Database, key: str) -> None:
