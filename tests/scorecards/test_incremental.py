@@ -238,6 +238,34 @@ def test_a_unit_without_events_reads_as_zero(store: Store) -> None:  # noqa: F81
     assert stored_units(UNITS, VALUES, exp, [CONVERSION]) is not None
 
 
+def test_replacing_rows_keeps_awkward_unit_ids_and_only_the_named_units(store: Store) -> None:  # noqa: F811
+    """``replace_rows`` (SQLite: driver statements with the ids as one JSON array) stores, replaces and removes
+    exactly the units named, whatever their ids hold, and the values read back as written; the other units stay."""
+    exp, other = store.experiment(), store.experiment()
+    awkward = ["plain", "it's", 'quo"te', "123", "1e3", "ünï-😀", "[1]", "a,b", " spaced "]
+    store.add(exp, events=[Ev(u, "purchase", float(i + 1), T0 + timedelta(minutes=1)) for i, u in enumerate(awkward)])
+    for experiment in (exp, other):  # events belong to units, not experiments: both see the same ones
+        store.add(experiment, [Exp(u, "ab"[i % 2], T0, attributes={"k": u}) for i, u in enumerate(awkward)])
+        materialise(store.conn, experiment, [CONVERSION, REVENUE], AS_OF)
+    before = _per_unit_stored(store.conn, other, [CONVERSION, REVENUE])
+    assert set(before) == set(awkward)
+    # units recomputed after more events, and two units removed, in the first experiment only
+    store.add(exp, events=[Ev(u, "purchase", 10.0, T0 + timedelta(minutes=2)) for u in awkward[:4]])
+    labels = component_labels([CONVERSION, REVENUE])
+    rows = [r for r in store.conn.execute(unit_rows_query(EXPOSURES, EVENTS, exp, [CONVERSION, REVENUE], AS_OF))
+            if r._mapping["unit_id"] in awkward[:4]]
+    replace_rows(store.conn, exp, rows, labels, everything=False, removed=awkward[-2:])
+    stored = _per_unit_stored(store.conn, exp, [CONVERSION, REVENUE])
+    live = _per_unit_live(store.conn, exp, [CONVERSION, REVENUE], AS_OF)
+    assert set(stored) == set(awkward[:-2])
+    assert all(_same_unit(stored[u], live[u]) for u in stored)
+    attributes = dict(store.conn.execute(UNITS.select().with_only_columns(UNITS.c.unit_id, UNITS.c.attributes)
+                                         .where(UNITS.c.experiment_id == exp)).all())
+    assert attributes == {u: {"k": u} for u in awkward[:-2]}
+    assert stored["123"][3] != before["123"][3]  # a recomputed unit holds its new events
+    assert _per_unit_stored(store.conn, other, [CONVERSION, REVENUE]) == before
+
+
 # ------------------------------------------------------------------------------------------ the property
 
 
