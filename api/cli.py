@@ -167,18 +167,20 @@ def refresh_worker(
     """Refresh the materialised scorecards of running and paused experiments every
     TITRATE_SCORECARD_REFRESH_SECONDS, in this process (titrate serve starts one beside its workers; with several
     replicas, each host may run one: on PostgreSQL one round runs at a time). Stops on SIGTERM or Ctrl-C after the
-    experiment in progress."""
+    experiment in progress. Runs at a lower CPU priority (TITRATE_SCORECARD_REFRESH_NICE) unless --once."""
     import signal
     import threading
 
     from api.analysis.published import publish_if_read
-    from api.incremental.scheduler import run_worker
+    from api.incremental.scheduler import lower_cpu_priority, run_worker
     from api.logging_setup import configure_logging
     from api.mistakes import database_errors, load_settings
 
     settings = load_settings()
     url = _database_url()
     configure_logging(settings.log_level, settings.log_json)
+    if not once:  # why: analysis must not take the cores from assignment (issue 18); one round is an operator's call
+        lower_cpu_priority(settings.scorecard_refresh_nice)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
                                "thread of each service process (embedded use, tests); off — nowhere (reads refresh "
                                "an experiment never refreshed, and ?fresh=true)"
     )
+    scorecard_refresh_nice: int = Field(
+        10, ge=0, le=19, description="how far titrate refresh-worker lowers its own CPU priority (added to its nice "
+                                     "value), so the operating system gives the serving workers the cores first"
+    )
     scorecard_lookback_hours: float = Field(
         24.0, ge=0, le=8760, description="an incremental refresh recomputes units with rows dated after the last "
                                          "refresh minus this: later-arriving rows are exact up to this lateness"

@@ -123,6 +123,19 @@ def parent_gone(parent_pid: int | None) -> bool:
     return parent_pid is not None and os.getppid() != parent_pid
 
 
+def lower_cpu_priority(increment: int) -> int | None:
+    """Add ``increment`` to this process's nice value (POSIX ``nice(2)``), so that the operating system runs the
+    serving workers first when both want a core; returns the new nice value, None where nothing changed (0, a
+    platform without ``os.nice``, or refused)."""
+    if increment <= 0 or not hasattr(os, "nice"):
+        return None
+    try:
+        return os.nice(increment)
+    except OSError:  # a sandbox may refuse it: the worker runs on at its priority
+        log.warning("scorecard refresh worker: could not lower its CPU priority", exc_info=True)
+        return None
+
+
 def run_worker(settings: Settings, stop: threading.Event, *, parent_pid: int | None = None,
                once: bool = False, publish: CardPublisher | None = None) -> int:
     """The loop of ``titrate refresh-worker``: a round every ``scorecard_refresh_seconds`` (the first one interval
