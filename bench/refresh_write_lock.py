@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import event, insert, select  # noqa: E402
 
-from api.analysis.published import publish_card  # noqa: E402
+from api.analysis.published import PUBLISH_ALWAYS  # noqa: E402
 from api.db.engine import Database  # noqa: E402
 from api.db.tables import Event, Experiment, utc_now  # noqa: E402
 from api.incremental import service  # noqa: E402
@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--no-publish", action="store_true",
                         help="refresh without publishing the scorecard in the write transaction (as before 0012)")
     args = parser.parse_args()
-    publish = None if args.no_publish else publish_card
+    publish = None if args.no_publish else PUBLISH_ALWAYS
     tmp = Path(tempfile.mkdtemp(prefix="titrate-writelock-"))
     try:
         url = f"sqlite:///{tmp}/w.db"

@@ -1,10 +1,15 @@
 """Published scorecards: the default scorecard of a refresh, stored beside its state, so that a read is a lookup.
 
-A refresh (``api.incremental.service.refresh``, usually in ``titrate refresh-worker``) calls :func:`publish_card` in
-the transaction that saves its new state: the scorecard a read without ``as_of``, ``segment`` or ``fresh`` would
-build from that state's rows — the same ``load_stored_scorecard`` and ``scorecard_json``, encoded as the route's
-response model encodes it — is stored with the state. State and card are committed together, and saving a new
-state clears the old card, so a card is never served for a state other than its own.
+A refresh (``api.incremental.service.refresh``, usually in ``titrate refresh-worker``) that publishes
+(:class:`Publisher`) stores, with its new state, the scorecard a read without ``as_of``, ``segment`` or ``fresh``
+would build from that state's rows — the same ``load_stored_scorecard`` and ``scorecard_json``, encoded as the
+route's response model encodes it (:func:`publish_card`). The card is built after the state's transaction committed,
+in a snapshot that holds that state, and stored by a short transaction that finds the state unchanged: building it
+reads every stored row, which inside the state's transaction held SQLite's only write lock (~150–250 ms per refresh
+at 20k units, ``bench/refresh_write_lock.py``). Until it is stored, reads are answered from the card of the state
+before (its ``computed_at`` says so): the transaction that saves a state keeps that card only when the new state
+will get one, and clears it otherwise, or when publishing fails — so a read is answered from a card at most one
+refresh old, and only while the next card is being built.
 
 :func:`published_body` answers such a read from it when it still describes the experiment: nothing else the card
 shows changed since its state was saved — the status, the frozen plan and the allocation history (a new version
@@ -18,12 +23,13 @@ stalled assignment in that worker.
 the refresh job publishes only for experiments a plain read needed within ``TITRATE_SCORECARD_PUBLISH_READ_HOURS``
 (:func:`publish_if_read`): a read that finds no card builds it as before and marks the experiment
 (``scorecard_refreshes.card_wanted_at``, :func:`want_card`); a refresh a read asks for (the first read, ``fresh``)
-always publishes (:func:`publish_for_read`).
+always publishes (:data:`PUBLISH_FOR_READ`).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from pydantic import TypeAdapter
@@ -39,7 +45,6 @@ from api.experiments import repository as experiments_repository
 from api.experiments.plan import plan_of
 from api.incremental import repository as incremental_repository
 from api.incremental.repository import RefreshState
-from api.incremental.service import CardPublisher
 
 log = logging.getLogger(__name__)
 
@@ -59,37 +64,68 @@ def card_key(status: str, plan_fingerprint: str | None, history: tuple[int, int 
     return f"{status}|{plan_fingerprint}|{count}|{newest}"
 
 
-def publish_card(session: Session, experiment: Experiment, state: RefreshState) -> None:
-    """Build the default scorecard of ``state`` (just saved in ``session``'s transaction) and store it with it.
-    A plan with quantile metrics publishes nothing: those are computed live on every read."""
-    if quantile_specs(plan_of(experiment)):
+def publish_card(db: Database, experiment: Experiment, state: RefreshState, *, mark_read: bool = False) -> None:
+    """Build the default scorecard of ``state`` (committed) and store it with it, unless a newer state was saved
+    meanwhile (its refresh publishes its own). The card is built in one snapshot of the database that still holds
+    ``state`` — outside any write transaction — and stored by a short one that checks the state again under the
+    experiment's refresh lock. ``mark_read``: also record that a plain read needs the card (:func:`want_card`).
+    A plan with quantile metrics gets no card: those are computed live on every read."""
+    built: tuple[str, str] | None = None
+    if not quantile_specs(plan_of(experiment)):
+        with db.read(snapshot=True) as session:
+            if incremental_repository.state(session, experiment.id) == state:
+                card = load_stored_scorecard(session, experiment, state)
+                body = scorecard_body(scorecard_json(experiment, card, state.computed_at))
+                key = card_key(experiment.status, experiment.plan_fingerprint,
+                               experiments_repository.allocation_history_key(session, experiment.id))
+                built = (key, body.decode())
+    if built is None and not mark_read:
         return
-    card = load_stored_scorecard(session, experiment, state)
-    body = scorecard_body(scorecard_json(experiment, card, state.computed_at))
-    key = card_key(experiment.status, experiment.plan_fingerprint,
-                   experiments_repository.allocation_history_key(session, experiment.id))
-    incremental_repository.publish_card(session, experiment.id, key, body.decode())
+    with db.transaction() as session:
+        incremental_repository.lock_experiment(session, experiment.id)
+        if built is not None and incremental_repository.state(session, experiment.id) == state:
+            incremental_repository.publish_card(session, experiment.id, *built)
+        if mark_read:
+            incremental_repository.want_card(session, experiment.id, utc_now())
 
 
-def publish_for_read(session: Session, experiment: Experiment, state: RefreshState) -> None:
-    """:func:`publish_card` for a refresh a read asked for (the first read, ``fresh``): that read wants the card."""
-    publish_card(session, experiment, state)
-    incremental_repository.want_card(session, experiment.id, utc_now())
+@dataclass(frozen=True)
+class Publisher:
+    """The :class:`~api.incremental.service.CardPublisher` of refreshes: which states get a card, and publishing it
+    (:func:`publish_card`). ``window``: only for experiments a plain read needed within it of the refresh (the
+    refresh job: :func:`publish_if_read`); None: every state. ``mark_read``: the refresh is a read's (the first
+    read, ``fresh``: :data:`PUBLISH_FOR_READ`), which marks the experiment read."""
 
+    window: timedelta | None = None
+    mark_read: bool = False
 
-def publish_if_read(window_hours: float) -> CardPublisher:
-    """The refresh job's publisher: :func:`publish_card` for an experiment a plain read needed within
-    ``window_hours`` of the refresh (``TITRATE_SCORECARD_PUBLISH_READ_HOURS``), nothing for the others — building a
-    card is an aggregation over every stored row (~0.5 s at 100k units), which an experiment nobody reads should not
-    pay at every refresh. Its next plain read builds the card and marks it wanted (:func:`want_card`)."""
-    window = timedelta(hours=window_hours)
-
-    def publish(session: Session, experiment: Experiment, state: RefreshState) -> None:
+    def wanted(self, session: Session, experiment: Experiment, state: RefreshState) -> bool:
+        """Whether ``state`` gets a card: never for a plan with quantile metrics; else always without a window,
+        or when a plain read needed one within it."""
+        if quantile_specs(plan_of(experiment)):
+            return False
+        if self.window is None:
+            return True
         wanted = incremental_repository.card_wanted_at(session, experiment.id)
-        if wanted is not None and state.computed_at - wanted <= window:
-            publish_card(session, experiment, state)
+        return wanted is not None and state.computed_at - wanted <= self.window
 
-    return publish
+    def publish(self, db: Database, experiment: Experiment, state: RefreshState) -> None:
+        """:func:`publish_card`."""
+        publish_card(db, experiment, state, mark_read=self.mark_read)
+
+
+#: Publishes the card of every refresh (tests, benchmarks).
+PUBLISH_ALWAYS = Publisher()
+#: A refresh a read asked for (the first read, ``fresh``): that read wants the card.
+PUBLISH_FOR_READ = Publisher(mark_read=True)
+
+
+def publish_if_read(window_hours: float) -> Publisher:
+    """The refresh job's publisher: a card for an experiment a plain read needed within ``window_hours`` of the
+    refresh (``TITRATE_SCORECARD_PUBLISH_READ_HOURS``), none for the others — building a card is an aggregation
+    over every stored row (~0.5 s at 100k units), which an experiment nobody reads should not pay at every refresh.
+    Its next plain read builds the card and marks it wanted (:func:`want_card`)."""
+    return Publisher(window=timedelta(hours=window_hours))
 
 
 #: A plain read that built its card marks it wanted again only when the mark is older than this (a write per read

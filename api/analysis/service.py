@@ -15,7 +15,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy.orm import Session
 
-from api.analysis.published import publish_for_read, published_body
+from api.analysis.published import PUBLISH_FOR_READ, published_body
 from api.analysis.schemas import DesignOut, DesignRequest
 from api.analysis.scorecard import load_scorecard, load_stored_scorecard
 from api.analysis.serialise import scorecard_json
@@ -62,7 +62,7 @@ def stored_state(db: Database, experiment: Experiment, settings: Settings,
     ``fresh`` None: the last refresh (one now if never refreshed); False: an incremental refresh now; True: a full
     one."""
     return incremental_service.stored_state(db, experiment, incremental_service.RefreshPolicy.from_settings(settings),
-                                            fresh=fresh, publish=publish_for_read)
+                                            fresh=fresh, publish=PUBLISH_FOR_READ)
 
 
 def published_scorecard(session: Session, key: str) -> bytes | None:

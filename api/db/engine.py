@@ -250,10 +250,13 @@ class Database:
                 raise
 
     @contextmanager
-    def read(self) -> Iterator[Session]:
-        """A read-only session (rolled back at the end)."""
+    def read(self, snapshot: bool = False) -> Iterator[Session]:
+        """A read-only session (rolled back at the end). ``snapshot``: every statement sees the same committed data
+        (PostgreSQL ``REPEATABLE READ``; a SQLite read transaction is one already, from its first read)."""
         with self._sessions() as session:
             try:
+                if snapshot and self.dialect == "postgresql":  # the transaction's first statement, so it applies
+                    session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
                 yield session
             except BaseException as error:
                 self._after_error(session, error)

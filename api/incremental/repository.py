@@ -355,8 +355,9 @@ def _copy(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> 
             copy.write_row([json.dumps(row[n]) if n == "attributes" else row[n] for n in names])
 
 
-def save_state(session: Session, new: RefreshState) -> None:
-    """Write the experiment's refresh state (insert or update)."""
+def save_state(session: Session, new: RefreshState, keep_card: bool = False) -> None:
+    """Write the experiment's refresh state (insert or update). Its published card is cleared unless ``keep_card``
+    (the card of the state before, served while the new state's is built after this transaction commits)."""
     row = session.get(ScorecardRefresh, new.experiment_id)
     if row is None:
         row = ScorecardRefresh(experiment_id=new.experiment_id)
@@ -364,14 +365,21 @@ def save_state(session: Session, new: RefreshState) -> None:
     row.watermark, row.computed_at, row.last_full_at = new.watermark, new.computed_at, new.last_full_at
     row.mode, row.components = new.mode, list(new.components)
     row.excluded_exposures, row.units_recomputed = new.excluded_exposures, new.units_recomputed
-    row.card, row.card_key = None, None  # a card belongs to one state: the new state's is published after it
+    if not keep_card:  # nobody will publish this state's card: none of an older state may stay
+        row.card, row.card_key = None, None
     session.flush()
 
 
 def publish_card(session: Session, experiment_id: int, card_key: str, card: str) -> None:
-    """Store the REST scorecard of the experiment's current state (in the transaction that saved that state)."""
+    """Store the REST scorecard of the experiment's current state."""
     session.execute(update(ScorecardRefresh).where(ScorecardRefresh.experiment_id == experiment_id)
                     .values(card=card, card_key=card_key))
+
+
+def drop_card(session: Session, experiment_id: int) -> None:
+    """Clear the experiment's published card (reads then build it)."""
+    session.execute(update(ScorecardRefresh).where(ScorecardRefresh.experiment_id == experiment_id)
+                    .values(card=None, card_key=None))
 
 
 def want_card(session: Session, experiment_id: int, at: datetime) -> None:

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
@@ -145,9 +146,19 @@ class RefreshResult:
     units_written: int = 0
 
 
-#: Stores what reads need beside a new state, in the transaction that saves it (the default scorecard:
-#: ``api.analysis.published.publish_card``; injected, since the analysis builds on this package).
-CardPublisher = Callable[[Session, Experiment, RefreshState], None]
+class CardPublisher(Protocol):
+    """Stores what reads need for a new state: the default scorecard (``api.analysis.published.Publisher``;
+    injected, since the analysis builds on this package)."""
+
+    def wanted(self, session: Session, experiment: Experiment, state: RefreshState) -> bool:
+        """Whether ``state`` gets a card — asked in the transaction that saves it: if so, the card of the state
+        before is kept (and served) until :meth:`publish` replaces it; if not, it is cleared."""
+        ...
+
+    def publish(self, db: Database, experiment: Experiment, state: RefreshState) -> None:
+        """Build and store the card of ``state``, after the transaction that saved it committed (building one reads
+        every stored row: inside that transaction it held SQLite's only write lock)."""
+        ...
 
 
 def plan_metrics(experiment: Experiment) -> list[MetricSpec]:
@@ -182,9 +193,9 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
     """Refresh the experiment's stored rows at ``now`` (default: the current time) — see the module docstring.
 
     ``source``: where the experiment's exposures and events are read (default :func:`source_of`: the plan's
-    analysis source or titrate's own tables); the rows are always stored in ``db``. ``publish``: called in the
-    transaction that saves the new state (after it is saved), to store what reads need with it; if it fails, the
-    state is saved without (logged; reads then build the card themselves).
+    analysis source or titrate's own tables); the rows are always stored in ``db``. ``publish``: asked in the
+    transaction that saves the new state whether it wants a card, which it then builds and stores after the commit,
+    before this returns (:class:`CardPublisher`); if that fails, the card is cleared (logged; reads then build it).
     """
     started = time.perf_counter()
     now = now or utc_now()
@@ -243,9 +254,10 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
         new = RefreshState(experiment.id, watermark=now, computed_at=now,
                            last_full_at=now if mode == "full" or previous is None else previous.last_full_at,
                            mode=mode, components=components, excluded_exposures=excluded, units_recomputed=recomputed)
-        repository.save_state(session, new)
-        if publish is not None:
-            _publish(session, experiment, new, publish)
+        card = publish is not None and _wanted(session, experiment, new, publish)
+        repository.save_state(session, new, keep_card=card)
+    if card and publish is not None:
+        _publish(db, experiment, new, publish)
     seconds = time.perf_counter() - started
     written = len(rows) + len(removed) + deltas
     log.info("scorecard refreshed", extra={"experiment": experiment.key, "mode": mode, "units": recomputed,
@@ -253,12 +265,31 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
     return RefreshResult(mode, new, recomputed, seconds, written)
 
 
-def _publish(session: Session, experiment: Experiment, state: RefreshState, publish: CardPublisher) -> None:
+def _wanted(session: Session, experiment: Experiment, state: RefreshState, publish: CardPublisher) -> bool:
     try:
-        with session.begin_nested():  # why a savepoint: a failed publish must not abort the refresh's transaction
-            publish(session, experiment, state)
+        with session.begin_nested():  # why a savepoint: a failed question must not abort the refresh's transaction
+            return publish.wanted(session, experiment, state)
+    except Exception:  # publishing is an optimisation: no card then, and reads build it themselves
+        log.exception("asking whether to publish a refresh's scorecard failed", extra={"experiment": experiment.key})
+        return False
+
+
+def _publish(db: Database, experiment: Experiment, state: RefreshState, publish: CardPublisher) -> None:
+    """Publish ``state``'s card (committed); on failure clear the card kept from the state before, so that no read
+    is answered from it for longer than this refresh (if even that fails, the next refresh replaces or clears it)."""
+    try:
+        publish.publish(db, experiment, state)
+        return
     except Exception:  # publishing is an optimisation: the state is kept and reads build the card themselves
         log.exception("publishing the scorecard of a refresh failed", extra={"experiment": experiment.key})
+    try:
+        with db.transaction() as session:
+            repository.lock_experiment(session, experiment.id)
+            if repository.state(session, experiment.id) == state:
+                repository.drop_card(session, experiment.id)
+    except Exception:
+        log.exception("clearing the previous scorecard after a failed publish failed",
+                      extra={"experiment": experiment.key})
 
 
 def stored_state(db: Database, experiment: Experiment, policy: RefreshPolicy, *, fresh: bool | None = None,

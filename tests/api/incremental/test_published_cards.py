@@ -1,7 +1,8 @@
 """Published scorecards (``api.analysis.published``), both databases: a refresh stores its default scorecard with its
 state, a read without ``as_of``/``segment``/``fresh`` answers those bytes without aggregating anything — the same
-bytes it would build — and never a card of another state, status or allocation history; a publisher that fails
-leaves the refresh stored and the read builds the card. A plain read is answered beside the router
+bytes it would build — and never a card of another status or allocation history, nor of a state older than the one
+before, and that one only while the new state's card is being built (after the state's commit); a publisher that
+fails leaves the refresh stored, no card, and the read builds it. A plain read is answered beside the router
 (``api.analysis.fast_path``), with the route's bytes; refusals and other reads take the route."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from api.analysis import service as analysis_service
 from api.analysis.card_cache import STORED_CARDS
-from api.analysis.published import publish_card, publish_if_read
+from api.analysis.published import PUBLISH_ALWAYS, Publisher, publish_if_read
 from api.db.engine import Database
 from api.db.tables import Experiment, ScorecardRefresh, utc_now
 from api.incremental import repository, scheduler, service
@@ -109,7 +110,7 @@ def test_a_round_of_the_job_publishes_and_a_round_without_a_publisher_does_not(c
     assert reads
 
     _seed(db, "job", range(160, 200), hours_ago=1)
-    assert set(scheduler.run_round(service_db, POLICY, publish=publish_card).refreshed) == {"job"}
+    assert set(scheduler.run_round(service_db, POLICY, publish=PUBLISH_ALWAYS).refreshed) == {"job"}
     STORED_CARDS.clear()
     with stored_row_reads(client) as reads:
         card = _get(client, "job", keys)
@@ -143,28 +144,83 @@ def test_a_card_is_not_served_once_the_status_or_the_allocation_history_changed(
     assert versioned["computed_at"] == published["computed_at"]
 
 
+@dataclass(frozen=True)
+class _Broken:
+    """A publisher failing where ``fails`` says: asked whether the state gets a card (``wanted``, inside the
+    refresh's transaction), or publishing it (``publish``, after the commit)."""
+
+    fails: str
+    calls: list[RefreshState]
+
+    def wanted(self, session: Session, _experiment: Experiment, state: RefreshState) -> bool:
+        self.calls.append(state)
+        if self.fails == "wanted":
+            session.execute(text("SELECT no_such_column FROM scorecard_refreshes"))  # fails inside the transaction
+        return True
+
+    def publish(self, db: Database, _experiment: Experiment, _state: RefreshState) -> None:
+        with db.read() as session:
+            session.execute(text("SELECT no_such_column FROM scorecard_refreshes"))
+
+
+@pytest.mark.parametrize("fails", ["wanted", "publish"])
 def test_a_failing_publisher_keeps_the_refresh_and_the_read_builds_the_card(client: TestClient, keys: Keys,
-                                                                           db: Database) -> None:
+                                                                           db: Database, fails: str) -> None:
     service_db: Database = client.app.state.db  # type: ignore[attr-defined]
     create_metrics(client, keys.headers("admin"))
     create_experiment(client, keys.headers("admin"), start=True, key="fails", variants=ARMS)
     _seed(db, "fails", range(0, 80), hours_ago=30)
-    calls: list[RefreshState] = []
-
-    def broken(session: Session, _experiment: Experiment, state: RefreshState) -> None:
-        calls.append(state)
-        session.execute(text("SELECT no_such_column FROM scorecard_refreshes"))  # fails inside the transaction
+    assert sum(_get(client, "fails", keys)["current_n"].values()) == 80  # the first read publishes a card
+    before = _published(db, "fails")
+    assert before is not None
+    assert before.card is not None
+    _seed(db, "fails", range(80, 100), hours_ago=2)
+    broken = _Broken(fails, [])
 
     result = service.refresh(service_db, _experiment(db, "fails"), POLICY, publish=broken)
-    assert calls == [result.state]
+    assert broken.calls == [result.state]
     found = _published(db, "fails")
     assert found is not None
-    assert found.state == result.state  # the refresh was stored (PostgreSQL: the savepoint kept the transaction)
-    assert found.card is None
+    assert found.state == result.state != before.state  # stored (PostgreSQL: the savepoint kept the transaction)
+    assert found.card is None  # not the card of the state before: reads build the new state's
     with stored_row_reads(client) as reads:
         card = _get(client, "fails", keys)
     assert reads
-    assert sum(card["current_n"].values()) == 80
+    assert sum(card["current_n"].values()) == 100
+
+
+def test_the_card_is_built_after_the_commit_and_reads_meanwhile_get_the_card_before(
+        client: TestClient, keys: Keys, db: Database) -> None:
+    """A publishing refresh builds its card after its transaction committed: meanwhile a writer commits without
+    waiting for it (SQLite's write lock is free), and a plain read is answered from the card of the state before —
+    with that state's ``computed_at`` and counts — until the new card is stored."""
+    service_db: Database = client.app.state.db  # type: ignore[attr-defined]
+    create_metrics(client, keys.headers("admin"))
+    create_experiment(client, keys.headers("admin"), start=True, key="after", variants=ARMS)
+    _seed(db, "after", range(0, 50), hours_ago=30)
+    first = _get(client, "after", keys)
+    _seed(db, "after", range(50, 70), hours_ago=2)
+    seen: list[dict[str, Any]] = []
+
+    @dataclass(frozen=True)
+    class Watching(Publisher):
+        def publish(self, db: Database, experiment: Experiment, state: RefreshState) -> None:
+            with db.transaction() as session:  # a writer: it would wait for the lock inside the refresh's transaction
+                repository.want_card(session, experiment.id, utc_now())
+            STORED_CARDS.clear()
+            with stored_row_reads(client) as reads:
+                seen.append(_get(client, "after", keys))
+            assert reads == []  # answered from the card kept from the state before
+            super().publish(db, experiment, state)
+
+    result = service.refresh(service_db, _experiment(db, "after"), POLICY, publish=Watching())
+    assert seen == [first]  # one refresh old: its computed_at and counts
+    STORED_CARDS.clear()
+    with stored_row_reads(client) as reads:
+        now = _get(client, "after", keys)
+    assert reads == []
+    assert sum(now["current_n"].values()) == 70
+    assert now["computed_at"].replace("Z", "+00:00") == result.state.computed_at.isoformat()
 
 
 @pytest.mark.parametrize("read", ["segment", "fresh", "as_of"])
