@@ -84,7 +84,7 @@ def publish_card(db: Database, experiment: Experiment, state: RefreshState, *, m
     with db.transaction() as session:
         incremental_repository.lock_experiment(session, experiment.id)
         if built is not None and incremental_repository.state(session, experiment.id) == state:
-            incremental_repository.publish_card(session, experiment.id, *built)
+            incremental_repository.publish_card(session, experiment.id, *built, state.computed_at)
         if mark_read:
             incremental_repository.want_card(session, experiment.id, utc_now())
 

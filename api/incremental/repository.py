@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -362,18 +362,28 @@ def save_state(session: Session, new: RefreshState, keep_card: bool = False) -> 
     if row is None:
         row = ScorecardRefresh(experiment_id=new.experiment_id)
         session.add(row)
+    # the card kept is the replaced state's only: one an earlier publish left (a crash after its state's commit)
+    # is older still
+    replaced = row.computed_at
+    ours = replaced is not None and row.card_key is not None and row.card_key.endswith(_card_stamp(replaced))
     row.watermark, row.computed_at, row.last_full_at = new.watermark, new.computed_at, new.last_full_at
     row.mode, row.components = new.mode, list(new.components)
     row.excluded_exposures, row.units_recomputed = new.excluded_exposures, new.units_recomputed
-    if not keep_card:  # nobody will publish this state's card: none of an older state may stay
+    if not (keep_card and ours):  # nobody will publish this state's card: none of an older state may stay
         row.card, row.card_key = None, None
     session.flush()
 
 
-def publish_card(session: Session, experiment_id: int, card_key: str, card: str) -> None:
-    """Store the REST scorecard of the experiment's current state."""
+def _card_stamp(computed_at: datetime) -> str:
+    """What ends a stored ``card_key``: the ``computed_at`` of the state the card was built from."""
+    return "@" + computed_at.astimezone(UTC).isoformat()
+
+
+def publish_card(session: Session, experiment_id: int, card_key: str, card: str, computed_at: datetime) -> None:
+    """Store the REST scorecard of the experiment's state computed at ``computed_at`` (``card_key`` is stored
+    stamped with it; :func:`card_lookup` gives it back without)."""
     session.execute(update(ScorecardRefresh).where(ScorecardRefresh.experiment_id == experiment_id)
-                    .values(card=card, card_key=card_key))
+                    .values(card=card, card_key=card_key + _card_stamp(computed_at)))
 
 
 def drop_card(session: Session, experiment_id: int) -> None:
@@ -425,7 +435,7 @@ def card_lookup(session: Session, key: str) -> CardLookup | None:
         return None
     status, fingerprint, model, count, newest_version, card_key, card = row
     return CardLookup(status, fingerprint, bool(model), int(count), None if newest_version is None
-                      else int(newest_version), card_key, card)
+                      else int(newest_version), None if card_key is None else card_key.rpartition("@")[0], card)
 
 
 def refreshable_experiments(session: Session, statuses: Sequence[str]) -> list[Experiment]:

@@ -7,6 +7,7 @@ fails leaves the refresh stored, no card, and the read builds it. A plain read i
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -221,6 +222,46 @@ def test_the_card_is_built_after_the_commit_and_reads_meanwhile_get_the_card_bef
     assert reads == []
     assert sum(now["current_n"].values()) == 70
     assert now["computed_at"].replace("Z", "+00:00") == result.state.computed_at.isoformat()
+
+
+@dataclass(frozen=True)
+class _Crashing(Publisher):
+    """A refresh process that ended between its state's commit and storing the card (nothing published)."""
+
+    def publish(self, db: Database, experiment: Experiment, state: RefreshState) -> None:
+        return None
+
+
+def test_a_card_older_than_the_state_before_is_never_kept(client: TestClient, keys: Keys, db: Database) -> None:
+    service_db: Database = client.app.state.db  # type: ignore[attr-defined]
+    create_metrics(client, keys.headers("admin"))
+    create_experiment(client, keys.headers("admin"), start=True, key="crash", variants=ARMS)
+    _seed(db, "crash", range(0, 40), hours_ago=30)
+    first = _get(client, "crash", keys)  # state 0 and its card
+    _seed(db, "crash", range(40, 50), hours_ago=3)
+    service.refresh(service_db, _experiment(db, "crash"), POLICY, publish=_Crashing())
+    STORED_CARDS.clear()
+    with stored_row_reads(client) as reads:
+        assert _get(client, "crash", keys) == first  # state 1 has no card yet: the card of state 0 answers
+    assert reads == []
+    _seed(db, "crash", range(50, 60), hours_ago=2)
+    seen: list[int] = []
+
+    @dataclass(frozen=True)
+    class Watching(Publisher):
+        def publish(self, db: Database, experiment: Experiment, state: RefreshState) -> None:
+            STORED_CARDS.clear()
+            with stored_row_reads(client) as reads:
+                seen.append(sum(_get(client, "crash", keys)["current_n"].values()))
+            assert reads  # the card of state 0 is two states old now: cleared, the read builds state 2's
+            super().publish(db, experiment, state)
+
+    service.refresh(service_db, _experiment(db, "crash"), POLICY, publish=Watching())
+    assert seen == [60]
+    found = _published(db, "crash")
+    assert found is not None
+    assert found.card is not None
+    assert sum(json.loads(found.card)["current_n"].values()) == 60
 
 
 @pytest.mark.parametrize("read", ["segment", "fresh", "as_of"])
