@@ -241,20 +241,24 @@ def _section(results: dict[str, dict[str, Any]], units: int, events: int, repeat
         f"{LOOKBACK_HOURS:g} h lookback; `recent`: new events from the most recently exposed 5 % of units, `random`: "
         "from any unit (worst case). DuckDB is an analysis source: rows computed on DuckDB, stored in titrate's "
         "SQLite.", "",
-        "| engine | full query s | full refresh s | stored read s | incremental (recent) s | units | % of full query "
-        "| incremental (random) s | units | % of full query |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| engine | full query s (start / end) | full refresh s | stored read s | incremental (recent) s | units "
+        "| % of full query | % of full refresh | incremental (random) s | units | % of full query "
+        "| % of full refresh |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for engine, r in results.items():
-        full = r["full_query_end_s"]
+        full, rebuilt = r["full_query_end_s"], r["full_refresh_s"]
         lines.append(
-            f"| {engine} | {full:.3f} | {r['full_refresh_s']:.2f} | {r['stored_read_s']:.3f} | {r['recent_s']:.3f} | "
-            f"{r['recent_units']:,} | **{100 * r['recent_s'] / full:.1f} %** | {r['random_s']:.3f} | "
-            f"{r['random_units']:,} | {100 * r['random_s'] / full:.1f} % |")
-    lines += ["", "Goal: an incremental refresh after +1 % new events ≤ 5 % of the full computation (`full query`: "
-              "the live scorecard aggregation at the end, which every read cost before). The full refresh also "
-              "moves every unit's row through Python into titrate's database; a read now costs `stored read` (the "
-              "per-variant aggregation over the stored rows, no events).", ""]
+            f"| {engine} | {r['full_query_s']:.3f} / {full:.3f} | {rebuilt:.2f} | {r['stored_read_s']:.3f} | "
+            f"{r['recent_s']:.3f} | {r['recent_units']:,} | **{100 * r['recent_s'] / full:.1f} %** | "
+            f"{100 * r['recent_s'] / rebuilt:.1f} % | {r['random_s']:.3f} | {r['random_units']:,} | "
+            f"{100 * r['random_s'] / full:.1f} % | {100 * r['random_s'] / rebuilt:.1f} % |")
+    lines += ["", "Goal: an incremental refresh after +1 % new events ≤ 5 % of the full computation. Two "
+              "denominators: the `full query` (the live scorecard aggregation at the end, which every read cost "
+              "before; the stricter one, kept as the goal's) and the `full refresh` (every unit's row computed and "
+              "stored, what an incremental refresh replaces; it also moves every row through Python into titrate's "
+              "database). A read now costs `stored read` (the per-variant aggregation over the stored rows, no "
+              "events), or less where the refresh published the card.", ""]
     return "\n".join(lines)
 
 
