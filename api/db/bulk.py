@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
+import psycopg
 from sqlalchemy.orm import Session
 
 from api.db.rows import EventRow
@@ -52,13 +53,18 @@ def executemany_ignoring_conflicts_sqlite(
 def copy_ignoring_conflicts_postgres(
     session: Session, table: str, columns: Sequence[tuple[str, str]], conflict_columns: Sequence[str],
     values: Iterable[Sequence[Any]], *, binary: bool = False, casts: Mapping[str, str] | None = None,
+    mostly_new: bool = False,
 ) -> int:
     """PostgreSQL bulk path: ``COPY`` into a session-local staging table ``{table}_stage``, then one
     ``INSERT … SELECT … ON CONFLICT (cols) DO NOTHING``; returns the rows inserted. ``columns`` are
     (name, staging type) pairs; ``values`` are tuples in that order. ``binary``: COPY's binary format (the
     staging types are sent with the rows, no text rendering or parsing of numbers and timestamps); ``casts``:
     column -> SQL type the staged value is cast to in the ``SELECT`` (``attributes`` staged as text, cast to
-    jsonb: JSON text needs no binary JSONB framing).
+    jsonb: JSON text needs no binary JSONB framing). ``mostly_new``: first try a plain ``INSERT`` in a savepoint,
+    and only when it meets a unique violation roll it back and insert with ``ON CONFLICT`` — for rows that rarely
+    conflict (events: a repeat is a retried batch, which fails on its first row), where the speculative insertion
+    of ``ON CONFLICT`` is ~23 % of the statement's time (10k events, 5 indexes). Either way the same rows end up
+    stored.
 
     COPY streams rows without per-row statement overhead (several times faster than multi-row
     INSERT for 10k-row batches); the staging table empties itself at commit.
@@ -78,11 +84,21 @@ def copy_ignoring_conflicts_postgres(
                 copy.set_types([kind for _, kind in columns])
             for row in values:
                 copy.write_row(row)
-        cursor.execute(
-            f"INSERT INTO {table} ({names}) SELECT {selected} FROM {stage} "
-            f"ON CONFLICT ({', '.join(conflict_columns)}) DO NOTHING"
-        )
-        inserted = cursor.rowcount
+        insert = f"INSERT INTO {table} ({names}) SELECT {selected} FROM {stage}"
+        skipping = f"{insert} ON CONFLICT ({', '.join(conflict_columns)}) DO NOTHING"
+        if mostly_new:
+            cursor.execute("SAVEPOINT titrate_plain_insert")
+            try:
+                cursor.execute(insert)
+                inserted = cursor.rowcount
+                cursor.execute("RELEASE SAVEPOINT titrate_plain_insert")
+            except psycopg.errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT titrate_plain_insert")
+                cursor.execute(skipping)
+                inserted = cursor.rowcount
+        else:
+            cursor.execute(skipping)
+            inserted = cursor.rowcount
         cursor.execute(f"TRUNCATE {stage}")
     return int(inserted)
 
@@ -128,5 +144,5 @@ def copy_event_tuples_postgres(session: Session, rows: Sequence[EventTuple]) -> 
         # astimezone(UTC) also refuses (OverflowError -> the isolating writer's dead letters) a time that leaves
         # Python's range in UTC, which binary COPY would otherwise store as a year-0 timestamp
         ((e, u, n, v, t.astimezone(UTC), a, r) for e, u, n, v, t, a, r in rows),
-        binary=True, casts={"attributes": "jsonb"},
+        binary=True, casts={"attributes": "jsonb"}, mostly_new=True,
     )

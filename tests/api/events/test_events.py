@@ -31,6 +31,10 @@ def test_resending_never_double_counts(client: TestClient, keys: Keys, db: Datab
     mixed = batch[:100] + events(50, prefix="new")
     assert client.post("/v1/events", json={"events": mixed}, headers=sdk).json() == {"accepted": 50, "duplicates": 100}
     assert _count(db) == 550
+    # a stored event last, after new ones (PostgreSQL's plain insert gets as far as it, then inserts skipping it)
+    late = events(50, prefix="late") + batch[-1:]
+    assert client.post("/v1/events", json={"events": late}, headers=sdk).json() == {"accepted": 50, "duplicates": 1}
+    assert _count(db) == 600
 
 
 def test_repeats_inside_one_batch_count_as_duplicates(client: TestClient, keys: Keys, db: Database) -> None:
