@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from api.db.tables import utc_now
 from api.dead_letters.endpoints import router as dead_letters_router
 from api.errors import install_error_handlers
 from api.events.endpoints import router as events_router
+from api.events.ingestion import IngestionPool
 from api.experiments.endpoints import router as experiments_router
 from api.incremental.scheduler import RefreshScheduler
 from api.incremental.service import RefreshPolicy
@@ -86,6 +88,10 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
             recorder=ServingRecorder(db, settings.serving_flush_seconds, settings.serving_queue_max),
             retain_seconds=settings.serving_retain_seconds, shadow_max_pending=settings.serving_shadow_max_pending,
         )
+        app.state.ingestion = None
+        if settings.events_ingest_processes:
+            app.state.ingestion = IngestionPool(settings, settings.events_ingest_processes)
+            await asyncio.to_thread(app.state.ingestion.start)
         app.state.snapshots.start()
         app.state.exposure_writer.start()
         await app.state.serving.start()
@@ -114,6 +120,8 @@ def create_app(settings: Settings | None = None, *, model_loader: Loader | None 
                 app.state.refresh_scheduler.stop()
             await app.state.serving.close()  # shadow runs, models, then serving events and the prediction log
             app.state.exposure_writer.stop()
+            if app.state.ingestion is not None:
+                app.state.ingestion.close()
             app.state.snapshots.stop()
             sources_service.ENGINES.dispose_all()
             db.dispose()

@@ -24,6 +24,18 @@ class DomainError(Exception):
         super().__init__(detail)
         self.detail = detail
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with what the handler reads (an event ingestion process raises them to the serving process):
+        the subclasses' own ``__init__`` signatures differ."""
+        return _rebuilt_domain_error, (type(self), self.detail, self.headers)
+
+
+def _rebuilt_domain_error(cls: type[DomainError], detail: Any, headers: dict[str, str] | None) -> DomainError:
+    error = cls.__new__(cls)
+    DomainError.__init__(error, detail)
+    error.headers = headers
+    return error
+
 
 class NotFound(DomainError):
     """An unknown experiment, metric, model or key (404)."""

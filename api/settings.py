@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         16_777_216, ge=1024,
         description="largest request body of POST /v1/events, /v1/exposures and /v1/experiments/{key}/predict",
     )
+    events_ingest_processes: int = Field(
+        0, ge=0, le=64, description="processes per worker that parse and store POST /v1/events batches (0: in the "
+                                    "worker itself); needs a database file or server"
+    )
     max_attributes_bytes: int = Field(8192, ge=256, description="largest JSON of a unit's attributes")
     max_attribute_keys: int = Field(
         100, ge=1, description="most keys in a unit's attributes, counted at every nesting level (422 above)"

@@ -32,6 +32,11 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def is_memory_sqlite(url: str) -> bool:
+    """Whether a SQLAlchemy URL is an in-memory SQLite database (private to the process that opens it)."""
+    return is_sqlite(url) and _sqlite_path(make_url(url)) is None
+
+
 def normalise_url(url: str) -> str:
     """Use psycopg 3 for plain ``postgresql://`` URLs (the driver the project installs)."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
