@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -230,16 +231,44 @@ async def count_refreshes(poll: Callable[[], set[Any]], until: float) -> int:
     return len(await asyncio.to_thread(poll)) - before
 
 
+def _sender_apart(base: str, key: str, given: dict[str, Any], reads: bool, units: int, ready: Any, go: Any,
+                  results: Any) -> None:
+    """``--apart``: the event batches (and the reads) of one phase from a process of their own."""
+    if given["client_cpus"]:
+        os.sched_setaffinity(0, {int(c) for c in given["client_cpus"].split(",")})
+    got, _ = asyncio.run(phase(base, key, argparse.Namespace(**given), reads, units, assign_too=False,
+                               start=(ready, go)))
+    results.put({name: (route.latencies, route.failures) for name, route in got.items()})
+
+
+async def phase_apart(base: str, key: str, args: argparse.Namespace, reads: bool, units: int,
+                      poll: Callable[[], set[Any]] | None) -> tuple[dict[str, Route], int]:
+    """A phase with events whose assignments are timed here and whose event batches and reads come from a second
+    load-generator process, started together."""
+    context = multiprocessing.get_context("spawn")
+    ready, go, results = context.Event(), context.Event(), context.Queue()
+    sender = context.Process(target=_sender_apart, args=(base, key, vars(args), reads, units, ready, go, results))
+    sender.start()
+    await asyncio.to_thread(ready.wait)
+    got, rounds = await phase(base, key, args, False, units, poll, events_too=False, start=(None, go))
+    for name, (latencies, failures) in (await asyncio.to_thread(results.get)).items():
+        got[name].latencies += latencies
+        got[name].failures += failures
+    await asyncio.to_thread(sender.join)
+    return got, rounds
+
+
 async def phase(base: str, key: str, args: argparse.Namespace, reads: bool, units: int,
-                poll: Callable[[], set[Any]] | None = None, events_too: bool = True) -> tuple[dict[str, Route], int]:
-    """One phase; the routes' measurements and the refreshes stored during it."""
+                poll: Callable[[], set[Any]] | None = None, events_too: bool = True, assign_too: bool = True,
+                start: tuple[Any, Any] | None = None) -> tuple[dict[str, Route], int]:
+    """One phase; the routes' measurements and the refreshes stored during it. ``start``: (an event to set when
+    ready, one to wait for before starting), to start with another load-generator process."""
     routes = {"assign": Route(), "events": Route(), "scorecard": Route()}
     headers = {"Authorization": f"Bearer {key}"}
     rnd = random.Random()
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120,
                                  limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)) as client:
         loop = asyncio.get_running_loop()
-        until = loop.time() + args.seconds
 
         async def assign() -> None:
             body = {"unit_id": f"m-{uuid.uuid4().hex}"}
@@ -253,6 +282,14 @@ async def phase(base: str, key: str, args: argparse.Namespace, reads: bool, unit
              "value": round(rnd.expovariate(0.05), 3), "timestamp": now} for _ in range(args.event_batch)]}).encode()
             for _ in range(int(args.event_rate * args.seconds) + 2)])
         json_headers = {"content-type": "application/json"}
+        if start is not None:
+            ready, go = start
+            if ready is not None:
+                ready.set()
+            else:
+                go.set()
+            await asyncio.to_thread(go.wait)
+        until = loop.time() + args.seconds
 
         async def events() -> None:
             body = next(bodies)
@@ -263,7 +300,7 @@ async def phase(base: str, key: str, args: argparse.Namespace, reads: bool, unit
                 await routes["scorecard"].call(lambda: client.get(f"/v1/experiments/{EXPERIMENT}/scorecard"))
                 await asyncio.sleep(args.read_pause)
 
-        jobs: list[Coroutine[Any, Any, Any]] = [open_loop(args.assign_rate, until, assign)]
+        jobs: list[Coroutine[Any, Any, Any]] = [open_loop(args.assign_rate, until, assign)] if assign_too else []
         if events_too:
             jobs.append(open_loop(args.event_rate, until, events))
         if reads:
@@ -315,8 +352,11 @@ def run_mode(label: str, url: str, key: str, args: argparse.Namespace, port: int
         asyncio.run(phase(base, key, argparse.Namespace(**{**vars(args), "seconds": 3.0}), False, args.units))
         for repeat in range(args.repeats):
             for name in PHASES:
-                got, rounds = asyncio.run(phase(base, key, args, name == "with reads", args.units, poll,
-                                                events_too=name != "assign only"))
+                if args.apart and name != "assign only":
+                    got, rounds = asyncio.run(phase_apart(base, key, args, name == "with reads", args.units, poll))
+                else:
+                    got, rounds = asyncio.run(phase(base, key, args, name == "with reads", args.units, poll,
+                                                    events_too=name != "assign only"))
                 merged[name]["refreshes"].failures += rounds
                 for route, measured in got.items():
                     merged[name][route].latencies += measured.latencies
@@ -367,6 +407,9 @@ def main() -> None:
     parser.add_argument("--server-cpus", default="", help="taskset CPU list for the server, e.g. 0")
     parser.add_argument("--client-cpus", default="", help="CPU list for this load generator, e.g. 1")
     parser.add_argument("--server-log", default="", help="append the server's stderr to PATH.<database>.<mode>")
+    parser.add_argument("--apart", action="store_true",
+                        help="send the event batches and reads from a second load-generator process, so the one "
+                             "timing the assignments sends nothing else")
     parser.add_argument("--server-log-level", default="", help="TITRATE_LOG_LEVEL of the server (WARNING)")
     args = parser.parse_args()
     if args.client_cpus:
