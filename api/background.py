@@ -19,11 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
+
+#: How often a helper process (the refresh worker, an event ingestion process) checks that the process that
+#: started it is still there (seconds).
+PARENT_CHECK_SECONDS = 1.0
 
 MAX_BACKOFF_SECONDS = 10.0
 #: Pause between the retries of the last round at stop.
@@ -168,3 +173,23 @@ class AsyncPeriodicLoop:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def parent_gone(parent_pid: int | None) -> bool:
+    """Whether the process that started this one (``parent_pid``) has ended: this process was re-parented."""
+    return parent_pid is not None and os.getppid() != parent_pid
+
+
+def exit_when_parent_gone(parent_pid: int) -> threading.Thread:
+    """A daemon thread ending this process (``os._exit``) within :data:`PARENT_CHECK_SECONDS` of its parent
+    ``parent_pid`` ending, for helpers whose parent may be killed without stopping them."""
+
+    def _watch() -> None:
+        while not parent_gone(parent_pid):
+            time.sleep(PARENT_CHECK_SECONDS)
+        log.warning("the process that started this one (pid %d) has ended; exiting", parent_pid)
+        os._exit(0)
+
+    thread = threading.Thread(target=_watch, name="parent-watch", daemon=True)
+    thread.start()
+    return thread

@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from api.background import exit_when_parent_gone
 from api.db.engine import Database, DbTimeouts, is_memory_sqlite
 from api.errors import Unavailable
 from api.events import service
@@ -70,11 +72,13 @@ _PROCESS_DB: Database | None = None
 _PROCESS_LIMITS: IngestLimits | None = None
 
 
-def _start_process(url: str, timeouts: DbTimeouts, limits: IngestLimits, log_level: str, log_json: bool) -> None:
+def _start_process(url: str, timeouts: DbTimeouts, limits: IngestLimits, log_level: str, log_json: bool,
+                   worker_pid: int) -> None:
     """Initialiser of an ingestion process: the service's logging, one connection to its database (batches come
-    one at a time)."""
+    one at a time), and an exit of its own should the worker be killed (nothing else would end it)."""
     global _PROCESS_DB, _PROCESS_LIMITS
     configure_logging(log_level, log_json)
+    exit_when_parent_gone(worker_pid)
     _PROCESS_DB = Database(url, 1, timeouts)
     _PROCESS_LIMITS = limits
 
@@ -99,7 +103,7 @@ class IngestionPool:
             raise ValueError("TITRATE_EVENTS_INGEST_PROCESSES needs a database file or server: an in-memory SQLite "
                              "database is private to the serving process")
         self._args = (settings.database_url, DbTimeouts.from_settings(settings), IngestLimits.from_settings(settings),
-                      settings.log_level, settings.log_json)
+                      settings.log_level, settings.log_json, os.getpid())
         self._processes = processes
         self._pool = self._new_pool()
 

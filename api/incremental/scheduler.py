@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from api.background import PeriodicLoop
+from api.background import PARENT_CHECK_SECONDS, PeriodicLoop, parent_gone
 from api.db.engine import Database, DbTimeouts
 from api.db.tables import Experiment
 from api.incremental import repository, service
@@ -112,15 +112,6 @@ class RefreshScheduler:
     def stop(self) -> None:
         """Stop the loop and wait (up to 30 s) for a round in progress."""
         self._loop.stop()
-
-
-#: How often the refresh worker checks that the process that started it is still there (seconds).
-PARENT_CHECK_SECONDS = 1.0
-
-
-def parent_gone(parent_pid: int | None) -> bool:
-    """Whether the process that started this one (``parent_pid``) has ended: this process was re-parented."""
-    return parent_pid is not None and os.getppid() != parent_pid
 
 
 def lower_cpu_priority(increment: int) -> int | None:

@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from api.settings import Settings
 from tests.api.db.test_faults import _table_locked
 from tests.api.events.test_event_refusals import _LATEST, CASES, EXPECTED
 from tests.conftest import Keys
+from tests.live import LiveServer
 
 
 def _settings(database_url: str, **overrides: Any) -> Settings:
@@ -123,6 +125,45 @@ def test_a_dead_ingestion_process_fails_its_batch_and_new_ones_take_the_next(db:
     assert lost.headers["retry-after"] == "1"
     assert "retry" in lost.json()["detail"]
     assert stored.content == b'{"accepted":1,"duplicates":0}'
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from ``/proc``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.usefixtures("db")
+def test_ingestion_processes_end_when_their_worker_is_killed(database_url: str) -> None:
+    server = LiveServer(database_url, extra_env={"TITRATE_EVENTS_INGEST_PROCESSES": "2",
+                                                 "TITRATE_SCHEDULER_ENABLED": "false"})
+    server.start()
+    try:
+        assert server.process is not None
+        helpers = [pid for pid in _children(server.process.pid)
+                   if "spawn_main" in (Path("/proc") / str(pid) / "cmdline").read_text()]
+        assert len(helpers) == 2, helpers
+        server.process.kill()  # SIGKILL: no lifespan shutdown closes the pool
+        server.process.wait(10)
+        deadline = time.monotonic() + 15
+        while any(map(_running, helpers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(_running, helpers)), [pid for pid in helpers if _running(pid)]
+    finally:
+        server.stop()
 
 
 def test_an_in_memory_sqlite_database_cannot_have_ingestion_processes() -> None:
