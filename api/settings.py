@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -167,6 +167,19 @@ class Settings(BaseSettings):
         100, ge=1, description="HTTP connections kept to inference servers, all endpoints together"
     )
     hf_offline: bool = Field(True, description="set HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE: never fetch from a hub")
+
+    @field_validator("events_ingest_processes")
+    @classmethod
+    def _ingestion_needs_a_shared_database(cls, processes: int, info: ValidationInfo) -> int:
+        """Ingestion processes write through their own connections: an in-memory SQLite database is private to
+        the worker that opened it."""
+        from api.db.engine import is_memory_sqlite  # why here: the engine module is heavy and imports settings' users
+
+        url = info.data.get("database_url")
+        if processes and isinstance(url, str) and is_memory_sqlite(url):
+            raise ValueError("needs a database file or server (an in-memory SQLite database is private to the "
+                             "worker); set TITRATE_DATABASE_URL to a file, or 0 here")
+        return processes
 
 
 @lru_cache

@@ -4,8 +4,9 @@ In the serving process a batch's work (parsing and validating the body, the data
 interpreter for milliseconds at a time: an assignment that arrives meanwhile waits for the interpreter lock, and
 one interpreter bounds how many events per second a worker can take (issue 18, items 2 and 3). With N > 0 the
 route only reads the body and hands its bytes to one of N ingestion processes, which runs exactly what the route
-runs in-process (:func:`store_batch`) on its own connection to the same database. What waits is then the
-operating system's scheduler, which preempts the batch for the assignment within its own time slice.
+runs in-process (:func:`store_batch`) on its own connection to the same database. Measured (bench/RESULTS.md):
+the worker's own CPU per 100-event batch falls from 5.0 to 1.6 ms on SQLite (3.2 to 1.35 ms on PostgreSQL), and
+two processes take 96–112k events/s into PostgreSQL from two clients where the worker alone took 72–93k.
 
 The answer is the same either way: the counts, or the refusal raised in the ingestion process and re-raised here
 (validation errors, domain errors and database faults all pickle with what their handlers read), so the route's
@@ -95,11 +96,11 @@ def _ready() -> bool:
 
 class IngestionPool:
     """N processes storing event batches (``spawn``ed: the serving process has threads, which ``fork`` would copy
-    in whatever state they are in). A process that dies fails the batches it held (503 from the route) and the pool
-    is replaced for the next batch."""
+    in whatever state they are in). A process that dies breaks the pool: the batches in hand fail (503 from the
+    route) and a new pool takes the next batch."""
 
     def __init__(self, settings: Settings, processes: int) -> None:
-        if is_memory_sqlite(settings.database_url):
+        if is_memory_sqlite(settings.database_url):  # Settings refuses it; a model_construct()ed one may not
             raise ValueError("TITRATE_EVENTS_INGEST_PROCESSES needs a database file or server: an in-memory SQLite "
                              "database is private to the serving process")
         self._args = (settings.database_url, DbTimeouts.from_settings(settings), IngestLimits.from_settings(settings),

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import text
 
 from api.app import create_app
@@ -167,5 +168,11 @@ def test_ingestion_processes_end_when_their_worker_is_killed(database_url: str) 
 
 
 def test_an_in_memory_sqlite_database_cannot_have_ingestion_processes() -> None:
+    with pytest.raises(ValidationError) as refused:
+        _settings("sqlite://")
+    assert [error["loc"] for error in refused.value.errors()] == [("events_ingest_processes",)]
+    assert "in-memory SQLite" in str(refused.value)
+    assert _settings("sqlite://", events_ingest_processes=0).events_ingest_processes == 0
+    unchecked = Settings.model_construct(database_url="sqlite://", events_ingest_processes=1)
     with pytest.raises(ValueError, match="TITRATE_EVENTS_INGEST_PROCESSES"):
-        IngestionPool(_settings("sqlite://"), 1)
+        IngestionPool(unchecked, 1)
