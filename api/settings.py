@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 
 class Settings(BaseSettings):
@@ -173,13 +175,24 @@ class Settings(BaseSettings):
     def _ingestion_needs_a_shared_database(cls, processes: int, info: ValidationInfo) -> int:
         """Ingestion processes write through their own connections: an in-memory SQLite database is private to
         the worker that opened it."""
-        from api.db.engine import is_memory_sqlite  # why here: the engine module is heavy and imports settings' users
-
         url = info.data.get("database_url")
         if processes and isinstance(url, str) and is_memory_sqlite(url):
             raise ValueError("needs a database file or server (an in-memory SQLite database is private to the "
                              "worker); set TITRATE_DATABASE_URL to a file, or 0 here")
         return processes
+
+
+def is_memory_sqlite(url: str | URL) -> bool:
+    """Whether a SQLAlchemy URL is an in-memory SQLite database (private to the process that opens it); False for
+    anything else, an unparsable URL included (its own check names it)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    if not parsed.drivername.startswith("sqlite"):
+        return False
+    database = parsed.database or ""
+    return database in ("", ":memory:") or database.startswith("file:") or parsed.query.get("mode") == "memory"
 
 
 @lru_cache

@@ -22,6 +22,7 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import faults
+from api.settings import is_memory_sqlite
 
 if TYPE_CHECKING:
     from api.settings import Settings
@@ -30,11 +31,6 @@ if TYPE_CHECKING:
 def is_sqlite(url: str) -> bool:
     """Whether a SQLAlchemy URL points at SQLite."""
     return url.startswith("sqlite")
-
-
-def is_memory_sqlite(url: str) -> bool:
-    """Whether a SQLAlchemy URL is an in-memory SQLite database (private to the process that opens it)."""
-    return is_sqlite(url) and _sqlite_path(make_url(url)) is None
 
 
 def normalise_url(url: str) -> str:
@@ -136,10 +132,7 @@ READ_ONLY_MESSAGE = "attempt to write a readonly database"
 
 def _sqlite_path(url: URL) -> str | None:
     """The SQLite database file of ``url`` (None for an in-memory database)."""
-    database = url.database or ""
-    if database in ("", ":memory:") or database.startswith("file:") or url.query.get("mode") == "memory":
-        return None
-    return database
+    return None if is_memory_sqlite(url) else url.database
 
 
 def _create_sqlite_engine(url: str, timeouts: DbTimeouts) -> Engine:

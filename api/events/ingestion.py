@@ -24,13 +24,13 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from api.background import exit_when_parent_gone
-from api.db.engine import Database, DbTimeouts, is_memory_sqlite
+from api.db.engine import Database, DbTimeouts
 from api.errors import Unavailable
 from api.events import service
 from api.events.parsing import ParsedEvents, parse_events
 from api.limits import check_batch_length
 from api.logging_setup import configure_logging
-from api.settings import Settings
+from api.settings import Settings, is_memory_sqlite
 
 log = logging.getLogger(__name__)
 
