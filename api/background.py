@@ -180,6 +180,22 @@ def parent_gone(parent_pid: int | None) -> bool:
     return parent_pid is not None and os.getppid() != parent_pid
 
 
+def run_at_idle_priority() -> str | None:
+    """Move this process to the operating system's idle scheduling class: Linux ``SCHED_IDLE`` (it runs on a core
+    nothing else wants, and a task of the normal class that wakes up takes the core from it at once), or where that
+    class does not exist the weakest nice value (19). Returns ``"SCHED_IDLE"`` or ``"nice 19"``, None if refused."""
+    try:
+        if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return "SCHED_IDLE"
+        if hasattr(os, "nice"):
+            os.nice(19 - os.nice(0))
+            return "nice 19"
+    except OSError:  # a sandbox may refuse it: the process runs on at its priority
+        log.warning("could not move this process to the idle CPU priority", exc_info=True)
+    return None
+
+
 def exit_when_parent_gone(parent_pid: int) -> threading.Thread:
     """A daemon thread ending this process (``os._exit``) within :data:`PARENT_CHECK_SECONDS` of its parent
     ``parent_pid`` ending, for helpers whose parent may be killed without stopping them."""

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
         0, ge=0, le=64, description="processes per worker that parse and store POST /v1/events batches (0: in the "
                                     "worker itself); needs a database file or server"
     )
+    events_ingest_priority: Literal["normal", "idle"] = Field(
+        "normal", description="CPU priority of the ingestion processes: idle runs them only on a core the serving "
+                              "worker does not want (Linux SCHED_IDLE, elsewhere nice 19)"
+    )
     max_attributes_bytes: int = Field(8192, ge=256, description="largest JSON of a unit's attributes")
     max_attribute_keys: int = Field(
         100, ge=1, description="most keys in a unit's attributes, counted at every nesting level (422 above)"

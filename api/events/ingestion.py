@@ -6,7 +6,9 @@ one interpreter bounds how many events per second a worker can take (issue 18, i
 route only reads the body and hands its bytes to one of N ingestion processes, which runs exactly what the route
 runs in-process (:func:`store_batch`) on its own connection to the same database. Measured (bench/RESULTS.md):
 the worker's own CPU per 100-event batch falls from 5.0 to 1.6 ms on SQLite (3.2 to 1.35 ms on PostgreSQL), and
-two processes take 96–112k events/s into PostgreSQL from two clients where the worker alone took 72–93k.
+two processes take 96–112k events/s into PostgreSQL from two clients where the worker alone took 72–93k. With
+``TITRATE_EVENTS_INGEST_PRIORITY=idle`` the processes run in the idle scheduling class, so that an assignment
+waking the worker takes a core from them at once (mixed-load assign p99 ~0.5 ms lower on 2 cores; no events/s lost).
 
 The answer is the same either way: the counts, or the refusal raised in the ingestion process and re-raised here
 (validation errors, domain errors and database faults all pickle with what their handlers read), so the route's
@@ -19,11 +21,12 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from api.background import exit_when_parent_gone
+from api.background import exit_when_parent_gone, run_at_idle_priority
 from api.db.engine import Database, DbTimeouts
 from api.errors import Unavailable
 from api.events import service
@@ -74,11 +77,14 @@ _PROCESS_LIMITS: IngestLimits | None = None
 
 
 def _start_process(url: str, timeouts: DbTimeouts, limits: IngestLimits, log_level: str, log_json: bool,
-                   worker_pid: int) -> None:
-    """Initialiser of an ingestion process: the service's logging, one connection to its database (batches come
-    one at a time), and an exit of its own should the worker be killed (nothing else would end it)."""
+                   worker_pid: int, idle: bool) -> None:
+    """Initialiser of an ingestion process: the service's logging, the idle CPU priority if asked
+    (``TITRATE_EVENTS_INGEST_PRIORITY``), one connection to its database (batches come one at a time), and an exit
+    of its own should the worker be killed (nothing else would end it)."""
     global _PROCESS_DB, _PROCESS_LIMITS
     configure_logging(log_level, log_json)
+    if idle:
+        run_at_idle_priority()
     exit_when_parent_gone(worker_pid)
     _PROCESS_DB = Database(url, 1, timeouts)
     _PROCESS_LIMITS = limits
@@ -90,8 +96,12 @@ def _store_in_process(raw: bytes) -> tuple[int, int]:
     return store_batch(_PROCESS_DB, raw, _PROCESS_LIMITS)
 
 
-def _ready() -> bool:
-    return _PROCESS_DB is not None
+def _ready() -> int:
+    """This ingestion process's pid, once its initialiser has run (a short pause, so that the calls of one round
+    spread over the processes that are up)."""
+    assert _PROCESS_DB is not None, "not an ingestion process"
+    time.sleep(0.02)
+    return os.getpid()
 
 
 class IngestionPool:
@@ -104,7 +114,7 @@ class IngestionPool:
             raise ValueError("TITRATE_EVENTS_INGEST_PROCESSES needs a database file or server: an in-memory SQLite "
                              "database is private to the serving process")
         self._args = (settings.database_url, DbTimeouts.from_settings(settings), IngestLimits.from_settings(settings),
-                      settings.log_level, settings.log_json, os.getpid())
+                      settings.log_level, settings.log_json, os.getpid(), settings.events_ingest_priority == "idle")
         self._processes = processes
         self._pool = self._new_pool()
 
@@ -112,11 +122,16 @@ class IngestionPool:
         return ProcessPoolExecutor(self._processes, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_start_process, initargs=self._args)
 
-    def start(self) -> None:
-        """Start every process now (each imports the service and connects), not on the first batches."""
-        futures = [self._pool.submit(_ready) for _ in range(self._processes)]
-        for future in futures:
-            future.result()
+    def start(self, timeout: float = 120.0) -> None:
+        """Start every process now and wait until each has run its initialiser (imported the service, connected,
+        taken its CPU priority), not on the first batches; a process that cannot start raises here."""
+        answered: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(answered) < self._processes:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(answered)} of {self._processes} event ingestion processes started")
+            futures = [self._pool.submit(_ready) for _ in range(self._processes)]
+            answered.update(future.result() for future in futures)
 
     async def store(self, raw: bytes) -> tuple[int, int]:
         """:func:`store_batch` of ``raw`` in an ingestion process; 503 when the process died holding it (whether

@@ -128,6 +128,22 @@ def test_a_dead_ingestion_process_fails_its_batch_and_new_ones_take_the_next(db:
     assert stored.content == b'{"accepted":1,"duplicates":0}'
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's (elsewhere idle means nice 19)")
+@pytest.mark.parametrize("priority", ["idle", "normal"])
+def test_ingestion_processes_run_in_the_scheduling_class_asked_for(database_url: str, priority: str) -> None:
+    settings = _settings(database_url, events_ingest_priority=priority)
+    pool = IngestionPool(settings, 2)
+    try:
+        pool.start()
+        pids = list(pool._pool._processes)  # type: ignore[attr-defined]
+        classes = {os.sched_getscheduler(pid) for pid in pids}
+    finally:
+        pool.close()
+    assert len(pids) == 2
+    assert classes == {os.SCHED_IDLE if priority == "idle" else os.SCHED_OTHER}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the worker itself keeps its class
+
+
 def _children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (from ``/proc``)."""
     found = []
