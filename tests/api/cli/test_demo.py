@@ -74,7 +74,11 @@ def test_demo_leaves_the_console_up_with_the_scenarios_decided_and_stops_cleanly
     demo = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "demo", "--units", "9000", "--model-requests", "0", "--no-adaptive",
          "--port", str(port), "--console-port", str(console_port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # why: Ctrl-C as at a terminal, even when the suite itself was started in the background of a shell without
+        # job control, which ignores SIGINT for everything it starts (an ignored SIGINT is inherited, and Python then
+        # installs no KeyboardInterrupt handler: the demo would never see the signal sent below)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert demo.stdout is not None
         key = None
