@@ -180,20 +180,32 @@ def parent_gone(parent_pid: int | None) -> bool:
     return parent_pid is not None and os.getppid() != parent_pid
 
 
+def lower_cpu_priority(increment: int) -> int | None:
+    """Add ``increment`` to this process's nice value (POSIX ``nice(2)``), so that the operating system runs the
+    serving workers first when both want a core; returns the new nice value, None where nothing changed (0, a
+    platform without ``os.nice``, or refused)."""
+    if increment <= 0 or not hasattr(os, "nice"):
+        return None
+    try:
+        return os.nice(increment)
+    except OSError:  # a sandbox may refuse it: the worker runs on at its priority
+        log.warning("could not lower this process's CPU priority", exc_info=True)
+        return None
+
+
 def run_at_idle_priority() -> str | None:
     """Move this process to the operating system's idle scheduling class: Linux ``SCHED_IDLE`` (it runs on a core
     nothing else wants, and a task of the normal class that wakes up takes the core from it at once), or where that
-    class does not exist the weakest nice value (19). Returns ``"SCHED_IDLE"`` or ``"nice 19"``, None if refused."""
+    class does not exist the weakest nice value (19, by :func:`lower_cpu_priority`). Returns ``"SCHED_IDLE"`` or
+    ``"nice 19"``, None if refused."""
+    if not (hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE")):
+        return "nice 19" if hasattr(os, "nice") and lower_cpu_priority(19 - os.nice(0)) is not None else None
     try:
-        if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            return "SCHED_IDLE"
-        if hasattr(os, "nice"):
-            os.nice(19 - os.nice(0))
-            return "nice 19"
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except OSError:  # a sandbox may refuse it: the process runs on at its priority
         log.warning("could not move this process to the idle CPU priority", exc_info=True)
-    return None
+        return None
+    return "SCHED_IDLE"
 
 
 def exit_when_parent_gone(parent_pid: int) -> threading.Thread:

@@ -172,7 +172,8 @@ def refresh_worker(
     import threading
 
     from api.analysis.published import publish_if_read
-    from api.incremental.scheduler import lower_cpu_priority, run_worker
+    from api.background import lower_cpu_priority
+    from api.incremental.scheduler import run_worker
     from api.logging_setup import configure_logging
     from api.mistakes import database_errors, load_settings
 

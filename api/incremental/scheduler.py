@@ -21,7 +21,6 @@ stored state (``api.analysis.card_cache`` keys its memo on it).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -112,19 +111,6 @@ class RefreshScheduler:
     def stop(self) -> None:
         """Stop the loop and wait (up to 30 s) for a round in progress."""
         self._loop.stop()
-
-
-def lower_cpu_priority(increment: int) -> int | None:
-    """Add ``increment`` to this process's nice value (POSIX ``nice(2)``), so that the operating system runs the
-    serving workers first when both want a core; returns the new nice value, None where nothing changed (0, a
-    platform without ``os.nice``, or refused)."""
-    if increment <= 0 or not hasattr(os, "nice"):
-        return None
-    try:
-        return os.nice(increment)
-    except OSError:  # a sandbox may refuse it: the worker runs on at its priority
-        log.warning("scorecard refresh worker: could not lower its CPU priority", exc_info=True)
-        return None
 
 
 def run_worker(settings: Settings, stop: threading.Event, *, parent_pid: int | None = None,
