@@ -312,26 +312,28 @@ def merge_arrived(session: Session | Connection, tables: AnalysisTables, experim
     # per unit) cost more than computing them
     _DELTA.create(conn)
     arrived_units = delta_units_query(tables.events, UNITS, experiment_id, metrics, watermark, since, as_of)
-    if conn.dialect.name == "postgresql":
+    postgres = conn.dialect.name == "postgresql"
+
+    def compute_delta(ids: Any) -> None:
+        conn.execute(insert(_DELTA).from_select(["unit_id", "component", "value"], delta_values_query(
+            tables.exposures, tables.events, experiment_id, metrics, watermark, as_of, ids, materialize=not postgres)))
+
+    if postgres:
         # why the ids through the client, as one array: with the id query as a subquery PostgreSQL planned the
         # per-unit join as a nested loop over every exposure (minutes at 100k units); unnest(one array parameter)
         # is a hashed semi-join, where an IN list of bound parameters is tested element by element for each row
         units = [str(u) for u in conn.execute(arrived_units).scalars()]
         for chunk in _chunks(units, _DELTA_CHUNK):
-            ids: Any = select(func.unnest(literal(list(chunk), ARRAY(String(256)))))
-            conn.execute(insert(_DELTA).from_select(["unit_id", "component", "value"], delta_values_query(
-                tables.exposures, tables.events, experiment_id, metrics, watermark, as_of, ids, materialize=False)))
+            compute_delta(select(func.unnest(literal(list(chunk), ARRAY(String(256))))))
     else:
         # why a temporary table of the ids on SQLite: it looks the units up as it did a list, without moving the
         # ids through Python and back as thousands of rendered literals (~45 ms of a 9.5k-unit refresh)
         _DELTA_UNITS.create(conn)
         conn.execute(insert(_DELTA_UNITS).from_select(["unit_id"], arrived_units))
-        conn.execute(insert(_DELTA).from_select(["unit_id", "component", "value"], delta_values_query(
-            tables.exposures, tables.events, experiment_id, metrics, watermark, as_of,
-            select(_DELTA_UNITS.c.unit_id), materialize=True)))
+        compute_delta(select(_DELTA_UNITS.c.unit_id))
         _DELTA_UNITS.drop(conn)
     d = _DELTA.c
-    upsert = (postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)(VALUES).from_select(
+    upsert = (postgresql_insert if postgres else sqlite_insert)(VALUES).from_select(
         ["experiment_id", "unit_id", "component", "value"],
         # why the WHERE: it keeps the excluded-event rows out, and SQLite's parser needs one to tell the upsert's
         # ON CONFLICT from a join's ON
