@@ -125,7 +125,7 @@ def relative_inference(
     Var(r̂) ≈ v_t / θ_c² + θ_t² · v_c / θ_c⁴ ; CI = r̂ ± z_{1−α/2}·√Var(r̂).
     A normal quantile is used because the delta method is itself a large-sample approximation.
     ``var_rel`` overrides the variance when the arms' estimates are correlated (CUPED).
-    NaN where θ_c = 0.
+    NaN where θ_c = 0 (the interval also where the variance is not finite).
     """
     check_alpha(alpha)
     ec = np.asarray(estimate_c, dtype=float)
@@ -143,8 +143,10 @@ def relative_inference(
         else:
             v = np.asarray(var_rel, dtype=float)
         se = np.sqrt(v)
-    finite = nonzero & np.isfinite(rel) & np.isfinite(se)
-    rel = np.where(finite, rel, np.nan)
+    # why apart: a finite ratio is a fine estimate even where its variance over/underflows (a control mean near
+    # the float underflow); that lift stays inside Fieller's ``rel_ci``, which only its interval would contradict
+    rel = np.where(nonzero & np.isfinite(rel), rel, np.nan)
+    finite = np.isfinite(rel) & np.isfinite(se)
     se = np.where(finite, se, np.nan)
     half = stats.norm.isf(alpha / 2.0) * se
     return RelativeInference(rel, se, rel - half, rel + half)
