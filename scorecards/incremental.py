@@ -8,8 +8,12 @@ over it (:func:`scorecards.sql.aggregate_units`). The rows of ``u`` are what thi
 * :func:`unit_rows_query` — the ``u`` rows of every unit (a full refresh) or of some units (an incremental one),
   with ``unit_id``, ``allocation_version`` and ``attributes``, every component of the plan's metrics, computed at
   ``as_of`` (the refresh time) from *all* the unit's events, exactly as the live query computes them;
-* :func:`touched_units_query` — the units a refresh of an analysis source must recompute: those with an event of a
-  plan event name dated after ``since`` (= previous watermark − lookback), or exposed after ``since``;
+* an analysis source (no arrival column): its values are split at a cutoff ``C`` (the refresh time minus the
+  lookback): settled values from the events dated by ``C`` (``unit_rows_query(dated_through=C)``) and window values
+  from those dated after it (``unit_rows_query(dated_after=C, with_events_only=True)``), stored in a window value
+  table and added back by :func:`stored_units`; an incremental refresh adds the events dated in ``(C_prev, C]`` to
+  the settled values (``with_events_only``: only the units with such events) and recomputes whole the units exposed
+  after ``C_prev`` — every read a range of event dates, which a warehouse prunes by partition;
 * on titrate's own tables (events with ``received_at``, each ``event_id`` stored once) a refresh at ``R`` counts the
   events received by ``R`` (``unit_rows_query(received_by=R)``), and an incremental one recomputes whole only the
   units exposed after ``since`` (:func:`exposed_units_query`) and adds to every other stored unit the
@@ -28,13 +32,14 @@ tests), so the events counted at ``W`` (received by ``W``, dated by ``W``) plus 
 the events received by ``R`` and dated by ``R``, each once. Only exposures have no arrival time: one stored more
 than the lookback after its ``exposed_at`` waits for a full refresh.
 
-Why recomputing the touched units is exact (analysis sources): a unit's stored values are a function of its
-exposure and its events dated ``<= as_of``. A unit not touched at refresh time ``R2`` (previous refresh ``R1``,
-lookback ``L``) has no event dated in ``(R1 − L, R2]`` and was exposed at or before ``R1 − L``; all its events dated
-``<= R1 − L`` had arrived at ``R1`` unless one arrived more than ``L`` after its own timestamp. So between full
-refreshes the materialised rows equal a full recomputation except for rows (events, or exposures) that arrived more
-than ``L`` after their own timestamp; each such row changes only its own unit's values, until a full refresh (or a
-later event of that unit, which recomputes the unit) picks it up.
+Why the split is exact (analysis sources): every component is a sum, a count or a max over the unit's events, each
+event's term depending only on the event and the unit's exposure, so a unit's value is its settled value (events
+dated by ``C``) plus (max for ``any``) its window value (dated in ``(C, as_of]``). An event dated ``t <= C = R − L``
+that arrived by ``t + L`` had arrived at ``R``, so the settled delta ``(C_prev, C]`` read at ``R`` holds it; an
+exposure dated ``x`` arriving by ``x + L`` first appears at a refresh whose previous cutoff is before ``x``, so its
+unit is recomputed whole then. So between full refreshes the stored rows equal a full recomputation except for rows
+(events, or exposures) that arrived more than ``L`` after their own timestamp; each such row changes only its own
+unit's values, until a full refresh picks it up.
 
 Tables are passed in (this package never imports the service's ORM): the stored unit table needs
 ``experiment_id, unit_id, variant, allocation_version, exposed_at, attributes, excluded_events``; the value table
@@ -77,7 +82,7 @@ from scorecards.sql_dialect import segment_value as _segment_value
 __all__ = ["EXCLUDED_EVENTS", "arrived", "component_text", "delta_rows_query", "delta_units_query",
            "delta_values_query", "exposed_units_query",
            "plan_components", "stored_scorecard_query", "stored_units",
-           "stored_version_metric_query", "stored_version_segment_metric_query", "touched_units_query",
+           "stored_version_metric_query", "stored_version_segment_metric_query",
            "unit_rows_query"]
 
 
@@ -97,18 +102,27 @@ def plan_components(metrics: Sequence[MetricSpec]) -> dict[Component, str]:
 
 def unit_rows_query(exposures: FromClause, events: FromClause, experiment_id: int, metrics: Sequence[MetricSpec],
                     as_of: datetime, earliest: datetime | None = None, units: Any = None,
-                    received_by: datetime | None = None) -> Select[Any]:
+                    received_by: datetime | None = None, dated_after: datetime | None = None,
+                    dated_through: datetime | None = None, with_events_only: bool = False) -> Select[Any]:
     """The per-unit rows to materialise: ``unit_id, variant, exposed_at, allocation_version, attributes,
     excluded_events`` and one column per component of :func:`plan_components` (labelled ``c0`` …), for every usable
     exposure at ``as_of`` — or only for the unit ids ``units`` selects (a one-column ``SELECT``, e.g.
-    :func:`touched_units_query`). The values are those of the live per-unit subquery at ``as_of``; with
+    :func:`exposed_units_query`, or a list). The values are those of the live per-unit subquery at ``as_of``; with
     ``received_by`` (titrate's own events, which have ``received_at``) only of the events received by then, so
-    that the next :func:`delta_rows_query` (events received after it) never counts an event twice."""
-    def received(e: Any) -> ColumnElement[bool]:
-        return e.c.received_at <= received_by  # type: ignore[no-any-return]
+    that the next :func:`delta_rows_query` (events received after it) never counts an event twice; with
+    ``dated_after`` / ``dated_through`` only of the events dated in that range (an analysis source's settled part,
+    its settled delta and its window); ``with_events_only``: only the units with such an event (a delta or a
+    window: found by the range of dates, which a warehouse reads from those dates' partitions only)."""
+    def event_filter(e: Any) -> ColumnElement[bool]:
+        tests = [] if received_by is None else [e.c.received_at <= received_by]
+        tests += [] if dated_after is None else [e.c.timestamp > dated_after]
+        tests += [] if dated_through is None else [e.c.timestamp <= dated_through]
+        return and_(*tests)
 
+    filtered = received_by is not None or dated_after is not None or dated_through is not None
     return _per_unit(exposures, events, experiment_id, plan_components(metrics), as_of, None, False, False,  # type: ignore[no-any-return]
-                     earliest, units=units, whole_rows=True, event_filter=None if received_by is None else received)
+                     earliest, units=units, whole_rows=True, event_filter=event_filter if filtered else None,
+                     with_events_only=with_events_only)
 
 
 def arrived(events: Any, watermark: datetime, as_of: datetime) -> ColumnElement[bool]:
@@ -201,71 +215,79 @@ def delta_values_query(exposures: FromClause, events: FromClause, experiment_id:
     return union_all(*parts)
 
 
-def touched_units_query(exposures: FromClause, events: FromClause, experiment_id: int, metrics: Sequence[MetricSpec],
-                        since: datetime, as_of: datetime) -> Select[Any]:
-    """Unit ids (one column, ``unit_id``) a refresh at ``as_of`` recomputes: those with an event of one of the
-    metrics' event names dated in ``(since, as_of]`` and those of the experiment exposed in ``(since, as_of]``.
-
-    ``since`` is the previous refresh's watermark minus the lookback. The event half may name units of other
-    experiments: :func:`unit_rows_query` keeps only this experiment's exposures."""
-    names = sorted({c[0] for c in plan_components(metrics)})
-    by_exposure = select(exposures.c.unit_id.label("unit_id")).where(
-        exposures.c.experiment_id == experiment_id, exposures.c.exposed_at > since, exposures.c.exposed_at <= as_of)
-    if not names:
-        return by_exposure
-    by_event = select(events.c.unit_id.label("unit_id")).where(
-        events.c.name.in_(names), events.c.timestamp > since, events.c.timestamp <= as_of)
-    # why UNION (not UNION ALL): a unit with many new events is recomputed once
-    return select(union(by_event, by_exposure).subquery("touched").c.unit_id)
-
-
 def stored_units(units: Table, values: Table, experiment_id: int, metrics: Sequence[MetricSpec],
-                 segment: str | None = None, by_version: bool = False, segment_strings_only: bool = False) -> Any:
+                 segment: str | None = None, by_version: bool = False, segment_strings_only: bool = False,
+                 window: Table | None = None) -> Any:
     """The stored rows of an experiment as the ``u`` subquery of ``scorecards.sql``: ``variant, exposed_at,
     excluded_events``, (``allocation_version``), (``segment``: the exposure attribute's value, as the live query
     reads it) and ``c0`` … labelled per ``scorecards.sql.components(metrics)``; a component with no stored row is 0
-    (only nonzero values are stored)."""
+    (only nonzero values are stored). ``window``: an analysis source's window value table (values and excluded
+    events of the events dated after its settled cutoff), added to the stored ones."""
     labels = components(_unique(metrics))
     zero = _float_literal(0.0)
-    v = values
-    pivot = (select(v.c.unit_id, *[func.max(case((v.c.component == component_text(c), v.c.value))).label(label)
-                                   for c, label in labels.items()])
-             .where(v.c.experiment_id == experiment_id,
-                    v.c.component.in_([component_text(c) for c in labels]))
-             .group_by(v.c.unit_id)).subquery("p")
+
+    def pivot_of(table: Table, name: str, excluded: bool = False) -> Any:
+        """One row per unit with a value in ``table``: each component's value (``excluded``: and the excluded
+        events, a row of their own in the window table)."""
+        t = table
+        keys = [component_text(c) for c in labels] + ([EXCLUDED_EVENTS] if excluded else [])
+        cols = [func.max(case((t.c.component == component_text(c), t.c.value))).label(label)
+                for c, label in labels.items()]
+        if excluded:
+            cols.append(func.max(case((t.c.component == EXCLUDED_EVENTS, t.c.value))).label("excluded"))
+        return (select(t.c.unit_id, *cols).where(t.c.experiment_id == experiment_id, t.c.component.in_(keys))
+                .group_by(t.c.unit_id)).subquery(name)
+
+    pivot = pivot_of(values, "p")
     cols: list[ColumnElement[Any]] = [units.c.variant.label("variant"), units.c.exposed_at.label("exposed_at")]
     if by_version:
         cols.append(units.c.allocation_version.label("allocation_version"))
     if segment is not None:
         cols.append(_segment_value(units.c.attributes, segment, segment_strings_only).label("segment"))
-    cols.append(cast(units.c.excluded_events, Integer).label("excluded_events"))
-    cols += [cast(func.coalesce(pivot.c[label], zero), Float).label(label) for label in labels.values()]
-    on = units.c.unit_id == pivot.c.unit_id
-    return (select(*cols).select_from(units.outerjoin(pivot, on) if labels else units)
+    source = units.outerjoin(pivot, units.c.unit_id == pivot.c.unit_id) if labels else units
+    values_of = {label: func.coalesce(pivot.c[label], zero) if labels else zero for label in labels.values()}
+    excluded: ColumnElement[Any] = units.c.excluded_events
+    if window is not None:
+        # a unit's value: its settled value plus its window value (the larger for ``any``: a 0/1 flag), and its
+        # excluded events the stored count plus the window's. why a pivot of its own, joined: the window holds the
+        # few units with recent events, so the settled pivot stays as it is and the join is to a small table
+        w = pivot_of(window, "w", excluded=True)
+        source = source.outerjoin(w, units.c.unit_id == w.c.unit_id)
+        for c, label in labels.items():
+            recent = func.coalesce(w.c[label], zero)
+            values_of[label] = (case((recent > values_of[label], recent), else_=values_of[label]) if c[1] == "any"
+                                else values_of[label] + recent)
+        excluded = excluded + cast(func.coalesce(w.c.excluded, zero), Integer)
+    cols.append(cast(excluded, Integer).label("excluded_events"))
+    cols += [cast(values_of[label], Float).label(label) for label in labels.values()]
+    return (select(*cols).select_from(source)
             .where(units.c.experiment_id == experiment_id, usable_exposure(units, None))).subquery("u")
 
 
 def stored_scorecard_query(units: Table, values: Table, experiment_id: int, metrics: Sequence[MetricSpec],
                            as_of: datetime, segment: str | None = None,
-                           segment_strings_only: bool = False) -> Select[Any]:
+                           segment_strings_only: bool = False, window: Table | None = None) -> Select[Any]:
     """:func:`scorecards.sql.scorecard_query` over the stored rows (``as_of`` = the refresh time they were computed
-    at): same columns, read with ``scorecards.sql.read_scorecard_rows`` / ``read_segment_rows``."""
-    u = stored_units(units, values, experiment_id, metrics, segment, segment_strings_only=segment_strings_only)
+    at; ``window`` as in :func:`stored_units`): same columns, read with ``scorecards.sql.read_scorecard_rows`` /
+    ``read_segment_rows``."""
+    u = stored_units(units, values, experiment_id, metrics, segment, segment_strings_only=segment_strings_only,
+                     window=window)
     return aggregate_units(u, metrics, as_of, segment is not None)
 
 
 def stored_version_metric_query(units: Table, values: Table, experiment_id: int, metric: MetricSpec,
-                                as_of: datetime) -> Select[Any]:
+                                as_of: datetime, window: Table | None = None) -> Select[Any]:
     """:func:`scorecards.sql.version_metric_query` over the stored rows (read with ``read_version_rows``)."""
     spec = replace(metric, cuped_lookback_hours=None)
-    return aggregate_units(stored_units(units, values, experiment_id, [spec], by_version=True), [spec], as_of,
-                           by_version=True)
+    return aggregate_units(stored_units(units, values, experiment_id, [spec], by_version=True, window=window), [spec],
+                           as_of, by_version=True)
 
 
 def stored_version_segment_metric_query(units: Table, values: Table, experiment_id: int, metric: MetricSpec,
-                                        as_of: datetime, segment: str) -> Select[Any]:
+                                        as_of: datetime, segment: str, window: Table | None = None) -> Select[Any]:
     """:func:`scorecards.sql.version_segment_metric_query` over the stored rows (``read_version_segment_rows``)."""
     spec = replace(metric, cuped_lookback_hours=None)
-    u = stored_units(units, values, experiment_id, [spec], segment, by_version=True, segment_strings_only=True)
+    u = stored_units(units, values, experiment_id, [spec], segment, by_version=True, segment_strings_only=True,
+                     window=window)
     return aggregate_units(u, [spec], as_of, segment=True, by_version=True)
 

@@ -124,12 +124,12 @@ class TableMapping:
             raise ValueError("a mapping names exactly one of 'table' and 'sql'")
 
 
-def materialised_tables(schema: str) -> tuple[Table, Table]:
-    """The two tables that keep an experiment's materialised scorecard rows (``scorecards.incremental``) in schema
-    ``schema`` of an analysis source, shaped as titrate's ``scorecard_units`` and ``scorecard_unit_values`` (without
-    their foreign keys: the experiments live in titrate's database): the unit table ``experiment_id, unit_id,
-    variant, allocation_version, exposed_at, attributes, excluded_events`` and the value table ``experiment_id,
-    unit_id, component, value``, keyed as titrate's."""
+def materialised_tables(schema: str) -> tuple[Table, Table, Table]:
+    """The three tables that keep an experiment's materialised scorecard rows (``scorecards.incremental``) in schema
+    ``schema`` of an analysis source, shaped as titrate's ``scorecard_units``, ``scorecard_unit_values`` and
+    ``scorecard_unit_window_values`` (without their foreign keys: the experiments live in titrate's database): the
+    unit table ``experiment_id, unit_id, variant, allocation_version, exposed_at, attributes, excluded_events``, and
+    the value and window value tables ``experiment_id, unit_id, component, value``, keyed as titrate's."""
     metadata = MetaData(schema=schema)
     units = Table(
         "scorecard_units", metadata,
@@ -141,7 +141,11 @@ def materialised_tables(schema: str) -> tuple[Table, Table]:
         "scorecard_unit_values", metadata,
         Column("experiment_id", Integer, primary_key=True), Column("unit_id", String(256), primary_key=True),
         Column("component", String(512), primary_key=True), Column("value", Float, nullable=False))
-    return units, values
+    window = Table(
+        "scorecard_unit_window_values", metadata,
+        Column("experiment_id", Integer, primary_key=True), Column("unit_id", String(256), primary_key=True),
+        Column("component", String(512), primary_key=True), Column("value", Float, nullable=False))
+    return units, values, window
 
 
 def source_from(mapping: TableMapping, roles: Sequence[str]) -> FromClause:

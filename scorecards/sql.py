@@ -156,14 +156,16 @@ def _component_column(x: Any, e: Any, component: Component, finite: ColumnElemen
 def _per_unit(exposures: FromClause, events: FromClause, experiment_id: int, components: dict[Component, str],
               as_of: datetime, segment: str | None, by_version: bool, segment_strings_only: bool,
               earliest: datetime | None, *, units: Any = None, whole_rows: bool = False,
-              event_filter: Callable[[Any], ColumnElement[bool]] | None = None) -> Any:
+              event_filter: Callable[[Any], ColumnElement[bool]] | None = None, with_events_only: bool = False) -> Any:
     """The per-unit subquery ``u``: one row per usable exposure with its variant, exposure time, (version,
     segment), excluded-event count and one column per component.
 
     ``units`` (a one-column ``SELECT`` of unit ids) keeps only those units; ``whole_rows`` also selects the
     exposure's ``unit_id``, ``allocation_version`` and ``attributes`` (the rows ``scorecards.incremental``
     materialises) and returns the ``SELECT`` rather than a subquery; ``event_filter`` (given the events' alias)
-    keeps only the events it accepts (``scorecards.incremental``: those received by a time, or in a delta)."""
+    keeps only the events it accepts (``scorecards.incremental``: those received by a time, or in a delta);
+    ``with_events_only`` keeps only the units with at least one such event (an inner join: a source's settled
+    delta and window rows, found from a range of event dates without a list of units)."""
     x = exposures.alias("x")
     e = events.alias("e")
     names = sorted({key[0] for key in components})
@@ -202,9 +204,11 @@ def _per_unit(exposures: FromClause, events: FromClause, experiment_id: int, com
         on = and_(on, e.c.unit_id.in_(units))
     stmt = (
         select(*per_unit_cols)
-        .select_from(x.outerjoin(e, on) if names else x)
+        .select_from((x.join(e, on) if with_events_only else x.outerjoin(e, on)) if names else x)
         .where(x.c.experiment_id == experiment_id, x.c.exposed_at <= as_of, usable_exposure(x, earliest))
     )
+    if with_events_only and not names:
+        stmt = stmt.where(literal(False))
     if units is not None:
         stmt = stmt.where(x.c.unit_id.in_(units))
     stmt = stmt.group_by(*group)

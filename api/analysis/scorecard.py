@@ -133,7 +133,7 @@ def _build_stored_scorecard(session: Session, experiment: Experiment, state: Ref
     attribute = plan.allocation.context_attribute
     thompson = plan.allocation.strategy == "thompson"
     # the stored rows: in titrate's database, or in the schema of the analysis source that keeps them
-    with stored_rows(session, experiment) as (conn, store):
+    with stored_rows(session, experiment, state) as (conn, store):
         aggregates = stored.stored_metric_aggregates(conn, experiment.id, specs, when, store)
         exposures = ExposureCounts(
             stored.stored_exposure_counts(conn, experiment.id, store),

@@ -250,10 +250,25 @@ class ScorecardUnitValue(Base):
     value: Mapped[float] = mapped_column(Float)
 
 
+class ScorecardUnitWindowValue(Base):
+    """One nonzero per-unit component value of the events an analysis source may still add to: those dated after
+    the experiment's ``settled_through`` (``scorecards.incremental``; ``component`` as in
+    :class:`ScorecardUnitValue`, or ``excluded_events``). A unit's value is its settled value plus this one (a max
+    for ``any`` components); every refresh replaces all these rows of the experiment."""
+
+    __tablename__ = "scorecard_unit_window_values"
+
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True)
+    unit_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    component: Mapped[str] = mapped_column(String(512), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+
+
 class ScorecardRefresh(Base):
     """The refresh state of an experiment's materialised scorecard: the rows are the analysis as of
     ``computed_at``; the next incremental refresh adds the events received after ``watermark`` (titrate's own
-    tables) or recomputes units with events dated after ``watermark`` minus the lookback (an analysis source);
+    tables) or, on an analysis source, adds the events dated from ``settled_through`` to its new cutoff and
+    replaces the window values;
     ``components`` are the stored component keys (a plan with others needs a full refresh)."""
 
     __tablename__ = "scorecard_refreshes"
@@ -266,6 +281,10 @@ class ScorecardRefresh(Base):
     components: Mapped[list[str]] = mapped_column(JSONType)
     excluded_exposures: Mapped[int] = mapped_column(BigInteger)
     units_recomputed: Mapped[int] = mapped_column(BigInteger)
+    #: An analysis source's rows: the stored values count the events dated at or before this time, and
+    #: :class:`ScorecardUnitWindowValue` those dated after it (None: no window rows — titrate's own tables, whose
+    #: refreshes read events by arrival, or a state stored before the split, which the next refresh replaces whole).
+    settled_through: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: The default scorecard of this state as REST JSON, written in the refresh's own transaction (None: not
     #: published; a read builds it), and what else it depends on (``card_key``: status and allocation history).
     #: Deferred: reading the state does not load it.

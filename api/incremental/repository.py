@@ -12,10 +12,11 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import (
     Column,
+    ColumnElement,
     Connection,
     Executable,
     Float,
@@ -23,7 +24,6 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Result,
-    Row,
     String,
     Table,
     case,
@@ -41,7 +41,15 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from api.db.tables import Allocation, Experiment, ScorecardRefresh, ScorecardUnit, ScorecardUnitValue, Variant
+from api.db.tables import (
+    Allocation,
+    Experiment,
+    ScorecardRefresh,
+    ScorecardUnit,
+    ScorecardUnitValue,
+    ScorecardUnitWindowValue,
+    Variant,
+)
 from scorecards.incremental import (
     EXCLUDED_EVENTS,
     component_text,
@@ -52,7 +60,6 @@ from scorecards.incremental import (
     stored_scorecard_query,
     stored_version_metric_query,
     stored_version_segment_metric_query,
-    touched_units_query,
     unit_rows_query,
 )
 from scorecards.sql import (
@@ -69,10 +76,20 @@ from scorecards.sql import (
 
 UNITS: Table = ScorecardUnit.__table__  # type: ignore[assignment]
 VALUES: Table = ScorecardUnitValue.__table__  # type: ignore[assignment]
-#: Where materialised rows are kept: the unit table and the value table (titrate's, or those of a schema of an
-#: analysis source: ``scorecards.source_views.materialised_tables``).
-StoreTables = tuple[Table, Table]
-OWN_STORE: StoreTables = (UNITS, VALUES)
+WINDOW: Table = ScorecardUnitWindowValue.__table__  # type: ignore[assignment]
+
+
+class StoreTables(NamedTuple):
+    """Where materialised rows are kept (titrate's tables, or those of a schema of an analysis source:
+    ``scorecards.source_views.materialised_tables``); ``window`` None where a read must not add window values (a
+    state without a settled cutoff: ``RefreshState.settled_through``)."""
+
+    units: Table
+    values: Table
+    window: Table | None
+
+
+OWN_STORE = StoreTables(UNITS, VALUES, WINDOW)
 
 #: Session-level advisory lock of the refresh job ("titrates" in ASCII hex; the allocation job's key + "s").
 JOB_LOCK_KEY = 0x7469747261746573
@@ -119,30 +136,41 @@ class RefreshState:
     components: tuple[str, ...]
     excluded_exposures: int
     units_recomputed: int
+    #: An analysis source's rows: the stored values count its events dated by then, the window values those dated
+    #: after (``scorecards.incremental``); None: titrate's own tables (no window values).
+    settled_through: datetime | None = None
 
 
 # ------------------------------------------------------------------------------------------------ analysis side
 
 
 def unit_rows(conn: Runner, tables: AnalysisTables, experiment_id: int, metrics: Sequence[MetricSpec],
-              as_of: datetime, earliest: datetime | None, since: datetime | None) -> list[Row[Any]]:
-    """The per-unit rows (``scorecards.incremental.unit_rows_query``) at ``as_of``: every usable exposure's when
-    ``since`` is None (a full refresh), else only the units touched after ``since``."""
-    units = (None if since is None
-             else touched_units_query(tables.exposures, tables.events, experiment_id, metrics, since, as_of))
-    stmt = unit_rows_query(tables.exposures, tables.events, experiment_id, metrics, as_of, earliest, units)
-    return list(conn.execute(stmt).all())
+              as_of: datetime, earliest: datetime | None, units: Any = None, after: datetime | None = None,
+              through: datetime | None = None, with_events_only: bool = False) -> list[Mapping[str, Any]]:
+    """The per-unit rows (``scorecards.incremental.unit_rows_query``) at ``as_of``, as mappings: every usable
+    exposure's, or only of the unit ids ``units`` selects (a one-column ``SELECT`` or a list); counting only the
+    events dated in ``(after, through]`` where given (``with_events_only``: only units with such an event)."""
+    def rows_of(selected: Any) -> list[Mapping[str, Any]]:
+        stmt = unit_rows_query(tables.exposures, tables.events, experiment_id, metrics, as_of, earliest, selected,
+                               dated_after=after, dated_through=through, with_events_only=with_events_only)
+        result: Any = conn.execute(stmt).all()
+        return [row._mapping for row in result]
+
+    if isinstance(units, list):
+        return [row for chunk in _chunks(units) for row in rows_of(list(chunk))]
+    return rows_of(units)
 
 
 def own_unit_rows(conn: Runner, tables: AnalysisTables, experiment_id: int, metrics: Sequence[MetricSpec],
-                  as_of: datetime, earliest: datetime | None, since: datetime | None) -> list[Row[Any]]:
+                  as_of: datetime, earliest: datetime | None, since: datetime | None) -> list[Mapping[str, Any]]:
     """:func:`unit_rows` on titrate's own tables, counting only the events received by ``as_of``: every usable
     exposure's when ``since`` is None (a full refresh), else only the units exposed after ``since`` (recomputed
     whole by an incremental refresh; the others get :func:`merge_arrived`)."""
     units = None if since is None else exposed_units_query(tables.exposures, experiment_id, since, as_of)
     stmt = unit_rows_query(tables.exposures, tables.events, experiment_id, metrics, as_of, earliest, units,
                            received_by=as_of)
-    return list(conn.execute(stmt).all())
+    result: Any = conn.execute(stmt).all()
+    return [row._mapping for row in result]
 
 
 def excluded_exposures(conn: Runner, tables: AnalysisTables, experiment_id: int,
@@ -156,7 +184,8 @@ def excluded_exposures(conn: Runner, tables: AnalysisTables, experiment_id: int,
 
 def _state(row: ScorecardRefresh) -> RefreshState:
     return RefreshState(row.experiment_id, row.watermark, row.computed_at, row.last_full_at, row.mode,
-                        tuple(row.components), int(row.excluded_exposures), int(row.units_recomputed))
+                        tuple(row.components), int(row.excluded_exposures), int(row.units_recomputed),
+                        row.settled_through)
 
 
 def state(session: Session, experiment_id: int) -> RefreshState | None:
@@ -182,9 +211,8 @@ def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]
 Digest = tuple[str, int, datetime, str, int, tuple[tuple[str, float], ...]]
 
 
-def row_digest(row: Row[Any], labels: Mapping[str, str]) -> Digest:
+def row_digest(r: Mapping[str, Any], labels: Mapping[str, str]) -> Digest:
     """The :data:`Digest` of a row of :func:`unit_rows` (``labels``: column label → component key)."""
-    r = row._mapping
     values = tuple(sorted((key, float(r[label])) for label, key in labels.items() if r[label]))
     return (str(r["variant"]), int(r["allocation_version"]), r["exposed_at"],
             json.dumps(r["attributes"], sort_keys=True, default=str), int(r["excluded_events"]), values)
@@ -213,12 +241,13 @@ def stored_digests(session: Session, experiment_id: int) -> dict[str, Digest]:
             for r in session.execute(select(UNITS).where(UNITS.c.experiment_id == experiment_id))}
 
 
-def replace_rows(session: Session | Connection, experiment_id: int, rows: Sequence[Row[Any]], labels: Mapping[str, str],
-                 everything: bool, removed: Sequence[str] = (), store: StoreTables = OWN_STORE) -> None:
+def replace_rows(session: Session | Connection, experiment_id: int, rows: Sequence[Mapping[str, Any]],
+                 labels: Mapping[str, str], everything: bool, removed: Sequence[str] = (),
+                 store: StoreTables = OWN_STORE) -> None:
     """Replace stored rows by ``rows`` (of :func:`unit_rows`; ``labels``: column label → component key): all the
     experiment's rows when ``everything``, else those of the units in ``rows`` (and delete the units ``removed``).
     Only nonzero values are stored; ``store``: the tables (titrate's unless a source keeps them)."""
-    unit_table, value_table = store
+    unit_table, value_table = store.units, store.values
     conn = session.connection() if isinstance(session, Session) else session
     if conn.dialect.name == "sqlite" and store == OWN_STORE:
         _replace_rows_sqlite(conn, experiment_id, rows, labels, everything, removed)
@@ -227,7 +256,7 @@ def replace_rows(session: Session | Connection, experiment_id: int, rows: Sequen
         session.execute(delete(value_table).where(value_table.c.experiment_id == experiment_id))
         session.execute(delete(unit_table).where(unit_table.c.experiment_id == experiment_id))
     else:
-        for chunk in _chunks([str(r._mapping["unit_id"]) for r in rows] + list(removed)):
+        for chunk in _chunks([str(r["unit_id"]) for r in rows] + list(removed)):
             session.execute(delete(value_table).where(value_table.c.experiment_id == experiment_id,
                                                       value_table.c.unit_id.in_(chunk)))
             session.execute(delete(unit_table).where(unit_table.c.experiment_id == experiment_id,
@@ -236,8 +265,7 @@ def replace_rows(session: Session | Connection, experiment_id: int, rows: Sequen
         return
     units: list[dict[str, Any]] = []
     values: list[dict[str, Any]] = []
-    for row in rows:
-        r = row._mapping
+    for r in rows:
         units.append({"experiment_id": experiment_id, "unit_id": r["unit_id"], "variant": r["variant"],
                       "allocation_version": r["allocation_version"], "exposed_at": r["exposed_at"],
                       "attributes": r["attributes"], "excluded_events": int(r["excluded_events"])})
@@ -252,15 +280,15 @@ def replace_rows(session: Session | Connection, experiment_id: int, rows: Sequen
         session.execute(insert(value_table), values)
 
 
-def _replace_rows_sqlite(conn: Connection, experiment_id: int, rows: Sequence[Row[Any]], labels: Mapping[str, str],
-                         everything: bool, removed: Sequence[str]) -> None:
+def _replace_rows_sqlite(conn: Connection, experiment_id: int, rows: Sequence[Mapping[str, Any]],
+                         labels: Mapping[str, str], everything: bool, removed: Sequence[str]) -> None:
     """:func:`replace_rows` on titrate's SQLite tables through the driver: the touched units' rows deleted by one
     statement per table (the ids as one JSON array, ``json_each``), the new ones inserted by one ``executemany``
     of tuples, each value rendered by its column's own bind processor (the bytes SQLAlchemy would store). why:
     SQLAlchemy's compilation of 2,000-id IN lists and its per-row dict handling were two thirds of an incremental
     refresh of a source (``bench/incremental_refresh.py``)."""
     raw: Any = conn.connection.driver_connection
-    ids = json.dumps([str(r._mapping["unit_id"]) for r in rows] + list(removed))
+    ids = json.dumps([str(r["unit_id"]) for r in rows] + list(removed))
     for table in ("scorecard_unit_values", "scorecard_units"):
         if everything:
             raw.execute(f"DELETE FROM {table} WHERE experiment_id = ?", (experiment_id,))
@@ -274,8 +302,7 @@ def _replace_rows_sqlite(conn: Connection, experiment_id: int, rows: Sequence[Ro
     attributes = UNITS.c.attributes.type.bind_processor(dialect) or (lambda v: v)
     pairs = list(labels.items())
     units, values = [], []
-    for row in rows:
-        r = row._mapping
+    for r in rows:
         unit = r["unit_id"]
         units.append((experiment_id, unit, r["variant"], r["allocation_version"], at(r["exposed_at"]),
                       attributes(r["attributes"]), int(r["excluded_events"])))
@@ -284,6 +311,175 @@ def _replace_rows_sqlite(conn: Connection, experiment_id: int, rows: Sequence[Ro
                     "attributes, excluded_events) VALUES (?, ?, ?, ?, ?, ?, ?)", units)
     raw.executemany("INSERT INTO scorecard_unit_values (experiment_id, unit_id, component, value) VALUES (?, ?, ?, ?)",
                     values)
+
+
+def replace_window(session: Session | Connection, experiment_id: int, rows: Sequence[Mapping[str, Any]],
+                   labels: Mapping[str, str], store: StoreTables = OWN_STORE) -> None:
+    """Replace all the experiment's window values (``store.window``) by those of ``rows`` (of :func:`unit_rows`
+    over the events dated after the settled cutoff): each nonzero component value, and ``EXCLUDED_EVENTS`` where
+    the unit has excluded events in the window."""
+    table = store.window
+    assert table is not None
+    conn = session.connection() if isinstance(session, Session) else session
+    conn.execute(delete(table).where(table.c.experiment_id == experiment_id))
+    values: list[dict[str, Any]] = []
+    for r in rows:
+        unit = r["unit_id"]
+        values += [{"experiment_id": experiment_id, "unit_id": unit, "component": key, "value": float(r[label])}
+                   for label, key in labels.items() if r[label]]
+        if r["excluded_events"]:
+            values.append({"experiment_id": experiment_id, "unit_id": unit, "component": EXCLUDED_EVENTS,
+                           "value": float(r["excluded_events"])})
+    if not values:
+        return
+    if conn.dialect.name == "postgresql" and store == OWN_STORE:
+        _copy(conn, table, values)
+    elif conn.dialect.name == "sqlite" and store == OWN_STORE:  # why the driver: as _replace_rows_sqlite
+        raw: Any = conn.connection.driver_connection
+        raw.executemany(f"INSERT INTO {table.name} (experiment_id, unit_id, component, value) VALUES (?, ?, ?, ?)",
+                        [(v["experiment_id"], v["unit_id"], v["component"], v["value"]) for v in values])
+    else:
+        conn.execute(insert(table), values)
+
+
+#: The exposure of a stored unit row: variant, allocation version, exposure time (aware), attributes.
+Exposure = tuple[str, int, datetime, Any]
+
+
+def _exposure(r: Mapping[str, Any]) -> Exposure:
+    at, attributes = r["exposed_at"], r["attributes"]
+    # why normalised: a source's store may give back naive UTC times or JSON text where its views give others
+    at = datetime.fromisoformat(at) if isinstance(at, str) else at
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+    attributes = json.loads(attributes) if isinstance(attributes, str) else attributes
+    return str(r["variant"]), int(r["allocation_version"]), at, attributes
+
+
+def stored_settled_rows(conn: Runner, store: StoreTables, experiment_id: int, units: Sequence[str],
+                        labels: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """unit id → the stored (settled) row of each of ``units`` that has one, shaped as a row of :func:`unit_rows`
+    (absent values 0): what an analysis source's refresh adds a settled delta to."""
+    unit_table, value_table = store.units, store.values
+    found: dict[str, dict[str, Any]] = {}
+    label_of = {key: label for label, key in labels.items()}
+    dialect = _dialect(conn)
+    for chunk in ([units] if dialect in ("sqlite", "postgresql") else _chunks(list(units))):
+        for row in conn.execute(select(unit_table).where(unit_table.c.experiment_id == experiment_id,
+                                                         _one_of(unit_table.c.unit_id, chunk, dialect))).all():
+            r = dict(row._mapping)
+            found[str(r["unit_id"])] = r | dict.fromkeys(labels, 0.0)
+        values: Any = conn.execute(select(value_table.c.unit_id, value_table.c.component, value_table.c.value)
+                                   .where(value_table.c.experiment_id == experiment_id,
+                                          _one_of(value_table.c.unit_id, chunk, dialect))).all()
+        for unit, component, value in values:
+            if str(unit) in found and component in label_of:
+                found[str(unit)][label_of[component]] = float(value)
+    return found
+
+
+def _dialect(conn: Runner) -> str:
+    """The dialect name of a session, a connection or a source's reader."""
+    bind: Any = conn.get_bind() if isinstance(conn, Session) else conn
+    return str(getattr(bind, "dialect", None) and bind.dialect.name)
+
+
+def _one_of(column: Any, ids: Sequence[str], dialect: str) -> ColumnElement[bool]:
+    """``column IN ids`` with the ids as one parameter where the engine can take a list as one (SQLite: a JSON
+    array read by ``json_each``; PostgreSQL: an array, ``unnest``ed), else as bound parameters (a chunk). why: an
+    IN list of thousands of bound parameters costs more to compile and to test than the lookup itself."""
+    if dialect == "sqlite":
+        return column.in_(select(func.json_each(json.dumps(list(ids))).table_valued("value").c.value))
+    if dialect == "postgresql":
+        return column.in_(select(func.unnest(literal(list(ids), ARRAY(String(256))))))
+    return column.in_(list(ids))
+
+
+@dataclass(frozen=True)
+class SourceRefresh:
+    """What an analysis source's refresh stores: ``rows`` replace their units' stored (settled) rows; ``deltas``
+    (rows of the events that settled since the last refresh) are added to their units' stored rows
+    (:func:`merge_deltas`); ``window`` replaces all the window values (:func:`replace_window`)."""
+
+    rows: list[Mapping[str, Any]]
+    deltas: list[Mapping[str, Any]]
+    window: list[Mapping[str, Any]]
+
+
+def source_rows(conn: Runner, tables: AnalysisTables, store_conn: Runner, store: StoreTables, experiment_id: int,
+                metrics: Sequence[MetricSpec], now: datetime, earliest: datetime | None, cutoff: datetime,
+                settled: datetime | None) -> SourceRefresh:
+    """An analysis source's refresh at ``now`` (``scorecards.incremental``): the window rows count the events dated
+    in ``(cutoff, now]``. Full (``settled`` None): every unit's settled row, from its events dated by ``cutoff``.
+    Incremental (``settled``: the previous cutoff): the units exposed after ``settled`` recomputed whole; every
+    other unit with events dated in ``(settled, cutoff]`` gets a delta of those; a unit with a delta or a window
+    row whose stored row (read on ``store_conn``) is missing or has another exposure is recomputed whole instead.
+    Every read of the source is a range of event dates, but for the units recomputed whole."""
+    window = unit_rows(conn, tables, experiment_id, metrics, now, earliest, after=cutoff, with_events_only=True)
+    if settled is None:
+        return SourceRefresh(unit_rows(conn, tables, experiment_id, metrics, now, earliest, through=cutoff), [],
+                             window)
+    new = unit_rows(conn, tables, experiment_id, metrics, now, earliest,
+                    exposed_units_query(tables.exposures, experiment_id, settled, now), through=cutoff)
+    deltas = unit_rows(conn, tables, experiment_id, metrics, now, earliest, after=settled, through=cutoff,
+                       with_events_only=True)
+    fresh = {str(r["unit_id"]) for r in new}
+    seen = {str(r["unit_id"]): r for r in [*window, *deltas] if str(r["unit_id"]) not in fresh}
+    stored = stored_exposures(store_conn, store, experiment_id, list(seen))
+    recompute = sorted(unit for unit, row in seen.items()
+                       if unit not in stored or stored[unit] != _exposure(row))
+    whole = unit_rows(conn, tables, experiment_id, metrics, now, earliest, recompute, through=cutoff)
+    skip = fresh | set(recompute)
+    return SourceRefresh([*new, *whole], [d for d in deltas if str(d["unit_id"]) not in skip], window)
+
+
+def stored_exposures(conn: Runner, store: StoreTables, experiment_id: int, units: Sequence[str]) -> dict[str, Exposure]:
+    """unit id → :data:`Exposure` of each of ``units`` that has a stored row."""
+    unit_table = store.units
+    dialect = _dialect(conn)
+    found: dict[str, Exposure] = {}
+    for chunk in ([units] if dialect in ("sqlite", "postgresql") else _chunks(list(units))):
+        rows: Any = conn.execute(select(unit_table.c.unit_id, unit_table.c.variant, unit_table.c.allocation_version,
+                                        unit_table.c.exposed_at, unit_table.c.attributes)
+                                 .where(unit_table.c.experiment_id == experiment_id,
+                                        _one_of(unit_table.c.unit_id, chunk, dialect))).all()
+        found.update((str(r.unit_id), _exposure(r._mapping)) for r in rows)
+    return found
+
+
+def merge_deltas(session: Session | Connection, experiment_id: int, deltas: Sequence[Mapping[str, Any]],
+                 metrics: Sequence[MetricSpec], store: StoreTables = OWN_STORE) -> None:
+    """Add each delta (a row of :func:`unit_rows` over the events that settled since the last refresh; its unit
+    has a stored row with the same exposure: :func:`source_rows`) to its unit's stored row: values add, ``any``
+    flags take the larger, and so do excluded events. On titrate's SQLite or PostgreSQL the deltas go into a
+    temporary table and are merged by the statements of :func:`merge_arrived`; elsewhere (a source's schema) the
+    rows are read, added and replaced."""
+    if not deltas:
+        return
+    conn = session.connection() if isinstance(session, Session) else session
+    labels = component_labels(metrics)
+    if conn.dialect.name in ("sqlite", "postgresql") and store == OWN_STORE:
+        _DELTA.create(conn)
+        long = [(str(d["unit_id"]), EXCLUDED_EVENTS, float(d["excluded_events"])) for d in deltas]
+        long += [(str(d["unit_id"]), key, float(d[label])) for d in deltas for label, key in labels.items()
+                 if d[label]]
+        if conn.dialect.name == "postgresql":
+            _copy(conn, _DELTA, [{"unit_id": u, "component": c, "value": v} for u, c, v in long])
+        else:  # why the driver: as _replace_rows_sqlite
+            raw: Any = conn.connection.driver_connection
+            raw.executemany("INSERT INTO scorecard_delta (unit_id, component, value) VALUES (?, ?, ?)", long)
+        _merge_delta_table(conn, experiment_id, metrics)
+        return
+    maxed = set(maxed_labels(metrics))
+    stored = stored_settled_rows(conn, store, experiment_id, [str(d["unit_id"]) for d in deltas], labels)
+    merged: list[dict[str, Any]] = []
+    for delta in deltas:
+        new = dict(stored[str(delta["unit_id"])])
+        new["excluded_events"] = int(new["excluded_events"]) + int(delta["excluded_events"])
+        for label in labels:
+            a, b = float(new[label]), float(delta[label])
+            new[label] = max(a, b) if label in maxed else a + b
+        merged.append(new)
+    replace_rows(conn, experiment_id, merged, labels, everything=False, store=store)
 
 
 #: The temporary table an incremental refresh's delta is computed into (``scorecards.incremental.delta_values_query``:
@@ -332,6 +528,13 @@ def merge_arrived(session: Session | Connection, tables: AnalysisTables, experim
         conn.execute(insert(_DELTA_UNITS).from_select(["unit_id"], arrived_units))
         compute_delta(select(_DELTA_UNITS.c.unit_id))
         _DELTA_UNITS.drop(conn)
+    return _merge_delta_table(conn, experiment_id, metrics)
+
+
+def _merge_delta_table(conn: Connection, experiment_id: int, metrics: Sequence[MetricSpec]) -> int:
+    """Merge the temporary delta table (long form: ``delta_values_query``'s rows) into titrate's stored rows, drop
+    it, and return how many units it gave a delta (its ``EXCLUDED_EVENTS`` rows)."""
+    postgres = conn.dialect.name == "postgresql"
     d = _DELTA.c
     upsert = (postgresql_insert if postgres else sqlite_insert)(VALUES).from_select(
         ["experiment_id", "unit_id", "component", "value"],
@@ -381,6 +584,7 @@ def save_state(session: Session, new: RefreshState, keep_card: bool = False) -> 
     row.watermark, row.computed_at, row.last_full_at = new.watermark, new.computed_at, new.last_full_at
     row.mode, row.components = new.mode, list(new.components)
     row.excluded_exposures, row.units_recomputed = new.excluded_exposures, new.units_recomputed
+    row.settled_through = new.settled_through
     if not (keep_card and ours):  # nobody will publish this state's card: none of an older state may stay
         row.card, row.card_key = None, None
     session.flush()
@@ -463,7 +667,8 @@ def refreshable_experiments(session: Session, statuses: Sequence[str]) -> list[E
 def stored_metric_aggregates(session: Runner, experiment_id: int, metrics: Sequence[MetricSpec],
                              as_of: datetime, store: StoreTables = OWN_STORE) -> ScorecardAggregates:
     """Per-variant sums of every metric over the stored rows (``as_of``: their ``computed_at``)."""
-    rows = session.execute(stored_scorecard_query(*store, experiment_id, metrics, as_of)).all()
+    rows = session.execute(stored_scorecard_query(store.units, store.values, experiment_id, metrics, as_of,
+                                                  window=store.window)).all()
     return read_scorecard_rows(rows, metrics)
 
 
@@ -472,7 +677,8 @@ def stored_metric_aggregates_by_segment(session: Runner, experiment_id: int, met
                                         strings_only: bool = False, store: StoreTables = OWN_STORE,
                                         ) -> dict[str | None, ScorecardAggregates]:
     """The same sums per value of an exposure attribute, over the stored rows."""
-    stmt = stored_scorecard_query(*store, experiment_id, metrics, as_of, segment, strings_only)
+    stmt = stored_scorecard_query(store.units, store.values, experiment_id, metrics, as_of, segment, strings_only,
+                                  window=store.window)
     return read_segment_rows(session.execute(stmt).all(), metrics)
 
 
@@ -498,10 +704,15 @@ def stored_metric_strata(session: Runner, experiment_id: int, metric: MetricSpec
     """(allocation version, context value or None) → variant → sums of one metric, over the stored rows."""
     if context_attribute is None:
         by_version = read_version_rows(session.execute(stored_version_metric_query(
-            *store, experiment_id, metric, as_of)).all(), metric)
+            store.units, store.values, experiment_id, metric, as_of, store.window)).all(), metric)
         return {(version, None): sums for version, sums in by_version.items()}
     return read_version_segment_rows(session.execute(stored_version_segment_metric_query(
-        *store, experiment_id, metric, as_of, context_attribute)).all(), metric)
+        store.units, store.values, experiment_id, metric, as_of, context_attribute, store.window)).all(), metric)
+
+
+def maxed_labels(metrics: Sequence[MetricSpec]) -> list[str]:
+    """Column labels of :func:`unit_rows` whose components are ``any`` (0/1 flags: merged by max, not added)."""
+    return [label for c, label in plan_components(metrics).items() if c[1] == "any"]
 
 
 def component_labels(metrics: Sequence[MetricSpec]) -> dict[str, str]:

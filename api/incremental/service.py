@@ -2,7 +2,7 @@
 
 A refresh at time ``R`` computes the per-unit rows of the scorecard query at ``R`` and stores them in titrate's
 database (or, for an analysis source registered with ``"materialise": {"schema": …}``, in that schema of the
-source, replacing the touched units' rows there; the refresh state stays in titrate's database); a scorecard read
+source, merging and replacing rows there; the refresh state stays in titrate's database); a scorecard read
 without ``as_of`` then aggregates the stored rows (``api.analysis.scorecard``), so it is the analysis as of
 ``computed_at = R``.
 
@@ -15,9 +15,13 @@ without ``as_of`` then aggregates the stored rows (``api.analysis.scorecard``), 
   only and merged into its stored values in the write transaction, without the rows leaving the database
   (``repository.merge_arrived``: sums and counts add, ``any`` takes the max).
   Every refresh of these tables counts the events received by ``R`` only, so no event is counted twice;
-* **incremental**, an analysis source (no arrival column) — the units touched since ``W − L``: with an event of a
-  plan event name dated after ``W − L``, or exposed after it, each recomputed from *all* its events (duplicates,
-  late events and exposures arriving after their events come out as in a full recomputation).
+* an analysis source (no arrival column) keeps its values split at a cutoff ``C = R − L`` (the state's
+  ``settled_through``): settled values (events dated by ``C``) and window values (dated after ``C``), added at read
+  time (``scorecards.incremental``). **incremental** — the events dated in ``(C_prev, C]`` added to the stored
+  units' settled values (``repository.merge_deltas``), the window values replaced from the events dated in
+  ``(C, R]``, the units exposed after ``C_prev`` recomputed whole (``repository.source_rows``): every read of the
+  source is a range of event dates (duplicates, late events and exposures arriving after their events come out as
+  in a full recomputation). A state stored before the split is refreshed in full.
 
 The watermark becomes ``R``.
 
@@ -28,7 +32,8 @@ event whose ingestion stamped ``received_at`` at or before a refresh's time but 
 (a window of milliseconds; the next full refresh counts it). An analysis source: equal except rows that arrived more
 than ``L`` after their own timestamp (an event, or an exposure, dated at or before the previous watermark minus
 ``L`` and stored after that refresh read the data); each such row changes only its own unit's values (one unit's
-count, sums, exposure), and only until the next full refresh, or the next refresh touching that unit, picks it up.
+count, sums, exposure), and only until the next full refresh picks it up (a unit whose stored exposure no longer
+matches the source's, or that has none, is recomputed whole when it has a new event).
 
 The per-unit rows are computed in a read (no write lock while the database aggregates events), then written in one
 short transaction (delete + insert) under a per-experiment lock — an incremental refresh of titrate's own tables
@@ -91,15 +96,20 @@ def store_source(session: Session, experiment: Experiment) -> str | None:
 
 
 @contextmanager
-def stored_rows(session: Session, experiment: Experiment) -> Iterator[tuple[Runner, repository.StoreTables]]:
-    """Where the experiment's materialised rows are read: ``session`` and titrate's tables, or a read connection
-    to the source that keeps them and the tables of its schema (the scorecard's aggregation then runs there)."""
+def stored_rows(session: Session, experiment: Experiment,
+                state: RefreshState) -> Iterator[tuple[Runner, repository.StoreTables]]:
+    """Where the experiment's materialised rows of ``state`` are read: ``session`` and titrate's tables, or a read
+    connection to the source that keeps them and the tables of its schema (the scorecard's aggregation then runs
+    there); the window values are added only to a state that has them (``settled_through``)."""
+    def of(store: repository.StoreTables) -> repository.StoreTables:
+        return store if state.settled_through is not None else store._replace(window=None)
+
     key = store_source(session, experiment)
     if key is None:
-        yield session, repository.OWN_STORE
+        yield session, of(repository.OWN_STORE)
         return
     with sources.store_reading(session, key) as (reader, store):
-        yield reader, store
+        yield reader, of(repository.StoreTables(*store))
 
 
 def source_of(experiment: Experiment) -> Source:
@@ -208,10 +218,13 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
         previous = repository.state(session, experiment.id)
         in_source = store_source(session, experiment)
     mode = _mode(previous, components, now, policy, full)
+    lookback = timedelta(hours=policy.lookback_hours)
     since = None
     if mode == "incremental" and previous is not None:
-        since = previous.watermark - timedelta(hours=policy.lookback_hours)
+        since = previous.watermark - lookback
     own = False
+    split: repository.SourceRefresh | None = None
+    cutoff: datetime | None = None
     with db.read() as session, (source or source_of(experiment))(session) as (conn, tables):
         if isinstance(tables, OwnTables):
             # why: titrate's events carry their arrival time, so only what arrived since the watermark is read
@@ -219,10 +232,18 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
             own = True
             rows = repository.own_unit_rows(conn, tables, experiment.id, metrics, now, earliest, since)
         else:
-            rows = repository.unit_rows(conn, tables, experiment.id, metrics, now, earliest, since)
+            settled = None if mode == "full" or previous is None else previous.settled_through
+            if settled is None:
+                mode = "full"  # why: a state stored before the split has no window values to add a delta to
+            cutoff = now - lookback if settled is None else max(now - lookback, settled)
+            with _store_reader(session, experiment, in_source) as (store_conn, store):
+                split = repository.source_rows(conn, tables, store_conn, store, experiment.id, metrics, now,
+                                               earliest, cutoff, settled)
+            rows = split.rows
         excluded = repository.excluded_exposures(
             conn, tables, experiment.id, earliest, now + timedelta(hours=settings.timestamp_max_future_hours))
-    everything, removed, n_computed = previous is None, [], len(rows)
+    everything, removed = previous is None, []
+    n_computed = len(rows) + (0 if split is None else len(split.deltas) + len(split.window))
     if mode == "full" and in_source is not None:
         everything = True  # why no diff: the stored rows are in the source; a full refresh there replaces them all
     elif mode == "full" and previous is not None:
@@ -230,10 +251,10 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
         # transaction — which holds SQLite's only write lock — stays short however many units the experiment has
         with db.read() as session:
             stored = repository.stored_digests(session, experiment.id)
-        computed = {str(r._mapping["unit_id"]) for r in rows}
+        computed = {str(r["unit_id"]) for r in rows}
         removed = [unit for unit in stored if unit not in computed]
         rows = [r for r in rows
-                if not repository.same_digest(stored.get(str(r._mapping["unit_id"])), repository.row_digest(r, labels))]
+                if not repository.same_digest(stored.get(str(r["unit_id"])), repository.row_digest(r, labels))]
     with db.transaction() as session:
         repository.lock_experiment(session, experiment.id)
         current = repository.state(session, experiment.id)
@@ -243,9 +264,16 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
             return RefreshResult("skipped", kept, 0, time.perf_counter() - started)
         if in_source is None:
             repository.replace_rows(session, experiment.id, rows, labels, everything=everything, removed=removed)
+            if split is not None:
+                repository.merge_deltas(session, experiment.id, split.deltas, metrics)
+                repository.replace_window(session, experiment.id, split.window, labels)
         else:  # the source keeps them: written (and committed) there while this transaction holds the lock
-            with sources.store_writing(session, in_source) as (conn, store):
+            with sources.store_writing(session, in_source) as (conn, there):
+                store = repository.StoreTables(*there)
                 repository.replace_rows(conn, experiment.id, rows, labels, everything=everything, store=store)
+                if split is not None:
+                    repository.merge_deltas(conn, experiment.id, split.deltas, metrics, store=store)
+                    repository.replace_window(conn, experiment.id, split.window, labels, store=store)
         deltas = 0
         if own and since is not None and previous is not None:
             deltas = repository.merge_arrived(session, OwnTables(), experiment.id, metrics, previous.watermark,
@@ -253,16 +281,29 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
         recomputed = n_computed + deltas
         new = RefreshState(experiment.id, watermark=now, computed_at=now,
                            last_full_at=now if mode == "full" or previous is None else previous.last_full_at,
-                           mode=mode, components=components, excluded_exposures=excluded, units_recomputed=recomputed)
+                           mode=mode, components=components, excluded_exposures=excluded, units_recomputed=recomputed,
+                           settled_through=cutoff)
         card = publish is not None and _wanted(session, experiment, new, publish)
         repository.save_state(session, new, keep_card=card)
     if card and publish is not None:
         _publish(db, experiment, new, publish)
     seconds = time.perf_counter() - started
-    written = len(rows) + len(removed) + deltas
+    written = len(rows) + len(removed) + deltas + (0 if split is None else len(split.deltas) + len(split.window))
     log.info("scorecard refreshed", extra={"experiment": experiment.key, "mode": mode, "units": recomputed,
                                            "units_written": written, "seconds": round(seconds, 3)})
     return RefreshResult(mode, new, recomputed, seconds, written)
+
+
+@contextmanager
+def _store_reader(session: Session, experiment: Experiment,
+                  in_source: str | None) -> Iterator[tuple[Runner, repository.StoreTables]]:
+    """Where a source's refresh reads the stored rows it adds settled deltas to: titrate's tables on ``session``,
+    or the source's materialise schema."""
+    if in_source is None:
+        yield session, repository.OWN_STORE
+        return
+    with sources.store_reading(session, in_source) as (reader, store):
+        yield reader, repository.StoreTables(*store)
 
 
 def _wanted(session: Session, experiment: Experiment, state: RefreshState, publish: CardPublisher) -> bool:

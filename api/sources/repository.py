@@ -111,8 +111,8 @@ def read_one(conn: Connection, mapping: TableMapping) -> None:
 # ------------------------------------------------------------------ the materialise schema of a source
 
 
-def create_store(conn: Connection, schema: str) -> tuple[Table, Table]:
-    """Create schema ``schema`` and its two tables where absent (``scorecards.source_views.materialised_tables``)
+def create_store(conn: Connection, schema: str) -> tuple[Table, Table, Table]:
+    """Create schema ``schema`` and its three tables where absent (``scorecards.source_views.materialised_tables``)
     and check that they can be written (a DELETE of no rows: a schema whose tables exist but are read-only to this
     role fails here, not at the first refresh)."""
     store = materialised_tables(schema)

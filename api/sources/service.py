@@ -429,8 +429,9 @@ def experiment_views(session: Session, key: str, experiment_key: str, experiment
 
 #: Engines whose sources may keep the materialised scorecard rows in a schema of their own (``materialise``).
 MATERIALISE_BACKENDS = ("duckdb", "postgresql")
-#: The stored tables of a materialise schema: (unit table, value table) — ``scorecards.source_views``.
-StoreTables = tuple[Table, Table]
+#: The stored tables of a materialise schema: (unit table, value table, window value table) —
+#: ``scorecards.source_views``.
+StoreTables = tuple[Table, Table, Table]
 
 
 def materialise_schema(source: AnalysisSource | None) -> str | None:
@@ -465,7 +466,10 @@ def store_writing(session: Session, key: str) -> Iterator[tuple[Connection, Stor
         engine, url = ENGINES.get(source, write=True)
         conn = engine.connect()
         with conn.begin():
-            yield conn, materialised_tables(schema)
+            store = materialised_tables(schema)
+            # why: a schema created before the window value table existed gets it at its next refresh
+            store[2].create(conn, checkfirst=True)
+            yield conn, store
     except DomainError:
         raise
     except MissingVariable as error:

@@ -1,8 +1,9 @@
 """The SQL of incremental scorecards (``scorecards/incremental.py``) on SQLite, PostgreSQL and DuckDB.
 
 * The per-unit rows materialised at ``as_of`` and read back (:func:`stored_scorecard_query` and friends) give the
-  live scorecard of ``scorecards/sql.py`` to 1e-9: proportion, mean (winsorized, CUPED), ratio, windows, segments,
-  allocation-version strata, contextual cells and SRM counts — on the seeded data set of ``test_sql_duckdb.py``.
+  live scorecard of ``scorecards/sql.py`` to 1e-9 — all settled, or split as a source's refreshes store them:
+  proportion, mean (winsorized, CUPED), ratio, windows, segments, allocation-version strata, contextual cells and
+  SRM counts — on the seeded data set of ``test_sql_duckdb.py``.
 * Property (hypothesis), titrate's own tables (events with ``received_at``, ``event_id`` unique): random arrival
   orders, duplicates refused at ingestion, future-dated events, exposures stored after their events (within the
   lookback: exposures carry no arrival time) and incremental refreshes that add only the events arrived since the
@@ -10,10 +11,11 @@
   the full recomputation's — always, whatever the events' lateness.
 * Property (hypothesis), a source without an arrival column: random interleavings of row arrival (events and
   exposures, random lateness — also negative —, duplicates, exposures after their events) and incremental
-  refreshes with a lookback ``L``: after every refresh each stored per-unit row equals the full recomputation's
-  except units with a row that arrived more than ``L`` after its own timestamp (the documented bound: such a
-  row changes only its own unit), so when no row is that late the stored scorecard equals the full one; a full
-  refresh restores equality.
+  refreshes with a lookback ``L`` (values split at the cutoff ``R − L``: settled deltas merged, window values
+  replaced, units exposed after the previous cutoff recomputed whole): after every refresh each stored per-unit
+  row equals the full recomputation's except units with a row that arrived more than ``L`` after its own timestamp
+  (the documented bound: such a row changes only its own unit), so when no row is that late the stored scorecard
+  equals the full one; a full refresh restores equality.
 """
 
 from __future__ import annotations
@@ -34,8 +36,17 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.schema import CreateSequence
 
-from api.db.tables import ScorecardUnit, ScorecardUnitValue
-from api.incremental.repository import component_labels, merge_arrived, own_unit_rows, replace_rows
+from api.db.tables import ScorecardUnit, ScorecardUnitValue, ScorecardUnitWindowValue
+from api.incremental.repository import (
+    OWN_STORE,
+    component_labels,
+    merge_arrived,
+    merge_deltas,
+    own_unit_rows,
+    replace_rows,
+    replace_window,
+    source_rows,
+)
 from api.incremental.service import OwnTables
 from scorecards.incremental import (
     component_text,
@@ -44,7 +55,6 @@ from scorecards.incremental import (
     stored_units,
     stored_version_metric_query,
     stored_version_segment_metric_query,
-    touched_units_query,
     unit_rows_query,
 )
 from scorecards.sql import (
@@ -76,20 +86,45 @@ from tests.scorecards.test_sql_duckdb import AS_OF, CONVERSION, EARLIEST, METRIC
 
 UNITS: Table = ScorecardUnit.__table__  # type: ignore[assignment]
 VALUES: Table = ScorecardUnitValue.__table__  # type: ignore[assignment]
+WINDOW: Table = ScorecardUnitWindowValue.__table__  # type: ignore[assignment]
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
 
 
 def materialise(conn: Connection, experiment_id: int, metrics: Sequence[MetricSpec], as_of: datetime,
-                since: datetime | None = None, earliest: datetime | None = None) -> int:
-    """A refresh at ``as_of`` on ``conn``: every unit (``since`` None) or the units touched after ``since``; the rows
-    stored as ``api.incremental`` stores them. Returns the number of units recomputed."""
-    units = None if since is None else touched_units_query(EXPOSURES, EVENTS, experiment_id, metrics, since, as_of)
-    rows = list(conn.execute(unit_rows_query(EXPOSURES, EVENTS, experiment_id, metrics, as_of, earliest,
-                                             units)).all())
-    replace_rows(conn, experiment_id, rows, component_labels(metrics), everything=since is None)
+                earliest: datetime | None = None) -> int:
+    """Every unit's row at ``as_of`` stored on ``conn`` as ``api.incremental`` stores them, all events settled (no
+    window values). Returns the number of units computed."""
+    rows = [r._mapping for r in conn.execute(unit_rows_query(EXPOSURES, EVENTS, experiment_id, metrics, as_of,
+                                                             earliest)).all()]
+    replace_rows(conn, experiment_id, rows, component_labels(metrics), everything=True)
+    conn.execute(WINDOW.delete().where(WINDOW.c.experiment_id == experiment_id))
     return len(rows)
+
+
+@dataclass(frozen=True)
+class SourceTables:
+    """Titrate's tables read as an analysis source's (no use of ``received_at``)."""
+
+    exposures: Table = EXPOSURES
+    events: Table = EVENTS
+
+
+def refresh_source(conn: Connection, experiment_id: int, metrics: Sequence[MetricSpec], as_of: datetime,
+                   lookback: float, settled: datetime | None = None, earliest: datetime | None = None) -> datetime:
+    """A refresh of an analysis source at ``as_of`` as ``api.incremental.service.refresh`` runs it: full when
+    ``settled`` (the previous refresh's cutoff) is None, else incremental; the settled rows and the window values
+    stored on ``conn``. Returns the new cutoff (``settled_through``)."""
+    cutoff = as_of - timedelta(hours=lookback)
+    cutoff = cutoff if settled is None else max(cutoff, settled)
+    labels = component_labels(metrics)
+    split = source_rows(conn, SourceTables(), conn, OWN_STORE, experiment_id, metrics, as_of, earliest, cutoff,
+                        settled)
+    replace_rows(conn, experiment_id, split.rows, labels, everything=settled is None)
+    merge_deltas(conn, experiment_id, split.deltas, metrics)
+    replace_window(conn, experiment_id, split.window, labels)
+    return cutoff
 
 
 def _per_unit_live(conn: Connection, experiment_id: int, metrics: Sequence[MetricSpec],
@@ -108,16 +143,20 @@ def _per_unit_stored(conn: Connection, experiment_id: int,
                      metrics: Sequence[MetricSpec]) -> dict[str, tuple[Any, ...]]:
     """The same from the stored rows (absent values are 0)."""
     keys = [component_text(c) for c in plan_components(metrics)]
+    maxed = {component_text(c) for c in plan_components(metrics) if c[1] == "any"}
     values: dict[str, dict[str, float]] = {}
-    for unit, key, value in conn.execute(VALUES.select().with_only_columns(VALUES.c.unit_id, VALUES.c.component,
-                                                                              VALUES.c.value)
-                                         .where(VALUES.c.experiment_id == experiment_id)).all():
-        values.setdefault(str(unit), {})[key] = float(value)
+    for table in (VALUES, WINDOW):  # a unit's settled value plus its window value (the larger for ``any``)
+        for unit, key, value in conn.execute(table.select().with_only_columns(table.c.unit_id, table.c.component,
+                                                                                 table.c.value)
+                                             .where(table.c.experiment_id == experiment_id)).all():
+            held = values.setdefault(str(unit), {})
+            held[key] = max(held.get(key, 0.0), float(value)) if key in maxed else held.get(key, 0.0) + float(value)
     out: dict[str, tuple[Any, ...]] = {}
     for row in conn.execute(UNITS.select().where(UNITS.c.experiment_id == experiment_id)).all():
         r = row._mapping
         stored = values.get(str(r["unit_id"]), {})
-        out[str(r["unit_id"])] = (r["variant"], int(r["allocation_version"]), int(r["excluded_events"]),
+        excluded = int(r["excluded_events"]) + int(stored.get("excluded_events", 0.0))
+        out[str(r["unit_id"])] = (r["variant"], int(r["allocation_version"]), excluded,
                                   {key: stored.get(key, 0.0) for key in keys})
     return out
 
@@ -130,7 +169,7 @@ def _same_unit(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> bool:
 
 def _stored_card(conn: Connection, experiment_id: int, metrics: Sequence[MetricSpec], as_of: datetime) -> Any:
     return read_scorecard_rows(conn.execute(stored_scorecard_query(UNITS, VALUES, experiment_id, metrics,
-                                                                   as_of)).all(), metrics)
+                                                                   as_of, window=WINDOW)).all(), metrics)
 
 
 def _live_card(conn: Connection, experiment_id: int, metrics: Sequence[MetricSpec], as_of: datetime,
@@ -139,9 +178,19 @@ def _live_card(conn: Connection, experiment_id: int, metrics: Sequence[MetricSpe
                                                             earliest=earliest)).all(), metrics)
 
 
-def check_materialised_equals_live(conn: Connection, experiment_id: int) -> None:
-    """Every query of the scorecard, live vs over the rows materialised at ``AS_OF``."""
-    materialise(conn, experiment_id, METRICS, AS_OF, earliest=EARLIEST)
+def check_materialised_equals_live(conn: Connection, experiment_id: int, split: bool = False) -> None:
+    """Every query of the scorecard, live vs over the rows materialised at ``AS_OF``: all settled, or (``split``)
+    as an analysis source's refreshes store them — a full one 50 h before ``AS_OF`` and an incremental one at it,
+    60 h lookback, so that settled deltas, units recomputed whole and window values all take part."""
+    window: Table | None = None
+    if split:
+        cutoff = refresh_source(conn, experiment_id, METRICS, AS_OF - timedelta(hours=50), 60.0, earliest=EARLIEST)
+        refresh_source(conn, experiment_id, METRICS, AS_OF, 60.0, cutoff, EARLIEST)
+        window = WINDOW
+        for table in (VALUES, WINDOW):
+            assert conn.execute(table.select().where(table.c.experiment_id == experiment_id).limit(1)).first()
+    else:
+        materialise(conn, experiment_id, METRICS, AS_OF, earliest=EARLIEST)
     live = _live_card(conn, experiment_id, METRICS, AS_OF, EARLIEST)
     assert sum(live.exposed.values()) > 2000
     assert live.excluded_events > 0
@@ -151,7 +200,7 @@ def check_materialised_equals_live(conn: Connection, experiment_id: int) -> None
             EXPOSURES, EVENTS, experiment_id, METRICS, AS_OF, segment="country", segment_strings_only=strings_only,
             earliest=EARLIEST)).all(), METRICS)
         got = read_segment_rows(conn.execute(stored_scorecard_query(
-            UNITS, VALUES, experiment_id, METRICS, AS_OF, "country", strings_only)).all(), METRICS)
+            UNITS, VALUES, experiment_id, METRICS, AS_OF, "country", strings_only, window)).all(), METRICS)
         assert set(got) == set(want)
         assert len(want) >= 4
         for value, aggregates in want.items():
@@ -160,14 +209,14 @@ def check_materialised_equals_live(conn: Connection, experiment_id: int) -> None
         want_v = read_version_rows(conn.execute(version_metric_query(
             EXPOSURES, EVENTS, experiment_id, metric, AS_OF, earliest=EARLIEST)).all(), metric)
         got_v = read_version_rows(conn.execute(stored_version_metric_query(
-            UNITS, VALUES, experiment_id, metric, AS_OF)).all(), metric)
+            UNITS, VALUES, experiment_id, metric, AS_OF, window)).all(), metric)
         assert sorted(got_v) == sorted(want_v) == [1, 2, 3]
         for version, cell in want_v.items():
             assert_same_cells(got_v[version], cell)
         want_c = read_version_segment_rows(conn.execute(version_segment_metric_query(
             EXPOSURES, EVENTS, experiment_id, metric, AS_OF, "country", earliest=EARLIEST)).all(), metric)
         got_c = read_version_segment_rows(conn.execute(stored_version_segment_metric_query(
-            UNITS, VALUES, experiment_id, metric, AS_OF, "country")).all(), metric)
+            UNITS, VALUES, experiment_id, metric, AS_OF, "country", window)).all(), metric)
         assert list(got_c) == list(want_c)
         assert len(want_c) == 12
         for key, cell in want_c.items():
@@ -183,20 +232,21 @@ def check_materialised_equals_live(conn: Connection, experiment_id: int) -> None
 # ----------------------------------------------------------------------------------- materialised == live
 
 
-def test_materialised_rows_give_the_live_scorecard(store: Store) -> None:  # noqa: F811
+@pytest.mark.parametrize("split", [False, True], ids=["settled", "split"])
+def test_materialised_rows_give_the_live_scorecard(store: Store, split: bool) -> None:  # noqa: F811
     exp = store.experiment()
     exposures, events = data_set()
     store.add(exp, exposures, events)
-    check_materialised_equals_live(store.conn, exp)
+    check_materialised_equals_live(store.conn, exp, split)
     # only nonzero values are stored, and the pivot still reads every unit
-    stored = store.conn.execute(text("SELECT count(*) FROM scorecard_unit_values WHERE value = 0")).scalar_one()
-    assert stored == 0
+    for table in ("scorecard_unit_values", "scorecard_unit_window_values"):
+        assert store.conn.execute(text(f"SELECT count(*) FROM {table} WHERE value = 0")).scalar_one() == 0
 
 
 def _duckdb_metadata() -> MetaData:
     """The service's tables for DuckDB (as ``test_sql_duckdb._duckdb_tables``) plus the two materialised tables."""
     metadata = MetaData()
-    for source in (EXPERIMENTS, EXPOSURES, EVENTS, UNITS, VALUES):
+    for source in (EXPERIMENTS, EXPOSURES, EVENTS, UNITS, VALUES, WINDOW):
         table: Table = source.to_metadata(metadata)
         for fk in table.foreign_keys:
             fk.ondelete = None  # DuckDB's foreign keys have no ON DELETE actions
@@ -222,12 +272,13 @@ def duck(tmp_path: Path) -> Iterator[Store]:
     eng.dispose()
 
 
-def test_materialised_rows_give_the_live_scorecard_on_duckdb(duck: Store) -> None:
+@pytest.mark.parametrize("split", [False, True], ids=["settled", "split"])
+def test_materialised_rows_give_the_live_scorecard_on_duckdb(duck: Store, split: bool) -> None:
     assert duck.dialect == "duckdb"
     exp = duck.experiment()
     exposures, events = data_set()
     duck.add(exp, exposures, events)
-    check_materialised_equals_live(duck.conn, exp)
+    check_materialised_equals_live(duck.conn, exp, split)
 
 
 def test_a_unit_without_events_reads_as_zero(store: Store) -> None:  # noqa: F811
@@ -252,8 +303,8 @@ def test_replacing_rows_keeps_awkward_unit_ids_and_only_the_named_units(store: S
     # units recomputed after more events, and two units removed, in the first experiment only
     store.add(exp, events=[Ev(u, "purchase", 10.0, T0 + timedelta(minutes=2)) for u in awkward[:4]])
     labels = component_labels([CONVERSION, REVENUE])
-    rows = [r for r in store.conn.execute(unit_rows_query(EXPOSURES, EVENTS, exp, [CONVERSION, REVENUE], AS_OF))
-            if r._mapping["unit_id"] in awkward[:4]]
+    rows = [r._mapping for r in store.conn.execute(unit_rows_query(EXPOSURES, EVENTS, exp, [CONVERSION, REVENUE],
+                                                                   AS_OF)) if r._mapping["unit_id"] in awkward[:4]]
     replace_rows(store.conn, exp, rows, labels, everything=False, removed=awkward[-2:])
     stored = _per_unit_stored(store.conn, exp, [CONVERSION, REVENUE])
     live = _per_unit_live(store.conn, exp, [CONVERSION, REVENUE], AS_OF)
@@ -328,7 +379,7 @@ def test_incremental_refreshes_equal_the_full_recomputation_within_the_lookback(
     rename = {a.exposure.unit: f"p{n}-{a.exposure.unit}" for a in arrivals if a.exposure is not None}
     pending = sorted(arrivals, key=lambda a: a.arrives)
     inserted: list[Arrival] = []
-    previous: datetime | None = None
+    settled: datetime | None = None
     for refresh_at in refreshes:
         now_arriving = [a for a in pending if a.arrives <= refresh_at]
         pending = [a for a in pending if a.arrives > refresh_at]
@@ -337,9 +388,7 @@ def test_incremental_refreshes_equal_the_full_recomputation_within_the_lookback(
                   [Ev(rename[a.event.unit], a.event.name, a.event.value, a.event.at)
                    for a in now_arriving if a.event is not None])
         inserted += now_arriving
-        since = None if previous is None else previous - timedelta(hours=lookback)
-        materialise(store.conn, exp, PROPERTY_METRICS, refresh_at, since)
-        previous = refresh_at
+        settled = refresh_source(store.conn, exp, PROPERTY_METRICS, refresh_at, lookback, settled)
 
         live = _per_unit_live(store.conn, exp, PROPERTY_METRICS, refresh_at)
         stored = _per_unit_stored(store.conn, exp, PROPERTY_METRICS)
@@ -354,7 +403,7 @@ def test_incremental_refreshes_equal_the_full_recomputation_within_the_lookback(
                         _live_card(store.conn, exp, PROPERTY_METRICS, refresh_at))
     # a full refresh restores equality, whatever arrived late
     final = refreshes[-1]
-    materialise(store.conn, exp, PROPERTY_METRICS, final)
+    refresh_source(store.conn, exp, PROPERTY_METRICS, final, lookback)
     live, stored = (_per_unit_live(store.conn, exp, PROPERTY_METRICS, final),
                     _per_unit_stored(store.conn, exp, PROPERTY_METRICS))
     assert set(live) == set(stored)
@@ -368,19 +417,49 @@ def test_a_late_event_beyond_the_lookback_changes_only_its_unit_until_a_full_ref
     metric = [MetricSpec("rev", "mean", EventAggregate("buy", "sum"))]
     store.add(exp, [Exp("late-a", "a", _hours(0)), Exp("late-b", "b", _hours(0))],
               [Ev("late-a", "buy", 1.0, _hours(1)), Ev("late-b", "buy", 2.0, _hours(1))])
-    materialise(store.conn, exp, metric, _hours(10))
+    settled = refresh_source(store.conn, exp, metric, _hours(10), 2.0)
     # dated 9 h before the refresh at 10 h, arriving after it: 9 h late; lookback 2 h
     store.add(exp, events=[Ev("late-a", "buy", 5.0, _hours(1))])
-    materialise(store.conn, exp, metric, _hours(20), since=_hours(10) - timedelta(hours=2))
+    settled = refresh_source(store.conn, exp, metric, _hours(20), 2.0, settled)
     stored = _per_unit_stored(store.conn, exp, metric)
     live = _per_unit_live(store.conn, exp, metric, _hours(20))
     assert _same_unit(stored["late-b"], live["late-b"])
     assert not _same_unit(stored["late-a"], live["late-a"])
-    # a newer event of that unit recomputes it whole, the late one included
+    # a newer event of that unit is added to it, the late one still left out (only its dates are read)
     store.add(exp, events=[Ev("late-a", "buy", 1.0, _hours(25))])
-    materialise(store.conn, exp, metric, _hours(30), since=_hours(20) - timedelta(hours=2))
+    refresh_source(store.conn, exp, metric, _hours(30), 2.0, settled)
+    stored, live = _per_unit_stored(store.conn, exp, metric), _per_unit_live(store.conn, exp, metric, _hours(30))
+    assert stored["late-a"][3] == {component_text(("buy", "sum", None, None)): 2.0}
+    assert live["late-a"][3] == {component_text(("buy", "sum", None, None)): 7.0}
+    # a full refresh picks it up
+    refresh_source(store.conn, exp, metric, _hours(30), 2.0)
     assert _same_unit(_per_unit_stored(store.conn, exp, metric)["late-a"],
                       _per_unit_live(store.conn, exp, metric, _hours(30))["late-a"])
+
+
+def test_a_unit_stored_with_another_exposure_or_none_is_recomputed_whole(store: Store) -> None:  # noqa: F811
+    """Beyond the bound, a source's refresh still does not add a delta to a row it cannot trust: a unit whose
+    earlier exposure arrived later than the lookback (its stored values were computed against the other one), or
+    one exposed and stored that late (no stored row), is recomputed whole when it has new events."""
+    exp = store.experiment()
+    metric = [MetricSpec("rev", "mean", EventAggregate("buy", "sum"), cuped_lookback_hours=4)]
+    store.add(exp, [Exp("moved", "a", _hours(0)), Exp("steady", "b", _hours(0))],
+              [Ev("moved", "buy", 1.0, _hours(1)), Ev("moved", "buy", 2.0, _hours(-2)), Ev("steady", "buy", 3.0,
+                                                                                           _hours(1))])
+    settled = refresh_source(store.conn, exp, metric, _hours(10), 2.0)
+    # after the refresh at 10 h: an exposure of "moved" dated -5 h (a source's first exposure then moves to it:
+    # titrate's table keeps one row per unit, so the row is moved), a unit exposed at 1 h; both 9 h or more late,
+    # and both with a new event
+    store.conn.execute(EXPOSURES.update().where(EXPOSURES.c.experiment_id == exp, EXPOSURES.c.unit_id == "moved")
+                       .values(exposed_at=_hours(-5)))
+    store.add(exp, [Exp("late", "b", _hours(1))],
+              [Ev("late", "buy", 4.0, _hours(2)), Ev("moved", "buy", 5.0, _hours(15)),
+               Ev("late", "buy", 6.0, _hours(15))])
+    refresh_source(store.conn, exp, metric, _hours(20), 2.0, settled)
+    stored, live = _per_unit_stored(store.conn, exp, metric), _per_unit_live(store.conn, exp, metric, _hours(20))
+    assert set(stored) == set(live) == {"moved", "steady", "late"}
+    assert all(_same_unit(stored[u], live[u]) for u in live), (stored, live)
+    assert live["moved"][3] != {key: 0.0 for key in live["moved"][3]}
 
 
 # ------------------------------------------------------------------- the property, titrate's own tables (deltas)

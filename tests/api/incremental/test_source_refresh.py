@@ -12,10 +12,10 @@ from typing import Any
 
 import duckdb
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from api.db.engine import Database
-from api.db.tables import ScorecardUnit, utc_now
+from api.db.tables import ScorecardRefresh, ScorecardUnit, ScorecardUnitWindowValue, utc_now
 from api.sources import service as sources
 from tests.api.incremental.test_refresh import ARMS, _close, _get, _numbers
 from tests.api.sources.test_sources import body, make_lake
@@ -48,13 +48,19 @@ def _write(lake: Path, first: int, last: int, hours_ago: float) -> None:
         conn.executemany("INSERT INTO ev VALUES (?, ?, ?, ?, ?)", events)
 
 
-def test_a_source_experiment_is_refreshed_from_the_source(client: TestClient, keys: Keys, db: Database,
-                                                           tmp_path: Path) -> None:
+def _source_experiment(client: TestClient, keys: Keys, tmp_path: Path) -> Path:
+    """A DuckDB lake registered as source ``lake`` and experiment ``src`` analysed on it; the lake's path."""
     lake = make_lake(tmp_path / "lake.duckdb")
     admin = keys.headers("admin")
     assert client.post("/v1/sources", json=body("lake", f"duckdb:///{lake}"), headers=admin).status_code == 201
     create_metrics(client, admin)
     create_experiment(client, admin, start=True, key="src", variants=ARMS, analysis={"source": "lake"})
+    return lake
+
+
+def test_a_source_experiment_is_refreshed_from_the_source(client: TestClient, keys: Keys, db: Database,
+                                                           tmp_path: Path) -> None:
+    lake = _source_experiment(client, keys, tmp_path)
     _write(lake, 0, 300, hours_ago=40)
 
     first = _get(client, "src", keys)
@@ -70,3 +76,30 @@ def test_a_source_experiment_is_refreshed_from_the_source(client: TestClient, ke
     _close(_numbers(fresh), _numbers(_get(client, "src", keys, as_of=fresh["computed_at"])))
     by_country = _get(client, "src", keys, segment="country")
     _close(_numbers(by_country), _numbers(_get(client, "src", keys, segment="country", as_of=fresh["computed_at"])))
+    # the incremental refresh kept the values split at its cutoff: the events of the last lookback in window values
+    with db.read() as session:
+        state = session.execute(select(ScorecardRefresh.experiment_id, ScorecardRefresh.mode,
+                                       ScorecardRefresh.settled_through, ScorecardRefresh.computed_at)).one()
+        windowed = session.scalar(select(func.count()).select_from(ScorecardUnitWindowValue)
+                                  .where(ScorecardUnitWindowValue.experiment_id == state.experiment_id))
+    assert state.mode == "incremental"
+    assert state.settled_through is not None
+    assert state.settled_through < state.computed_at
+    assert windowed
+
+
+def test_a_source_state_stored_before_the_split_is_refreshed_in_full(client: TestClient, keys: Keys, db: Database,
+                                                                     tmp_path: Path) -> None:
+    """A source's refresh state without ``settled_through`` (stored before window values existed) holds totals, to
+    which no settled delta can be added: the next refresh is a full one, and the card equals the live one."""
+    lake = _source_experiment(client, keys, tmp_path)
+    _write(lake, 0, 200, hours_ago=5)
+    _get(client, "src", keys)
+    with db.transaction() as session:
+        session.execute(update(ScorecardRefresh).values(settled_through=None))
+    fresh = _get(client, "src", keys, fresh="true")
+    with db.read() as session:
+        state = session.execute(select(ScorecardRefresh.mode, ScorecardRefresh.settled_through)).one()
+    assert state.mode == "full"
+    assert state.settled_through is not None
+    _close(_numbers(fresh), _numbers(_get(client, "src", keys, as_of=fresh["computed_at"])))
