@@ -24,8 +24,10 @@ Measured per backend (median over ``--repeats``; each timing includes reading th
 * ``incremental`` — ``refresh`` after a round of +1 % events: on SQLite and PostgreSQL (titrate's own tables) the
   new events' per-unit deltas (read from the ``received_at`` index, migration 0010) computed and merged into the
   stored rows inside the database (``repository.merge_arrived``: a temporary table, one upsert); on DuckDB (a
-  source, no arrival column) the touched units recomputed and replaced; ``units``: units given a delta or
-  recomputed;
+  source, no arrival column) the events dated between the previous cutoff and the new one (refresh time minus the
+  lookback) summed per unit on DuckDB and merged into the stored settled values the same way
+  (``repository.merge_deltas``), and the window values (events dated after the new cutoff) replaced; ``units``:
+  units given a delta or recomputed (on DuckDB plus the units with window values);
 * ``stored read`` — the scorecard aggregation over the stored rows (what a read costs now);
 * ``floor`` — a lower bound on any exact incremental refresh, timed on the same new rows just before it: the new
   events (received since the watermark; on DuckDB, dated after the watermark minus the lookback, as a source
@@ -83,7 +85,7 @@ EXPOSURES, EVENTS = Exposure.__table__, Event.__table__
 @dataclass(frozen=True)
 class LakeTables:
     """The DuckDB source's tables (titrate's columns, no ``received_at``): not ``service.OwnTables``, so a refresh
-    recomputes the touched units there, as for any analysis source."""
+    reads them as any analysis source's (settled deltas and window values by event date)."""
 
     exposures: Any = EXPOSURES
     events: Any = EVENTS
@@ -217,8 +219,11 @@ def _bench(db: Database, duck: Engine | None, units: int, events_per_unit: float
         return service.refresh(db, experiment, POLICY, full=True, now=clock, source=source)
 
     def stored_read() -> Any:
-        with db.read() as session:
-            return repository.stored_metric_aggregates(session, experiment.id, SPECS, clock)
+        with db.read() as session:  # as a read builds the card: window values only where the state has them
+            state = repository.state(session, experiment.id)
+            assert state is not None
+            with service.stored_rows(session, experiment, state) as (conn, store):
+                return repository.stored_metric_aggregates(conn, experiment.id, SPECS, clock, store)
 
     out["load_start"] = os.getloadavg()[0]  # why: the machine is shared; the figures are read beside it
     out["full_query_s"] = _median(full_query, repeats)
