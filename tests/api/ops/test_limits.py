@@ -352,16 +352,17 @@ def test_healthz_answers_during_an_oversized_upload(live: LiveServer, keys: Keys
 
     thread = threading.Thread(target=upload)
     thread.start()
-    slowest = 0.0
+    # why answers counted, not timed: a server that read the upload on its event loop would answer /healthz only
+    # once the upload ended; a wall-clock bound failed on a loaded machine (1.39 s) with nothing blocked
+    answered_during = 0
     with httpx.Client(base_url=live.url, timeout=10) as http:
         while thread.is_alive():
-            start = time.perf_counter()
             assert http.get("/healthz").status_code == 200
-            slowest = max(slowest, time.perf_counter() - start)
+            answered_during += thread.is_alive()
             time.sleep(0.05)
     thread.join()
     assert result.get("status") == 413
-    assert slowest < 1.0, f"/healthz took {slowest:.2f} s during the upload"
+    assert answered_during >= 3, f"/healthz answered {answered_during} times while the upload was being refused"
 
 
 def test_resident_size_returns_after_10_oversized_authenticated_requests(live: LiveServer, keys: Keys) -> None:
