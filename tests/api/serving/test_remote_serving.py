@@ -211,9 +211,9 @@ def test_a_remote_shadow_never_delays_or_fails_the_served_call(remote: Remote) -
         timings.append(time.perf_counter() - started)
         assert response.status_code == 200
         assert (response.json()["variant"], response.json()["model"]) == ("control", "remote-a")
-    # had a caller waited for the shadow, each call would take at least its delay
-    assert max(timings) < delay
-    assert statistics.median(timings) < delay / 2
+    # had a caller waited for the shadow, each call would take at least its delay. why no bound on the slowest: a
+    # loaded machine stalls one call now and then (1.2 s in a fresh-clone run of the MLServer twin of this test)
+    assert statistics.median(timings) < delay / 2, timings
     remote.settle()
     assert remote.count(Prediction, Prediction.shadow.is_(True)) == 9
     remote.server.models["emb-slow"].fail_status = 500  # a failing shadow fails nothing served
