@@ -16,7 +16,6 @@ from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import (
     Column,
-    ColumnElement,
     Connection,
     Executable,
     Float,
@@ -151,10 +150,9 @@ def unit_rows(conn: Runner, tables: AnalysisTables, experiment_id: int, metrics:
     exposure's, or only of the unit ids ``units`` selects (a one-column ``SELECT`` or a list); counting only the
     events dated in ``(after, through]`` where given (``with_events_only``: only units with such an event)."""
     def rows_of(selected: Any) -> list[Mapping[str, Any]]:
-        stmt = unit_rows_query(tables.exposures, tables.events, experiment_id, metrics, as_of, earliest, selected,
-                               dated_after=after, dated_through=through, with_events_only=with_events_only)
-        result: Any = conn.execute(stmt).all()
-        return [row._mapping for row in result]
+        return _mappings(conn, unit_rows_query(tables.exposures, tables.events, experiment_id, metrics, as_of,
+                                               earliest, selected, dated_after=after, dated_through=through,
+                                               with_events_only=with_events_only))
 
     if isinstance(units, list):
         return [row for chunk in _chunks(units) for row in rows_of(list(chunk))]
@@ -167,8 +165,12 @@ def own_unit_rows(conn: Runner, tables: AnalysisTables, experiment_id: int, metr
     exposure's when ``since`` is None (a full refresh), else only the units exposed after ``since`` (recomputed
     whole by an incremental refresh; the others get :func:`merge_arrived`)."""
     units = None if since is None else exposed_units_query(tables.exposures, experiment_id, since, as_of)
-    stmt = unit_rows_query(tables.exposures, tables.events, experiment_id, metrics, as_of, earliest, units,
-                           received_by=as_of)
+    return _mappings(conn, unit_rows_query(tables.exposures, tables.events, experiment_id, metrics, as_of, earliest,
+                                           units, received_by=as_of))
+
+
+def _mappings(conn: Runner, stmt: Executable) -> list[Mapping[str, Any]]:
+    """The rows of ``stmt``, each as a mapping of column label → value."""
     result: Any = conn.execute(stmt).all()
     return [row._mapping for row in result]
 
@@ -360,38 +362,38 @@ def stored_settled_rows(conn: Runner, store: StoreTables, experiment_id: int, un
     """unit id → the stored (settled) row of each of ``units`` that has one, shaped as a row of :func:`unit_rows`
     (absent values 0): what an analysis source's refresh adds a settled delta to."""
     unit_table, value_table = store.units, store.values
-    found: dict[str, dict[str, Any]] = {}
+    found = {str(row.unit_id): dict(row._mapping) | dict.fromkeys(labels, 0.0)
+             for row in _rows_of_units(conn, unit_table, [unit_table], experiment_id, units)}
     label_of = {key: label for label, key in labels.items()}
-    dialect = _dialect(conn)
-    for chunk in ([units] if dialect in ("sqlite", "postgresql") else _chunks(list(units))):
-        for row in conn.execute(select(unit_table).where(unit_table.c.experiment_id == experiment_id,
-                                                         _one_of(unit_table.c.unit_id, chunk, dialect))).all():
-            r = dict(row._mapping)
-            found[str(r["unit_id"])] = r | dict.fromkeys(labels, 0.0)
-        values: Any = conn.execute(select(value_table.c.unit_id, value_table.c.component, value_table.c.value)
-                                   .where(value_table.c.experiment_id == experiment_id,
-                                          _one_of(value_table.c.unit_id, chunk, dialect))).all()
-        for unit, component, value in values:
-            if str(unit) in found and component in label_of:
-                found[str(unit)][label_of[component]] = float(value)
+    for unit, component, value in _rows_of_units(
+            conn, value_table, [value_table.c.unit_id, value_table.c.component, value_table.c.value],
+            experiment_id, units):
+        if str(unit) in found and component in label_of:
+            found[str(unit)][label_of[component]] = float(value)
     return found
 
 
-def _dialect(conn: Runner) -> str:
-    """The dialect name of a session, a connection or a source's reader."""
-    bind: Any = conn.get_bind() if isinstance(conn, Session) else conn
-    return str(getattr(bind, "dialect", None) and bind.dialect.name)
+def _rows_of_units(conn: Runner, table: Table, columns: Sequence[Any], experiment_id: int,
+                   units: Sequence[str]) -> list[Any]:
+    """``columns`` of the rows of ``table`` (a stored table) of the experiment's ``units``: the ids as one parameter
+    on titrate's SQLite (a JSON array read by ``json_each``) or PostgreSQL (an array, ``unnest``ed), else as bound
+    parameters, a chunk per statement. why: an IN list of thousands of bound parameters costs more to compile and
+    to test than the lookup itself."""
+    dialect = (conn.get_bind().dialect.name if isinstance(conn, Session)
+               else conn.dialect.name if isinstance(conn, Connection) else None)  # None: a source's reader
+    found: list[Any] = []
+    for chunk in ([units] if dialect in ("sqlite", "postgresql") else _chunks(list(units))):
+        ids: Any = (select(func.json_each(json.dumps(list(chunk))).table_valued("value").c.value)
+                    if dialect == "sqlite" else _id_array(chunk) if dialect == "postgresql" else list(chunk))
+        found += conn.execute(select(*columns).where(table.c.experiment_id == experiment_id,
+                                                     table.c.unit_id.in_(ids))).all()
+    return found
 
 
-def _one_of(column: Any, ids: Sequence[str], dialect: str) -> ColumnElement[bool]:
-    """``column IN ids`` with the ids as one parameter where the engine can take a list as one (SQLite: a JSON
-    array read by ``json_each``; PostgreSQL: an array, ``unnest``ed), else as bound parameters (a chunk). why: an
-    IN list of thousands of bound parameters costs more to compile and to test than the lookup itself."""
-    if dialect == "sqlite":
-        return column.in_(select(func.json_each(json.dumps(list(ids))).table_valued("value").c.value))
-    if dialect == "postgresql":
-        return column.in_(select(func.unnest(literal(list(ids), ARRAY(String(256))))))
-    return column.in_(list(ids))
+def _id_array(ids: Sequence[str]) -> Any:
+    """PostgreSQL: the unit ids as one array parameter, ``unnest``ed into a one-column ``SELECT`` (a hashed
+    semi-join where an IN list of bound parameters is tested element by element for each row)."""
+    return select(func.unnest(literal(list(ids), ARRAY(String(256)))))
 
 
 @dataclass(frozen=True)
@@ -434,16 +436,10 @@ def source_rows(conn: Runner, tables: AnalysisTables, store_conn: Runner, store:
 
 def stored_exposures(conn: Runner, store: StoreTables, experiment_id: int, units: Sequence[str]) -> dict[str, Exposure]:
     """unit id → :data:`Exposure` of each of ``units`` that has a stored row."""
-    unit_table = store.units
-    dialect = _dialect(conn)
-    found: dict[str, Exposure] = {}
-    for chunk in ([units] if dialect in ("sqlite", "postgresql") else _chunks(list(units))):
-        rows: Any = conn.execute(select(unit_table.c.unit_id, unit_table.c.variant, unit_table.c.allocation_version,
-                                        unit_table.c.exposed_at, unit_table.c.attributes)
-                                 .where(unit_table.c.experiment_id == experiment_id,
-                                        _one_of(unit_table.c.unit_id, chunk, dialect))).all()
-        found.update((str(r.unit_id), _exposure(r._mapping)) for r in rows)
-    return found
+    t = store.units
+    return {str(row.unit_id): _exposure(row._mapping) for row in _rows_of_units(
+        conn, t, [t.c.unit_id, t.c.variant, t.c.allocation_version, t.c.exposed_at, t.c.attributes], experiment_id,
+        units)}
 
 
 def merge_deltas(session: Session | Connection, experiment_id: int, deltas: Sequence[Mapping[str, Any]],
@@ -520,7 +516,7 @@ def merge_arrived(session: Session | Connection, tables: AnalysisTables, experim
         # is a hashed semi-join, where an IN list of bound parameters is tested element by element for each row
         units = [str(u) for u in conn.execute(arrived_units).scalars()]
         for chunk in _chunks(units, _DELTA_CHUNK):
-            compute_delta(select(func.unnest(literal(list(chunk), ARRAY(String(256))))))
+            compute_delta(_id_array(chunk))
     else:
         # why a temporary table of the ids on SQLite: it looks the units up as it did a list, without moving the
         # ids through Python and back as thousands of rendered literals (~45 ms of a 9.5k-unit refresh)

@@ -97,12 +97,12 @@ def store_source(session: Session, experiment: Experiment) -> str | None:
 
 @contextmanager
 def stored_rows(session: Session, experiment: Experiment,
-                state: RefreshState) -> Iterator[tuple[Runner, repository.StoreTables]]:
+                state: RefreshState | None) -> Iterator[tuple[Runner, repository.StoreTables]]:
     """Where the experiment's materialised rows of ``state`` are read: ``session`` and titrate's tables, or a read
     connection to the source that keeps them and the tables of its schema (the scorecard's aggregation then runs
     there); the window values are added only to a state that has them (``settled_through``)."""
     def of(store: repository.StoreTables) -> repository.StoreTables:
-        return store if state.settled_through is not None else store._replace(window=None)
+        return store if state is not None and state.settled_through is not None else store._replace(window=None)
 
     key = store_source(session, experiment)
     if key is None:
@@ -236,14 +236,16 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
             if settled is None:
                 mode = "full"  # why: a state stored before the split has no window values to add a delta to
             cutoff = now - lookback if settled is None else max(now - lookback, settled)
-            with _store_reader(session, experiment, in_source) as (store_conn, store):
+            with stored_rows(session, experiment, previous) as (store_conn, store):
                 split = repository.source_rows(conn, tables, store_conn, store, experiment.id, metrics, now,
                                                earliest, cutoff, settled)
             rows = split.rows
         excluded = repository.excluded_exposures(
             conn, tables, experiment.id, earliest, now + timedelta(hours=settings.timestamp_max_future_hours))
     everything, removed = previous is None, []
-    n_computed = len(rows) + (0 if split is None else len(split.deltas) + len(split.window))
+    # a source's refresh also touches the units given a delta and those with window values
+    split_units = 0 if split is None else len(split.deltas) + len(split.window)
+    n_computed = len(rows) + split_units  # before a full refresh's diff drops the unchanged rows
     if mode == "full" and in_source is not None:
         everything = True  # why no diff: the stored rows are in the source; a full refresh there replaces them all
     elif mode == "full" and previous is not None:
@@ -288,22 +290,10 @@ def refresh(db: Database, experiment: Experiment, policy: RefreshPolicy, *, full
     if card and publish is not None:
         _publish(db, experiment, new, publish)
     seconds = time.perf_counter() - started
-    written = len(rows) + len(removed) + deltas + (0 if split is None else len(split.deltas) + len(split.window))
+    written = len(rows) + len(removed) + deltas + split_units
     log.info("scorecard refreshed", extra={"experiment": experiment.key, "mode": mode, "units": recomputed,
                                            "units_written": written, "seconds": round(seconds, 3)})
     return RefreshResult(mode, new, recomputed, seconds, written)
-
-
-@contextmanager
-def _store_reader(session: Session, experiment: Experiment,
-                  in_source: str | None) -> Iterator[tuple[Runner, repository.StoreTables]]:
-    """Where a source's refresh reads the stored rows it adds settled deltas to: titrate's tables on ``session``,
-    or the source's materialise schema."""
-    if in_source is None:
-        yield session, repository.OWN_STORE
-        return
-    with sources.store_reading(session, in_source) as (reader, store):
-        yield reader, repository.StoreTables(*store)
 
 
 def _wanted(session: Session, experiment: Experiment, state: RefreshState, publish: CardPublisher) -> bool:
