@@ -37,7 +37,9 @@ def get_source(key: KeyPath, request: Request, _: Principal = Depends(require_an
 
 @router.delete("/{key}", status_code=204)
 def delete_source(key: KeyPath, request: Request, principal: Principal = Depends(require_admin)) -> Response:
-    """Remove an analysis source (409 while an experiment that has not ended reads it)."""
+    """Remove an analysis source (409 while an experiment that has not ended reads it), and the materialised rows
+    it keeps for its experiments."""
+    released = service.release_stored_rows(request.app.state.db, key)
     with request.app.state.db.transaction() as session:
-        service.delete_source(session, key, principal)
+        service.delete_source(session, key, principal, released)
     return Response(status_code=204)

@@ -11,7 +11,7 @@ from sqlalchemy import delete as delete_rows
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateSchema
 
-from api.db.tables import AnalysisSource, Experiment
+from api.db.tables import AnalysisSource, Experiment, ScorecardRefresh
 from scorecards.source_views import SourceJson, TableMapping, materialised_tables, source_from
 from scorecards.sql_dialect import BeforeOffset, float_literal
 
@@ -34,6 +34,25 @@ def experiments_naming(session: Session, key: str, statuses: tuple[str, ...] = N
     return list(session.scalars(select(Experiment.key).where(Experiment.analysis_source == key,
                                                              Experiment.status.in_(statuses))
                                 .order_by(Experiment.key)))
+
+
+def experiment_ids_naming(session: Session, key: str) -> list[int]:
+    """Ids of every experiment (any status) whose analysis reads source ``key``."""
+    return list(session.scalars(select(Experiment.id).where(Experiment.analysis_source == key)
+                                .order_by(Experiment.id)))
+
+
+def forget_refreshes(session: Session, experiment_ids: list[int]) -> None:
+    """Delete the scorecard refresh states (and their published cards) of these experiments in titrate's database:
+    a read then refreshes them in full, or answers that their source is unknown."""
+    if experiment_ids:
+        session.execute(delete_rows(ScorecardRefresh).where(ScorecardRefresh.experiment_id.in_(experiment_ids)))
+
+
+def delete_store_rows(conn: Connection, tables: tuple[Table, ...], experiment_ids: list[int]) -> None:
+    """Delete these experiments' rows from the tables of a source's materialise schema."""
+    for table in tables:
+        conn.execute(delete_rows(table).where(table.c.experiment_id.in_(experiment_ids)))
 
 
 def delete(session: Session, source: AnalysisSource) -> None:

@@ -24,6 +24,7 @@ source, and connections whose failures answer 424/503 with the engine's message 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
@@ -55,7 +56,7 @@ from sqlalchemy.pool import NullPool
 
 from api.audit import record
 from api.auth.keys import Principal
-from api.db.engine import DbTimeouts, create_db_engine, normalise_url
+from api.db.engine import Database, DbTimeouts, create_db_engine, normalise_url
 from api.db.tables import AnalysisSource, utc_now
 from api.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
 from api.settings import Settings, get_settings
@@ -63,6 +64,8 @@ from api.sources import repository
 from api.sources.schemas import SourceCreate, SourceOut
 from scorecards.source_views import TableMapping, events_view, exposures_view, materialised_tables
 from scorecards.sql_dialect import prepare_engine
+
+log = logging.getLogger(__name__)
 
 #: Errors of SQLAlchemy and of the drivers titrate ships: a source's failure (or, in a probe, a mapping problem).
 _DB_ERRORS = (sa_exc.SQLAlchemyError, psycopg.Error, sqlite3.Error)
@@ -684,17 +687,48 @@ def create_source(session: Session, body: SourceCreate, principal: Principal, li
     return source
 
 
-def delete_source(session: Session, key: str, principal: Principal) -> None:
-    """Remove a source (404 if unknown); 409 while a draft, running or paused experiment reads it."""
+def delete_source(session: Session, key: str, principal: Principal, released: str | None = None) -> None:
+    """Remove a source (404 if unknown); 409 while a draft, running or paused experiment reads it. ``released``:
+    what :func:`release_stored_rows` did (named in the audit record)."""
     source = get_or_404(session, key)
+    _refuse_while_read(session, key)
+    record(session, principal, "source.delete", experiment_id=None,
+           before={"key": key, "url": masked(source.url), "exposures": source.exposures, "events": source.events},
+           after=None if released is None else {"materialised_rows": released})
+    repository.delete(session, source)
+    ENGINES.dispose(key)
+
+
+def _refuse_while_read(session: Session, key: str) -> None:
     users = repository.experiments_naming(session, key)
     if users:
         raise Conflict(f"analysis source '{key}' is read by experiment(s) {', '.join(users)} that have not ended; "
                        "stop them (or edit the drafts) first")
-    record(session, principal, "source.delete", experiment_id=None,
-           before={"key": key, "url": masked(source.url), "exposures": source.exposures, "events": source.events})
-    repository.delete(session, source)
-    ENGINES.dispose(key)
+
+
+def release_stored_rows(db: Database, key: str) -> str | None:
+    """Before source ``key`` is deleted (:func:`delete_source`): when it keeps materialised rows (``materialise``),
+    forget its experiments' refresh states in titrate's database (committed), then delete their rows from its
+    schema, so nothing is left in the user's schema and a source registered again under the key is never read
+    through a state of the old one. In that order, a deletion that fails later leaves experiments that refresh in
+    full at their next read, never a state whose rows are gone. Returns ``"deleted"``, why the rows were left (the
+    schema could not be reached: a source is often deleted because its database is gone; logged), or None (no
+    rows to release). 404/409 as :func:`delete_source`, before anything changes."""
+    with db.transaction() as session:
+        source = get_or_404(session, key)
+        _refuse_while_read(session, key)
+        ids = repository.experiment_ids_naming(session, key) if materialise_schema(source) is not None else []
+        repository.forget_refreshes(session, ids)
+    if not ids:
+        return None
+    try:
+        with db.read() as session, store_writing(session, key) as (conn, store):
+            repository.delete_store_rows(conn, store, ids)
+    except DomainError as error:
+        log.warning("the materialised rows of a deleted analysis source are left in its schema",
+                    extra={"source": key, "experiments": ids, "error": str(error.detail)})
+        return f"left in the source: {error.detail}"
+    return "deleted"
 
 
 def known(session: Session, key: str) -> bool:

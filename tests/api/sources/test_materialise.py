@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, make_url, select, text
 
 from api.db.engine import Database, normalise_url
-from api.db.tables import ScorecardUnit, utc_now
+from api.db.tables import AuditEntry, ScorecardRefresh, ScorecardUnit, utc_now
 from tests.api.sources.test_source_scorecard import assert_same_card, pg_database  # noqa: F401 — a fixture
 from tests.api.sources.test_sources import EVENTS, EXPOSURES, make_lake
 from tests.conftest import POSTGRES_URL, Keys
@@ -73,6 +73,18 @@ def _pg_source(url: str, exposures: list[tuple[Any, ...]], events: list[tuple[An
     engine.dispose()
 
 
+def _loaded_source(kind: str, tmp_path: Path, pg_url: str | None, exposures: list[tuple[Any, ...]],
+                   events: list[tuple[Any, ...]]) -> tuple[str, str, dict[str, Any]]:
+    """A DuckDB file or a PostgreSQL database holding the rows: (where to count stored rows, URL, mappings)."""
+    if kind == "duckdb":
+        where = str(make_lake(tmp_path / "lake.duckdb"))
+        return where, _duckdb_source(Path(where), exposures, events), {"exposures": EXPOSURES, "events": EVENTS}
+    assert pg_url is not None
+    _pg_source(pg_url, exposures, events, create=True)
+    return pg_url, pg_url, {"exposures": {**EXPOSURES, "table": "warehouse.exp_log"},
+                            "events": {**EVENTS, "table": "warehouse.ev"}}
+
+
 def _stored_in_source(kind: str, where: str) -> int:
     """Rows of the materialise schema's unit table in the source."""
     if kind == "duckdb":
@@ -94,17 +106,7 @@ def test_rows_kept_in_the_sources_schema_give_the_live_scorecard_and_incremental
         pytest.skip("PostgreSQL as a source SKIPPED: TITRATE_TEST_POSTGRES_URL is not set")
     analyst, admin = keys.headers("analyst"), keys.headers("admin")
     create_metrics(client, analyst)
-    exposures, events = _rows(0, 300, seed=1, hours=96)
-    if kind == "duckdb":
-        where = str(make_lake(tmp_path / "lake.duckdb"))
-        url = _duckdb_source(Path(where), exposures, events)
-        mappings = {"exposures": EXPOSURES, "events": EVENTS}
-    else:
-        assert pg_database is not None
-        where = url = pg_database
-        _pg_source(url, exposures, events, create=True)
-        mappings = {"exposures": {**EXPOSURES, "table": "warehouse.exp_log"},
-                    "events": {**EVENTS, "table": "warehouse.ev"}}
+    where, url, mappings = _loaded_source(kind, tmp_path, pg_database, *_rows(0, 300, seed=1, hours=96))
     created = client.post("/v1/sources", json={"key": "lake", "url": url, **mappings,
                                                 "materialise": {"schema": SCHEMA}}, headers=admin)
     assert created.status_code == 201, created.text
@@ -207,3 +209,73 @@ def test_a_source_that_does_not_allow_the_schema_is_a_424_with_the_engines_messa
     plain = client.post("/v1/sources", json={"key": "ro", "url": reader_role, **mappings}, headers=admin)
     assert plain.status_code == 201, plain.text
     assert POSTGRES_URL
+
+
+def _refresh_states(db: Database) -> int:
+    with db.read() as session:
+        return int(session.scalar(select(func.count()).select_from(ScorecardRefresh)) or 0)
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgresql"])
+def test_deleting_a_source_deletes_the_rows_it_keeps_and_forgets_their_states(
+        client: TestClient, keys: Keys, db: Database, tmp_path: Path, pg_database: str | None,  # noqa: F811
+        kind: str) -> None:
+    """Deleting a source removes its ended experiments' rows from its schema (nothing left in the user's schema)
+    and their refresh states from titrate's database: registered again under the key, the source gives the
+    experiment's full scorecard, never one read through the old state from a schema without its rows."""
+    if kind == "postgresql" and pg_database is None:
+        pytest.skip("PostgreSQL as a source SKIPPED: TITRATE_TEST_POSTGRES_URL is not set")
+    analyst, admin = keys.headers("analyst"), keys.headers("admin")
+    create_metrics(client, analyst)
+    where, url, mappings = _loaded_source(kind, tmp_path, pg_database, *_rows(0, 200, seed=3, hours=96))
+    source = {"key": "lake", "url": url, **mappings, "materialise": {"schema": SCHEMA}}
+    assert client.post("/v1/sources", json=source, headers=admin).status_code == 201
+    create_experiment(client, analyst, start=True, admin_headers=admin, key="m", analysis={"source": "lake"})
+    first = client.get("/v1/experiments/m/scorecard", params={"fresh": "full"}, headers=analyst).json()
+    assert _stored_in_source(kind, where) == 200
+    assert _refresh_states(db) == 1
+
+    refused = client.delete("/v1/sources/lake", headers=admin)  # m is running: nothing changes
+    assert refused.status_code == 409, refused.text
+    assert (_stored_in_source(kind, where), _refresh_states(db)) == (200, 1)
+
+    assert client.post("/v1/experiments/m/stop", headers=admin).status_code == 200
+    assert client.delete("/v1/sources/lake", headers=admin).status_code == 204
+    assert (_stored_in_source(kind, where), _refresh_states(db)) == (0, 0)
+    with db.read() as session:
+        after = session.scalars(select(AuditEntry.after).where(AuditEntry.action == "source.delete")).one()
+    assert after == {"materialised_rows": "deleted"}
+    gone = client.get("/v1/experiments/m/scorecard", headers=analyst)
+    assert gone.status_code == 424, gone.text
+
+    assert client.post("/v1/sources", json=source, headers=admin).status_code == 201
+    again = client.get("/v1/experiments/m/scorecard", headers=analyst)
+    assert again.status_code == 200, again.text
+    assert sum(v["n"] + v["control_n"] for v in again.json()["metrics"][0]["variants"]) == 200
+    assert_same_card(again.json(), client.get("/v1/experiments/m/scorecard", headers=analyst,
+                                              params={"as_of": again.json()["computed_at"]}).json())
+    assert first["metrics"][0]["variants"] == again.json()["metrics"][0]["variants"]
+
+
+def test_a_source_whose_schema_is_gone_is_still_deleted_and_the_audit_names_the_rows_left(
+        client: TestClient, keys: Keys, db: Database, tmp_path: Path) -> None:
+    analyst, admin = keys.headers("analyst"), keys.headers("admin")
+    create_metrics(client, analyst)
+    exposures, events = _rows(0, 50, seed=4, hours=96)
+    lake = make_lake(tmp_path / "lake.duckdb")
+    url = _duckdb_source(Path(lake), exposures, events)
+    source = {"key": "lake", "url": url, "exposures": EXPOSURES, "events": EVENTS, "materialise": {"schema": SCHEMA}}
+    assert client.post("/v1/sources", json=source, headers=admin).status_code == 201
+    create_experiment(client, analyst, start=True, admin_headers=admin, key="m", analysis={"source": "lake"})
+    assert client.get("/v1/experiments/m/scorecard", params={"fresh": "full"}, headers=analyst).status_code == 200
+    assert client.post("/v1/experiments/m/stop", headers=admin).status_code == 200
+    Path(lake).rename(tmp_path / "moved.duckdb")  # the source's database is gone
+
+    assert client.delete("/v1/sources/lake", headers=admin).status_code == 204
+    assert client.get("/v1/sources/lake", headers=analyst).status_code == 404
+    assert _refresh_states(db) == 0
+    with db.read() as session:
+        after = session.scalars(select(AuditEntry.after).where(AuditEntry.action == "source.delete")).one()
+    assert after is not None
+    assert after["materialised_rows"].startswith("left in the source: "), after
+    assert _stored_in_source("duckdb", str(tmp_path / "moved.duckdb")) == 50  # left, as the audit says
