@@ -11,7 +11,14 @@ from sqlalchemy import delete as delete_rows
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateSchema
 
-from api.db.tables import AnalysisSource, Experiment, ScorecardRefresh
+from api.db.tables import (
+    AnalysisSource,
+    Experiment,
+    ScorecardRefresh,
+    ScorecardUnit,
+    ScorecardUnitValue,
+    ScorecardUnitWindowValue,
+)
 from scorecards.source_views import SourceJson, TableMapping, materialised_tables, source_from
 from scorecards.sql_dialect import BeforeOffset, float_literal
 
@@ -42,11 +49,15 @@ def experiment_ids_naming(session: Session, key: str) -> list[int]:
                                 .order_by(Experiment.id)))
 
 
-def forget_refreshes(session: Session, experiment_ids: list[int]) -> None:
-    """Delete the scorecard refresh states (and their published cards) of these experiments in titrate's database:
-    a read then refreshes them in full, or answers that their source is unknown."""
-    if experiment_ids:
-        session.execute(delete_rows(ScorecardRefresh).where(ScorecardRefresh.experiment_id.in_(experiment_ids)))
+def forget_refreshes(session: Session, experiment_ids: list[int], rows: bool) -> None:
+    """Delete the scorecard refresh states (and their published cards) of these experiments in titrate's database,
+    and with ``rows`` their materialised rows there too: a read then refreshes them in full, or answers that their
+    source is unknown."""
+    if not experiment_ids:
+        return
+    tables = [ScorecardRefresh, *((ScorecardUnitValue, ScorecardUnitWindowValue, ScorecardUnit) if rows else ())]
+    for table in tables:
+        session.execute(delete_rows(table).where(table.experiment_id.in_(experiment_ids)))
 
 
 def delete_store_rows(conn: Connection, tables: tuple[Table, ...], experiment_ids: list[int]) -> None:

@@ -707,27 +707,31 @@ def _refuse_while_read(session: Session, key: str) -> None:
 
 
 def release_stored_rows(db: Database, key: str) -> str | None:
-    """Before source ``key`` is deleted (:func:`delete_source`): when it keeps materialised rows (``materialise``),
-    forget its experiments' refresh states in titrate's database (committed), then delete their rows from its
-    schema, so nothing is left in the user's schema and a source registered again under the key is never read
-    through a state of the old one. In that order, a deletion that fails later leaves experiments that refresh in
-    full at their next read, never a state whose rows are gone. Returns ``"deleted"``, why the rows were left (the
-    schema could not be reached: a source is often deleted because its database is gone; logged), or None (no
-    rows to release). 404/409 as :func:`delete_source`, before anything changes."""
+    """Before source ``key`` is deleted (:func:`delete_source`): forget the refresh states of the experiments that
+    read it and delete their materialised rows — in titrate's database in the same committed transaction, or, for a
+    source that keeps them (``materialise``), from its schema after that commit. A state belongs to the source its
+    rows were computed from: a source registered again under the key (perhaps on other data) then refreshes them in
+    full, never adds to rows of the old one, and while no source has the key their scorecards answer 424. In that
+    order, a deletion that fails later leaves experiments that refresh in full at their next read, never a state
+    whose rows are gone. Returns ``"deleted"``, why rows were left in the source's schema (it could not be
+    reached: a source is often deleted because its database is gone; logged), or None (no experiment read it).
+    404/409 as :func:`delete_source`, before anything changes."""
     with db.transaction() as session:
         source = get_or_404(session, key)
         _refuse_while_read(session, key)
-        ids = repository.experiment_ids_naming(session, key) if materialise_schema(source) is not None else []
-        repository.forget_refreshes(session, ids)
+        ids = repository.experiment_ids_naming(session, key)
+        in_source = materialise_schema(source) is not None
+        repository.forget_refreshes(session, ids, rows=not in_source)
     if not ids:
         return None
-    try:
-        with db.read() as session, store_writing(session, key) as (conn, store):
-            repository.delete_store_rows(conn, store, ids)
-    except DomainError as error:
-        log.warning("the materialised rows of a deleted analysis source are left in its schema",
-                    extra={"source": key, "experiments": ids, "error": str(error.detail)})
-        return f"left in the source: {error.detail}"
+    if in_source:
+        try:
+            with db.read() as session, store_writing(session, key) as (conn, store):
+                repository.delete_store_rows(conn, store, ids)
+        except DomainError as error:
+            log.warning("the materialised rows of a deleted analysis source are left in its schema",
+                        extra={"source": key, "experiments": ids, "error": str(error.detail)})
+            return f"left in the source: {error.detail}"
     return "deleted"
 
 

@@ -279,3 +279,35 @@ def test_a_source_whose_schema_is_gone_is_still_deleted_and_the_audit_names_the_
     assert after is not None
     assert after["materialised_rows"].startswith("left in the source: "), after
     assert _stored_in_source("duckdb", str(tmp_path / "moved.duckdb")) == 50  # left, as the audit says
+
+
+def test_deleting_a_source_forgets_the_rows_titrates_database_keeps_for_it(
+        client: TestClient, keys: Keys, db: Database, tmp_path: Path) -> None:
+    """Without ``materialise`` the rows are in titrate's database: deleting the source deletes them and their
+    states, so a source registered again under the key on other data gives that data's scorecard (a full
+    refresh), not deltas added to the old source's rows."""
+    analyst, admin = keys.headers("analyst"), keys.headers("admin")
+    create_metrics(client, analyst)
+    old = _duckdb_source(make_lake(tmp_path / "old.duckdb"), *_rows(0, 120, seed=5, hours=96))
+    assert client.post("/v1/sources", json={"key": "lake", "url": old, "exposures": EXPOSURES, "events": EVENTS},
+                       headers=admin).status_code == 201
+    create_experiment(client, analyst, start=True, admin_headers=admin, key="m", analysis={"source": "lake"})
+    assert client.get("/v1/experiments/m/scorecard", params={"fresh": "full"}, headers=analyst).status_code == 200
+
+    def stored_units() -> int:
+        with db.read() as session:
+            return int(session.scalar(select(func.count()).select_from(ScorecardUnit)) or 0)
+
+    assert (stored_units(), _refresh_states(db)) == (120, 1)
+    assert client.post("/v1/experiments/m/stop", headers=admin).status_code == 200
+    assert client.delete("/v1/sources/lake", headers=admin).status_code == 204
+    assert (stored_units(), _refresh_states(db)) == (0, 0)
+    assert client.get("/v1/experiments/m/scorecard", headers=analyst).status_code == 424
+
+    new = _duckdb_source(make_lake(tmp_path / "new.duckdb"), *_rows(0, 40, seed=6, hours=96))
+    assert client.post("/v1/sources", json={"key": "lake", "url": new, "exposures": EXPOSURES, "events": EVENTS},
+                       headers=admin).status_code == 201
+    card = client.get("/v1/experiments/m/scorecard", params={"fresh": "true"}, headers=analyst).json()
+    assert sum(v["n"] + v["control_n"] for v in card["metrics"][0]["variants"]) == 40
+    assert_same_card(card, client.get("/v1/experiments/m/scorecard", headers=analyst,
+                                      params={"as_of": card["computed_at"]}).json())
