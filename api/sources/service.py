@@ -692,6 +692,10 @@ def delete_source(session: Session, key: str, principal: Principal, released: st
     what :func:`release_stored_rows` did (named in the audit record)."""
     source = get_or_404(session, key)
     _refuse_while_read(session, key)
+    # why again, in the deleting transaction: a read that refreshed an ended experiment since the release stored a
+    # new state, which must not outlive the source (its rows in a materialise schema are then left there)
+    repository.forget_refreshes(session, repository.experiment_ids_naming(session, key),
+                                rows=materialise_schema(source) is None)
     record(session, principal, "source.delete", experiment_id=None,
            before={"key": key, "url": masked(source.url), "exposures": source.exposures, "events": source.events},
            after=None if released is None else {"materialised_rows": released})

@@ -22,8 +22,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, make_url, select, text
 
+from api.auth.keys import Principal
 from api.db.engine import Database, normalise_url
 from api.db.tables import AuditEntry, ScorecardRefresh, ScorecardUnit, utc_now
+from api.sources import service as sources_service
 from tests.api.sources.test_source_scorecard import assert_same_card, pg_database  # noqa: F401 — a fixture
 from tests.api.sources.test_sources import EVENTS, EXPOSURES, make_lake
 from tests.conftest import POSTGRES_URL, Keys
@@ -311,3 +313,26 @@ def test_deleting_a_source_forgets_the_rows_titrates_database_keeps_for_it(
     assert sum(v["n"] + v["control_n"] for v in card["metrics"][0]["variants"]) == 40
     assert_same_card(card, client.get("/v1/experiments/m/scorecard", headers=analyst,
                                       params={"as_of": card["computed_at"]}).json())
+
+
+def test_a_state_stored_while_the_source_is_being_deleted_is_forgotten_with_it(
+        client: TestClient, keys: Keys, db: Database, tmp_path: Path) -> None:
+    """A read that refreshes an ended experiment between the release of its rows and the deletion of its source
+    stores a new state; the deleting transaction forgets it too, so no state outlives its source."""
+    analyst, admin = keys.headers("analyst"), keys.headers("admin")
+    create_metrics(client, analyst)
+    url = _duckdb_source(make_lake(tmp_path / "lake.duckdb"), *_rows(0, 30, seed=7, hours=96))
+    assert client.post("/v1/sources", json={"key": "lake", "url": url, "exposures": EXPOSURES, "events": EVENTS,
+                                            "materialise": {"schema": SCHEMA}}, headers=admin).status_code == 201
+    create_experiment(client, analyst, start=True, admin_headers=admin, key="m", analysis={"source": "lake"})
+    assert client.post("/v1/experiments/m/stop", headers=admin).status_code == 200
+    assert client.get("/v1/experiments/m/scorecard", params={"fresh": "full"}, headers=analyst).status_code == 200
+
+    released = sources_service.release_stored_rows(db, "lake")
+    assert (released, _refresh_states(db)) == ("deleted", 0)
+    assert client.get("/v1/experiments/m/scorecard", params={"fresh": "full"}, headers=analyst).status_code == 200
+    assert _refresh_states(db) == 1  # the read in between
+    with db.transaction() as session:
+        sources_service.delete_source(session, "lake", Principal(0, "test", "admin", "tk_test"), released)
+    assert _refresh_states(db) == 0
+    assert client.get("/v1/experiments/m/scorecard", headers=analyst).status_code == 424
