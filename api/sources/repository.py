@@ -144,8 +144,9 @@ def read_one(conn: Connection, mapping: TableMapping) -> None:
 def create_store(conn: Connection, schema: str) -> tuple[Table, Table, Table]:
     """Create schema ``schema`` and its three tables where absent (``scorecards.source_views.materialised_tables``)
     and check that they can be written (a DELETE of no rows: a schema whose tables exist but are read-only to this
-    role fails here, not at the first refresh)."""
-    store = materialised_tables(schema)
+    role fails here, not at the first refresh). On DuckDB the tables have no primary keys (``materialised_tables``:
+    ``keyed``)."""
+    store = materialised_tables(schema, keyed=conn.dialect.name != "duckdb")
     conn.execute(CreateSchema(schema, if_not_exists=True))
     for table in store:
         table.create(conn, checkfirst=True)

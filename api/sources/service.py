@@ -471,7 +471,7 @@ def store_writing(session: Session, key: str) -> Iterator[tuple[Connection, Stor
         with conn.begin():
             store = materialised_tables(schema)
             # why: a schema created before the window value table existed gets it at its next refresh
-            store[2].create(conn, checkfirst=True)
+            materialised_tables(schema, keyed=conn.dialect.name != "duckdb")[2].create(conn, checkfirst=True)
             yield conn, store
     except DomainError:
         raise

@@ -26,6 +26,7 @@ from api.auth.keys import Principal
 from api.db.engine import Database, normalise_url
 from api.db.tables import AuditEntry, ScorecardRefresh, ScorecardUnit, utc_now
 from api.sources import service as sources_service
+from scorecards.source_views import materialised_tables
 from tests.api.sources.test_source_scorecard import assert_same_card, pg_database  # noqa: F401 — a fixture
 from tests.api.sources.test_sources import EVENTS, EXPOSURES, make_lake
 from tests.conftest import POSTGRES_URL, Keys
@@ -336,3 +337,38 @@ def test_a_state_stored_while_the_source_is_being_deleted_is_forgotten_with_it(
         sources_service.delete_source(session, "lake", Principal(0, "test", "admin", "tk_test"), released)
     assert _refresh_states(db) == 0
     assert client.get("/v1/experiments/m/scorecard", headers=analyst).status_code == 424
+
+
+@pytest.mark.parametrize("made_before", [False, True])
+def test_a_duckdb_schema_is_created_without_primary_keys_and_one_made_with_them_still_works(
+        client: TestClient, keys: Keys, tmp_path: Path, made_before: bool) -> None:
+    """DuckDB keeps a primary key in an ART index that made every full refresh's commit slow
+    (``materialised_tables``: ``keyed``), so titrate creates the tables without one; a schema created with keys
+    (before this change) is kept as it is and refreshes the same."""
+    analyst, admin = keys.headers("analyst"), keys.headers("admin")
+    create_metrics(client, analyst)
+    lake = make_lake(tmp_path / "lake.duckdb")
+    url = _duckdb_source(lake, *_rows(0, 60, seed=8, hours=96))
+    if made_before:
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
+            for table in materialised_tables(SCHEMA, keyed=True):
+                table.create(conn)
+        engine.dispose()
+    assert client.post("/v1/sources", json={"key": "lake", "url": url, "exposures": EXPOSURES, "events": EVENTS,
+                                            "materialise": {"schema": SCHEMA}}, headers=admin).status_code == 201
+    with duckdb.connect(str(lake)) as conn:
+        keyed = conn.execute("SELECT DISTINCT table_name FROM duckdb_constraints() WHERE schema_name = ? "
+                             "AND constraint_type = 'PRIMARY KEY' ORDER BY 1", [SCHEMA]).fetchall()
+    assert [name for (name,) in keyed] == (
+        ["scorecard_unit_values", "scorecard_unit_window_values", "scorecard_units"] if made_before else [])
+    create_experiment(client, analyst, start=True, admin_headers=admin, key="m", analysis={"source": "lake"})
+    full = client.get("/v1/experiments/m/scorecard", params={"fresh": "full"}, headers=analyst).json()
+    _duckdb_source(lake, *_rows(60, 20, seed=9, hours=20))
+    incremental = client.get("/v1/experiments/m/scorecard", params={"fresh": "true"}, headers=analyst).json()
+    assert sum(v["n"] + v["control_n"] for v in incremental["metrics"][0]["variants"]) == 80
+    assert_same_card(incremental, client.get("/v1/experiments/m/scorecard", params={"fresh": "full"},
+                                             headers=analyst).json())
+    assert full["computed_at"] != incremental["computed_at"]
+    assert _stored_in_source("duckdb", str(lake)) == 80
