@@ -141,12 +141,17 @@ def read_one(conn: Connection, mapping: TableMapping) -> None:
 # ------------------------------------------------------------------ the materialise schema of a source
 
 
+def store_tables(conn: Connection, schema: str) -> tuple[Table, Table, Table]:
+    """The tables of materialise schema ``schema`` as titrate creates them on ``conn``'s engine
+    (``scorecards.source_views.materialised_tables``; on DuckDB without primary keys: ``keyed``)."""
+    return materialised_tables(schema, keyed=conn.dialect.name != "duckdb")
+
+
 def create_store(conn: Connection, schema: str) -> tuple[Table, Table, Table]:
-    """Create schema ``schema`` and its three tables where absent (``scorecards.source_views.materialised_tables``)
-    and check that they can be written (a DELETE of no rows: a schema whose tables exist but are read-only to this
-    role fails here, not at the first refresh). On DuckDB the tables have no primary keys (``materialised_tables``:
-    ``keyed``)."""
-    store = materialised_tables(schema, keyed=conn.dialect.name != "duckdb")
+    """Create schema ``schema`` and its three tables where absent (:func:`store_tables`) and check that they can be
+    written (a DELETE of no rows: a schema whose tables exist but are read-only to this role fails here, not at the
+    first refresh)."""
+    store = store_tables(conn, schema)
     conn.execute(CreateSchema(schema, if_not_exists=True))
     for table in store:
         table.create(conn, checkfirst=True)

@@ -469,9 +469,9 @@ def store_writing(session: Session, key: str) -> Iterator[tuple[Connection, Stor
         engine, url = ENGINES.get(source, write=True)
         conn = engine.connect()
         with conn.begin():
-            store = materialised_tables(schema)
+            store = repository.store_tables(conn, schema)
             # why: a schema created before the window value table existed gets it at its next refresh
-            materialised_tables(schema, keyed=conn.dialect.name != "duckdb")[2].create(conn, checkfirst=True)
+            store[2].create(conn, checkfirst=True)
             yield conn, store
     except DomainError:
         raise
