@@ -37,6 +37,32 @@ def test_resending_never_double_counts(client: TestClient, keys: Keys, db: Datab
     assert _count(db) == 600
 
 
+def test_a_batch_with_a_stored_event_stores_the_same_values_as_one_without(client: TestClient, keys: Keys,
+                                                                           db: Database) -> None:
+    # PostgreSQL writes a new batch by COPY straight into events, and one that meets a stored event_id through a
+    # staging table and ON CONFLICT: both must store the same values (attributes as JSON objects, not strings)
+    sdk = keys.headers("sdk")
+    kinds = [{"unit_id": "ü-1", "value": 1e-300, "timestamp": "2026-11-23T12:00:00+05:30",
+              "attributes": {"é": ["日本", None, True, {"deep": [1.5, -2]}], "big": 2**62, "q": "a\"b\\c"}},
+             {"unit_id": "u-2", "value": -7.25, "timestamp": "1999-12-31T23:59:59.123456-08:00", "attributes": {}},
+             {"unit_id": "u-3", "value": 1.0, "timestamp": "2026-11-23T10:00:00Z", "attributes": {"x": "\u2028"}}]
+    def batch(prefix: str) -> list[dict[str, object]]:
+        return [{"event_id": f"{prefix}-{i}", "name": "purchase", **kind} for i, kind in enumerate(kinds)]
+    assert client.post("/v1/events", json={"events": batch("new")}, headers=sdk).json() == {
+        "accepted": 3, "duplicates": 0}
+    mixed = batch("mixed") + batch("new")[:1]
+    assert client.post("/v1/events", json={"events": mixed}, headers=sdk).json() == {"accepted": 3, "duplicates": 1}
+
+    def stored(prefix: str) -> list[tuple[object, ...]]:
+        with db.read() as session:
+            rows = session.scalars(select(Event).where(Event.event_id.like(f"{prefix}-%")).order_by(Event.event_id))
+            return [(r.event_id.split("-", 1)[1], r.unit_id, r.name, r.value, r.timestamp, r.attributes)
+                    for r in rows]
+    assert stored("new") == stored("mixed")
+    assert [row[5] for row in stored("new")] == [kind["attributes"] for kind in kinds]
+    assert stored("new")[0][4].isoformat() == "2026-11-23T06:30:00+00:00"
+
+
 def test_repeats_inside_one_batch_count_as_duplicates(client: TestClient, keys: Keys, db: Database) -> None:
     batch = events(3) + events(3)
     response = client.post("/v1/events", json={"events": batch}, headers=keys.headers("sdk"))
